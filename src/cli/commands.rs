@@ -1,0 +1,237 @@
+//! What each command does. Output meant for scripts goes to stdout; logs and
+//! errors go to stderr.
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::Command;
+use crate::config::secrets::{self, ProcessEnv, Secrets, WebhookSecrets};
+use crate::config::Settings;
+use crate::crypto;
+use crate::security::SignatureVerifier;
+use crate::startup::{cancel_on_signal, Application};
+use crate::store::Store;
+
+pub fn dispatch(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Keygen => keygen(),
+        Command::Init => init(Path::new(".env")),
+        Command::Sign { file } => sign(file.as_deref()),
+        command => {
+            let settings = Settings::load(config)?;
+            crate::telemetry::init(settings.log.format, std::io::stderr);
+            runtime()?.block_on(async_command(command, settings))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn async_command(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let store = connect(&settings).await?;
+            store.migrate().await.context("cannot apply migrations")?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { job_id } => show(settings, &job_id).await,
+        Command::CheckConfig => check_config(&settings),
+        Command::Healthcheck => healthcheck(&settings).await,
+        Command::Keygen | Command::Init | Command::Sign { .. } => unreachable!("handled before"),
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    let secrets = Secrets::load(&ProcessEnv)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let app = Application::build(settings, secrets, None, shutdown).await?;
+    app.run().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    let url = secrets::database_url(&ProcessEnv)?;
+    Store::connect(&url, &settings.database)
+        .await
+        .context("cannot connect to the database named by DATABASE_URL")
+}
+
+fn keygen() -> anyhow::Result<ExitCode> {
+    println!(
+        "{}",
+        base64::engine::general_purpose::STANDARD.encode(crypto::generate_key())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let secrets = WebhookSecrets::load(&ProcessEnv)?;
+    let body = match file {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read stdin")?;
+            buf
+        }
+    };
+    println!("{}", SignatureVerifier::new(&secrets).sign(&body));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
+    let keys = secrets::load_key_ring(&ProcessEnv)?;
+    let store = connect(&settings).await?;
+    let rows = store.events_for_job(job_id).await?;
+    if rows.is_empty() {
+        eprintln!("no stored event for job {job_id}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    for row in rows {
+        let plaintext = match keys.open(
+            &row.job_id,
+            &row.event,
+            &row.key_id,
+            &row.nonce,
+            &row.ciphertext,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: row {} ({} {}): {e}", row.id, row.job_id, row.event);
+                failed += 1;
+                continue;
+            }
+        };
+        let payload: Value = serde_json::from_slice(&plaintext)
+            .with_context(|| format!("row {} decrypted to something that is not JSON", row.id))?;
+        let line = json!({
+            "job_id": row.job_id,
+            "event": row.event,
+            "pattern_id": row.pattern_id,
+            "status": row.status,
+            "received_at": row.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "payload": payload,
+        });
+        writeln!(out, "{line}")?;
+    }
+    if failed > 0 {
+        bail!("{failed} event(s) could not be decrypted with IMGGO_ENCRYPTION_KEYS");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let secrets = Secrets::load(&ProcessEnv)?;
+    let effective = toml::to_string_pretty(settings).context("cannot render the settings")?;
+    let ids: Vec<&str> = secrets.keys.ids().map(|k| k.as_str()).collect();
+    println!("# Effective settings (defaults, config file, IMGGO__* overrides)\n");
+    println!("{effective}");
+    println!("# Secrets (from the environment, .env or *_FILE)");
+    println!("[secrets]");
+    println!(
+        "{} = \"<redacted>\"  # {} secret(s)",
+        secrets::WEBHOOK_SECRETS,
+        secrets.webhook.len()
+    );
+    println!(
+        "{} = \"<redacted>\"  # key ids {}, current `{}`",
+        secrets::ENCRYPTION_KEYS,
+        ids.join(", "),
+        secrets.keys.current()
+    );
+    println!("{} = \"<redacted>\"", secrets::HASH_KEY);
+    println!("{} = \"<redacted>\"", secrets::DATABASE_URL);
+    eprintln!("configuration OK");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A tiny HTTP/1.1 GET so container images need no curl.
+async fn healthcheck(settings: &Settings) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut addr = settings.server.bind;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut head = vec![0u8; 64];
+        let n = stream.read(&mut head).await?;
+        Ok::<_, std::io::Error>(head[..n].starts_with(b"HTTP/1.1 200"))
+    };
+    match tokio::time::timeout(Duration::from_secs(3), probe).await {
+        Ok(Ok(true)) => Ok(ExitCode::SUCCESS),
+        Ok(Ok(false)) => bail!("/healthz on {addr} did not answer 200"),
+        Ok(Err(e)) => bail!("/healthz on {addr} is unreachable: {e}"),
+        Err(_) => bail!("/healthz on {addr} did not answer within 3s"),
+    }
+}
+
+/// Writes `.env` with fresh secrets, mode 0600, refusing to overwrite.
+fn init(path: &Path) -> anyhow::Result<ExitCode> {
+    use rand::RngCore as _;
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let key_id = format!("k{}", chrono::Utc::now().format("%Y%m%d"));
+    let contents = format!(
+        "# Written by `imggo-receiver init`. Keep this file secret; never commit it.\n\
+         # Register IMGGO_WEBHOOK_SECRETS with ImgGo as your webhook signing secret.\n\
+         IMGGO_WEBHOOK_SECRETS=whsec_{}\n\
+         # Encryption key ring KEY_ID:BASE64, first encrypts, all decrypt.\n\
+         IMGGO_ENCRYPTION_KEYS={key_id}:{}\n\
+         # Key of the `hash` redaction HMAC.\n\
+         IMGGO_HASH_KEY={}\n",
+        hex::encode(secret),
+        b64(&crypto::generate_key()),
+        b64(&crypto::generate_key()),
+    );
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!(
+                "{} already exists; refusing to overwrite it (move it away first)",
+                path.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+    };
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    println!("wrote fresh secrets to {} (mode 0600)", shown.display());
+    println!("next: register the IMGGO_WEBHOOK_SECRETS value from that file with ImgGo as your webhook secret, then run `imggo-receiver serve`");
+    Ok(ExitCode::SUCCESS)
+}

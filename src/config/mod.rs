@@ -1,0 +1,291 @@
+//! Settings: embedded defaults → optional TOML file → `IMGGO__SECTION__KEY`
+//! environment variables, validated once into typed values.
+//!
+//! Secrets are not settings: they come from the environment only and live in
+//! [`secrets`].
+
+pub mod secrets;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::redact::RedactSettings;
+
+/// The defaults, compiled in so the binary runs without any file beside it.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Environment prefix for setting overrides (`IMGGO__SERVER__BIND`).
+const ENV_PREFIX: &str = "IMGGO";
+
+/// Every setting of the service. No secret lives here, so `Debug` is safe.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Public HTTP listener.
+    pub server: ServerSettings,
+    /// Operator listener (metrics).
+    pub admin: AdminSettings,
+    /// The webhook route.
+    pub webhook: WebhookSettings,
+    /// Client IP resolution and allowlist.
+    pub network: NetworkSettings,
+    /// Per-client-IP rate limit on the webhook route.
+    pub rate_limit: RateLimitSettings,
+    /// How long stored events are kept.
+    pub retention: RetentionSettings,
+    /// Database pool.
+    pub database: DatabaseSettings,
+    /// Log output.
+    pub log: LogSettings,
+    /// PII redaction rules.
+    pub redact: RedactSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address the public listener binds to.
+    pub bind: SocketAddr,
+    /// Largest accepted webhook body in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a request may take, body included.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Grace period for in-flight requests on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address of the operator listener.
+    pub bind: SocketAddr,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Route ImgGo posts to.
+    pub path: String,
+    /// Oldest signed `timestamp` accepted; zero turns the check off.
+    #[serde(with = "humantime_serde")]
+    pub max_timestamp_age: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// Load balancers whose `X-Forwarded-For` is believed.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Who may call the webhook route; empty = everyone.
+    #[serde(deserialize_with = "networks")]
+    pub allowed_ips: Vec<IpNet>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second per client IP.
+    pub per_second: u32,
+    /// Requests a client may send at once.
+    pub burst: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Rows older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Time between purge passes.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+    /// Rows deleted per transaction.
+    pub batch_size: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Pool size per replica.
+    pub max_connections: u32,
+    /// How long start-up waits for the database.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a request waits for a connection before 503.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `json` or `pretty`.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Why the settings could not be loaded. The message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads defaults, then `file` (when given), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, for tests.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        // Only IMGGO__* keys are settings; IMGGO_WEBHOOK_SECRETS and friends
+        // (single underscore) are secrets and must never pass through here.
+        let overrides: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        // try_parsing stays off: it rewrites strings ("0123" → "123"). The
+        // config crate still parses numbers and booleans out of strings.
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(overrides)),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.server.max_body_bytes == 0 {
+            return fail("server.max_body_bytes", "must be at least 1");
+        }
+        if self.server.request_timeout.is_zero() {
+            return fail("server.request_timeout", "must be greater than 0s");
+        }
+        if !self.webhook.path.starts_with('/') || self.webhook.path.len() < 2 {
+            return fail("webhook.path", "must start with '/' and name a route");
+        }
+        if self.webhook.path == "/healthz" || self.webhook.path == "/readyz" {
+            return fail("webhook.path", "must not shadow /healthz or /readyz");
+        }
+        if self.rate_limit.per_second == 0 {
+            return fail("rate_limit.per_second", "must be at least 1");
+        }
+        if self.rate_limit.burst == 0 {
+            return fail("rate_limit.burst", "must be at least 1");
+        }
+        if self.retention.max_age.is_zero() {
+            return fail("retention.max_age", "must be greater than 0s");
+        }
+        if self.retention.purge_interval.is_zero() {
+            return fail("retention.purge_interval", "must be greater than 0s");
+        }
+        if self.retention.batch_size == 0 {
+            return fail("retention.batch_size", "must be at least 1");
+        }
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1");
+        }
+        if self.database.acquire_timeout.is_zero() {
+            return fail("database.acquire_timeout", "must be greater than 0s");
+        }
+        self.redact.validate().map_err(ConfigError)?;
+        Ok(())
+    }
+
+    /// The rate limit as a typed, non-zero pair (validated at load).
+    pub fn rate(&self) -> (NonZeroU32, NonZeroU32) {
+        let one = NonZeroU32::MIN;
+        (
+            NonZeroU32::new(self.rate_limit.per_second).unwrap_or(one),
+            NonZeroU32::new(self.rate_limit.burst).unwrap_or(one),
+        )
+    }
+}
+
+/// Accepts a TOML list or one comma-separated string (what an environment
+/// variable can carry). Bare addresses become host networks (/32, /128).
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    let items = match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::String(s) => s.split(',').map(str::to_owned).collect(),
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_network(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address. IPv4-mapped IPv6
+/// networks are stored as their IPv4 form so they match canonical peers.
+pub fn parse_network(s: &str) -> Result<IpNet, String> {
+    let net = s
+        .parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+    Ok(canonical_net(net))
+}
+
+fn canonical_net(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net {
+        if let Some(v4) = v6.addr().to_ipv4_mapped() {
+            if v6.prefix_len() >= 96 {
+                if let Ok(n) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96) {
+                    return IpNet::V4(n);
+                }
+            }
+        }
+    }
+    net.trunc()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,279 @@
+//! The encryption key ring and sealing of stored payloads.
+//!
+//! XChaCha20-Poly1305: a 192-bit nonce makes random nonces safe at any volume
+//! (AES-GCM's 96-bit random nonces cap a key near 2^32 rows), and it is fast
+//! in software on machines without AES instructions. Associated data binds a
+//! ciphertext to its (job_id, event): moved to another row, it fails to open.
+
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+/// Nonce length of XChaCha20-Poly1305.
+pub const NONCE_LEN: usize = 24;
+
+/// Domain separation for the associated data, versioned with the format.
+const AAD_CONTEXT: &[u8] = b"imggo-receiver/event/v1";
+
+/// A key's public name, stored beside every row it sealed.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// Ids are short and printable: `[A-Za-z0-9_.-]{1,64}`.
+    pub fn new(id: &str) -> Result<Self, String> {
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if ok {
+            Ok(Self(id.to_owned()))
+        } else {
+            Err("key id must match [A-Za-z0-9_.-]{1,64}".to_owned())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+/// A payload sealed under one key of the ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: KeyId,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OpenError {
+    #[error("key `{0}` is not in IMGGO_ENCRYPTION_KEYS")]
+    UnknownKey(String),
+    #[error("ciphertext does not authenticate for this row (wrong key, moved or tampered)")]
+    Corrupt,
+}
+
+/// The encryption keys: the first seals, every one opens.
+pub struct KeyRing {
+    keys: Vec<(KeyId, XChaCha20Poly1305)>,
+}
+
+impl KeyRing {
+    /// `None` when empty: a ring needs a current key.
+    pub fn new(keys: Vec<(KeyId, [u8; 32])>) -> Option<Self> {
+        if keys.is_empty() {
+            return None;
+        }
+        let keys = keys
+            .into_iter()
+            .map(|(id, key)| (id, XChaCha20Poly1305::new(&key.into())))
+            .collect();
+        Some(Self { keys })
+    }
+
+    /// The id new rows are sealed under.
+    pub fn current(&self) -> &KeyId {
+        &self.keys[0].0
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &KeyId> {
+        self.keys.iter().map(|(id, _)| id)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.keys.iter().any(|(k, _)| k.as_str() == id)
+    }
+
+    /// Seals `plaintext` for the row (job_id, event) with a fresh nonce.
+    pub fn seal(&self, job_id: &str, event: &str, plaintext: &[u8]) -> Sealed {
+        let (id, cipher) = &self.keys[0];
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = associated_data(job_id, event);
+        // Encryption only fails when the message exceeds the cipher's ~256 GiB
+        // limit, far beyond any body we accept.
+        let ciphertext = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_default();
+        Sealed {
+            key_id: id.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }
+    }
+
+    /// Opens a row's payload; fails when the key is missing or the row was
+    /// altered or moved.
+    pub fn open(
+        &self,
+        job_id: &str,
+        event: &str,
+        key_id: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
+        let cipher = self
+            .keys
+            .iter()
+            .find(|(k, _)| k.as_str() == key_id)
+            .map(|(_, c)| c)
+            .ok_or_else(|| OpenError::UnknownKey(key_id.to_owned()))?;
+        if nonce.len() != NONCE_LEN {
+            return Err(OpenError::Corrupt);
+        }
+        let aad = associated_data(job_id, event);
+        cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| OpenError::Corrupt)
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("ids", &self.ids().map(KeyId::as_str).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Length-prefixed so that no two (job_id, event) pairs share an encoding.
+fn associated_data(job_id: &str, event: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_CONTEXT.len() + 8 + job_id.len() + event.len());
+    aad.extend_from_slice(AAD_CONTEXT);
+    for part in [job_id, event] {
+        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad
+}
+
+/// A fresh random 32-byte key (for `keygen` and `init`).
+pub fn generate_key() -> [u8; 32] {
+    XChaCha20Poly1305::generate_key(&mut OsRng).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(ids: &[(&str, u8)]) -> KeyRing {
+        KeyRing::new(
+            ids.iter()
+                .map(|(id, b)| (KeyId::new(id).unwrap(), [*b; 32]))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn seal_then_open_round_trips_under_the_first_key() {
+        let r = ring(&[("a", 1), ("b", 2)]);
+        let s = r.seal("job-1", "job.succeeded", b"{\"x\":1}");
+        assert_eq!(s.key_id.as_str(), "a");
+        assert_eq!(s.nonce.len(), NONCE_LEN);
+        assert!(!s.ciphertext.windows(7).any(|w| w == b"{\"x\":1}"));
+        let pt = r
+            .open("job-1", "job.succeeded", "a", &s.nonce, &s.ciphertext)
+            .unwrap();
+        assert_eq!(pt, b"{\"x\":1}");
+    }
+
+    #[test]
+    fn nonces_are_fresh_per_seal() {
+        let r = ring(&[("a", 1)]);
+        let a = r.seal("j", "e", b"same");
+        let b = r.seal("j", "e", b"same");
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(a.ciphertext, b.ciphertext);
+    }
+
+    #[test]
+    fn a_ciphertext_moved_to_another_row_does_not_open() {
+        let r = ring(&[("a", 1)]);
+        let s = r.seal("job-1", "job.succeeded", b"payload");
+        for (job, event) in [
+            ("job-2", "job.succeeded"),
+            ("job-1", "job.failed"),
+            // Same concatenation, different split: length prefixes tell them apart.
+            ("job-1j", "ob.succeeded"),
+        ] {
+            assert_eq!(
+                r.open(job, event, "a", &s.nonce, &s.ciphertext),
+                Err(OpenError::Corrupt),
+                "{job}/{event}"
+            );
+        }
+    }
+
+    #[test]
+    fn tampering_and_unknown_keys_are_reported() {
+        let r = ring(&[("a", 1)]);
+        let mut s = r.seal("j", "e", b"payload");
+        s.ciphertext[0] ^= 1;
+        assert_eq!(
+            r.open("j", "e", "a", &s.nonce, &s.ciphertext),
+            Err(OpenError::Corrupt)
+        );
+        assert_eq!(
+            r.open("j", "e", "zz", &s.nonce, &s.ciphertext),
+            Err(OpenError::UnknownKey("zz".into()))
+        );
+        assert_eq!(
+            r.open("j", "e", "a", &s.nonce[..10], &s.ciphertext),
+            Err(OpenError::Corrupt)
+        );
+    }
+
+    #[test]
+    fn rotated_ring_still_opens_rows_of_the_old_key() {
+        let old = ring(&[("a", 1)]);
+        let s = old.seal("j", "e", b"old row");
+        let rotated = ring(&[("b", 2), ("a", 1)]);
+        assert_eq!(rotated.current().as_str(), "b");
+        assert_eq!(
+            rotated
+                .open("j", "e", "a", &s.nonce, &s.ciphertext)
+                .unwrap(),
+            b"old row"
+        );
+        // And the same key under a different id does not stand in for it.
+        let renamed = ring(&[("c", 1)]);
+        assert!(renamed
+            .open("j", "e", "a", &s.nonce, &s.ciphertext)
+            .is_err());
+    }
+
+    #[test]
+    fn debug_shows_ids_only() {
+        let r = ring(&[("a", 7)]);
+        let dbg = format!("{r:?}");
+        assert!(dbg.contains("\"a\""));
+        assert!(!dbg.contains('7'));
+    }
+}

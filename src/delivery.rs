@@ -1,0 +1,216 @@
+//! What a delivery is once authenticated: its envelope fields, validated per
+//! CONTRACT §2, and the freshness of its signed `timestamp`.
+//!
+//! Both payload dialects share `event`, `job_id` and an optional
+//! `pattern_id`; `status` exists only in the documented dialect, `timestamp`
+//! only in the production one. Everything else is kept as it came.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::AppError;
+
+/// How far in the future a signed timestamp may be (clock skew).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// The plaintext columns of a stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub job_id: String,
+    pub event: String,
+    pub pattern_id: Option<String>,
+    pub status: Option<String>,
+}
+
+impl Envelope {
+    /// Reads and validates the envelope of a parsed body.
+    pub fn from_object(body: &Map<String, Value>) -> Result<Self, AppError> {
+        let event = required_str(body, "event")?;
+        if !valid_token(event, 64, b"_.-") {
+            return Err(invalid("event must match ^[A-Za-z0-9_.-]{1,64}$"));
+        }
+        let job_id = required_str(body, "job_id")?;
+        if !valid_token(job_id, 128, b"_.:-") {
+            return Err(invalid("job_id must match ^[A-Za-z0-9_.:-]{1,128}$"));
+        }
+        let pattern_id = match body.get("pattern_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.chars().count() <= 128 => Some(s.clone()),
+            Some(Value::String(_)) => {
+                return Err(invalid("pattern_id must be at most 128 characters"))
+            }
+            Some(_) => return Err(invalid("pattern_id must be a string")),
+        };
+        // `status` is informational; a plaintext column only takes a short,
+        // printable value (the full one stays in the sealed payload).
+        let status = match body.get("status") {
+            Some(Value::String(s)) if !s.is_empty() && valid_token(s, 64, b"_.:- ") => {
+                Some(s.clone())
+            }
+            _ => None,
+        };
+        Ok(Self {
+            job_id: job_id.to_owned(),
+            event: event.to_owned(),
+            pattern_id,
+            status,
+        })
+    }
+}
+
+/// Checks the signed `timestamp`, when present, against `max_age` (zero = off).
+pub fn check_freshness(
+    body: &Map<String, Value>,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    if max_age.is_zero() {
+        return Ok(());
+    }
+    let raw = match body.get("timestamp") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(invalid("timestamp must be an RFC 3339 date-time string")),
+    };
+    let ts = DateTime::parse_from_rfc3339(raw)
+        .map_err(|_| invalid("timestamp must be an RFC 3339 date-time string"))?
+        .with_timezone(&Utc);
+    let age = now.signed_duration_since(ts);
+    let too_old = age.to_std().is_ok_and(|a| a > max_age);
+    let too_new = (-age).to_std().is_ok_and(|a| a > MAX_CLOCK_SKEW);
+    if too_old || too_new {
+        return Err(AppError::StaleTimestamp);
+    }
+    Ok(())
+}
+
+fn required_str<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, AppError> {
+    match body.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(invalid(&format!("{field} is required"))),
+        Some(_) => Err(invalid(&format!("{field} must be a string"))),
+    }
+}
+
+fn valid_token(s: &str, max_len: usize, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= max_len
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
+fn invalid(message: &str) -> AppError {
+    AppError::InvalidPayload(message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn err_message(v: Value) -> String {
+        match Envelope::from_object(&obj(v)) {
+            Err(AppError::InvalidPayload(m)) => m,
+            other => panic!("expected invalid_payload, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_both_dialects() {
+        let prod = json!({"event":"job.succeeded","job_id":"3f1c9a8e-0000-4000-8000-000000000001",
+            "pattern_id":"5b7e0000-0000-4000-8000-000000000002","manifest":{"a":1},"error":null,
+            "timestamp":"2026-11-24T10:00:00Z"});
+        let e = Envelope::from_object(&obj(prod)).unwrap();
+        assert_eq!(e.event, "job.succeeded");
+        assert_eq!(
+            e.pattern_id.as_deref(),
+            Some("5b7e0000-0000-4000-8000-000000000002")
+        );
+        assert_eq!(e.status, None);
+
+        let docs = json!({"event":"job.completed","job_id":"job_abc:123","pattern_id":"pat_x",
+            "status":"completed","result":{"a":1},"confidence":0.97});
+        let e = Envelope::from_object(&obj(docs)).unwrap();
+        assert_eq!(e.job_id, "job_abc:123");
+        assert_eq!(e.status.as_deref(), Some("completed"));
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let long = "x".repeat(129);
+        let cases = [
+            (json!({"job_id":"j"}), "event"),
+            (json!({"event":null,"job_id":"j"}), "event"),
+            (json!({"event":1,"job_id":"j"}), "event"),
+            (json!({"event":"","job_id":"j"}), "event"),
+            (json!({"event":"job succeeded","job_id":"j"}), "event"),
+            (json!({"event":"x".repeat(65),"job_id":"j"}), "event"),
+            (json!({"event":"job.succeeded"}), "job_id"),
+            (json!({"event":"e","job_id":""}), "job_id"),
+            (json!({"event":"e","job_id":"a/b"}), "job_id"),
+            (json!({"event":"e","job_id":"é"}), "job_id"),
+            (json!({"event":"e","job_id":"x".repeat(129)}), "job_id"),
+            (json!({"event":"e","job_id":["j"]}), "job_id"),
+            (
+                json!({"event":"e","job_id":"j","pattern_id":long}),
+                "pattern_id",
+            ),
+            (
+                json!({"event":"e","job_id":"j","pattern_id":5}),
+                "pattern_id",
+            ),
+        ];
+        for (body, field) in cases {
+            let m = err_message(body.clone());
+            assert!(m.starts_with(field), "{body} -> {m}");
+        }
+    }
+
+    #[test]
+    fn accepts_the_edges_of_the_patterns() {
+        let ok =
+            json!({"event":"x".repeat(64),"job_id":"a".repeat(128),"pattern_id":"é".repeat(128)});
+        assert!(Envelope::from_object(&obj(ok)).is_ok());
+        let unknown = json!({"event":"job.unknown_future-thing","job_id":"J:1.2_3-4"});
+        assert!(Envelope::from_object(&obj(unknown)).is_ok());
+    }
+
+    #[test]
+    fn freshness_window() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let day = Duration::from_secs(86_400);
+        let check =
+            |ts: Value, max: Duration| check_freshness(&obj(json!({"timestamp": ts})), max, now);
+        assert!(check(json!("2026-11-24T11:59:00Z"), day).is_ok());
+        assert!(check(json!("2026-11-23T12:00:01Z"), day).is_ok());
+        assert!(check(json!("2026-11-24T12:04:00+00:00"), day).is_ok());
+        assert!(matches!(
+            check(json!("2026-11-23T11:59:59Z"), day),
+            Err(AppError::StaleTimestamp)
+        ));
+        assert!(matches!(
+            check(json!("2026-11-24T12:05:01Z"), day),
+            Err(AppError::StaleTimestamp)
+        ));
+        assert!(matches!(
+            check(json!("yesterday"), day),
+            Err(AppError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            check(json!(1732449600), day),
+            Err(AppError::InvalidPayload(_))
+        ));
+        assert!(check(Value::Null, day).is_ok());
+        assert!(check_freshness(&Map::new(), day, now).is_ok());
+        // 0s turns the check off entirely.
+        assert!(check(json!("1999-01-01T00:00:00Z"), Duration::ZERO).is_ok());
+    }
+}

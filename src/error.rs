@@ -1,0 +1,153 @@
+//! The one error type of the HTTP surface: a stable `code()`, a client-safe
+//! message, and the contract's JSON shape `{"error":{"code","message"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Seconds a client is asked to wait before retrying after a 503.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
+/// The outcome of a request as logged and counted: `received`, `duplicate`
+/// or an error code. Attached to every response as an extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome(pub &'static str);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("client IP is not allowed")]
+    Forbidden,
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the X-ImgGo-Signature header is missing")]
+    MissingSignature,
+    #[error("the X-ImgGo-Signature header does not match the body")]
+    InvalidSignature,
+    #[error("{0}")]
+    InvalidJson(&'static str),
+    #[error("{0}")]
+    InvalidPayload(String),
+    #[error("the signed timestamp is outside the accepted window")]
+    StaleTimestamp,
+    #[error("the request body could not be read")]
+    BadBody,
+    #[error("the request took too long")]
+    Timeout,
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("the service cannot store events right now; retry later")]
+    Unavailable,
+}
+
+impl AppError {
+    /// Stable, documented error code (CONTRACT §2).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Forbidden => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::MissingSignature => "missing_signature",
+            Self::InvalidSignature => "invalid_signature",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidPayload(_) => "invalid_payload",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::BadBody => "bad_request",
+            Self::Timeout => "request_timeout",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MissingSignature | Self::InvalidSignature => StatusCode::UNAUTHORIZED,
+            Self::InvalidJson(_) | Self::StaleTimestamp | Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::InvalidPayload(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::Unavailable => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        // Messages are fixed strings or name a field: never payload content,
+        // signatures, secrets or database detail.
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut res = (self.status(), Json(body)).into_response();
+        if let Some(secs) = self.retry_after() {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res.extensions_mut().insert(Outcome(self.code()));
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn renders_the_contract_shape_with_retry_after() {
+        let res = AppError::Unavailable.into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "5");
+        let body = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "unavailable");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 5);
+    }
+
+    #[test]
+    fn codes_are_the_contract_codes() {
+        let cases = [
+            (AppError::Forbidden, 403, "forbidden"),
+            (
+                AppError::RateLimited {
+                    retry_after_secs: 1,
+                },
+                429,
+                "rate_limited",
+            ),
+            (
+                AppError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
+            (AppError::MissingSignature, 401, "missing_signature"),
+            (AppError::InvalidSignature, 401, "invalid_signature"),
+            (AppError::InvalidJson("x"), 400, "invalid_json"),
+            (
+                AppError::InvalidPayload("job_id".into()),
+                422,
+                "invalid_payload",
+            ),
+            (AppError::StaleTimestamp, 400, "stale_timestamp"),
+            (AppError::Unavailable, 503, "unavailable"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status().as_u16(), status);
+            assert_eq!(err.code(), code);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `/healthz` (liveness: the process answers) and `/readyz` (the database
+//! answers, migrations are applied, and we are not shutting down).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+
+use super::{status_body, AppState};
+
+/// A readiness probe must answer well inside a balancer's probe timeout.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Response {
+    status_body(StatusCode::OK, json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return not_ready("shutting_down");
+    }
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ready()).await {
+        Ok(Ok(())) => status_body(StatusCode::OK, json!({"status": "ready"})),
+        Ok(Err(crate::store::StoreError::NotMigrated)) => not_ready("migrations_pending"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            not_ready("database_unavailable")
+        }
+        Err(_) => not_ready("database_timeout"),
+    }
+}
+
+fn not_ready(reason: &str) -> Response {
+    status_body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"status": "not_ready", "reason": reason}),
+    )
+}

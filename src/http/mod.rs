@@ -1,0 +1,99 @@
+//! The public HTTP surface: one router per concern, merged here, with the
+//! layers applied in the contract's order.
+
+mod access_log;
+mod guards;
+pub mod health;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header::HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::config::Settings;
+use crate::crypto::KeyRing;
+use crate::error::AppError;
+use crate::redact::Redactor;
+use crate::security::{Allowlist, ClientIp, ClientIpResolver, SignatureVerifier, SIGNATURE_HEADER};
+use crate::store::Store;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything a request handler may need, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub verifier: Arc<SignatureVerifier>,
+    pub keys: Arc<KeyRing>,
+    pub redactor: Arc<Redactor>,
+    pub client_ip: Arc<ClientIpResolver>,
+    pub allowlist: Arc<Allowlist>,
+    /// Cancelled when the process starts shutting down (`/readyz` → 503).
+    pub shutdown: CancellationToken,
+}
+
+/// The public application router.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    Router::new()
+        .merge(health::router())
+        .merge(webhook::router(&state))
+        .fallback(|| async { AppError::NotFound })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
+        .layer(middleware::from_fn(access_log::log_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            resolve_client_ip,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            HeaderName::from_static(SIGNATURE_HEADER),
+            axum::http::header::AUTHORIZATION,
+        ]))
+        .with_state(state)
+}
+
+/// Resolves the client IP once; everything downstream reads [`ClientIp`].
+async fn resolve_client_ip(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    // Without ConnectInfo (in-process tests that forget it) the request is
+    // treated as coming from an unspecified address, never trusted.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let ip = state.client_ip.resolve(peer, req.headers());
+    req.extensions_mut().insert(ClientIp(ip));
+    next.run(req).await
+}
+
+/// Cuts off requests (slow bodies included) after `server.request_timeout`.
+async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.settings.server.request_timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => AppError::Timeout.into_response(),
+    }
+}
+
+/// A JSON body for statuses the framework produces itself.
+pub(crate) fn status_body(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}

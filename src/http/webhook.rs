@@ -1,0 +1,120 @@
+//! `POST /webhooks/imggo`: the pipeline a delivery walks through, cheapest
+//! check first. Unauthenticated bytes are never parsed as JSON.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{json, Value};
+
+use super::{guards, status_body, AppState};
+use crate::delivery::{check_freshness, Envelope};
+use crate::error::{AppError, Outcome};
+use crate::security::{SignatureError, SIGNATURE_HEADER};
+use crate::store::{InsertOutcome, NewEvent};
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new().route(
+        &state.settings.webhook.path,
+        post(receive).layer(middleware::from_fn_with_state(
+            state.clone(),
+            guards::allowlist,
+        )),
+    )
+}
+
+async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match process(&state, &headers, body).await {
+        Ok(outcome) => {
+            let label = match outcome {
+                InsertOutcome::Inserted => "received",
+                InsertOutcome::Duplicate => "duplicate",
+            };
+            let mut res = status_body(StatusCode::OK, json!({ "status": label }));
+            res.extensions_mut().insert(Outcome(label));
+            res
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn process(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<InsertOutcome, AppError> {
+    let body = read_body(headers, body, state.settings.server.max_body_bytes).await?;
+
+    let mut signatures = headers.get_all(SIGNATURE_HEADER).iter();
+    let signature = signatures.next().map(|v| v.as_bytes());
+    if signatures.next().is_some() {
+        // One delivery has one signature; two headers are someone's experiment.
+        return Err(AppError::InvalidSignature);
+    }
+    state
+        .verifier
+        .verify(signature, &body)
+        .map_err(|e| match e {
+            SignatureError::Missing => AppError::MissingSignature,
+            SignatureError::Invalid => AppError::InvalidSignature,
+        })?;
+
+    let mut payload: Value = serde_json::from_slice(&body)
+        .map_err(|_| AppError::InvalidJson("the body is not valid JSON"))?;
+    let Value::Object(fields) = &payload else {
+        return Err(AppError::InvalidJson("the body must be a JSON object"));
+    };
+    let envelope = Envelope::from_object(fields)?;
+    let span = tracing::Span::current();
+    span.record("job_id", envelope.job_id.as_str());
+    span.record("event", envelope.event.as_str());
+    check_freshness(
+        fields,
+        state.settings.webhook.max_timestamp_age,
+        chrono::Utc::now(),
+    )?;
+
+    state.redactor.redact(&mut payload);
+    // Serialising a Value cannot fail (its keys are strings).
+    let plaintext = serde_json::to_vec(&payload).unwrap_or_default();
+    let sealed = state
+        .keys
+        .seal(&envelope.job_id, &envelope.event, &plaintext);
+    drop(plaintext);
+
+    state
+        .store
+        .insert(&NewEvent { envelope, sealed })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not store the delivery");
+            AppError::Unavailable
+        })
+}
+
+/// Reads the body once, refusing it as soon as it passes `limit` (declared
+/// or actual: a chunked body has no Content-Length to trust).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, AppError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(AppError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(AppError::PayloadTooLarge { limit })
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "request body could not be read");
+            Err(AppError::BadBody)
+        }
+    }
+}

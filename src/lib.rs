@@ -1,0 +1,17 @@
+//! imggo-receiver: the webhook receiver for ImgGo job results.
+//!
+//! A delivery walks: client IP → allowlist → rate limit → body size →
+//! signature → JSON → payload fields → timestamp freshness → redact →
+//! encrypt → store. Each stage has its own module.
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod delivery;
+pub mod error;
+pub mod http;
+pub mod redact;
+pub mod security;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

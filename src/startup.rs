@@ -1,0 +1,148 @@
+//! The one start-up seam: build the application from settings, secrets and
+//! an optional pre-bound listener; run it until the token is cancelled.
+
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::secrets::Secrets;
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::redact::Redactor;
+use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
+use crate::store::Store;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database (waiting a bounded time), applies
+    /// migrations and binds the listener (unless one is given).
+    pub async fn build(
+        settings: Settings,
+        secrets: Secrets,
+        listener: Option<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let store = Store::connect(&secrets.database_url, &settings.database)
+            .await
+            .context("cannot connect to the database named by DATABASE_URL")?;
+        store.migrate().await.context("cannot apply migrations")?;
+        Self::with_store(settings, secrets, store, listener, shutdown).await
+    }
+
+    /// Like [`Application::build`] over an existing, migrated store.
+    pub async fn with_store(
+        settings: Settings,
+        secrets: Secrets,
+        store: Store,
+        listener: Option<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(settings.server.bind)
+                .await
+                .with_context(|| format!("cannot bind server.bind = {}", settings.server.bind))?,
+        };
+        let allowlist = Allowlist::new(settings.network.allowed_ips.clone());
+        if allowlist.is_open() {
+            tracing::warn!(
+                "network.allowed_ips is empty: every IP may call the webhook route; \
+                 list ImgGo's egress ranges there"
+            );
+        }
+        let state = AppState {
+            verifier: Arc::new(SignatureVerifier::new(&secrets.webhook)),
+            keys: Arc::new(secrets.keys),
+            redactor: Arc::new(Redactor::new(&settings.redact, secrets.hash_key.expose())),
+            client_ip: Arc::new(ClientIpResolver::new(
+                settings.network.trusted_proxies.clone(),
+            )),
+            allowlist: Arc::new(allowlist),
+            settings: Arc::new(settings),
+            store,
+            shutdown,
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting,
+    /// lets in-flight requests finish within `server.shutdown_timeout`, and
+    /// returns.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Self { listener, state } = self;
+        let shutdown = state.shutdown.clone();
+        let grace = state.settings.server.shutdown_timeout;
+        let store = state.store.clone();
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            path = %state.settings.webhook.path,
+            "listening"
+        );
+        let app = http::router(state);
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+        tokio::pin!(server);
+
+        // Serve until asked to stop; then give the drain a deadline, because
+        // graceful shutdown alone waits for idle keep-alive connections forever.
+        tokio::select! {
+            res = &mut server => res.context("server failed")?,
+            () = shutdown.cancelled() => {
+                tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(res) => res.context("server failed while draining")?,
+                    Err(_) => tracing::warn!("shutdown_timeout elapsed; dropping remaining connections"),
+                }
+            }
+        }
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+    token.cancel();
+}

@@ -1,0 +1,133 @@
+//! Where events live. All SQL is in this module's backends; everything else
+//! speaks [`Store`]. One backend today (Postgres); the enum is the seam for
+//! the embedded one.
+
+pub mod postgres;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::DatabaseSettings;
+use crate::crypto::Sealed;
+use crate::delivery::Envelope;
+
+pub use postgres::PgStore;
+
+/// A sealed event ready to be written.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub envelope: Envelope,
+    pub sealed: Sealed,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// A new row was committed.
+    Inserted,
+    /// (job_id, event) was already stored; nothing was written.
+    Duplicate,
+}
+
+/// A stored row, payload still sealed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub job_id: String,
+    pub event: String,
+    pub pattern_id: Option<String>,
+    pub status: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or cannot commit now; retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Migrations are missing or behind this binary.
+    #[error("database schema is not migrated to this version")]
+    NotMigrated,
+    /// Anything else the database refused.
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        let transient = match &e {
+            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::Protocol(_) => true,
+            E::WorkerCrashed => true,
+            // Connection exceptions, shutdowns, resource limits, conflicts.
+            E::Database(db) => db.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57P")
+                    || c == "40001"
+                    || c == "40P01"
+            }),
+            _ => false,
+        };
+        if transient {
+            Self::Unavailable(e)
+        } else {
+            Self::Other(e)
+        }
+    }
+}
+
+/// The configured store.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// Connects, waiting up to `database.connect_timeout` for the database.
+    pub async fn connect(url: &SecretString, db: &DatabaseSettings) -> Result<Self, StoreError> {
+        let url = url.expose_secret();
+        Ok(Self::Postgres(PgStore::connect(url, db).await?))
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.migrate().await,
+        }
+    }
+
+    /// Ready when the database answers and every migration is applied.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.ready().await,
+        }
+    }
+
+    /// Stores an event once per (job_id, event); committed when it returns.
+    pub async fn insert(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
+        match self {
+            Self::Postgres(s) => s.insert(event).await,
+        }
+    }
+
+    /// Every stored event of a job, oldest first.
+    pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.events_for_job(job_id).await,
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The compiled binary, run as a user would: config file + env secrets,
+//! `serve`, a signed delivery, `show`, SIGTERM.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_imggo-receiver");
+
+fn command(dir: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).env("RUST_LOG", "info");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IMGGO") || k == "DATABASE_URL" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().cloned());
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `serve` whose stderr is collected line by line.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Server {
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .arg("serve")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle` (the server says when it listens).
+    fn wait_for(&mut self, needle: &str) {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(e) => panic!(
+                    "no `{needle}` in server output ({e}):\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.lines.try_iter());
+        (status, self.seen.join("\n"))
+    }
+}
+
+fn run(mut cmd: Command, args: &[&str]) -> Output {
+    cmd.args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_then_show_as_a_user_would() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("imggo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\n[admin]\nbind = \"127.0.0.1:{}\"\n[log]\nformat = \"json\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let env: Vec<(String, String)> = secret_env(&db.url).into_iter().collect();
+    let with_config = |args: &[&str]| {
+        let mut cmd = command(dir.path(), &env);
+        cmd.arg("--config").arg(&config).args(args);
+        cmd
+    };
+
+    let mut server = Server::start(with_config(&[]));
+    server.wait_for("listening");
+
+    let job = new_job_id();
+    let body = prod_body(&job);
+    // The `sign` command makes the header a user would paste into curl.
+    let body_file = dir.path().join("body.json");
+    std::fs::write(&body_file, &body).unwrap();
+    let signed = run(with_config(&[]), &["sign", body_file.to_str().unwrap()]);
+    assert!(signed.status.success());
+    let header = String::from_utf8(signed.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        header,
+        prod_signature(&body),
+        "sign agrees with an independent HMAC"
+    );
+
+    let url = format!("http://127.0.0.1:{port}/webhooks/imggo");
+    let res = post_from(&reqwest::Client::new(), &url, body.clone(), Some(&header)).await;
+    assert_eq!(res.status(), 200);
+
+    let shown = run(with_config(&[]), &["show", &job]);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let stdout = String::from_utf8(shown.stdout).unwrap();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["job_id"], job.as_str());
+    assert_eq!(lines[0]["event"], "job.succeeded");
+    assert!(lines[0]["received_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        lines[0]["payload"],
+        serde_json::from_slice::<Value>(&body).unwrap()
+    );
+
+    let missing = run(with_config(&[]), &["show", "no-such-job"]);
+    assert_eq!(missing.status.code(), Some(1));
+
+    let healthy = run(with_config(&[]), &["healthcheck"]);
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{logs}");
+    for needle in [
+        SECRET,
+        ROTATED_SECRET,
+        &header[7..],
+        "INV-1042",
+        HASH_KEY,
+        &KEY_A[3..20],
+    ] {
+        assert!(!logs.contains(needle), "server log leaks {needle}");
+    }
+    assert!(logs.contains(&job), "the access log names the job");
+}
+
+#[tokio::test]
+async fn check_config_hides_secrets_and_keygen_makes_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(String, String)> = secret_env("postgres://u:hunter2pw@localhost/db")
+        .into_iter()
+        .collect();
+    let out = run(command(dir.path(), &env), &["check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("per_second = 50"));
+    assert!(text.contains("<redacted>"));
+    for needle in [SECRET, ROTATED_SECRET, HASH_KEY, &KEY_A[3..], "hunter2pw"] {
+        assert!(!text.contains(needle), "check-config prints {needle}");
+    }
+
+    let out = run(command(dir.path(), &[]), &["keygen"]);
+    let key = String::from_utf8(out.stdout).unwrap();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+    let again = run(command(dir.path(), &[]), &["keygen"]);
+    assert_ne!(key, String::from_utf8(again.stdout).unwrap());
+
+    // A missing secret stops start-up naming the variable.
+    let partial: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k != "IMGGO_HASH_KEY")
+        .cloned()
+        .collect();
+    let out = run(command(dir.path(), &partial), &["serve"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("IMGGO_HASH_KEY") && err.contains("init"),
+        "{err}"
+    );
+
+    // A bad setting names its key.
+    let mut bad = command(dir.path(), &env);
+    bad.env("IMGGO__RATE_LIMIT__PER_SECOND", "0");
+    let out = run(bad, &["check-config"]);
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("rate_limit.per_second"));
+}
+
+#[tokio::test]
+async fn init_writes_a_private_env_once_and_commands_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(command(dir.path(), &[]), &["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env_file = dir.path().join(".env");
+    let contents = std::fs::read_to_string(&env_file).unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    for line in contents.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.split_once('=').unwrap().1;
+        assert!(!printed.contains(value), "init printed key material");
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let again = run(command(dir.path(), &[]), &["init"]);
+    assert!(!again.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        contents,
+        "not overwritten"
+    );
+
+    // `sign` picks the secret up from ./.env.
+    let mut child = command(dir.path(), &[])
+        .arg("sign")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"{}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let secret = contents
+        .lines()
+        .find_map(|l| l.strip_prefix("IMGGO_WEBHOOK_SECRETS="))
+        .unwrap();
+    let expected = format!("sha256={}", hmac_hex(secret, b"{}"));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), expected);
+}

@@ -1,0 +1,334 @@
+//! `spawn_app()` and friends: a real server on 127.0.0.1:0 over a fresh
+//! database, and clients that sign the way ImgGo does.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, Mac};
+use imggo_receiver::config::secrets::Secrets;
+use imggo_receiver::config::Settings;
+use imggo_receiver::crypto::KeyRing;
+use imggo_receiver::startup::Application;
+use imggo_receiver::store::{PgStore, Store, StoredEvent};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "whsec_primary_test_secret_0001";
+pub const ROTATED_SECRET: &str = "whsec_rotated_test_secret_0002";
+pub const KEY_A: &str = "ka:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const KEY_B: &str = "kb:HxwdHh8AAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRo=";
+pub const HASH_KEY: &str = "dGVzdC1oYXNoLWtleS10aGF0LWlzLWxvbmctZW5vdWdoISE=";
+
+/// The Postgres server tests run against (a database is created per test).
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh database, dropped when the value is.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("imggo_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_url();
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("Postgres must be running (see README)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        let url = with_database(&admin, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .unwrap();
+        PgStore::from_pool(pool.clone()).migrate().await.unwrap();
+        Self { name, url, pool }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context: use a short-lived runtime on a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `url` with its database path replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    format!("{}/{db}{query}", &base[..path_start])
+}
+
+pub fn secret_env(db_url: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            "IMGGO_WEBHOOK_SECRETS".to_owned(),
+            format!("{SECRET},{ROTATED_SECRET}"),
+        ),
+        ("IMGGO_ENCRYPTION_KEYS".to_owned(), KEY_A.to_owned()),
+        ("IMGGO_HASH_KEY".to_owned(), HASH_KEY.to_owned()),
+        ("DATABASE_URL".to_owned(), db_url.to_owned()),
+    ])
+}
+
+pub fn test_settings() -> Settings {
+    let mut s = Settings::load_with_env(None, Vec::new()).unwrap();
+    s.server.bind = "127.0.0.1:0".parse().unwrap();
+    s.database.acquire_timeout = std::time::Duration::from_secs(1);
+    s.database.connect_timeout = std::time::Duration::from_secs(5);
+    // Tests send bursts from one address; the limiter has its own tests.
+    s.rate_limit.per_second = 100_000;
+    s.rate_limit.burst = 100_000;
+    s
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    pub store: Store,
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub client: reqwest::Client,
+    pub path: String,
+}
+
+pub struct Options {
+    pub settings: Settings,
+    pub env: HashMap<String, String>,
+    /// Point the app at this URL instead of the test database (e.g. a proxy).
+    pub database_url: Option<String>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Options)) -> TestApp {
+    let db = TestDb::new().await;
+    let mut options = Options {
+        settings: test_settings(),
+        env: secret_env(&db.url),
+        database_url: None,
+    };
+    configure(&mut options);
+    if let Some(url) = &options.database_url {
+        options.env.insert("DATABASE_URL".into(), url.clone());
+    }
+    let secrets = Secrets::load(&options.env).unwrap();
+    let listener = tokio::net::TcpListener::bind(options.settings.server.bind)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let path = options.settings.webhook.path.clone();
+    let app = Application::build(options.settings, secrets, Some(listener), shutdown.clone())
+        .await
+        .unwrap();
+    let server = tokio::spawn(app.run());
+    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    TestApp {
+        addr,
+        db,
+        store,
+        shutdown,
+        server,
+        client: reqwest::Client::new(),
+        path,
+    }
+}
+
+/// HMAC-SHA256 hex computed here, independently of the service.
+pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The production sender's header form.
+pub fn prod_signature(body: &[u8]) -> String {
+    format!("sha256={}", hmac_hex(SECRET, body))
+}
+
+pub fn new_job_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A production-dialect delivery, compact JSON as the real sender writes it.
+pub fn prod_body(job_id: &str) -> Vec<u8> {
+    let v = json!({
+        "event": "job.succeeded",
+        "job_id": job_id,
+        "pattern_id": "5b7e2f6a-0d1c-4e2a-9b8f-3c4d5e6f7a8b",
+        "manifest": {"invoice_number": "INV-1042", "total": 1234.5, "currency": "EUR",
+                      "vendor": {"name": "ACME GmbH"}, "line_items": [{"sku": "A1", "qty": 2}]},
+        "error": null,
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+    });
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// A docs-dialect delivery.
+pub fn docs_body(job_id: &str) -> Vec<u8> {
+    let v = json!({
+        "event": "job.completed",
+        "job_id": job_id,
+        "pattern_id": "pat_invoices_v2",
+        "status": "completed",
+        "result": {"merchant": "Corner Shop", "total": 9.99, "items": ["tea", "milk"]},
+        "confidence": 0.97,
+        "processing_time_ms": 3420,
+        "created_at": "2026-11-24T10:00:00Z",
+        "completed_at": "2026-11-24T10:00:03Z",
+    });
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn webhook_url(&self) -> String {
+        self.url(&self.path)
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>, signature: Option<&str>) -> reqwest::Response {
+        post_from(&self.client, &self.webhook_url(), body, signature).await
+    }
+
+    pub async fn post_signed(&self, body: Vec<u8>) -> reqwest::Response {
+        let sig = prod_signature(&body);
+        self.post_raw(body, Some(&sig)).await
+    }
+
+    pub async fn rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn events(&self, job_id: &str) -> Vec<StoredEvent> {
+        self.store.events_for_job(job_id).await.unwrap()
+    }
+
+    /// The stored payload of (job_id, event), decrypted with the test ring.
+    pub async fn stored_payload(&self, job_id: &str, event: &str) -> Value {
+        let ring = test_ring(KEY_A);
+        let row = self
+            .events(job_id)
+            .await
+            .into_iter()
+            .find(|e| e.event == event)
+            .expect("row stored");
+        let pt = ring
+            .open(
+                &row.job_id,
+                &row.event,
+                &row.key_id,
+                &row.nonce,
+                &row.ciphertext,
+            )
+            .unwrap();
+        serde_json::from_slice(&pt).unwrap()
+    }
+}
+
+pub async fn post_from(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    signature: Option<&str>,
+) -> reqwest::Response {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", "ImgGo-Webhook/1.0")
+        .body(body);
+    if let Some(sig) = signature {
+        req = req.header("x-imggo-signature", sig);
+    }
+    req.send().await.unwrap()
+}
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address).
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+pub fn test_ring(spec: &str) -> KeyRing {
+    imggo_receiver::config::secrets::parse_key_ring(spec).unwrap()
+}
+
+/// Asserts the contract's error shape and returns the code.
+pub async fn error_code(res: reqwest::Response) -> String {
+    let v: Value = res.json().await.unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+    v["error"]["code"].as_str().unwrap().to_owned()
+}
+
+/// Captures log output in memory.
+#[derive(Clone, Default)]
+pub struct LogCapture(pub Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests against a real Postgres, one fresh database per test.
+
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+mod binary;
+mod outage;
+mod store;
+mod webhook;
