@@ -1,7 +1,6 @@
 //! The one start-up seam: build the application from settings, secrets and
 //! an optional pre-bound listener; run it until the token is cancelled.
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -11,8 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::secrets::Secrets;
 use crate::config::Settings;
+use crate::http::server::ServeOptions;
 use crate::http::{self, AppState};
 use crate::redact::Redactor;
+use crate::security::rate_limit::{self, RateLimit};
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
 use crate::store::Store;
 
@@ -58,7 +59,10 @@ impl Application {
                  list ImgGo's egress ranges there"
             );
         }
+        let rate_limit = RateLimit::new(&settings.rate_limit)?;
         let state = AppState {
+            rate_limiter: rate_limit.limiter(),
+            rate_limit: Arc::new(rate_limit),
             verifier: Arc::new(SignatureVerifier::new(&secrets.webhook)),
             keys: Arc::new(secrets.keys),
             redactor: Arc::new(Redactor::new(&settings.redact, secrets.hash_key.expose())),
@@ -87,34 +91,21 @@ impl Application {
     pub async fn run(self) -> anyhow::Result<()> {
         let Self { listener, state } = self;
         let shutdown = state.shutdown.clone();
-        let grace = state.settings.server.shutdown_timeout;
         let store = state.store.clone();
+        let server = &state.settings.server;
+        let opts = ServeOptions {
+            header_read_timeout: server.request_timeout,
+            shutdown_timeout: server.shutdown_timeout,
+        };
         tracing::info!(
             addr = %listener.local_addr()?,
             path = %state.settings.webhook.path,
             "listening"
         );
-        let app = http::router(state);
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-        tokio::pin!(server);
-
-        // Serve until asked to stop; then give the drain a deadline, because
-        // graceful shutdown alone waits for idle keep-alive connections forever.
-        tokio::select! {
-            res = &mut server => res.context("server failed")?,
-            () = shutdown.cancelled() => {
-                tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
-                match tokio::time::timeout(grace, &mut server).await {
-                    Ok(res) => res.context("server failed while draining")?,
-                    Err(_) => tracing::warn!("shutdown_timeout elapsed; dropping remaining connections"),
-                }
-            }
-        }
+        let limiter = state.rate_limiter.clone();
+        let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
+        http::server::serve(listener, http::router(state), shutdown, opts).await;
+        let _ = pruner.await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -4,6 +4,7 @@
 mod access_log;
 mod guards;
 pub mod health;
+pub mod server;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::config::Settings;
 use crate::crypto::KeyRing;
 use crate::error::AppError;
 use crate::redact::Redactor;
+use crate::security::rate_limit::{Limiter, RateLimit};
 use crate::security::{Allowlist, ClientIp, ClientIpResolver, SignatureVerifier, SIGNATURE_HEADER};
 use crate::store::Store;
 
@@ -37,6 +39,9 @@ pub struct AppState {
     pub redactor: Arc<Redactor>,
     pub client_ip: Arc<ClientIpResolver>,
     pub allowlist: Arc<Allowlist>,
+    pub rate_limit: Arc<RateLimit>,
+    /// The limiter state behind `rate_limit`, for pruning and metrics.
+    pub rate_limiter: Limiter,
     /// Cancelled when the process starts shutting down (`/readyz` → 503).
     pub shutdown: CancellationToken,
 }

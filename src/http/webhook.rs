@@ -19,12 +19,15 @@ use crate::security::{SignatureError, SIGNATURE_HEADER};
 use crate::store::{InsertOutcome, NewEvent};
 
 pub fn router(state: &AppState) -> Router<AppState> {
+    // Layers run outermost-last: allowlist, then rate limit, then the handler.
     Router::new().route(
         &state.settings.webhook.path,
-        post(receive).layer(middleware::from_fn_with_state(
-            state.clone(),
-            guards::allowlist,
-        )),
+        post(receive)
+            .layer(state.rate_limit.layer())
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                guards::allowlist,
+            )),
     )
 }
 

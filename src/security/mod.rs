@@ -2,6 +2,7 @@
 
 pub mod allowlist;
 pub mod client_ip;
+pub mod rate_limit;
 pub mod signature;
 
 pub use allowlist::Allowlist;

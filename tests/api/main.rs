@@ -5,6 +5,7 @@
 mod helpers;
 
 mod binary;
+mod edge;
 mod outage;
 mod store;
 mod webhook;
