@@ -11,6 +11,8 @@ pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod redact;
+pub mod reencrypt;
+pub mod retention;
 pub mod security;
 pub mod startup;
 pub mod store;

@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::http::server::ServeOptions;
 use crate::http::{self, AppState};
 use crate::redact::Redactor;
+use crate::retention;
 use crate::security::rate_limit::{self, RateLimit};
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
 use crate::store::Store;
@@ -104,8 +105,18 @@ impl Application {
         );
         let limiter = state.rate_limiter.clone();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
+        let retention = tokio::spawn(retention::run(
+            store.clone(),
+            state.settings.retention.clone(),
+            retention::FIRST_PASS_DELAY.min(state.settings.retention.purge_interval),
+            shutdown.clone(),
+        ));
         http::server::serve(listener, http::router(state), shutdown, opts).await;
-        let _ = pruner.await;
+        for (name, task) in [("rate-limit pruner", pruner), ("retention", retention)] {
+            if let Err(e) = task.await {
+                tracing::error!(task = name, error = %e, "background task failed");
+            }
+        }
         store.close().await;
         tracing::info!("stopped");
         Ok(())

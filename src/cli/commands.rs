@@ -15,9 +15,10 @@ use super::Command;
 use crate::config::secrets::{self, ProcessEnv, Secrets, WebhookSecrets};
 use crate::config::Settings;
 use crate::crypto;
+use crate::retention;
 use crate::security::SignatureVerifier;
 use crate::startup::{cancel_on_signal, Application};
-use crate::store::Store;
+use crate::store::{PurgeOutcome, Store};
 
 pub fn dispatch(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     match command {
@@ -49,6 +50,8 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { job_id } => show(settings, &job_id).await,
+        Command::Purge { dry_run } => purge(&settings, dry_run).await,
+        Command::Reencrypt => reencrypt(&settings).await,
         Command::CheckConfig => check_config(&settings),
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Keygen | Command::Init | Command::Sign { .. } => unreachable!("handled before"),
@@ -69,6 +72,44 @@ async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     Store::connect(&url, &settings.database)
         .await
         .context("cannot connect to the database named by DATABASE_URL")
+}
+
+async fn purge(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let store = connect(settings).await?;
+    match retention::purge_once(&store, &settings.retention, dry_run).await? {
+        PurgeOutcome::Deleted(n) => println!(
+            "deleted {n} event(s) older than {}",
+            humantime::format_duration(settings.retention.max_age)
+        ),
+        PurgeOutcome::WouldDelete(n) => println!(
+            "would delete {n} event(s) older than {} (dry run)",
+            humantime::format_duration(settings.retention.max_age)
+        ),
+        PurgeOutcome::Skipped => println!("skipped: another replica is purging right now"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reencrypt(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let keys = secrets::load_key_ring(&ProcessEnv)?;
+    let store = connect(settings).await?;
+    let report = crate::reencrypt::reencrypt(&store, &keys).await?;
+    println!(
+        "re-encrypted {} event(s) under key `{}`",
+        report.reencrypted,
+        keys.current()
+    );
+    if report.skipped.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (id, key_id, why) in &report.skipped {
+        eprintln!("skipped row {id} (key `{key_id}`): {why}");
+    }
+    eprintln!(
+        "{} row(s) left under their old key; do not remove it from the ring",
+        report.skipped.len()
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 fn keygen() -> anyhow::Result<ExitCode> {

@@ -27,6 +27,14 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// One retention pass now; prints how many rows were (or would be) deleted.
+    Purge {
+        /// Count what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-encrypt every row not under the first key of IMGGO_ENCRYPTION_KEYS.
+    Reencrypt,
     /// Print a new random 32-byte key, base64.
     Keygen,
     /// Print `sha256=<hex>` for FILE (or stdin) with the first webhook secret.

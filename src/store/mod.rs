@@ -4,6 +4,8 @@
 
 pub mod postgres;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -41,6 +43,26 @@ pub struct StoredEvent {
     pub key_id: String,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
+}
+
+/// What a retention pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeOutcome {
+    /// Rows deleted.
+    Deleted(u64),
+    /// Rows a real pass would delete (`--dry-run`).
+    WouldDelete(u64),
+    /// Another replica is purging; this pass did nothing.
+    Skipped,
+}
+
+/// A row's payload sealed again under the current key.
+#[derive(Debug, Clone)]
+pub struct Resealed {
+    pub id: i64,
+    /// The nonce the row held when read: the update applies only if unchanged.
+    pub old_nonce: Vec<u8>,
+    pub sealed: Sealed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +143,37 @@ impl Store {
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         match self {
             Self::Postgres(s) => s.events_for_job(job_id).await,
+        }
+    }
+
+    /// One retention pass (see [`PgStore::purge`]).
+    pub async fn purge(
+        &self,
+        max_age: Duration,
+        batch_size: u32,
+        dry_run: bool,
+    ) -> Result<PurgeOutcome, StoreError> {
+        match self {
+            Self::Postgres(s) => s.purge(max_age, batch_size, dry_run).await,
+        }
+    }
+
+    /// Rows after `after` (by id) not sealed under `current_key`, oldest first.
+    pub async fn sealed_under_other_keys(
+        &self,
+        current_key: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.sealed_under_other_keys(current_key, after, limit).await,
+        }
+    }
+
+    /// Writes re-sealed payloads in one transaction; returns rows changed.
+    pub async fn reseal(&self, rows: &[Resealed]) -> Result<u64, StoreError> {
+        match self {
+            Self::Postgres(s) => s.reseal(rows).await,
         }
     }
 

@@ -7,8 +7,11 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tracing::instrument;
 
-use super::{InsertOutcome, NewEvent, StoreError, StoredEvent};
+use super::{InsertOutcome, NewEvent, PurgeOutcome, Resealed, StoreError, StoredEvent};
 use crate::config::DatabaseSettings;
+
+/// Advisory lock id held by the replica that is purging ("imggo-pu").
+const PURGE_LOCK_KEY: i64 = 0x696d_6767_6f2d_7075;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -111,6 +114,109 @@ impl PgStore {
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// One retention pass: deletes rows received more than `max_age` ago in
+    /// batches of `batch_size`, each its own short transaction. Only one
+    /// replica purges at a time (a session advisory lock); the others skip.
+    #[instrument(skip_all)]
+    pub async fn purge(
+        &self,
+        max_age: Duration,
+        batch_size: u32,
+        dry_run: bool,
+    ) -> Result<PurgeOutcome, StoreError> {
+        let max_age_secs = max_age.as_secs_f64();
+        if dry_run {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM webhook_events \
+                 WHERE received_at < now() - make_interval(secs => $1)",
+            )
+            .bind(max_age_secs)
+            .fetch_one(&self.pool)
+            .await?;
+            return Ok(PurgeOutcome::WouldDelete(n.unsigned_abs()));
+        }
+        // The lock lives on one connection: take, use and release it there.
+        let mut conn = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PURGE_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Ok(PurgeOutcome::Skipped);
+        }
+        let result = async {
+            let mut deleted = 0u64;
+            loop {
+                let n = sqlx::query(
+                    // ANY(ARRAY(...)) keeps the outer delete on the primary
+                    // key; `IN (subquery)` plans a hash join over the table.
+                    "DELETE FROM webhook_events WHERE id = ANY(ARRAY( \
+                       SELECT id FROM webhook_events \
+                       WHERE received_at < now() - make_interval(secs => $1) \
+                       ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+                )
+                .bind(max_age_secs)
+                .bind(i64::from(batch_size))
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                deleted += n;
+                if n < u64::from(batch_size) {
+                    return Ok::<_, sqlx::Error>(deleted);
+                }
+            }
+        }
+        .await;
+        // If the unlock fails the connection is broken, and the lock went with it.
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(PURGE_LOCK_KEY)
+            .execute(&mut *conn)
+            .await;
+        Ok(PurgeOutcome::Deleted(result?))
+    }
+
+    /// Up to `limit` rows with `id > after` not sealed under `current_key`.
+    pub async fn sealed_under_other_keys(
+        &self,
+        current_key: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(sqlx::query_as::<_, StoredEvent>(
+            "SELECT id, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext \
+             FROM webhook_events WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(current_key)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Replaces rows' sealed payloads in one transaction. Each update only
+    /// applies if the row still holds the nonce it was read with; returns how
+    /// many rows changed.
+    pub async fn reseal(&self, rows: &[Resealed]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for row in rows {
+            changed += sqlx::query(
+                "UPDATE webhook_events SET key_id = $1, nonce = $2, ciphertext = $3 \
+                 WHERE id = $4 AND nonce = $5",
+            )
+            .bind(row.sealed.key_id.as_str())
+            .bind(&row.sealed.nonce)
+            .bind(&row.sealed.ciphertext)
+            .bind(row.id)
+            .bind(&row.old_nonce)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     pub async fn close(&self) {

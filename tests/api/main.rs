@@ -7,5 +7,6 @@ mod helpers;
 mod binary;
 mod edge;
 mod outage;
+mod retention;
 mod store;
 mod webhook;

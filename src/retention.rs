@@ -1,0 +1,63 @@
+//! Retention: rows older than `retention.max_age` are deleted shortly after
+//! start and then every `retention.purge_interval`, in batches. A failing
+//! pass is logged and retried at the next interval; it never stops serving.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RetentionSettings;
+use crate::store::{PurgeOutcome, Store, StoreError};
+
+/// Delay before the first pass, so start-up and readiness come first.
+pub const FIRST_PASS_DELAY: Duration = Duration::from_secs(5);
+
+/// One pass now; logs its count and duration.
+pub async fn purge_once(
+    store: &Store,
+    settings: &RetentionSettings,
+    dry_run: bool,
+) -> Result<PurgeOutcome, StoreError> {
+    let start = Instant::now();
+    let outcome = store
+        .purge(settings.max_age, settings.batch_size, dry_run)
+        .await?;
+    let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        PurgeOutcome::Deleted(rows) => {
+            tracing::info!(rows, duration_ms, "retention pass deleted expired events")
+        }
+        PurgeOutcome::WouldDelete(rows) => tracing::info!(rows, duration_ms, "retention dry run"),
+        PurgeOutcome::Skipped => tracing::info!(
+            duration_ms,
+            "retention pass skipped: another replica is purging"
+        ),
+    }
+    Ok(outcome)
+}
+
+/// Runs passes until `shutdown`; the wait between them is cancellable, and a
+/// pass cut short by shutdown loses nothing (each batch is atomic).
+pub async fn run(
+    store: Store,
+    settings: RetentionSettings,
+    first_delay: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut wait = first_delay;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            result = purge_once(&store, &settings, false) => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, retry_in = ?settings.purge_interval, "retention pass failed");
+                }
+            }
+            () = shutdown.cancelled() => return,
+        }
+        wait = settings.purge_interval;
+    }
+}

@@ -1,0 +1,315 @@
+//! Retention passes and key rotation, end to end.
+
+use std::process::Command;
+use std::time::Duration;
+
+use imggo_receiver::config::RetentionSettings;
+use imggo_receiver::delivery::Envelope;
+use imggo_receiver::reencrypt::reencrypt;
+use imggo_receiver::store::{NewEvent, PgStore, PurgeOutcome, Store};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn backdate(app: &TestApp, job_ids: &[String], by: &str) {
+    sqlx::query(&format!("UPDATE webhook_events SET received_at = received_at - interval '{by}' WHERE job_id = ANY($1)"))
+        .bind(job_ids)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+}
+
+async fn job_ids_left(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT job_id FROM webhook_events ORDER BY job_id")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn purge_deletes_exactly_the_expired_rows_in_batches() {
+    let app = spawn_app().await;
+    let mut jobs: Vec<String> = (0..7).map(|i| format!("job-{i}")).collect();
+    for job in &jobs {
+        assert_eq!(app.post_signed(prod_body(job)).await.status(), 200);
+    }
+    backdate(&app, &jobs[..5], "2 hours").await;
+
+    assert_eq!(
+        app.store.purge(HOUR, 2, true).await.unwrap(),
+        PurgeOutcome::WouldDelete(5)
+    );
+    assert_eq!(app.rows().await, 7, "a dry run deletes nothing");
+    // Batch size 2 < backlog 5: the pass loops until the backlog is gone.
+    assert_eq!(
+        app.store.purge(HOUR, 2, false).await.unwrap(),
+        PurgeOutcome::Deleted(5)
+    );
+    jobs.drain(..5);
+    assert_eq!(job_ids_left(&app).await, jobs);
+    assert_eq!(
+        app.store.purge(HOUR, 2, false).await.unwrap(),
+        PurgeOutcome::Deleted(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_purging_at_once_delete_each_row_once() {
+    let app = spawn_app().await;
+    sqlx::query(
+        "INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at) \
+         SELECT 'bulk-' || g, 'job.succeeded', 'ka', '\\x00', '\\x00', now() - interval '3 hours' \
+         FROM generate_series(1, 3000) g",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    // Two "replicas": separate pools on the same database.
+    let settings = test_settings();
+    let url = secrecy::SecretString::from(app.db.url.clone());
+    let a = Store::connect(&url, &settings.database).await.unwrap();
+    let b = Store::connect(&url, &settings.database).await.unwrap();
+    let (ra, rb) = tokio::join!(a.purge(HOUR, 100, false), b.purge(HOUR, 100, false));
+    let deleted = |o: PurgeOutcome| match o {
+        PurgeOutcome::Deleted(n) => n,
+        PurgeOutcome::Skipped => 0,
+        other => panic!("{other:?}"),
+    };
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(deleted(ra) + deleted(rb), 3000, "{ra:?} {rb:?}");
+    assert_eq!(app.rows().await, 0);
+    // The lock is released after a pass: the next one runs.
+    assert_eq!(
+        a.purge(HOUR, 100, false).await.unwrap(),
+        PurgeOutcome::Deleted(0)
+    );
+}
+
+#[tokio::test]
+async fn the_server_purges_on_its_own_schedule() {
+    let app = spawn_app_with(|o| {
+        o.settings.retention = RetentionSettings {
+            max_age: HOUR,
+            purge_interval: Duration::from_millis(100),
+            batch_size: 10,
+        };
+    })
+    .await;
+    let jobs: Vec<String> = (0..25).map(|i| format!("old-{i:02}")).collect();
+    for job in &jobs {
+        app.post_signed(prod_body(job)).await;
+    }
+    app.post_signed(prod_body("fresh")).await;
+    backdate(&app, &jobs, "90 minutes").await;
+    let purged = tokio::time::timeout(Duration::from_secs(10), async {
+        while app.rows().await > 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(purged.is_ok(), "the purge task did not run");
+    assert_eq!(job_ids_left(&app).await, vec!["fresh".to_owned()]);
+}
+
+fn cli(env: &[(String, String)], args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imggo-receiver"));
+    cmd.current_dir(std::env::temp_dir());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IMGGO") || k == "DATABASE_URL" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.envs(env.iter().cloned()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn env_with_ring(db_url: &str, ring: &str) -> Vec<(String, String)> {
+    let mut env = secret_env(db_url);
+    env.insert("IMGGO_ENCRYPTION_KEYS".into(), ring.into());
+    env.into_iter().collect()
+}
+
+#[tokio::test]
+async fn purge_command_reports_and_dry_runs() {
+    let app = spawn_app().await;
+    for job in ["a", "b", "c"] {
+        app.post_signed(prod_body(job)).await;
+    }
+    backdate(&app, &["a".into(), "b".into()], "40 days").await;
+    let env = env_with_ring(&app.db.url, KEY_A);
+    let (ok, out, err) = cli(&env, &["purge", "--dry-run"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("would delete 2"), "{out}");
+    assert_eq!(app.rows().await, 3);
+    let (ok, out, _) = cli(&env, &["purge"]);
+    assert!(ok && out.contains("deleted 2"), "{out}");
+    assert_eq!(job_ids_left(&app).await, vec!["c".to_owned()]);
+}
+
+#[tokio::test]
+async fn key_rotation_end_to_end() {
+    let k1 = spawn_app().await;
+    k1.post_signed(prod_body("under-k1")).await;
+    let db_url = k1.db.url.clone();
+    let ring_21 = format!("{KEY_B},{KEY_A}");
+    let k2 = spawn_app_with(|o| {
+        o.database_url = Some(db_url.clone());
+        o.env
+            .insert("IMGGO_ENCRYPTION_KEYS".into(), ring_21.clone());
+    })
+    .await;
+    assert_eq!(k2.post_signed(prod_body("under-k2")).await.status(), 200);
+    let key_of = |job: &'static str| {
+        let pool = k1.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT key_id FROM webhook_events WHERE job_id = $1")
+                .bind(job)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        (key_of("under-k1").await, key_of("under-k2").await),
+        ("ka".into(), "kb".into())
+    );
+
+    // Old rows stay readable under the two-key ring.
+    let show = |ring: &str, job: &str| cli(&env_with_ring(&db_url, ring), &["show", job]);
+    let (ok, out, err) = show(&ring_21, "under-k1");
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["job_id"],
+        "under-k1"
+    );
+
+    let (ok, out, err) = cli(&env_with_ring(&db_url, &ring_21), &["reencrypt"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("re-encrypted 1 "), "{out}");
+    assert_eq!(key_of("under-k1").await, "kb");
+    let (ok, out, _) = cli(&env_with_ring(&db_url, &ring_21), &["reencrypt"]);
+    assert!(ok && out.contains("re-encrypted 0 "), "idempotent: {out}");
+
+    // The old key can go: everything reads under "kb" alone.
+    for job in ["under-k1", "under-k2"] {
+        let (ok, out, err) = show(KEY_B, job);
+        assert!(ok, "{err}");
+        let line: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(line["payload"]["job_id"], job);
+    }
+    // A ring missing the needed key says so instead of printing garbage.
+    let (ok, out, err) = show(KEY_A, "under-k2");
+    assert!(!ok);
+    assert!(out.is_empty());
+    assert!(
+        err.contains("key `kb` is not in IMGGO_ENCRYPTION_KEYS"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn rows_under_unknown_keys_are_reported_and_kept() {
+    let app = spawn_app().await;
+    let stray = test_ring("kz:ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=");
+    let event = |job: &str, ring: &imggo_receiver::crypto::KeyRing| NewEvent {
+        envelope: Envelope {
+            job_id: job.into(),
+            event: "e".into(),
+            pattern_id: None,
+            status: None,
+        },
+        sealed: ring.seal(job, "e", b"{}"),
+    };
+    app.store.insert(&event("stray", &stray)).await.unwrap();
+    app.store
+        .insert(&event("normal", &test_ring(KEY_A)))
+        .await
+        .unwrap();
+    let ring = test_ring(&format!("{KEY_B},{KEY_A}"));
+    let report = reencrypt(&app.store, &ring).await.unwrap();
+    assert_eq!(report.reencrypted, 1);
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].1, "kz");
+    assert_eq!(app.rows().await, 2, "never deleted");
+    let (ok, _, err) = cli(
+        &env_with_ring(&app.db.url, &format!("{KEY_B},{KEY_A}")),
+        &["reencrypt"],
+    );
+    assert!(!ok, "a skipped row makes the command fail");
+    assert!(
+        err.contains(&format!("skipped row {}", report.skipped[0].0)),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reencrypt_under_write_load_loses_nothing() {
+    let ring_21 = format!("{KEY_B},{KEY_A}");
+    let app = spawn_app_with(|o| {
+        o.env
+            .insert("IMGGO_ENCRYPTION_KEYS".into(), ring_21.clone());
+    })
+    .await;
+    // A backlog under the old key.
+    let old = test_ring(KEY_A);
+    for i in 0..1500 {
+        let job = format!("old-{i}");
+        app.store
+            .insert(&NewEvent {
+                envelope: Envelope {
+                    job_id: job.clone(),
+                    event: "job.succeeded".into(),
+                    pattern_id: None,
+                    status: None,
+                },
+                sealed: old.seal(&job, "job.succeeded", format!("{{\"n\":{i}}}").as_bytes()),
+            })
+            .await
+            .unwrap();
+    }
+    let url = app.webhook_url();
+    let writer = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut acked = Vec::new();
+        for i in 0..300 {
+            let job = format!("live-{i}");
+            let body = prod_body(&job);
+            let sig = prod_signature(&body);
+            if post_from(&client, &url, body, Some(&sig)).await.status() == 200 {
+                acked.push(job);
+            }
+        }
+        acked
+    });
+    let ring = test_ring(&ring_21);
+    let report = reencrypt(&app.store, &ring).await.unwrap();
+    let acked = writer.await.unwrap();
+    assert_eq!(report.reencrypted, 1500);
+    assert!(report.skipped.is_empty());
+    assert_eq!(acked.len(), 300);
+
+    let store = Store::Postgres(PgStore::from_pool(app.db.pool.clone()));
+    assert_eq!(app.rows().await, 1800);
+    for job in acked
+        .iter()
+        .chain(["old-0".to_owned(), "old-1499".to_owned()].iter())
+    {
+        let rows = store.events_for_job(job).await.unwrap();
+        assert_eq!(rows.len(), 1, "{job}");
+        let r = &rows[0];
+        assert_eq!(r.key_id, "kb");
+        ring.open(&r.job_id, &r.event, &r.key_id, &r.nonce, &r.ciphertext)
+            .unwrap();
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE key_id <> 'kb'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
