@@ -20,6 +20,7 @@ use crate::store::Store;
 
 pub struct Application {
     listener: TcpListener,
+    admin_listener: TcpListener,
     state: AppState,
 }
 
@@ -53,6 +54,9 @@ impl Application {
                 .await
                 .with_context(|| format!("cannot bind server.bind = {}", settings.server.bind))?,
         };
+        let admin_listener = TcpListener::bind(settings.admin.bind)
+            .await
+            .with_context(|| format!("cannot bind admin.bind = {}", settings.admin.bind))?;
         let allowlist = Allowlist::new(settings.network.allowed_ips.clone());
         if allowlist.is_open() {
             tracing::warn!(
@@ -75,11 +79,20 @@ impl Application {
             store,
             shutdown,
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            admin_listener,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Address of the operator listener (`/metrics`).
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
     }
 
     pub fn store(&self) -> &Store {
@@ -90,7 +103,11 @@ impl Application {
     /// lets in-flight requests finish within `server.shutdown_timeout`, and
     /// returns.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            admin_listener,
+            state,
+        } = self;
         let shutdown = state.shutdown.clone();
         let store = state.store.clone();
         let server = &state.settings.server;
@@ -103,6 +120,14 @@ impl Application {
             path = %state.settings.webhook.path,
             "listening"
         );
+        let metrics = crate::metrics::install();
+        let admin = tokio::spawn(http::server::serve(
+            admin_listener,
+            http::admin::router(metrics.clone()),
+            shutdown.clone(),
+            opts,
+        ));
+        let upkeep = tokio::spawn(crate::metrics::upkeep(metrics, shutdown.clone()));
         let limiter = state.rate_limiter.clone();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
         let retention = tokio::spawn(retention::run(
@@ -112,7 +137,12 @@ impl Application {
             shutdown.clone(),
         ));
         http::server::serve(listener, http::router(state), shutdown, opts).await;
-        for (name, task) in [("rate-limit pruner", pruner), ("retention", retention)] {
+        for (name, task) in [
+            ("admin listener", admin),
+            ("metrics upkeep", upkeep),
+            ("rate-limit pruner", pruner),
+            ("retention", retention),
+        ] {
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "background task failed");
             }

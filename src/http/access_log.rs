@@ -9,6 +9,7 @@ use axum::response::Response;
 use tracing::field::Empty;
 use tracing::{Instrument, Level};
 
+use super::WebhookRoute;
 use crate::error::Outcome;
 use crate::security::ClientIp;
 
@@ -27,6 +28,7 @@ pub async fn log_request(req: Request, next: Next) -> Response {
         .to_owned();
     let client_ip = req.extensions().get::<ClientIp>().map(|c| c.0);
     let probe = matches!(route.as_str(), "/healthz" | "/readyz");
+    let webhook = req.extensions().get::<WebhookRoute>().is_some();
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
@@ -39,7 +41,9 @@ pub async fn log_request(req: Request, next: Next) -> Response {
     let res = next.run(req).instrument(span.clone()).await;
     let status = res.status().as_u16();
     let outcome = res.extensions().get::<Outcome>().map_or("ok", |o| o.0);
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = start.elapsed();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    crate::metrics::record_request(&route, webhook, outcome, elapsed);
     span.in_scope(|| {
         // Probes every few seconds would drown the log at INFO.
         if probe {

@@ -2,6 +2,7 @@
 //! layers applied in the contract's order.
 
 mod access_log;
+pub mod admin;
 mod guards;
 pub mod health;
 pub mod server;
@@ -46,6 +47,11 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+/// Marks requests whose path is the webhook route (set before routing, so
+/// rejections by the route's own layers count as webhook outcomes too).
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookRoute;
+
 /// The public application router.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
@@ -87,6 +93,9 @@ async fn resolve_client_ip(
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let ip = state.client_ip.resolve(peer, req.headers());
     req.extensions_mut().insert(ClientIp(ip));
+    if req.uri().path() == state.settings.webhook.path {
+        req.extensions_mut().insert(WebhookRoute);
+    }
     next.run(req).await
 }
 

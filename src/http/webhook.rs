@@ -96,6 +96,7 @@ async fn process(
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "could not store the delivery");
+            crate::metrics::database_error("insert");
             AppError::Unavailable
         })
 }

@@ -122,6 +122,7 @@ async fn prune_every(limiter: Limiter, every: Duration, shutdown: CancellationTo
 fn prune(limiter: &Limiter) {
     limiter.retain_recent();
     limiter.shrink_to_fit();
+    metrics::gauge!(crate::metrics::RATE_LIMITER_KEYS).set(limiter.len() as f64);
 }
 
 #[cfg(test)]

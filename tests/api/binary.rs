@@ -282,3 +282,205 @@ async fn init_writes_a_private_env_once_and_commands_read_it() {
     let expected = format!("sha256={}", hmac_hex(secret, b"{}"));
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), expected);
 }
+
+/// The value of one sample in Prometheus text output (0 when absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_outcomes_on_the_admin_port_only() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let mut env: Vec<(String, String)> = secret_env(&db.url).into_iter().collect();
+    env.extend([
+        (
+            "IMGGO__SERVER__BIND".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ),
+        (
+            "IMGGO__ADMIN__BIND".to_owned(),
+            format!("127.0.0.1:{admin}"),
+        ),
+        (
+            "IMGGO__NETWORK__ALLOWED_IPS".to_owned(),
+            "127.0.0.1".to_owned(),
+        ),
+    ]);
+    let mut server = Server::start(command(dir.path(), &env));
+    server.wait_for("listening");
+
+    let url = format!("http://127.0.0.1:{port}/webhooks/imggo");
+    let local = reqwest::Client::new();
+    let body = prod_body(&new_job_id());
+    let sig = prod_signature(&body);
+    assert_eq!(
+        post_from(&local, &url, body.clone(), Some(&sig))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        post_from(&local, &url, body.clone(), Some(&sig))
+            .await
+            .status(),
+        200
+    );
+    let wrong = format!("sha256={}", "0".repeat(64));
+    assert_eq!(
+        post_from(&local, &url, body.clone(), Some(&wrong))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        post_from(&local, &url, body.clone(), None).await.status(),
+        401
+    );
+    assert_eq!(
+        post_from(&client_from("127.0.0.3"), &url, body, Some(&sig))
+            .await
+            .status(),
+        403
+    );
+
+    let public = local
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        public.status(),
+        404,
+        "metrics must not be on the public port"
+    );
+    let res = local
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    assert_eq!(sample(&text, "imggo_events_stored_total"), 1.0, "{text}");
+    assert_eq!(sample(&text, "imggo_duplicates_total"), 1.0);
+    assert_eq!(
+        sample(&text, "imggo_signature_failures_total{reason=\"invalid\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "imggo_signature_failures_total{reason=\"missing\"}"),
+        1.0
+    );
+    assert_eq!(sample(&text, "imggo_allowlist_denials_total"), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            "imggo_webhook_duration_seconds_count{outcome=\"received\"}"
+        ),
+        1.0
+    );
+    assert!(text.contains("imggo_build_info{version="));
+    // No unbounded labels.
+    assert!(!text.contains("127.0.0.3") && !text.contains("job_id=") && !text.contains("ip="));
+
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
+
+/// As the container runs it: working directory with only the defaults file,
+/// secrets as `*_FILE`, bind from the image's env, `healthcheck` as the
+/// HEALTHCHECK, and SIGTERM while a delivery is in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_as_the_image_does_and_drains_on_sigterm() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let db = TestDb::new().await;
+    let app_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(app_dir.path().join("config")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"),
+        app_dir.path().join("config/default.toml"),
+    )
+    .unwrap();
+    let secrets_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = vec![
+        (
+            "IMGGO__SERVER__BIND".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ),
+        (
+            "IMGGO__ADMIN__BIND".to_owned(),
+            format!("127.0.0.1:{}", free_port()),
+        ),
+    ];
+    for (name, value) in secret_env(&db.url) {
+        let path = secrets_dir.path().join(&name);
+        std::fs::write(&path, format!("{value}\n")).unwrap();
+        env.push((format!("{name}_FILE"), path.to_str().unwrap().to_owned()));
+    }
+    let mut server = Server::start(command(app_dir.path(), &env));
+    server.wait_for("listening");
+
+    let health = command(app_dir.path(), &env)
+        .arg("healthcheck")
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+
+    // Start a delivery, stop halfway through its body...
+    let job = new_job_id();
+    let body = prod_body(&job);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         X-ImgGo-Signature: {}\r\nContent-Length: {}\r\n\r\n",
+        prod_signature(&body),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(first).await.unwrap();
+    stream.flush().await.unwrap();
+
+    // ...SIGTERM arrives; the server says it is draining...
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    server.wait_for("draining");
+
+    // ...and the in-flight delivery still completes and is committed.
+    stream.write_all(rest).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the in-flight request was answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"received\""));
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE job_id = $1")
+        .bind(&job)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}

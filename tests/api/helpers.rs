@@ -110,6 +110,7 @@ pub fn secret_env(db_url: &str) -> HashMap<String, String> {
 pub fn test_settings() -> Settings {
     let mut s = Settings::load_with_env(None, Vec::new()).unwrap();
     s.server.bind = "127.0.0.1:0".parse().unwrap();
+    s.admin.bind = "127.0.0.1:0".parse().unwrap();
     s.database.acquire_timeout = std::time::Duration::from_secs(1);
     s.database.connect_timeout = std::time::Duration::from_secs(5);
     // Tests send bursts from one address; the limiter has its own tests.
@@ -120,6 +121,7 @@ pub fn test_settings() -> Settings {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub db: TestDb,
     pub store: Store,
     pub shutdown: CancellationToken,
@@ -160,10 +162,12 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Options)) -> TestApp {
     let app = Application::build(options.settings, secrets, Some(listener), shutdown.clone())
         .await
         .unwrap();
+    let admin_addr = app.admin_addr().unwrap();
     let server = tokio::spawn(app.run());
     let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
     TestApp {
         addr,
+        admin_addr,
         db,
         store,
         shutdown,

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Cheap checks of the container files (no Docker engine needed)."""
+import re
+import sys
+
+import yaml
+
+errors = []
+
+
+def need(cond, msg):
+    if not cond:
+        errors.append(msg)
+
+
+compose = yaml.safe_load(open("docker-compose.yml"))
+services = compose.get("services", {})
+pg, rx = services.get("postgres", {}), services.get("receiver", {})
+need(str(pg.get("image", "")).startswith("postgres:16"), "postgres must be postgres:16")
+need("pg_isready" in str(pg.get("healthcheck", {}).get("test")), "postgres needs a pg_isready healthcheck")
+need(any(str(v).startswith("pgdata:") for v in pg.get("volumes", [])), "postgres needs the named volume")
+need("pgdata" in (compose.get("volumes") or {}), "named volume pgdata must be declared")
+need(rx.get("depends_on", {}).get("postgres", {}).get("condition") == "service_healthy",
+     "receiver must wait for a healthy postgres")
+need(rx.get("env_file") == ".env", "receiver reads secrets from .env")
+need("8080:8080" in [str(p) for p in rx.get("ports", [])], "receiver maps 8080")
+env = rx.get("environment", {})
+need("IMGGO__NETWORK__TRUSTED_PROXIES" in env, "receiver sets IMGGO__NETWORK__TRUSTED_PROXIES")
+for name in ("IMGGO_WEBHOOK_SECRETS", "IMGGO_ENCRYPTION_KEYS", "IMGGO_HASH_KEY"):
+    need(name not in env, f"{name} must come from .env, not the compose file")
+
+docker = open("Dockerfile").read()
+need(re.search(r"cargo build --release --locked", docker), "build stage must use cargo build --release --locked")
+need("cargo chef cook" in docker, "dependencies must be cached in their own layer")
+need(re.search(r"^USER (?!root|0)", docker, re.M), "runtime must run as non-root")
+need(re.search(r"^HEALTHCHECK .*\n?.*healthcheck", docker, re.M), "HEALTHCHECK must use the healthcheck subcommand")
+need("STOPSIGNAL SIGTERM" in docker, "STOPSIGNAL SIGTERM")
+need("EXPOSE 8080" in docker, "EXPOSE 8080")
+need(not re.search(r"^(ENV|ARG) .*(SECRET|KEYS|HASH_KEY|PASSWORD)", docker, re.M), "no secret in any layer")
+
+ignore = open(".dockerignore").read().split()
+need("target/" in ignore and ".env" in ignore, ".dockerignore must keep target/ and .env out")
+gitignore = open(".gitignore").read().split()
+need(".env" in gitignore, ".env must be git-ignored")
+
+if errors:
+    print("deploy checks failed:\n- " + "\n- ".join(errors))
+    sys.exit(1)
+print("deploy checks: ok")

@@ -1,0 +1,128 @@
+//! Prometheus metrics, served on the admin listener only. Labels are bounded
+//! sets (route templates, outcome codes): never job ids or client IPs.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+pub const REQUESTS: &str = "imggo_http_requests_total";
+pub const WEBHOOK_DURATION: &str = "imggo_webhook_duration_seconds";
+pub const SIGNATURE_FAILURES: &str = "imggo_signature_failures_total";
+pub const ALLOWLIST_DENIALS: &str = "imggo_allowlist_denials_total";
+pub const RATE_LIMITED: &str = "imggo_rate_limited_total";
+pub const DUPLICATES: &str = "imggo_duplicates_total";
+pub const EVENTS_STORED: &str = "imggo_events_stored_total";
+pub const DATABASE_ERRORS: &str = "imggo_database_errors_total";
+pub const PURGE_RUNS: &str = "imggo_purge_runs_total";
+pub const PURGE_ROWS: &str = "imggo_purge_rows_total";
+pub const PURGE_DURATION: &str = "imggo_purge_duration_seconds";
+pub const RATE_LIMITER_KEYS: &str = "imggo_rate_limiter_keys";
+pub const BUILD_INFO: &str = "imggo_build_info";
+
+/// Webhook latencies cluster in milliseconds; purges take longer.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .map(PrometheusBuilder::build_recorder);
+            let recorder = match recorder {
+                Ok(r) => r,
+                // Only fails on empty buckets, which ours are not.
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        REQUESTS,
+        "HTTP requests by route and outcome (received, duplicate or error code)"
+    );
+    describe_histogram!(WEBHOOK_DURATION, Unit::Seconds, "Webhook request latency");
+    describe_counter!(
+        SIGNATURE_FAILURES,
+        "Webhook deliveries refused for a missing or wrong signature"
+    );
+    describe_counter!(
+        ALLOWLIST_DENIALS,
+        "Webhook requests refused because the client IP is not allowed"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Webhook requests refused by the per-IP rate limit"
+    );
+    describe_counter!(
+        DUPLICATES,
+        "Deliveries whose (job_id, event) was already stored"
+    );
+    describe_counter!(EVENTS_STORED, "Deliveries committed as new rows");
+    describe_counter!(
+        DATABASE_ERRORS,
+        "Database operations that failed, by operation"
+    );
+    describe_counter!(PURGE_RUNS, "Retention passes by result");
+    describe_counter!(PURGE_ROWS, "Rows deleted by retention");
+    describe_histogram!(PURGE_DURATION, Unit::Seconds, "Retention pass duration");
+    describe_gauge!(
+        RATE_LIMITER_KEYS,
+        "Client IPs currently tracked by the rate limiter"
+    );
+    describe_gauge!(BUILD_INFO, "Build information");
+}
+
+/// Records one finished request. `outcome` is a stable code.
+pub fn record_request(route: &str, webhook: bool, outcome: &'static str, latency: Duration) {
+    metrics::counter!(REQUESTS, "route" => route.to_owned(), "outcome" => outcome).increment(1);
+    if !webhook {
+        return;
+    }
+    metrics::histogram!(WEBHOOK_DURATION, "outcome" => outcome).record(latency.as_secs_f64());
+    match outcome {
+        "received" => metrics::counter!(EVENTS_STORED).increment(1),
+        "duplicate" => metrics::counter!(DUPLICATES).increment(1),
+        "missing_signature" => {
+            metrics::counter!(SIGNATURE_FAILURES, "reason" => "missing").increment(1)
+        }
+        "invalid_signature" => {
+            metrics::counter!(SIGNATURE_FAILURES, "reason" => "invalid").increment(1)
+        }
+        "forbidden" => metrics::counter!(ALLOWLIST_DENIALS).increment(1),
+        "rate_limited" => metrics::counter!(RATE_LIMITED).increment(1),
+        _ => {}
+    }
+}
+
+pub fn database_error(operation: &'static str) {
+    metrics::counter!(DATABASE_ERRORS, "operation" => operation).increment(1);
+}
+
+/// Keeps histogram memory bounded (metrics-exporter-prometheus needs this
+/// called periodically when nothing scrapes for a while).
+pub async fn upkeep(handle: PrometheusHandle, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
