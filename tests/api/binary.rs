@@ -443,7 +443,9 @@ async fn runs_as_the_image_does_and_drains_on_sigterm() {
         String::from_utf8_lossy(&health.stderr)
     );
 
-    // Start a delivery, stop halfway through its body...
+    // Start a delivery: with `Expect: 100-continue` the server answers
+    // "100 Continue" once the handler reads the body, so after that the
+    // request is provably in flight inside the server.
     let job = new_job_id();
     let body = prod_body(&job);
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -451,11 +453,14 @@ async fn runs_as_the_image_does_and_drains_on_sigterm() {
         .unwrap();
     let head = format!(
         "POST /webhooks/imggo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         X-ImgGo-Signature: {}\r\nContent-Length: {}\r\n\r\n",
+         Expect: 100-continue\r\nX-ImgGo-Signature: {}\r\nContent-Length: {}\r\n\r\n",
         prod_signature(&body),
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
     let (first, rest) = body.split_at(body.len() / 2);
     stream.write_all(first).await.unwrap();
     stream.flush().await.unwrap();
