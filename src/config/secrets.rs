@@ -206,24 +206,25 @@ impl fmt::Debug for HashKey {
     }
 }
 
-/// `DATABASE_URL`, which may carry a password.
+/// Where the embedded store lives when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/imggo.db";
+
+/// `DATABASE_URL` (it may carry a password); unset means the embedded
+/// SQLite store at [`DEFAULT_DATABASE_URL`].
 pub fn database_url(source: &dyn SecretSource) -> Result<SecretString, SecretError> {
     let url = read(source, DATABASE_URL)?
         .filter(|s| !s.expose_secret().trim().is_empty())
-        .ok_or_else(|| {
-            SecretError::new(
-                DATABASE_URL,
-                "not set (e.g. postgres://user:password@host:5432/imggo)",
-            )
-        })?;
+        .unwrap_or_else(|| SecretString::from(DEFAULT_DATABASE_URL));
     let scheme_ok = {
         let u = url.expose_secret();
-        u.starts_with("postgres://") || u.starts_with("postgresql://")
+        ["postgres://", "postgresql://", "sqlite:"]
+            .iter()
+            .any(|p| u.starts_with(p))
     };
     if !scheme_ok {
         return Err(SecretError::new(
             DATABASE_URL,
-            "must start with postgres:// or postgresql://",
+            "must start with postgres://, postgresql:// or sqlite://",
         ));
     }
     Ok(url)

@@ -2,6 +2,8 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::Duration;
 
+use secrecy::ExposeSecret as _;
+
 use super::secrets::{self, Secrets, WebhookSecrets};
 use super::*;
 
@@ -224,11 +226,6 @@ fn malformed_secrets_name_the_variable_never_the_value() {
             "base64",
         ),
         (
-            secret_env(&[(secrets::DATABASE_URL, "")]),
-            secrets::DATABASE_URL,
-            "not set",
-        ),
-        (
             secret_env(&[(secrets::DATABASE_URL, "mysql://x")]),
             secrets::DATABASE_URL,
             "postgres://",
@@ -245,6 +242,12 @@ fn malformed_secrets_name_the_variable_never_the_value() {
         }
         assert!(!msg.contains(weak));
     }
+}
+
+#[test]
+fn database_url_defaults_to_the_embedded_store() {
+    let s = Secrets::load(&secret_env(&[(secrets::DATABASE_URL, "")])).unwrap();
+    assert_eq!(s.database_url.expose_secret(), "sqlite://data/imggo.db");
 }
 
 #[test]

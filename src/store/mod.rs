@@ -1,8 +1,9 @@
 //! Where events live. All SQL is in this module's backends; everything else
-//! speaks [`Store`]. One backend today (Postgres); the enum is the seam for
-//! the embedded one.
+//! speaks [`Store`]: Postgres for production (replicas may share it), SQLite
+//! embedded for a single instance with nothing to install.
 
 pub mod postgres;
+pub mod sqlite;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::crypto::Sealed;
 use crate::delivery::Envelope;
 
 pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 /// A sealed event ready to be written.
 #[derive(Debug, Clone)]
@@ -87,13 +89,16 @@ impl From<sqlx::Error> for StoreError {
         let transient = match &e {
             E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::Protocol(_) => true,
             E::WorkerCrashed => true,
-            // Connection exceptions, shutdowns, resource limits, conflicts.
+            // Postgres: connection exceptions, shutdowns, resource limits,
+            // conflicts. SQLite: busy, locked, I/O, full, cannot open, read-only.
             E::Database(db) => db.code().is_some_and(|c| {
                 c.starts_with("08")
                     || c.starts_with("53")
                     || c.starts_with("57P")
                     || c == "40001"
                     || c == "40P01"
+                    || c.parse::<i32>()
+                        .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
             }),
             _ => false,
         };
@@ -109,19 +114,34 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Clone, Debug)]
 pub enum Store {
     Postgres(PgStore),
+    Sqlite(SqliteStore),
 }
 
 impl Store {
-    /// Connects, waiting up to `database.connect_timeout` for the database.
+    /// Connects by URL scheme (`postgres://`, `sqlite://`), waiting up to
+    /// `database.connect_timeout` for a server.
     pub async fn connect(url: &SecretString, db: &DatabaseSettings) -> Result<Self, StoreError> {
         let url = url.expose_secret();
-        Ok(Self::Postgres(PgStore::connect(url, db).await?))
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::connect(url, db).await?))
+        } else {
+            Ok(Self::Postgres(PgStore::connect(url, db).await?))
+        }
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
     }
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Self::Postgres(s) => s.migrate().await,
+            Self::Sqlite(s) => s.migrate().await,
         }
     }
 
@@ -129,6 +149,7 @@ impl Store {
     pub async fn ready(&self) -> Result<(), StoreError> {
         match self {
             Self::Postgres(s) => s.ready().await,
+            Self::Sqlite(s) => s.ready().await,
         }
     }
 
@@ -136,6 +157,7 @@ impl Store {
     pub async fn insert(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
         match self {
             Self::Postgres(s) => s.insert(event).await,
+            Self::Sqlite(s) => s.insert(event).await,
         }
     }
 
@@ -143,6 +165,7 @@ impl Store {
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         match self {
             Self::Postgres(s) => s.events_for_job(job_id).await,
+            Self::Sqlite(s) => s.events_for_job(job_id).await,
         }
     }
 
@@ -155,6 +178,7 @@ impl Store {
     ) -> Result<PurgeOutcome, StoreError> {
         match self {
             Self::Postgres(s) => s.purge(max_age, batch_size, dry_run).await,
+            Self::Sqlite(s) => s.purge(max_age, batch_size, dry_run).await,
         }
     }
 
@@ -167,6 +191,7 @@ impl Store {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         match self {
             Self::Postgres(s) => s.sealed_under_other_keys(current_key, after, limit).await,
+            Self::Sqlite(s) => s.sealed_under_other_keys(current_key, after, limit).await,
         }
     }
 
@@ -174,6 +199,7 @@ impl Store {
     pub async fn reseal(&self, rows: &[Resealed]) -> Result<u64, StoreError> {
         match self {
             Self::Postgres(s) => s.reseal(rows).await,
+            Self::Sqlite(s) => s.reseal(rows).await,
         }
     }
 
@@ -181,6 +207,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Self::Postgres(s) => s.close().await,
+            Self::Sqlite(s) => s.close().await,
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::helpers::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imggo-receiver");
 
-fn command(dir: &Path, env: &[(String, String)]) -> Command {
+pub fn command(dir: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir).env("RUST_LOG", "info");
     for (k, _) in std::env::vars() {
@@ -25,7 +25,7 @@ fn command(dir: &Path, env: &[(String, String)]) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -34,14 +34,14 @@ fn free_port() -> u16 {
 }
 
 /// A running `serve` whose stderr is collected line by line.
-struct Server {
-    child: Child,
+pub struct Server {
+    pub child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Server {
-    fn start(mut cmd: Command) -> Self {
+    pub fn start(mut cmd: Command) -> Self {
         let mut child = cmd
             .arg("serve")
             .stderr(Stdio::piped())
@@ -65,7 +65,7 @@ impl Server {
     }
 
     /// Waits for a log line containing `needle` (the server says when it listens).
-    fn wait_for(&mut self, needle: &str) {
+    pub fn wait_for(&mut self, needle: &str) {
         loop {
             match self.lines.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
@@ -83,7 +83,7 @@ impl Server {
         }
     }
 
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let status = self.child.wait().unwrap();
@@ -92,7 +92,7 @@ impl Server {
     }
 }
 
-fn run(mut cmd: Command, args: &[&str]) -> Output {
+pub fn run(mut cmd: Command, args: &[&str]) -> Output {
     cmd.args(args).output().unwrap()
 }
 

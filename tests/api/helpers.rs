@@ -163,8 +163,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Options)) -> TestApp {
         .await
         .unwrap();
     let admin_addr = app.admin_addr().unwrap();
+    let store = app.store().clone();
     let server = tokio::spawn(app.run());
-    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
     TestApp {
         addr,
         admin_addr,
@@ -242,10 +242,7 @@ impl TestApp {
     }
 
     pub async fn rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM webhook_events")
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
+        count_rows(&self.store).await
     }
 
     pub async fn events(&self, job_id: &str) -> Vec<StoredEvent> {
@@ -335,4 +332,61 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
     }
+}
+
+/// Rows in the table, whichever backend holds them.
+pub async fn count_rows(store: &Store) -> i64 {
+    const SQL: &str = "SELECT count(*) FROM webhook_events";
+    match store {
+        Store::Postgres(s) => sqlx::query_scalar(SQL).fetch_one(s.pool()).await.unwrap(),
+        Store::Sqlite(s) => sqlx::query_scalar(SQL).fetch_one(s.pool()).await.unwrap(),
+    }
+}
+
+/// Runs one statement with no result on either backend (test setup only).
+pub async fn exec(store: &Store, postgres: &str, sqlite: &str) {
+    match store {
+        Store::Postgres(s) => {
+            sqlx::query(postgres).execute(s.pool()).await.unwrap();
+        }
+        Store::Sqlite(s) => {
+            sqlx::query(sqlite).execute(s.pool()).await.unwrap();
+        }
+    }
+}
+
+/// Moves rows of `job_ids` back in time by `secs`.
+pub async fn backdate_rows(store: &Store, job_ids: &[&str], secs: i64) {
+    let list = job_ids
+        .iter()
+        .map(|j| format!("'{j}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    exec(
+        store,
+        &format!("UPDATE webhook_events SET received_at = received_at - make_interval(secs => {secs}) WHERE job_id IN ({list})"),
+        &format!("UPDATE webhook_events SET received_at = received_at - {secs} * 1000000 WHERE job_id IN ({list})"),
+    )
+    .await;
+}
+
+/// A fresh, migrated store of each backend, with what keeps it alive.
+pub enum Backing {
+    Postgres(TestDb),
+    Sqlite(tempfile::TempDir),
+}
+
+pub fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}/imggo.db", dir.display())
+}
+
+pub async fn each_store() -> Vec<(Store, Backing)> {
+    let settings = test_settings();
+    let db = TestDb::new().await;
+    let pg = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let url = secrecy::SecretString::from(sqlite_url(dir.path()));
+    let lite = Store::connect(&url, &settings.database).await.unwrap();
+    lite.migrate().await.unwrap();
+    vec![(pg, Backing::Postgres(db)), (lite, Backing::Sqlite(dir))]
 }

@@ -6,6 +6,7 @@ mod helpers;
 
 mod binary;
 mod edge;
+mod embedded;
 mod outage;
 mod retention;
 mod store;

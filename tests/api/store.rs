@@ -1,70 +1,111 @@
-//! The Postgres store: idempotency, sealing, key rotation.
+//! Store conformance: the same test bodies against Postgres and SQLite.
 
-use imggo_receiver::crypto::OpenError;
+use std::time::Duration;
+
+use imggo_receiver::crypto::{KeyRing, OpenError};
 use imggo_receiver::delivery::Envelope;
-use imggo_receiver::store::{InsertOutcome, NewEvent, PgStore, Store};
+use imggo_receiver::reencrypt::reencrypt;
+use imggo_receiver::store::{InsertOutcome, NewEvent, PurgeOutcome, Store, StoreError};
 
 use crate::helpers::*;
 
-fn event(ring: &imggo_receiver::crypto::KeyRing, job: &str, ev: &str, payload: &[u8]) -> NewEvent {
+fn event(ring: &KeyRing, job: &str, ev: &str, payload: &[u8]) -> NewEvent {
     NewEvent {
         envelope: Envelope {
             job_id: job.into(),
             event: ev.into(),
-            pattern_id: None,
-            status: None,
+            pattern_id: Some("p1".into()),
+            status: Some("done".into()),
         },
         sealed: ring.seal(job, ev, payload),
     }
 }
 
-async fn store() -> (TestDb, Store) {
-    let db = TestDb::new().await;
-    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
-    (db, store)
+fn open(ring: &KeyRing, row: &imggo_receiver::store::StoredEvent) -> Result<Vec<u8>, OpenError> {
+    ring.open(
+        &row.job_id,
+        &row.event,
+        &row.key_id,
+        &row.nonce,
+        &row.ciphertext,
+    )
 }
 
 #[tokio::test]
 async fn insert_is_idempotent_per_job_and_event() {
-    let (_db, store) = store().await;
-    let ring = test_ring(KEY_A);
-    let e = event(&ring, "j1", "job.succeeded", b"{}");
-    assert_eq!(store.insert(&e).await.unwrap(), InsertOutcome::Inserted);
-    assert_eq!(store.insert(&e).await.unwrap(), InsertOutcome::Duplicate);
-    let other = event(&ring, "j1", "job.failed", b"{}");
-    assert_eq!(store.insert(&other).await.unwrap(), InsertOutcome::Inserted);
-    assert_eq!(store.events_for_job("j1").await.unwrap().len(), 2);
-    assert!(store.events_for_job("j2").await.unwrap().is_empty());
+    for (store, _keep) in each_store().await {
+        let name = store.backend();
+        let ring = test_ring(KEY_A);
+        let e = event(&ring, "j1", "job.succeeded", b"{}");
+        assert_eq!(
+            store.insert(&e).await.unwrap(),
+            InsertOutcome::Inserted,
+            "{name}"
+        );
+        assert_eq!(
+            store.insert(&e).await.unwrap(),
+            InsertOutcome::Duplicate,
+            "{name}"
+        );
+        let other = event(&ring, "j1", "job.failed", b"{}");
+        assert_eq!(
+            store.insert(&other).await.unwrap(),
+            InsertOutcome::Inserted,
+            "{name}"
+        );
+        let rows = store.events_for_job("j1").await.unwrap();
+        assert_eq!(rows.len(), 2, "{name}");
+        assert_eq!(rows[0].event, "job.succeeded", "{name}: oldest first");
+        assert_eq!(rows[0].pattern_id.as_deref(), Some("p1"));
+        assert_eq!(rows[0].status.as_deref(), Some("done"));
+        assert!(
+            (chrono::Utc::now() - rows[0].received_at)
+                .num_seconds()
+                .abs()
+                < 60,
+            "{name}"
+        );
+        assert!(
+            store.events_for_job("j2").await.unwrap().is_empty(),
+            "{name}"
+        );
+        store.ready().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_insert_once() {
-    let (_db, store) = store().await;
-    let ring = std::sync::Arc::new(test_ring(KEY_A));
-    let tasks: Vec<_> = (0..40)
-        .map(|_| {
-            let (store, ring) = (store.clone(), ring.clone());
-            tokio::spawn(async move {
-                store
-                    .insert(&event(&ring, "j1", "job.succeeded", b"{}"))
-                    .await
-                    .unwrap()
+    for (store, _keep) in each_store().await {
+        let ring = std::sync::Arc::new(test_ring(KEY_A));
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (store, ring) = (store.clone(), ring.clone());
+                tokio::spawn(async move {
+                    store
+                        .insert(&event(&ring, "j1", "job.succeeded", b"{}"))
+                        .await
+                        .unwrap()
+                })
             })
-        })
-        .collect();
-    let mut inserted = 0;
-    for t in tasks {
-        if t.await.unwrap() == InsertOutcome::Inserted {
-            inserted += 1;
+            .collect();
+        let mut inserted = 0;
+        for t in tasks {
+            if t.await.unwrap() == InsertOutcome::Inserted {
+                inserted += 1;
+            }
         }
+        assert_eq!(inserted, 1, "{}", store.backend());
+        assert_eq!(count_rows(&store).await, 1);
     }
-    assert_eq!(inserted, 1);
-    assert_eq!(store.events_for_job("j1").await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn no_plaintext_reaches_the_database() {
-    let (db, store) = store().await;
+    let (db, store) = {
+        let db = TestDb::new().await;
+        let store = Store::Postgres(imggo_receiver::store::PgStore::from_pool(db.pool.clone()));
+        (db, store)
+    };
     let ring = test_ring(KEY_A);
     let marker = "PLAINTEXT-MARKER-4f1d";
     store
@@ -81,91 +122,151 @@ async fn no_plaintext_reaches_the_database() {
         .await
         .unwrap();
     assert!(!dump.contains(marker));
-    let hex_marker = hex::encode(marker);
-    assert!(!dump.contains(&hex_marker));
+    assert!(!dump.contains(&hex::encode(marker)));
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = secrecy::SecretString::from(sqlite_url(dir.path()));
+    let lite = Store::connect(&url, &test_settings().database)
+        .await
+        .unwrap();
+    lite.migrate().await.unwrap();
+    lite.insert(&event(
+        &ring,
+        "j1",
+        "e",
+        format!("{{\"note\":\"{marker}\"}}").as_bytes(),
+    ))
+    .await
+    .unwrap();
+    lite.close().await;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "plaintext in a SQLite file"
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
-    let (db, store) = store().await;
-    let ring = test_ring(KEY_A);
-    store
-        .insert(&event(&ring, "j1", "e", b"{\"secret\":1}"))
-        .await
-        .unwrap();
-    store
-        .insert(&event(&ring, "j2", "e", b"{\"secret\":2}"))
-        .await
-        .unwrap();
-    // An attacker with write access swaps the sealed payloads of two rows.
-    sqlx::query(
-        "UPDATE webhook_events a SET nonce = b.nonce, ciphertext = b.ciphertext \
-         FROM webhook_events b WHERE a.job_id = 'j1' AND b.job_id = 'j2'",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let row = store.events_for_job("j1").await.unwrap().remove(0);
-    assert_eq!(
-        ring.open(
-            &row.job_id,
-            &row.event,
-            &row.key_id,
-            &row.nonce,
-            &row.ciphertext
-        ),
-        Err(OpenError::Corrupt)
-    );
-    let row = store.events_for_job("j2").await.unwrap().remove(0);
-    assert_eq!(
-        ring.open(
-            &row.job_id,
-            &row.event,
-            &row.key_id,
-            &row.nonce,
-            &row.ciphertext
+    for (store, _keep) in each_store().await {
+        let ring = test_ring(KEY_A);
+        store
+            .insert(&event(&ring, "j1", "e", b"{\"secret\":1}"))
+            .await
+            .unwrap();
+        store
+            .insert(&event(&ring, "j2", "e", b"{\"secret\":2}"))
+            .await
+            .unwrap();
+        // An attacker with write access copies j2's sealed payload onto j1.
+        exec(
+            &store,
+            "UPDATE webhook_events a SET nonce = b.nonce, ciphertext = b.ciphertext \
+             FROM webhook_events b WHERE a.job_id = 'j1' AND b.job_id = 'j2'",
+            "UPDATE webhook_events SET (nonce, ciphertext) = \
+             (SELECT nonce, ciphertext FROM webhook_events WHERE job_id = 'j2') WHERE job_id = 'j1'",
         )
-        .unwrap(),
-        b"{\"secret\":2}"
-    );
+        .await;
+        let moved = store.events_for_job("j1").await.unwrap().remove(0);
+        assert_eq!(
+            open(&ring, &moved),
+            Err(OpenError::Corrupt),
+            "{}",
+            store.backend()
+        );
+        let kept = store.events_for_job("j2").await.unwrap().remove(0);
+        assert_eq!(open(&ring, &kept).unwrap(), b"{\"secret\":2}");
+    }
 }
 
 #[tokio::test]
 async fn rows_under_key_a_stay_readable_after_rotation_to_b_a() {
-    let (_db, store) = store().await;
-    let ring_a = test_ring(KEY_A);
-    store
-        .insert(&event(&ring_a, "old", "e", b"{\"v\":\"old\"}"))
-        .await
-        .unwrap();
-    let ring_ba = test_ring(&format!("{KEY_B},{KEY_A}"));
-    store
-        .insert(&event(&ring_ba, "new", "e", b"{\"v\":\"new\"}"))
-        .await
-        .unwrap();
-    let old = store.events_for_job("old").await.unwrap().remove(0);
-    let new = store.events_for_job("new").await.unwrap().remove(0);
-    assert_eq!((old.key_id.as_str(), new.key_id.as_str()), ("ka", "kb"));
-    for row in [&old, &new] {
-        assert!(ring_ba
-            .open(
-                &row.job_id,
-                &row.event,
-                &row.key_id,
-                &row.nonce,
-                &row.ciphertext
-            )
-            .is_ok());
+    for (store, _keep) in each_store().await {
+        let ring_a = test_ring(KEY_A);
+        store
+            .insert(&event(&ring_a, "old", "e", b"{\"v\":\"old\"}"))
+            .await
+            .unwrap();
+        let ring_ba = test_ring(&format!("{KEY_B},{KEY_A}"));
+        store
+            .insert(&event(&ring_ba, "new", "e", b"{\"v\":\"new\"}"))
+            .await
+            .unwrap();
+        let old = store.events_for_job("old").await.unwrap().remove(0);
+        let new = store.events_for_job("new").await.unwrap().remove(0);
+        assert_eq!((old.key_id.as_str(), new.key_id.as_str()), ("ka", "kb"));
+        assert!(open(&ring_ba, &old).is_ok() && open(&ring_ba, &new).is_ok());
+        assert_eq!(open(&ring_a, &new), Err(OpenError::UnknownKey("kb".into())));
+
+        // reencrypt moves everything under kb; then a kb-only ring reads all.
+        let report = reencrypt(&store, &ring_ba).await.unwrap();
+        assert_eq!(report.reencrypted, 1, "{}", store.backend());
+        assert_eq!(
+            reencrypt(&store, &ring_ba).await.unwrap().reencrypted,
+            0,
+            "idempotent"
+        );
+        let ring_b = test_ring(KEY_B);
+        for job in ["old", "new"] {
+            let row = store.events_for_job(job).await.unwrap().remove(0);
+            assert_eq!(row.key_id, "kb");
+            assert!(open(&ring_b, &row).is_ok());
+        }
     }
-    // A ring without B cannot read the new row, and says so.
-    assert_eq!(
-        ring_a.open(
-            &new.job_id,
-            &new.event,
-            &new.key_id,
-            &new.nonce,
-            &new.ciphertext
-        ),
-        Err(OpenError::UnknownKey("kb".into()))
-    );
+}
+
+#[tokio::test]
+async fn purge_deletes_exactly_the_expired_rows() {
+    for (store, _keep) in each_store().await {
+        let name = store.backend();
+        let ring = test_ring(KEY_A);
+        let jobs: Vec<String> = (0..7).map(|i| format!("job-{i}")).collect();
+        for job in &jobs {
+            store.insert(&event(&ring, job, "e", b"{}")).await.unwrap();
+        }
+        let old: Vec<&str> = jobs[..5].iter().map(String::as_str).collect();
+        backdate_rows(&store, &old, 7200).await;
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            store.purge(hour, 2, true).await.unwrap(),
+            PurgeOutcome::WouldDelete(5),
+            "{name}"
+        );
+        assert_eq!(
+            count_rows(&store).await,
+            7,
+            "{name}: dry run deletes nothing"
+        );
+        assert_eq!(
+            store.purge(hour, 2, false).await.unwrap(),
+            PurgeOutcome::Deleted(5),
+            "{name}"
+        );
+        assert_eq!(count_rows(&store).await, 2);
+        assert_eq!(store.events_for_job("job-6").await.unwrap().len(), 1);
+        assert_eq!(
+            store.purge(hour, 2, false).await.unwrap(),
+            PurgeOutcome::Deleted(0)
+        );
+    }
+}
+
+#[tokio::test]
+async fn readiness_reports_missing_migrations() {
+    for (store, _keep) in each_store().await {
+        store.ready().await.unwrap();
+        exec(
+            &store,
+            "DELETE FROM _sqlx_migrations",
+            "DELETE FROM _sqlx_migrations",
+        )
+        .await;
+        assert!(
+            matches!(store.ready().await, Err(StoreError::NotMigrated)),
+            "{}",
+            store.backend()
+        );
+    }
 }

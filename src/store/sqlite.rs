@@ -1,0 +1,217 @@
+//! The embedded SQLite store: one instance, no database server to run.
+//! WAL journal, `synchronous=FULL` (an acknowledged event survives a power
+//! cut), and a single connection so writers never race ("database is
+//! locked").
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row as _;
+use tracing::instrument;
+
+use super::{InsertOutcome, NewEvent, PurgeOutcome, Resealed, StoreError, StoredEvent};
+use crate::config::DatabaseSettings;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+const COLUMNS: &str =
+    "id, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext";
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating file and folder when missing) the database at `url`.
+    pub async fn connect(url: &str, db: &DatabaseSettings) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::Other)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(db.acquire_timeout)
+            .foreign_keys(true);
+        let path = options.get_filename();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_dir(dir)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(db.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(ref db) if db.message().contains("no such table") => {
+                        StoreError::NotMigrated
+                    }
+                    e => StoreError::from(e),
+                })?;
+        if applied.unwrap_or(0) < latest {
+            return Err(StoreError::NotMigrated);
+        }
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(job_id = %event.envelope.job_id, event = %event.envelope.event))]
+    pub async fn insert(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
+        let e = &event.envelope;
+        let s = &event.sealed;
+        let result = sqlx::query(
+            "INSERT INTO webhook_events \
+               (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (job_id, event) DO NOTHING",
+        )
+        .bind(&e.job_id)
+        .bind(&e.event)
+        .bind(&e.pattern_id)
+        .bind(&e.status)
+        .bind(Utc::now().timestamp_micros())
+        .bind(s.key_id.as_str())
+        .bind(&s.nonce)
+        .bind(&s.ciphertext)
+        .execute(&self.pool)
+        .await?;
+        Ok(if result.rows_affected() == 1 {
+            InsertOutcome::Inserted
+        } else {
+            InsertOutcome::Duplicate
+        })
+    }
+
+    #[instrument(skip_all, fields(job_id = %job_id))]
+    pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM webhook_events WHERE job_id = ? ORDER BY received_at, id"
+        ))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    /// One retention pass; a single instance needs no lock.
+    pub async fn purge(
+        &self,
+        max_age: Duration,
+        batch_size: u32,
+        dry_run: bool,
+    ) -> Result<PurgeOutcome, StoreError> {
+        let age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+        let cutoff = Utc::now()
+            .checked_sub_signed(age)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+            .timestamp_micros();
+        if dry_run {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE received_at < ?")
+                    .bind(cutoff)
+                    .fetch_one(&self.pool)
+                    .await?;
+            return Ok(PurgeOutcome::WouldDelete(n.unsigned_abs()));
+        }
+        let mut deleted = 0u64;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM webhook_events WHERE id IN ( \
+                   SELECT id FROM webhook_events WHERE received_at < ? \
+                   ORDER BY received_at LIMIT ?)",
+            )
+            .bind(cutoff)
+            .bind(i64::from(batch_size))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += n;
+            if n < u64::from(batch_size) {
+                return Ok(PurgeOutcome::Deleted(deleted));
+            }
+        }
+    }
+
+    pub async fn sealed_under_other_keys(
+        &self,
+        current_key: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM webhook_events WHERE key_id <> ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(current_key)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    pub async fn reseal(&self, rows: &[Resealed]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = 0;
+        for row in rows {
+            changed += sqlx::query(
+                "UPDATE webhook_events SET key_id = ?, nonce = ?, ciphertext = ? WHERE id = ? AND nonce = ?",
+            )
+            .bind(row.sealed.key_id.as_str())
+            .bind(&row.sealed.nonce)
+            .bind(&row.sealed.ciphertext)
+            .bind(row.id)
+            .bind(&row.old_nonce)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let micros: i64 = row.try_get("received_at")?;
+    Ok(StoredEvent {
+        id: row.try_get("id")?,
+        job_id: row.try_get("job_id")?,
+        event: row.try_get("event")?,
+        pattern_id: row.try_get("pattern_id")?,
+        status: row.try_get("status")?,
+        received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
+        key_id: row.try_get("key_id")?,
+        nonce: row.try_get("nonce")?,
+        ciphertext: row.try_get("ciphertext")?,
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Other(sqlx::Error::Io(e)))
+}
