@@ -1,6 +1,6 @@
 //! Integration tests against a real Postgres, one fresh database per test.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
 
@@ -8,6 +8,7 @@ mod binary;
 mod edge;
 mod embedded;
 mod outage;
+mod redaction;
 mod retention;
 mod store;
 mod webhook;
