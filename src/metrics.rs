@@ -20,6 +20,13 @@ pub const PURGE_ROWS: &str = "imggo_purge_rows_total";
 pub const PURGE_DURATION: &str = "imggo_purge_duration_seconds";
 pub const RATE_LIMITER_KEYS: &str = "imggo_rate_limiter_keys";
 pub const BUILD_INFO: &str = "imggo_build_info";
+pub const BATCH_SIZE: &str = "imggo_write_batch_size";
+pub const QUEUE_FULL: &str = "imggo_write_queue_full_total";
+
+/// Rows per batch: powers of two up to the largest sensible batch.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// Webhook latencies cluster in milliseconds; purges take longer.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -34,6 +41,9 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
+                })
                 .map(PrometheusBuilder::build_recorder);
             let recorder = match recorder {
                 Ok(r) => r,
@@ -87,6 +97,11 @@ fn describe() {
         "Client IPs currently tracked by the rate limiter"
     );
     describe_gauge!(BUILD_INFO, "Build information");
+    describe_histogram!(BATCH_SIZE, "Rows committed per group-commit transaction");
+    describe_counter!(
+        QUEUE_FULL,
+        "Deliveries refused with 503 because the write queue was full"
+    );
 }
 
 /// Records one finished request. `outcome` is a stable code.

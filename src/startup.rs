@@ -16,12 +16,16 @@ use crate::redact::Redactor;
 use crate::retention;
 use crate::security::rate_limit::{self, RateLimit};
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
-use crate::store::Store;
+use crate::store::{BatchWriter, Store};
+
+/// How long writers get to commit what is queued once serving has stopped.
+const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Application {
     listener: TcpListener,
     admin_listener: TcpListener,
     state: AppState,
+    writers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -65,6 +69,7 @@ impl Application {
             );
         }
         let rate_limit = RateLimit::new(&settings.rate_limit)?;
+        let (writer, writers) = BatchWriter::spawn(store.clone(), settings.batch_options());
         let state = AppState {
             rate_limiter: rate_limit.limiter(),
             rate_limit: Arc::new(rate_limit),
@@ -77,12 +82,14 @@ impl Application {
             allowlist: Arc::new(allowlist),
             settings: Arc::new(settings),
             store,
+            writer,
             shutdown,
         };
         Ok(Self {
             listener,
             admin_listener,
             state,
+            writers,
         })
     }
 
@@ -107,6 +114,7 @@ impl Application {
             listener,
             admin_listener,
             state,
+            writers,
         } = self;
         let shutdown = state.shutdown.clone();
         let store = state.store.clone();
@@ -137,6 +145,24 @@ impl Application {
             shutdown.clone(),
         ));
         http::server::serve(listener, http::router(state), shutdown, opts).await;
+        // Once the drained connections drop their queue senders, writers
+        // commit what is queued (its requesters are waiting) and stop. After
+        // a drain that timed out, connections may linger: bound the wait.
+        let drain = async {
+            for writer in writers {
+                if let Err(e) = writer.await {
+                    tracing::error!(error = %e, "batch writer failed");
+                }
+            }
+        };
+        if tokio::time::timeout(WRITER_DRAIN_TIMEOUT, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "batch writers still busy at exit; unanswered deliveries will be retried by ImgGo"
+            );
+        }
         for (name, task) in [
             ("admin listener", admin),
             ("metrics upkeep", upkeep),

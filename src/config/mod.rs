@@ -7,7 +7,6 @@
 pub mod secrets;
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Duration;
 
@@ -122,6 +121,12 @@ pub struct DatabaseSettings {
     /// How long a request waits for a connection before 503.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Most deliveries committed per group-commit transaction.
+    pub max_batch: u32,
+    /// Group-commit writer tasks.
+    pub writers: u32,
+    /// Deliveries queued for a writer before new ones get 503.
+    pub queue_capacity: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -226,6 +231,18 @@ impl Settings {
         if self.database.max_connections == 0 {
             return fail("database.max_connections", "must be at least 1");
         }
+        if self.database.max_batch == 0 {
+            return fail("database.max_batch", "must be at least 1");
+        }
+        if self.database.writers == 0 || self.database.writers >= self.database.max_connections {
+            return fail(
+                "database.writers",
+                "must be at least 1 and below database.max_connections",
+            );
+        }
+        if self.database.queue_capacity == 0 {
+            return fail("database.queue_capacity", "must be at least 1");
+        }
         if self.database.acquire_timeout.is_zero() {
             return fail("database.acquire_timeout", "must be greater than 0s");
         }
@@ -233,13 +250,13 @@ impl Settings {
         Ok(())
     }
 
-    /// The rate limit as a typed, non-zero pair (validated at load).
-    pub fn rate(&self) -> (NonZeroU32, NonZeroU32) {
-        let one = NonZeroU32::MIN;
-        (
-            NonZeroU32::new(self.rate_limit.per_second).unwrap_or(one),
-            NonZeroU32::new(self.rate_limit.burst).unwrap_or(one),
-        )
+    /// The group-commit sizes.
+    pub fn batch_options(&self) -> crate::store::batch::BatchOptions {
+        crate::store::batch::BatchOptions {
+            max_batch: self.database.max_batch as usize,
+            writers: self.database.writers as usize,
+            queue_capacity: self.database.queue_capacity as usize,
+        }
     }
 }
 

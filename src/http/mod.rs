@@ -26,7 +26,7 @@ use crate::error::AppError;
 use crate::redact::Redactor;
 use crate::security::rate_limit::{Limiter, RateLimit};
 use crate::security::{Allowlist, ClientIp, ClientIpResolver, SignatureVerifier, SIGNATURE_HEADER};
-use crate::store::Store;
+use crate::store::{BatchWriter, Store};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -35,6 +35,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
+    /// Group-commit queue in front of `store` for deliveries.
+    pub writer: BatchWriter,
     pub verifier: Arc<SignatureVerifier>,
     pub keys: Arc<KeyRing>,
     pub redactor: Arc<Redactor>,

@@ -16,7 +16,7 @@ use super::{guards, status_body, AppState};
 use crate::delivery::{check_freshness, Envelope};
 use crate::error::{AppError, Outcome};
 use crate::security::{SignatureError, SIGNATURE_HEADER};
-use crate::store::{InsertOutcome, NewEvent};
+use crate::store::{InsertOutcome, NewEvent, SubmitError};
 
 pub fn router(state: &AppState) -> Router<AppState> {
     // Layers run outermost-last: allowlist, then rate limit, then the handler.
@@ -91,12 +91,14 @@ async fn process(
     drop(plaintext);
 
     state
-        .store
-        .insert(&NewEvent { envelope, sealed })
+        .writer
+        .submit(NewEvent { envelope, sealed })
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "could not store the delivery");
-            crate::metrics::database_error("insert");
+            if e == SubmitError::QueueFull {
+                metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
+            }
+            tracing::warn!(error = %e, "delivery not stored");
             AppError::Unavailable
         })
 }

@@ -2,6 +2,7 @@
 //! speaks [`Store`]: Postgres for production (replicas may share it), SQLite
 //! embedded for a single instance with nothing to install.
 
+pub mod batch;
 pub mod postgres;
 pub mod sqlite;
 
@@ -14,6 +15,7 @@ use crate::config::DatabaseSettings;
 use crate::crypto::Sealed;
 use crate::delivery::Envelope;
 
+pub use batch::{BatchWriter, SubmitError};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -31,6 +33,26 @@ pub enum InsertOutcome {
     Inserted,
     /// (job_id, event) was already stored; nothing was written.
     Duplicate,
+}
+
+/// Maps the (job_id, event) pairs a batch insert returned back onto the
+/// batch: the first event holding a returned pair was inserted, every other
+/// one (stored before, or repeated inside the batch) is a duplicate.
+fn claim_outcomes(events: &[&NewEvent], inserted: Vec<(String, String)>) -> Vec<InsertOutcome> {
+    let mut fresh: std::collections::HashSet<(&str, &str)> = inserted
+        .iter()
+        .map(|(j, e)| (j.as_str(), e.as_str()))
+        .collect();
+    events
+        .iter()
+        .map(|e| {
+            if fresh.remove(&(e.envelope.job_id.as_str(), e.envelope.event.as_str())) {
+                InsertOutcome::Inserted
+            } else {
+                InsertOutcome::Duplicate
+            }
+        })
+        .collect()
 }
 
 /// A stored row, payload still sealed.
@@ -158,6 +180,17 @@ impl Store {
         match self {
             Self::Postgres(s) => s.insert(event).await,
             Self::Sqlite(s) => s.insert(event).await,
+        }
+    }
+
+    /// Stores a batch in one transaction; outcomes in the batch's order.
+    pub async fn insert_batch(
+        &self,
+        events: &[&NewEvent],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.insert_batch(events).await,
+            Self::Sqlite(s) => s.insert_batch(events).await,
         }
     }
 

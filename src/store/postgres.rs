@@ -105,6 +105,55 @@ impl PgStore {
         })
     }
 
+    /// Inserts a batch in one statement (one transaction, one commit) and
+    /// reports each event's outcome in order. Duplicates inside the batch
+    /// count once: the first is inserted, the rest are duplicates.
+    #[instrument(skip_all, fields(rows = events.len()))]
+    pub async fn insert_batch(
+        &self,
+        events: &[&NewEvent],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let n = events.len();
+        let (mut job_ids, mut names, mut patterns, mut statuses) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut key_ids, mut nonces, mut ciphertexts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for e in events {
+            job_ids.push(e.envelope.job_id.as_str());
+            names.push(e.envelope.event.as_str());
+            patterns.push(e.envelope.pattern_id.as_deref());
+            statuses.push(e.envelope.status.as_deref());
+            key_ids.push(e.sealed.key_id.as_str());
+            nonces.push(e.sealed.nonce.as_slice());
+            ciphertexts.push(e.sealed.ciphertext.as_slice());
+        }
+        let inserted: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO webhook_events \
+               (job_id, event, pattern_id, status, key_id, nonce, ciphertext) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                                  $5::text[], $6::bytea[], $7::bytea[]) \
+             ON CONFLICT (job_id, event) DO NOTHING \
+             RETURNING job_id, event",
+        )
+        .bind(&job_ids)
+        .bind(&names)
+        .bind(&patterns)
+        .bind(&statuses)
+        .bind(&key_ids)
+        .bind(&nonces)
+        .bind(&ciphertexts)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::claim_outcomes(events, inserted))
+    }
+
     #[instrument(skip_all, fields(job_id = %job_id))]
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(sqlx::query_as::<_, StoredEvent>(

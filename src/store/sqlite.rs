@@ -105,6 +105,44 @@ impl SqliteStore {
         })
     }
 
+    /// Inserts a batch in one transaction: one fsync for all of it.
+    #[instrument(skip_all, fields(rows = events.len()))]
+    pub async fn insert_batch(
+        &self,
+        events: &[&NewEvent],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let now = Utc::now().timestamp_micros();
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            let (e, s) = (&event.envelope, &event.sealed);
+            let affected = sqlx::query(
+                "INSERT INTO webhook_events \
+                   (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (job_id, event) DO NOTHING",
+            )
+            .bind(&e.job_id)
+            .bind(&e.event)
+            .bind(&e.pattern_id)
+            .bind(&e.status)
+            .bind(now)
+            .bind(s.key_id.as_str())
+            .bind(&s.nonce)
+            .bind(&s.ciphertext)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            outcomes.push(if affected == 1 {
+                InsertOutcome::Inserted
+            } else {
+                InsertOutcome::Duplicate
+            });
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
     #[instrument(skip_all, fields(job_id = %job_id))]
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(&format!(

@@ -168,8 +168,32 @@ async fn serve_then_show_as_a_user_would() {
         String::from_utf8_lossy(&healthy.stderr)
     );
 
+    // A refused delivery, for the log.
+    let wrong = format!("sha256={}", "0".repeat(64));
+    let res = post_from(&reqwest::Client::new(), &url, body.clone(), Some(&wrong)).await;
+    assert_eq!(res.status(), 401);
+
     let (status, logs) = server.terminate();
     assert!(status.success(), "exit after SIGTERM: {status:?}\n{logs}");
+    // One structured line per webhook request, with the allow-listed fields.
+    let finished: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "request finished" && l["span"]["route"] == "/webhooks/imggo")
+        .collect();
+    assert_eq!(finished.len(), 2, "{logs}");
+    let ok = &finished[0];
+    assert_eq!(ok["level"], "INFO");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["outcome"], "received");
+    assert_eq!(ok["span"]["job_id"], job.as_str());
+    assert_eq!(ok["span"]["event"], "job.succeeded");
+    assert_eq!(ok["span"]["client_ip"], "127.0.0.1");
+    assert_eq!(ok["span"]["method"], "POST");
+    assert!(ok["span"]["request_id"].as_str().unwrap().len() >= 32);
+    assert!(ok["latency_ms"].is_number());
+    assert_eq!(finished[1]["outcome"], "invalid_signature");
+    assert_eq!(finished[1]["level"], "WARN");
     for needle in [
         SECRET,
         ROTATED_SECRET,

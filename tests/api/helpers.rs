@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use imggo_receiver::config::secrets::Secrets;
@@ -305,33 +304,6 @@ pub async fn error_code(res: reqwest::Response) -> String {
     let v: Value = res.json().await.unwrap();
     assert!(v["error"]["message"].is_string(), "{v}");
     v["error"]["code"].as_str().unwrap().to_owned()
-}
-
-/// Captures log output in memory.
-#[derive(Clone, Default)]
-pub struct LogCapture(pub Arc<Mutex<Vec<u8>>>);
-
-impl LogCapture {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
-    type Writer = LogCapture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 /// Rows in the table, whichever backend holds them.

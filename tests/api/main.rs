@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod batch;
 mod binary;
 mod edge;
 mod embedded;

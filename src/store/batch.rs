@@ -1,0 +1,118 @@
+//! Group commit. Requests hand their sealed row to a bounded queue; a writer
+//! takes everything queued the moment it is free (no timer: a lone request
+//! is written at once, a burst in large batches), stores the batch in one
+//! transaction, and answers each request with its own outcome. A failed
+//! batch fails every request in it, so nothing is acknowledged that was not
+//! committed. A full queue is refused at once instead of growing memory.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
+
+use super::{InsertOutcome, NewEvent, Store};
+
+/// Sizes of the group-commit path (`[database]` settings).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchOptions {
+    /// Most rows written per transaction.
+    pub max_batch: usize,
+    /// Writer tasks: one gathers the next batch while another commits.
+    pub writers: usize,
+    /// Rows waiting for a writer before new requests get 503.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the write queue is full")]
+    QueueFull,
+    #[error("the batch holding this event could not be committed")]
+    Failed,
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+struct Job {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<InsertOutcome, SubmitError>>,
+}
+
+/// The submitting side; cheap to clone. Writers stop once every clone is
+/// dropped and the queue is empty.
+#[derive(Clone, Debug)]
+pub struct BatchWriter {
+    queue: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl BatchWriter {
+    /// Starts `opts.writers` writer tasks over `store`.
+    pub fn spawn(store: Store, opts: BatchOptions) -> (Self, Vec<JoinHandle<()>>) {
+        let (queue, rx) = mpsc::channel(opts.queue_capacity.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let writers = (0..opts.writers.max(1))
+            .map(|_| {
+                tokio::spawn(write_batches(
+                    store.clone(),
+                    rx.clone(),
+                    opts.max_batch.max(1),
+                ))
+            })
+            .collect();
+        (Self { queue }, writers)
+    }
+
+    /// Queues `event` and waits until its batch is committed (or failed).
+    pub async fn submit(&self, event: NewEvent) -> Result<InsertOutcome, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Job { event, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+            })?;
+        answer.await.map_err(|_| SubmitError::Stopped)?
+    }
+
+    /// Rows waiting for a writer right now.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
+    let mut jobs = Vec::with_capacity(max_batch);
+    loop {
+        // Hold the receiver only while gathering, so another writer can
+        // gather the next batch while this one commits.
+        let received = queue.lock().await.recv_many(&mut jobs, max_batch).await;
+        if received == 0 {
+            return; // every sender is gone and the queue is empty
+        }
+        let events: Vec<&NewEvent> = jobs.iter().map(|j| &j.event).collect();
+        let result = store.insert_batch(&events).await;
+        metrics::histogram!(crate::metrics::BATCH_SIZE).record(jobs.len() as f64);
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    // The requester may have gone (timeout, disconnect): the
+                    // row is committed and a retry will see a duplicate.
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = jobs.len(), "batch could not be committed");
+                crate::metrics::database_error("insert");
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(SubmitError::Failed));
+                }
+            }
+        }
+    }
+}

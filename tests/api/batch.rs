@@ -1,0 +1,208 @@
+//! Group commit: outcomes per request, failures, back-pressure, shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imggo_receiver::delivery::Envelope;
+use imggo_receiver::store::batch::BatchOptions;
+use imggo_receiver::store::{BatchWriter, InsertOutcome, NewEvent, PgStore, Store, SubmitError};
+use sqlx::Connection as _;
+
+use crate::helpers::*;
+
+fn event(job: &str) -> NewEvent {
+    let ring = test_ring(KEY_A);
+    NewEvent {
+        envelope: Envelope {
+            job_id: job.into(),
+            event: "job.succeeded".into(),
+            pattern_id: None,
+            status: None,
+        },
+        sealed: ring.seal(job, "job.succeeded", b"{}"),
+    }
+}
+
+fn opts(max_batch: usize, writers: usize, queue_capacity: usize) -> BatchOptions {
+    BatchOptions {
+        max_batch,
+        writers,
+        queue_capacity,
+    }
+}
+
+/// Waits (bounded) until `cond` holds; for observing another task's progress.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let ok = tokio::time::timeout(Duration::from_secs(10), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn one_batch_mixes_new_stored_and_repeated_rows() {
+    for (store, _keep) in each_store().await {
+        store.insert(&event("stored")).await.unwrap();
+        let (a, stored, a_again, c) = (event("a"), event("stored"), event("a"), event("c"));
+        let outcomes = store
+            .insert_batch(&[&a, &stored, &a_again, &c])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                InsertOutcome::Inserted,
+                InsertOutcome::Duplicate,
+                InsertOutcome::Duplicate,
+                InsertOutcome::Inserted
+            ],
+            "{}",
+            store.backend()
+        );
+        assert_eq!(count_rows(&store).await, 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_get_their_own_outcome() {
+    for (store, _keep) in each_store().await {
+        let (writer, handles) = BatchWriter::spawn(store.clone(), opts(64, 2, 1024));
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    writer
+                        .submit(event(&format!("job-{}", i % 100)))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut inserted = 0;
+        for t in tasks {
+            if t.await.unwrap() == InsertOutcome::Inserted {
+                inserted += 1;
+            }
+        }
+        assert_eq!(inserted, 100, "{}", store.backend());
+        assert_eq!(count_rows(&store).await, 100);
+        drop(writer);
+        for h in handles {
+            h.await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_batch_fails_every_request_in_it_and_acknowledges_nothing() {
+    let db = TestDb::new().await;
+    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let (writer, _h) = BatchWriter::spawn(store.clone(), opts(64, 1, 64));
+    sqlx::query("ALTER TABLE webhook_events RENAME TO webhook_events_away")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let results =
+        futures_util::future::join_all((0..5).map(|i| writer.submit(event(&format!("j{i}")))))
+            .await;
+    assert!(
+        results.iter().all(|r| *r == Err(SubmitError::Failed)),
+        "{results:?}"
+    );
+    sqlx::query("ALTER TABLE webhook_events_away RENAME TO webhook_events")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&store).await, 0);
+    // The writer carries on once the database is healthy again.
+    assert_eq!(
+        writer.submit(event("j0")).await,
+        Ok(InsertOutcome::Inserted)
+    );
+}
+
+/// Blocks every insert into the table until the returned connection ends its transaction.
+async fn lock_table(db: &TestDb) -> sqlx::PgConnection {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    sqlx::query("LOCK TABLE webhook_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_refused_at_once_then_everything_queued_commits() {
+    let db = TestDb::new().await;
+    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let (writer, _h) = BatchWriter::spawn(store.clone(), opts(1, 1, 2));
+    let mut lock = lock_table(&db).await;
+
+    // The writer takes the first and blocks on the lock; two more fill the queue.
+    let w = writer.clone();
+    let first = tokio::spawn(async move { w.submit(event("first")).await });
+    until("the writer to take the first row", || writer.queued() == 0).await;
+    let queued: Vec<_> = ["second", "third"]
+        .into_iter()
+        .map(|job| {
+            let w = writer.clone();
+            tokio::spawn(async move { w.submit(event(job)).await })
+        })
+        .collect();
+    until("two rows queued", || writer.queued() == 2).await;
+    assert_eq!(
+        writer.submit(event("refused")).await,
+        Err(SubmitError::QueueFull)
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    assert_eq!(first.await.unwrap(), Ok(InsertOutcome::Inserted));
+    for q in queued {
+        assert_eq!(q.await.unwrap(), Ok(InsertOutcome::Inserted));
+    }
+    assert_eq!(
+        count_rows(&store).await,
+        3,
+        "the refused row was never stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_non_empty_queue_commits_what_was_queued() {
+    let db = TestDb::new().await;
+    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let (writer, handles) = BatchWriter::spawn(store.clone(), opts(4, 1, 64));
+    let mut lock = lock_table(&db).await;
+    let waiting: Vec<_> = (0..20)
+        .map(|i| {
+            let w = writer.clone();
+            tokio::spawn(async move { w.submit(event(&format!("q{i}"))).await })
+        })
+        .collect();
+    let writer = Arc::new(writer);
+    until("rows queued behind the blocked writer", || {
+        writer.queued() >= 10
+    })
+    .await;
+    // Every sender goes away (the server stopped) while rows are queued.
+    drop(writer);
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    for w in waiting {
+        assert_eq!(
+            w.await.unwrap(),
+            Ok(InsertOutcome::Inserted),
+            "an acknowledged row"
+        );
+    }
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("writers stop once drained")
+            .unwrap();
+    }
+    assert_eq!(count_rows(&store).await, 20);
+}
