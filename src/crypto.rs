@@ -102,7 +102,10 @@ impl KeyRing {
     /// Seals `plaintext` for the row (job_id, event) with a fresh nonce.
     pub fn seal(&self, job_id: &str, event: &str, plaintext: &[u8]) -> Sealed {
         let (id, cipher) = &self.keys[0];
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        // A 192-bit nonce from the thread's CSPRNG (ChaCha, seeded and
+        // periodically reseeded from the OS): random nonces of this size never
+        // repeat in practice, and no system call is made per row.
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut rand::thread_rng());
         let aad = associated_data(job_id, event);
         // Encryption only fails when the message exceeds the cipher's ~256 GiB
         // limit, far beyond any body we accept.

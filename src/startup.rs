@@ -2,7 +2,6 @@
 //! an optional pre-bound listener; run it until the token is cancelled.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -11,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::secrets::Secrets;
 use crate::config::Settings;
 use crate::http::server::ServeOptions;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Services};
 use crate::redact::Redactor;
 use crate::retention;
 use crate::security::rate_limit::{self, RateLimit};
@@ -70,21 +69,19 @@ impl Application {
         }
         let rate_limit = RateLimit::new(&settings.rate_limit)?;
         let (writer, writers) = BatchWriter::spawn(store.clone(), settings.batch_options());
-        let state = AppState {
+        let state = AppState::new(Services {
             rate_limiter: rate_limit.limiter(),
-            rate_limit: Arc::new(rate_limit),
-            verifier: Arc::new(SignatureVerifier::new(&secrets.webhook)),
-            keys: Arc::new(secrets.keys),
-            redactor: Arc::new(Redactor::new(&settings.redact, secrets.hash_key.expose())),
-            client_ip: Arc::new(ClientIpResolver::new(
-                settings.network.trusted_proxies.clone(),
-            )),
-            allowlist: Arc::new(allowlist),
-            settings: Arc::new(settings),
+            rate_limit,
+            verifier: SignatureVerifier::new(&secrets.webhook),
+            keys: secrets.keys,
+            redactor: Redactor::new(&settings.redact, secrets.hash_key.expose()),
+            client_ip: ClientIpResolver::new(settings.network.trusted_proxies.clone()),
+            allowlist,
+            settings,
             store,
             writer,
             shutdown,
-        };
+        });
         Ok(Self {
             listener,
             admin_listener,

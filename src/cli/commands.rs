@@ -27,7 +27,7 @@ pub fn dispatch(command: Command, config: Option<&Path>) -> anyhow::Result<ExitC
         Command::Sign { file } => sign(file.as_deref()),
         command => {
             let settings = Settings::load(config)?;
-            crate::telemetry::init(settings.log.format, std::io::stderr);
+            let _log_guard = crate::telemetry::init(settings.log.format);
             runtime()?.block_on(async_command(command, settings))
         }
     }

@@ -30,19 +30,36 @@ use crate::store::{BatchWriter, Store};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Everything a request handler may need, cheap to clone.
+/// Everything a request handler may need. Every stateful layer clones the
+/// state per request, so it is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
+    pub settings: Settings,
     pub store: Store,
     /// Group-commit queue in front of `store` for deliveries.
     pub writer: BatchWriter,
-    pub verifier: Arc<SignatureVerifier>,
-    pub keys: Arc<KeyRing>,
-    pub redactor: Arc<Redactor>,
-    pub client_ip: Arc<ClientIpResolver>,
-    pub allowlist: Arc<Allowlist>,
-    pub rate_limit: Arc<RateLimit>,
+    pub verifier: SignatureVerifier,
+    pub keys: KeyRing,
+    pub redactor: Redactor,
+    pub client_ip: ClientIpResolver,
+    pub allowlist: Allowlist,
+    pub rate_limit: RateLimit,
     /// The limiter state behind `rate_limit`, for pruning and metrics.
     pub rate_limiter: Limiter,
     /// Cancelled when the process starts shutting down (`/readyz` → 503).
