@@ -14,9 +14,7 @@ pub async fn allowlist(State(state): State<AppState>, req: Request, next: Next) 
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
     match ip {
         Some(ip) if state.allowlist.allows(ip) => next.run(req).await,
-        _ => {
-            tracing::warn!(client_ip = ?ip, "delivery refused: client IP not in network.allowed_ips");
-            AppError::Forbidden.into_response()
-        }
+        // The access log records the refusal at WARN with the client IP.
+        _ => AppError::Forbidden.into_response(),
     }
 }

@@ -66,6 +66,13 @@ pub struct Services {
     pub shutdown: CancellationToken,
 }
 
+/// The (job_id, event) a webhook response is about, for the access log.
+#[derive(Clone, Debug)]
+pub struct DeliveryIds {
+    pub job_id: String,
+    pub event: String,
+}
+
 /// Marks requests whose path is the webhook route (set before routing, so
 /// rejections by the route's own layers count as webhook outcomes too).
 #[derive(Clone, Copy, Debug)]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 
-use super::{guards, status_body, AppState};
+use super::{guards, status_body, AppState, DeliveryIds};
 use crate::delivery::{check_freshness, Envelope};
 use crate::error::{AppError, Outcome};
 use crate::security::{SignatureError, SIGNATURE_HEADER};
@@ -32,7 +32,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
 }
 
 async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match process(&state, &headers, body).await {
+    let mut ids = None;
+    let mut res = match process(&state, &headers, body, &mut ids).await {
         Ok(outcome) => {
             let label = match outcome {
                 InsertOutcome::Inserted => "received",
@@ -43,13 +44,18 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) 
             res
         }
         Err(e) => e.into_response(),
+    };
+    if let Some(ids) = ids {
+        res.extensions_mut().insert(ids);
     }
+    res
 }
 
 async fn process(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    ids: &mut Option<DeliveryIds>,
 ) -> Result<InsertOutcome, AppError> {
     let body = read_body(headers, body, state.settings.server.max_body_bytes).await?;
 
@@ -73,9 +79,10 @@ async fn process(
         return Err(AppError::InvalidJson("the body must be a JSON object"));
     };
     let envelope = Envelope::from_object(fields)?;
-    let span = tracing::Span::current();
-    span.record("job_id", envelope.job_id.as_str());
-    span.record("event", envelope.event.as_str());
+    *ids = Some(DeliveryIds {
+        job_id: envelope.job_id.clone(),
+        event: envelope.event.clone(),
+    });
     check_freshness(
         fields,
         state.settings.webhook.max_timestamp_age,
@@ -98,7 +105,7 @@ async fn process(
             if e == SubmitError::QueueFull {
                 metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
             }
-            tracing::warn!(error = %e, "delivery not stored");
+            tracing::warn!(error = %e, job_id = %ids.as_ref().map_or("", |i| i.job_id.as_str()), "delivery not stored");
             AppError::Unavailable
         })
 }

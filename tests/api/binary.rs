@@ -179,18 +179,18 @@ async fn serve_then_show_as_a_user_would() {
     let finished: Vec<Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["message"] == "request finished" && l["span"]["route"] == "/webhooks/imggo")
+        .filter(|l| l["message"] == "request finished" && l["route"] == "/webhooks/imggo")
         .collect();
     assert_eq!(finished.len(), 2, "{logs}");
     let ok = &finished[0];
     assert_eq!(ok["level"], "INFO");
     assert_eq!(ok["status"], 200);
     assert_eq!(ok["outcome"], "received");
-    assert_eq!(ok["span"]["job_id"], job.as_str());
-    assert_eq!(ok["span"]["event"], "job.succeeded");
-    assert_eq!(ok["span"]["client_ip"], "127.0.0.1");
-    assert_eq!(ok["span"]["method"], "POST");
-    assert!(ok["span"]["request_id"].as_str().unwrap().len() >= 32);
+    assert_eq!(ok["job_id"], job.as_str());
+    assert_eq!(ok["event"], "job.succeeded");
+    assert_eq!(ok["client_ip"], "127.0.0.1");
+    assert_eq!(ok["method"], "POST");
+    assert!(ok["request_id"].as_str().unwrap().len() >= 32);
     assert!(ok["latency_ms"].is_number());
     assert_eq!(finished[1]["outcome"], "invalid_signature");
     assert_eq!(finished[1]["level"], "WARN");

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Load benchmark: one command, from a clean clone.
+#
+#   bash bench/run.sh
+#
+# Builds the receiver (release), generates unique signed 1.5 KB deliveries
+# carrying PII, and against a fresh Postgres database measures:
+#   1. throughput: wrk, 64 connections, 30 s, cycling through pre-signed
+#      bodies; then checks that every 2xx answer has its row committed;
+#   2. latency at a fixed offered 5,000 deliveries/s, open loop (requests are
+#      sent on schedule whether or not earlier ones answered; latency counts
+#      from the scheduled send time, as wrk2 does);
+#   3. a lone delivery on an idle server (no batch to join);
+#   4. for comparison, Postgres' own single-row INSERT ceiling (pgbench, 32
+#      clients, one INSERT ... ON CONFLICT per transaction) in the same run.
+# Peak RSS of the receiver is read from /proc (VmHWM) after each phase.
+#
+# Knobs (environment): BENCH_SECONDS (30), BENCH_CONNECTIONS (64),
+# BENCH_RATE (5000), BENCH_OPEN_SECONDS (20), BENCH_DELIVERIES (900000),
+# PGURL (postgres://postgres@127.0.0.1:5432).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_=${BENCH_SECONDS:-30}
+CONNS=${BENCH_CONNECTIONS:-64}
+RATE=${BENCH_RATE:-5000}
+OPEN_SECONDS=${BENCH_OPEN_SECONDS:-20}
+COUNT=${BENCH_DELIVERIES:-900000}
+PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
+PORT=28080
+ADMIN=29464
+WORK=$(mktemp -d /tmp/imggo-bench.XXXXXX)
+trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+pg_isready -h 127.0.0.1 -p 5432 -q || pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+PGBENCH=$(ls /usr/lib/postgresql/*/bin/pgbench | tail -n1)
+
+say "building (release)"
+cargo build --release --locked --quiet --bin imggo-receiver --example loadgen
+BIN=target/release/imggo-receiver
+LOADGEN=target/release/examples/loadgen
+
+export IMGGO_WEBHOOK_SECRETS="whsec_bench_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export IMGGO_ENCRYPTION_KEYS="kbench:$($BIN keygen)"
+export IMGGO_HASH_KEY="$($BIN keygen)"
+export IMGGO__SERVER__BIND=127.0.0.1:$PORT IMGGO__ADMIN__BIND=127.0.0.1:$ADMIN
+# One load generator address: lift the per-IP limit, keep everything else default.
+export IMGGO__RATE_LIMIT__PER_SECOND=10000000 IMGGO__RATE_LIMIT__BURST=10000000
+
+say "generating $COUNT unique signed deliveries"
+$LOADGEN gen "$COUNT" "$WORK/deliveries.tsv"
+$LOADGEN gen 150000 "$WORK/open.tsv" open
+
+fresh_db() {
+  psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" -c "CREATE DATABASE imggo_bench" >/dev/null
+  export DATABASE_URL="$PGURL/imggo_bench"
+}
+
+start() {
+  $BIN serve > "$WORK/server.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "receiver did not become ready"; tail "$WORK/server.log"; exit 1
+}
+
+stop() { kill "$PID"; wait "$PID" || true; PID=; }
+rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$PID/status"; }
+rows() { psql "$DATABASE_URL" -Atc "SELECT count(*) FROM webhook_events"; }
+
+say "1/4 throughput: wrk, $CONNS connections, ${SECONDS_}s"
+fresh_db; start
+WRK_OUT=$(wrk -t2 -c"$CONNS" -d"${SECONDS_}s" --timeout 10s -s bench/wrk.lua \
+  "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 2)
+echo "$WRK_OUT" >&2
+LINE=$(echo "$WRK_OUT" | grep '^WRK ')
+field() { echo "$LINE" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
+COMPLETED=$(field completed); BAD=$(field non2xx_or_errors)
+OK=$((COMPLETED - BAD))
+THRU_RSS=$(rss_mib)
+BATCH=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^imggo_write_batch_size_sum/ {s=$2} /^imggo_write_batch_size_count/ {c=$2} END {if (c) printf "%.1f", s/c}')
+stop
+STORED=$(rows)
+if [ "$COMPLETED" -gt "$COUNT" ]; then
+  echo "note: wrk cycled past $COUNT unique deliveries; later answers were duplicates" >&2
+fi
+# Every 2xx is committed; rows may exceed 2xx by requests in flight when wrk stopped.
+CHECK="ok"
+if [ "$STORED" -lt "$OK" ] && [ "$COMPLETED" -le "$COUNT" ]; then CHECK="FAILED: $OK acknowledged, $STORED stored"; fi
+
+say "2/4 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
+fresh_db; start
+OPEN_OUT=$($LOADGEN open-loop "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/open.tsv" "$RATE" "$OPEN_SECONDS")
+OPEN_RSS=$(rss_mib)
+stop
+
+say "3/4 lone deliveries on an idle server"
+fresh_db; start
+tail -n 200 "$WORK/open.tsv" > "$WORK/lone.tsv"
+LONE_OUT=$($LOADGEN lone "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/lone.tsv" 200)
+stop
+
+say "4/4 pgbench: one INSERT ... ON CONFLICT per transaction, 32 clients, 10s"
+fresh_db; $BIN migrate >/dev/null 2>&1
+cat > "$WORK/insert.sql" <<'SQL'
+\set r random(1, 2000000000)
+INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext)
+VALUES ('pgb-' || :client_id || '-' || :r, 'job.succeeded', 'k', '\x00', decode(repeat('ab', 1600), 'hex'))
+ON CONFLICT (job_id, event) DO NOTHING;
+SQL
+PGB=$($PGBENCH -n -c 32 -j 2 -T 10 -f "$WORK/insert.sql" "$DATABASE_URL" 2>/dev/null | awk -F'= ' '/^tps/ {printf "%.0f", $2}')
+psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" >/dev/null
+
+RATE_W=$(field rate)
+cat <<REPORT
+
+imggo-receiver load benchmark ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(psql "$PGURL/postgres" -Atc 'SHOW server_version'))
+receiver, Postgres and load generators share the machine
+
+throughput (wrk, $CONNS connections, ${SECONDS_}s): $RATE_W deliveries/s
+  answered: $COMPLETED, non-2xx/errors: $BAD, latency p50 $(field p50_ms) ms, p99 $(field p99_ms) ms
+  rows stored: $STORED, 2xx answers: $OK -> every acknowledged delivery stored: $CHECK
+  mean rows per commit: $BATCH, receiver peak RSS: ${THRU_RSS} MiB
+open loop: $OPEN_OUT
+  receiver peak RSS: ${OPEN_RSS} MiB
+$LONE_OUT
+pgbench single-row INSERT ceiling (32 clients): $PGB rows/s -> receiver/pgbench = $(awk -v a="$RATE_W" -v b="$PGB" 'BEGIN {printf "%.2f", a/b}')x
+REPORT
+[ "$CHECK" = "ok" ]
