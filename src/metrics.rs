@@ -22,6 +22,7 @@ pub const RATE_LIMITER_KEYS: &str = "imggo_rate_limiter_keys";
 pub const BUILD_INFO: &str = "imggo_build_info";
 pub const BATCH_SIZE: &str = "imggo_write_batch_size";
 pub const QUEUE_FULL: &str = "imggo_write_queue_full_total";
+pub const CONNECTIONS_REFUSED: &str = "imggo_connections_refused_total";
 
 /// Rows per batch: powers of two up to the largest sensible batch.
 const BATCH_BUCKETS: &[f64] = &[

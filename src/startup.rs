@@ -119,6 +119,7 @@ impl Application {
         let opts = ServeOptions {
             header_read_timeout: server.request_timeout,
             shutdown_timeout: server.shutdown_timeout,
+            max_connections: server.max_connections as usize,
         };
         tracing::info!(
             addr = %listener.local_addr()?,

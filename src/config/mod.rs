@@ -58,6 +58,8 @@ pub struct ServerSettings {
     /// Grace period for in-flight requests on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -203,6 +205,9 @@ impl Settings {
         let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         if self.server.max_body_bytes == 0 {
             return fail("server.max_body_bytes", "must be at least 1");
+        }
+        if self.server.max_connections == 0 {
+            return fail("server.max_connections", "must be at least 1");
         }
         if self.server.request_timeout.is_zero() {
             return fail("server.request_timeout", "must be greater than 0s");

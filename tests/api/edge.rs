@@ -202,3 +202,73 @@ async fn a_declared_oversize_is_refused_before_the_body_is_sent() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"));
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed() {
+    let app =
+        spawn_app_with(|o| o.settings.server.request_timeout = Duration::from_millis(500)).await;
+    for head in ["", "P", "POST /webhooks/imggo HTT"] {
+        let (answer, took) = stall(&app, head).await;
+        assert!(took < Duration::from_secs(5), "{head:?}: {took:?} {answer}");
+    }
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_on_accept() {
+    let app = spawn_app_with(|o| {
+        o.settings.server.max_connections = 2;
+        o.settings.server.request_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let held: Vec<TcpStream> =
+        futures_util::future::join_all((0..2).map(|_| TcpStream::connect(app.addr)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    // The third is accepted and closed at once, long before any timeout.
+    let (answer, took) = stall(&app, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        answer.is_empty() && took < Duration::from_secs(5),
+        "{answer} {took:?}"
+    );
+    drop(held);
+    let ok = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(res) = app.client.get(app.url("/healthz")).send().await {
+                break res.status();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok, 200, "slots are given back when connections close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_by_the_grace_period_even_with_a_stalled_request() {
+    let app = spawn_app_with(|o| {
+        o.settings.server.request_timeout = Duration::from_secs(60);
+        o.settings.server.shutdown_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nX-ImgGo-Signature: {}\r\nContent-Length: 100\r\n\r\n",
+        app.path,
+        "0".repeat(64)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.unwrap(); // the handler is reading the body
+    let start = Instant::now();
+    app.shutdown.cancel();
+    let server = app.server;
+    let finished = tokio::time::timeout(Duration::from_secs(10), server).await;
+    assert!(finished.is_ok(), "the server outlived its grace period");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+}
