@@ -37,10 +37,15 @@ impl Envelope {
         }
         let pattern_id = match body.get("pattern_id") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.chars().count() <= 128 => Some(s.clone()),
-            Some(Value::String(_)) => {
+            Some(Value::String(s)) if s.chars().count() > 128 => {
                 return Err(invalid("pattern_id must be at most 128 characters"))
             }
+            // It becomes a plaintext column: no NUL (Postgres refuses it in
+            // text) and no other control characters.
+            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+                return Err(invalid("pattern_id must not contain control characters"))
+            }
+            Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(invalid("pattern_id must be a string")),
         };
         // `status` is informational; a plaintext column only takes a short,

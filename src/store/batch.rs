@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
-use super::{InsertOutcome, NewEvent, Store};
+use super::{InsertOutcome, NewEvent, Store, StoreError};
 
 /// Sizes of the group-commit path (`[database]` settings).
 #[derive(Clone, Copy, Debug)]
@@ -106,11 +106,25 @@ async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max
                     let _ = job.reply.send(Ok(outcome));
                 }
             }
-            Err(e) => {
+            // The database is down: nothing in this batch can commit.
+            Err(e @ StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, rows = jobs.len(), "batch could not be committed");
                 crate::metrics::database_error("insert");
                 for job in jobs.drain(..) {
                     let _ = job.reply.send(Err(SubmitError::Failed));
+                }
+            }
+            // The database refused the statement: one row may be at fault.
+            // Write the rows one by one so it cannot fail the others.
+            Err(e) => {
+                tracing::warn!(error = %e, rows = jobs.len(), "batch refused; writing its rows one by one");
+                for job in jobs.drain(..) {
+                    let outcome = store.insert(&job.event).await.map_err(|e| {
+                        tracing::error!(error = %e, job_id = %job.event.envelope.job_id, "row could not be committed");
+                        crate::metrics::database_error("insert");
+                        SubmitError::Failed
+                    });
+                    let _ = job.reply.send(outcome);
                 }
             }
         }

@@ -113,14 +113,16 @@ impl From<sqlx::Error> for StoreError {
             E::WorkerCrashed => true,
             // Postgres: connection exceptions, shutdowns, resource limits,
             // conflicts. SQLite: busy, locked, I/O, full, cannot open, read-only.
+            E::Database(db) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14)),
             E::Database(db) => db.code().is_some_and(|c| {
                 c.starts_with("08")
                     || c.starts_with("53")
                     || c.starts_with("57P")
                     || c == "40001"
                     || c == "40P01"
-                    || c.parse::<i32>()
-                        .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
             }),
             _ => false,
         };

@@ -206,3 +206,37 @@ async fn shutdown_with_a_non_empty_queue_commits_what_was_queued() {
     }
     assert_eq!(count_rows(&store).await, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_database_refuses_does_not_fail_its_batch_mates() {
+    let db = TestDb::new().await;
+    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let (writer, _h) = BatchWriter::spawn(store.clone(), opts(64, 1, 64));
+    let mut lock = lock_table(&db).await;
+    // Postgres refuses NUL in text; HTTP validation stops it, this test goes around it.
+    let mut poison = event("poison");
+    poison.envelope.pattern_id = Some("a\0b".into());
+    let w = writer.clone();
+    let first = tokio::spawn(async move { w.submit(event("first")).await });
+    until("the writer to block on the lock", || writer.queued() == 0).await;
+    let mut batch: Vec<_> = (0..5)
+        .map(|i| {
+            let w = writer.clone();
+            tokio::spawn(async move { w.submit(event(&format!("good-{i}"))).await })
+        })
+        .collect();
+    let w = writer.clone();
+    batch.push(tokio::spawn(async move { w.submit(poison).await }));
+    until("the next batch to queue", || writer.queued() == 6).await;
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+
+    assert_eq!(first.await.unwrap(), Ok(InsertOutcome::Inserted));
+    let results: Vec<_> = futures_util::future::join_all(batch)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(results[..5], [Ok(InsertOutcome::Inserted); 5]);
+    assert_eq!(results[5], Err(SubmitError::Failed));
+    assert_eq!(count_rows(&store).await, 6);
+}

@@ -263,6 +263,10 @@ async fn bad_envelope_fields_are_422_naming_the_field() {
             "pattern_id",
         ),
         (
+            json!({"event": "job.succeeded", "job_id": "j1", "pattern_id": "a\u{0}b"}),
+            "pattern_id",
+        ),
+        (
             json!({"event": "job.succeeded", "job_id": "j1", "timestamp": "last tuesday"}),
             "timestamp",
         ),
@@ -452,4 +456,19 @@ async fn the_allowlist_admits_listed_sources_only() {
         .await
         .unwrap();
     assert_eq!(probe.status(), 200);
+}
+
+#[tokio::test]
+async fn the_stored_payload_is_the_body_as_received() {
+    let app = spawn_app().await;
+    // Key order, number literals beyond f64 and exponents survive untouched.
+    let body = br#"{"job_id":"fidelity","event":"job.succeeded","z":1,"a":{"n":123456789012345678901234567890,"f":1.000000000000000000001,"p":12.50,"e":1E2,"big":1e400,"neg":-0},"m":null}"#;
+    assert_eq!(app.post_signed(body.to_vec()).await.status(), 200);
+    let stored = app.stored_payload("fidelity", "job.succeeded").await;
+    // Only an exponent's spelling is normalised (`1E2` -> `1e+2`), not its value.
+    let expected = String::from_utf8(body.to_vec())
+        .unwrap()
+        .replace("1E2", "1e+2")
+        .replace("1e400", "1e+400");
+    assert_eq!(serde_json::to_string(&stored).unwrap(), expected);
 }
