@@ -7,8 +7,13 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use imggo_receiver::cli::{run, Cli};
+use imggo_receiver::cli::{load_dotenv, run, Cli};
 
 fn main() -> ExitCode {
+    // Every command reads ./.env first; real environment variables win.
+    if let Err(e) = load_dotenv() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     run(Cli::parse())
 }

@@ -246,11 +246,11 @@ fn init(path: &Path) -> anyhow::Result<ExitCode> {
     let contents = format!(
         "# Written by `imggo-receiver init`. Keep this file secret; never commit it.\n\
          # Register IMGGO_WEBHOOK_SECRETS with ImgGo as your webhook signing secret.\n\
-         IMGGO_WEBHOOK_SECRETS=whsec_{}\n\
+         IMGGO_WEBHOOK_SECRETS='whsec_{}'\n\
          # Encryption key ring KEY_ID:BASE64, first encrypts, all decrypt.\n\
-         IMGGO_ENCRYPTION_KEYS={key_id}:{}\n\
+         IMGGO_ENCRYPTION_KEYS='{key_id}:{}'\n\
          # Key of the `hash` redaction HMAC.\n\
-         IMGGO_HASH_KEY={}\n",
+         IMGGO_HASH_KEY='{}'\n",
         hex::encode(secret),
         b64(&crypto::generate_key()),
         b64(&crypto::generate_key()),

@@ -55,18 +55,37 @@ pub enum Command {
     Init,
 }
 
+/// Loads `./.env` (this directory only) into the environment; variables
+/// already set win. Runs before the command line is parsed, so `.env` may
+/// also carry `IMGGO_CONFIG`. A malformed file stops everything: half-loaded
+/// secrets are worse than none. The message never quotes the file, whose
+/// lines are secrets.
+pub fn load_dotenv() -> Result<(), String> {
+    let path = std::path::Path::new(".env");
+    match dotenvy::from_path(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(dotenvy::Error::LineParse(line, _)) => {
+            let number = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| {
+                    text.lines()
+                        .position(|l| !line.trim().is_empty() && l.contains(line.trim()))
+                })
+                .map_or_else(String::new, |i| format!(" line {}", i + 1));
+            Err(format!(
+                "./.env{number} cannot be parsed (write NAME=value; quote values containing spaces, # or $ in single quotes)"
+            ))
+        }
+        Err(dotenvy::Error::Io(e)) => Err(format!("./.env cannot be read: {e}")),
+        Err(_) => Err("./.env cannot be loaded".to_owned()),
+    }
+}
+
 /// Runs the parsed command line; the binary's `main` is just this.
 pub fn run(cli: Cli) -> ExitCode {
-    // Every command reads ./.env when present; real environment variables win.
-    let dotenv = dotenvy::dotenv();
     let command = cli.command.unwrap_or(Command::Serve);
-    let result = commands::dispatch(command, cli.config.as_deref());
-    if let Err(e) = &dotenv {
-        if !e.not_found() {
-            eprintln!("warning: ./.env could not be read: {e}");
-        }
-    }
-    match result {
+    match commands::dispatch(command, cli.config.as_deref()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -18,6 +18,10 @@ use crate::redact::RedactSettings;
 /// The defaults, compiled in so the binary runs without any file beside it.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
+/// Longest retention accepted: beyond it the cut-off date leaves the range
+/// the databases store.
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Environment prefix for setting overrides (`IMGGO__SERVER__BIND`).
 const ENV_PREFIX: &str = "IMGGO";
 
@@ -212,8 +216,16 @@ impl Settings {
         if self.server.request_timeout.is_zero() {
             return fail("server.request_timeout", "must be greater than 0s");
         }
-        if !self.webhook.path.starts_with('/') || self.webhook.path.len() < 2 {
-            return fail("webhook.path", "must start with '/' and name a route");
+        // A literal path: axum would read `:x`, `*x` or `{x}` as parameters.
+        let path = &self.webhook.path;
+        let literal = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'~' | b'-'));
+        if !path.starts_with('/') || path.len() < 2 || !literal || path.contains("//") {
+            return fail(
+                "webhook.path",
+                "must be a literal path like /webhooks/imggo (letters, digits, / . _ ~ -)",
+            );
         }
         if self.webhook.path == "/healthz" || self.webhook.path == "/readyz" {
             return fail("webhook.path", "must not shadow /healthz or /readyz");
@@ -224,8 +236,8 @@ impl Settings {
         if self.rate_limit.burst == 0 {
             return fail("rate_limit.burst", "must be at least 1");
         }
-        if self.retention.max_age.is_zero() {
-            return fail("retention.max_age", "must be greater than 0s");
+        if self.retention.max_age.is_zero() || self.retention.max_age > MAX_RETENTION {
+            return fail("retention.max_age", "must be between 1s and 100 years");
         }
         if self.retention.purge_interval.is_zero() {
             return fail("retention.purge_interval", "must be greater than 0s");

@@ -108,6 +108,13 @@ fn bad_values_name_their_key() {
         (&[("IMGGO__NOPE__X", "1")], "nope"),
         (&[("IMGGO__LOG__FORMAT", "xml")], "format"),
         (&[("IMGGO__WEBHOOK__PATH", "nope")], "webhook.path"),
+        (&[("IMGGO__WEBHOOK__PATH", "/:x")], "webhook.path"),
+        (&[("IMGGO__WEBHOOK__PATH", "/a/{id}")], "webhook.path"),
+        (&[("IMGGO__WEBHOOK__PATH", "/a/*rest")], "webhook.path"),
+        (
+            &[("IMGGO__RETENTION__MAX_AGE", "1000000years")],
+            "retention.max_age",
+        ),
         (
             &[("IMGGO__RETENTION__BATCH_SIZE", "0")],
             "retention.batch_size",

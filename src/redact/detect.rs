@@ -71,7 +71,7 @@ pub(crate) struct Scanner {
 }
 
 fn glues(c: Option<char>) -> bool {
-    c.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    c.is_some_and(char::is_alphanumeric)
 }
 
 impl Scanner {

@@ -41,10 +41,21 @@ impl KeyExtractor for ClientIpKey {
     }
 
     fn extract<T>(&self, req: &Request<T>) -> Result<IpAddr, GovernorError> {
-        Ok(req
+        let ip = req
             .extensions()
             .get::<ClientIp>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0))
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0);
+        Ok(rate_key(ip))
+    }
+}
+
+/// The bucket a client IP draws from: its IPv4 address, or its IPv6 /64.
+/// One IPv6 host usually owns a whole /64, so per-address buckets would give
+/// it 2^64 of them (and grow the limiter's memory with each).
+pub fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
     }
 }
 
@@ -167,6 +178,17 @@ mod tests {
             Ok(_) => panic!("second request must wait"),
         };
         assert!(wait <= Duration::from_millis(20), "{wait:?}");
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(rate_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(rate_key(a), rate_key(b));
+        assert_ne!(rate_key(a), rate_key(c));
+        assert_eq!(rate_key(ip(5)), ip(5), "IPv4 stays per address");
     }
 
     #[test]

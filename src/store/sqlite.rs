@@ -43,6 +43,7 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir(dir)?;
         }
+        create_private(path)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(db.acquire_timeout)
@@ -248,6 +249,23 @@ fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
         nonce: row.try_get("nonce")?,
         ciphertext: row.try_get("ciphertext")?,
     })
+}
+
+/// Creates the database file readable by its owner only (SQLite gives the
+/// -wal and -shm files the same mode); an existing file is left as it is.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Other(sqlx::Error::Io(e))),
+    }
 }
 
 fn create_dir(dir: &Path) -> Result<(), StoreError> {

@@ -272,7 +272,7 @@ async fn init_writes_a_private_env_once_and_commands_read_it() {
     let contents = std::fs::read_to_string(&env_file).unwrap();
     let printed = String::from_utf8(out.stdout).unwrap();
     for line in contents.lines().filter(|l| !l.starts_with('#')) {
-        let value = line.split_once('=').unwrap().1;
+        let value = line.split_once('=').unwrap().1.trim_matches('\'');
         assert!(!printed.contains(value), "init printed key material");
     }
     use std::os::unix::fs::PermissionsExt as _;
@@ -302,7 +302,8 @@ async fn init_writes_a_private_env_once_and_commands_read_it() {
     let secret = contents
         .lines()
         .find_map(|l| l.strip_prefix("IMGGO_WEBHOOK_SECRETS="))
-        .unwrap();
+        .unwrap()
+        .trim_matches('\'');
     let expected = format!("sha256={}", hmac_hex(secret, b"{}"));
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), expected);
 }
@@ -512,4 +513,54 @@ async fn runs_as_the_image_does_and_drains_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(rows, 1);
+}
+
+#[test]
+fn dotenv_is_read_first_literally_and_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    // IMGGO_CONFIG in .env names the settings file, and `$` stays literal
+    // inside single quotes.
+    std::fs::write(
+        dir.path().join("imggo.toml"),
+        "[rate_limit]\nper_second = 7\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "IMGGO_CONFIG=imggo.toml\nIMGGO_WEBHOOK_SECRETS='whsec_abc$HOME_1234567890'\n",
+    )
+    .unwrap();
+    let others: Vec<(String, String)> = secret_env("postgres://localhost/x")
+        .into_iter()
+        .filter(|(k, _)| k != "IMGGO_WEBHOOK_SECRETS")
+        .collect();
+    let out = run(command(dir.path(), &others), &["check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("per_second = 7"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sign = command(dir.path(), &[]);
+    sign.arg("sign")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = sign.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"{}").unwrap();
+    let signed = child.wait_with_output().unwrap();
+    let expected = format!("sha256={}", hmac_hex("whsec_abc$HOME_1234567890", b"{}"));
+    assert_eq!(String::from_utf8(signed.stdout).unwrap().trim(), expected);
+
+    // A malformed line stops every command, names the line, quotes nothing.
+    std::fs::write(
+        dir.path().join(".env"),
+        "# comment\nIMGGO_HASH_KEY=abc\nIMGGO_WEBHOOK_SECRETS=whsec_TOPSECRET_1234 extra\n",
+    )
+    .unwrap();
+    let out = run(command(dir.path(), &[]), &["keygen"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "the command must not run");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("line 3"), "{err}");
+    assert!(!err.contains("TOPSECRET"), "{err}");
 }

@@ -124,6 +124,13 @@ async fn init_then_serve_from_an_empty_directory() {
         dir.path().join("data/imggo.db").exists(),
         "the default embedded database"
     );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path().join("data/imggo.db"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the database is readable by its owner only");
 
     let job = new_job_id();
     let body_file = dir.path().join("delivery.json");

@@ -39,7 +39,7 @@ fn luhn(digits: &[u32]) -> bool {
 }
 
 fn glue(c: Option<char>) -> bool {
-    c.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    c.is_some_and(char::is_alphanumeric)
 }
 
 /// Describes the first card or SSN the spec says should have been masked.
