@@ -136,9 +136,10 @@ impl<'r> Walker<'r> {
                 Some(Action::Keep) => Mode::Detect,
                 None => mode,
             };
-            let envelope_scalar = top_level
-                && matches!(value, Value::String(_) | Value::Number(_))
-                && ENVELOPE.contains(&key.as_str());
+            // Envelope strings are stored beside the payload as they are; a
+            // number (or anything else) under those names gets no pass.
+            let envelope_scalar =
+                top_level && matches!(value, Value::String(_)) && ENVELOPE.contains(&key.as_str());
             if child_mode == Mode::Detect && envelope_scalar {
                 continue;
             }
@@ -150,7 +151,8 @@ impl<'r> Walker<'r> {
         // Every removal first, so a `<key>_hash` already present is replaced.
         for change in &changes {
             let (KeyChange::Remove(key) | KeyChange::Hash(key, _)) = change;
-            map.remove(key);
+            // shift_remove: the other keys keep the order they came in.
+            map.shift_remove(key);
         }
         for change in changes {
             if let KeyChange::Hash(mut key, digest) = change {

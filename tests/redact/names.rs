@@ -370,3 +370,18 @@ fn production_dialect_example() {
         })
     );
 }
+
+#[test]
+fn untouched_keys_keep_their_order() {
+    let r = Redactor::new(&RedactSettings::default(), &[7u8; 32]);
+    let mut payload: Value =
+        serde_json::from_str(r#"{"z":1,"cvv":"123","a":2,"ssn":"123-45-6789","m":3}"#).unwrap();
+    r.redact(&mut payload);
+    let keys: Vec<&str> = payload
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["z", "a", "m", "ssn_hash"]);
+}
