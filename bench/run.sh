@@ -29,7 +29,9 @@ COUNT=${BENCH_DELIVERIES:-900000}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 PORT=28080
 ADMIN=29464
-WORK=$(mktemp -d /tmp/imggo-bench.XXXXXX)
+# Deliveries live in memory (tmpfs): writing 1.5 GB to disk just before a
+# phase would have the kernel flushing it while Postgres waits on fsync.
+WORK=$(mktemp -d /dev/shm/imggo-bench.XXXXXX 2>/dev/null || mktemp -d /tmp/imggo-bench.XXXXXX)
 trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 say() { printf '\n== %s\n' "$*" >&2; }
@@ -52,10 +54,13 @@ export IMGGO__RATE_LIMIT__PER_SECOND=10000000 IMGGO__RATE_LIMIT__BURST=10000000
 
 say "generating $COUNT unique signed deliveries"
 $LOADGEN gen "$COUNT" "$WORK/deliveries.tsv"
-$LOADGEN gen 150000 "$WORK/open.tsv" open
+$LOADGEN gen 150000 "$WORK/open.tsv"
 
+# A fresh database per phase, with the previous phase's writes on disk first
+# (a checkpoint and the kernel's writeback), so phases do not tax each other.
 fresh_db() {
-  psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" -c "CREATE DATABASE imggo_bench" >/dev/null
+  psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" -c "CREATE DATABASE imggo_bench" -c "CHECKPOINT" >/dev/null
+  sync
   export DATABASE_URL="$PGURL/imggo_bench"
 }
 
@@ -73,7 +78,19 @@ stop() { kill "$PID"; wait "$PID" || true; PID=; }
 rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$PID/status"; }
 rows() { psql "$DATABASE_URL" -Atc "SELECT count(*) FROM webhook_events"; }
 
-say "1/4 throughput: wrk, $CONNS connections, ${SECONDS_}s"
+say "1/4 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
+fresh_db; start
+OPEN_OUT=$($LOADGEN open-loop "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/open.tsv" "$RATE" "$OPEN_SECONDS")
+OPEN_RSS=$(rss_mib)
+stop
+
+say "2/4 lone deliveries on an idle server"
+fresh_db; start
+tail -n 200 "$WORK/open.tsv" > "$WORK/lone.tsv"
+LONE_OUT=$($LOADGEN lone "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/lone.tsv" 200)
+stop
+
+say "3/4 throughput: wrk, $CONNS connections, ${SECONDS_}s"
 fresh_db; start
 WRK_OUT=$(wrk -t2 -c"$CONNS" -d"${SECONDS_}s" --timeout 10s -s bench/wrk.lua \
   "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 2)
@@ -92,18 +109,6 @@ fi
 # Every 2xx is committed; rows may exceed 2xx by requests in flight when wrk stopped.
 CHECK="ok"
 if [ "$STORED" -lt "$OK" ] && [ "$COMPLETED" -le "$COUNT" ]; then CHECK="FAILED: $OK acknowledged, $STORED stored"; fi
-
-say "2/4 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
-fresh_db; start
-OPEN_OUT=$($LOADGEN open-loop "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/open.tsv" "$RATE" "$OPEN_SECONDS")
-OPEN_RSS=$(rss_mib)
-stop
-
-say "3/4 lone deliveries on an idle server"
-fresh_db; start
-tail -n 200 "$WORK/open.tsv" > "$WORK/lone.tsv"
-LONE_OUT=$($LOADGEN lone "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/lone.tsv" 200)
-stop
 
 say "4/4 pgbench: one INSERT ... ON CONFLICT per transaction, 32 clients, 10s"
 fresh_db; $BIN migrate >/dev/null 2>&1

@@ -1,8 +1,9 @@
 //! Load generator for `bench/run.sh`.
 //!
-//! `loadgen gen COUNT FILE [PREFIX]` — COUNT unique 1.5 KB production-dialect
-//!   deliveries carrying PII, one `<signature>\t<body>` line each, signed with
-//!   the first secret of IMGGO_WEBHOOK_SECRETS.
+//! `loadgen gen COUNT FILE` — COUNT unique 1.5 KB production-dialect
+//!   deliveries carrying PII (random UUID job ids, as the production sender
+//!   uses), one `<signature>\t<body>` line each, signed with the first secret
+//!   of IMGGO_WEBHOOK_SECRETS.
 //! `loadgen open-loop URL FILE RATE SECONDS` — sends RATE requests/s on a
 //!   fixed schedule whether or not earlier ones answered (as wrk2 does) and
 //!   measures latency from each request's *scheduled* time, so a stall shows
@@ -26,11 +27,7 @@ fn main() {
         .build()
         .unwrap();
     match args.first().map(String::as_str) {
-        Some("gen") => generate(
-            args[1].parse().unwrap(),
-            &args[2],
-            args.get(3).map_or("bench", String::as_str),
-        ),
+        Some("gen") => generate(args[1].parse().unwrap(), &args[2]),
         Some("open-loop") => rt.block_on(open_loop(
             &args[1],
             &args[2],
@@ -44,7 +41,8 @@ fn main() {
     }
 }
 
-fn body(n: usize, prefix: &str) -> String {
+fn body(n: usize) -> String {
+    let job_id = uuid::Uuid::new_v4();
     let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let items: Vec<String> = (0..6)
         .map(|i| {
@@ -57,20 +55,20 @@ fn body(n: usize, prefix: &str) -> String {
         })
         .collect();
     format!(
-        r#"{{"event":"job.succeeded","job_id":"{prefix}-{n:09}-7d1c-4e2a-9b8f-3c4d5e6f7a8b","pattern_id":"5b7e2f6a-0d1c-4e2a-9b8f-3c4d5e6f7a8b","manifest":{{"invoice_number":"INV-{n:09}","issue_date":"2026-11-20","due_date":"2026-12-20","currency":"EUR","vendor":{{"name":"ACME Office Supplies GmbH","address":"Hauptstrasse 1, 10115 Berlin","vat":"DE123456789"}},"customer":{{"name":"Jane Roe","email":"jane.roe@example.com","ssn":"123-45-{s:04}","passport_number":"X{n:08}"}},"payment":{{"method":"card","credit_card":"4111 1111 1111 1111","cvv":"737","expiry":"12/26"}},"line_items":[{items}],"subtotal":1234.50,"tax":234.56,"total":1469.06,"notes":"Paid by card 4012 8888 8888 1881 on 2026-11-20; SSN 219-09-9999 on file. Deliver to loading dock B, ask for Mr. Smith."}},"error":null,"timestamp":"{ts}"}}"#,
+        r#"{{"event":"job.succeeded","job_id":"{job_id}","pattern_id":"5b7e2f6a-0d1c-4e2a-9b8f-3c4d5e6f7a8b","manifest":{{"invoice_number":"INV-{n:09}","issue_date":"2026-11-20","due_date":"2026-12-20","currency":"EUR","vendor":{{"name":"ACME Office Supplies GmbH","address":"Hauptstrasse 1, 10115 Berlin","vat":"DE123456789"}},"customer":{{"name":"Jane Roe","email":"jane.roe@example.com","ssn":"123-45-{s:04}","passport_number":"X{n:08}"}},"payment":{{"method":"card","credit_card":"4111 1111 1111 1111","cvv":"737","expiry":"12/26"}},"line_items":[{items}],"subtotal":1234.50,"tax":234.56,"total":1469.06,"notes":"Paid by card 4012 8888 8888 1881 on 2026-11-20; SSN 219-09-9999 on file. Deliver to loading dock B, ask for Mr. Smith."}},"error":null,"timestamp":"{ts}"}}"#,
         s = 1000 + n % 9000,
         items = items.join(",")
     )
 }
 
-fn generate(count: usize, path: &str, prefix: &str) {
+fn generate(count: usize, path: &str) {
     let secrets = std::env::var("IMGGO_WEBHOOK_SECRETS").expect("IMGGO_WEBHOOK_SECRETS");
     let secret = secrets.split(',').next().unwrap().trim().to_owned();
     let key = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     let mut out = BufWriter::new(std::fs::File::create(path).unwrap());
     let mut size = 0;
     for n in 0..count {
-        let b = body(n, prefix);
+        let b = body(n);
         size += b.len();
         let mut mac = key.clone();
         mac.update(b.as_bytes());
