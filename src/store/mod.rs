@@ -179,10 +179,11 @@ impl Store {
 
     /// Stores an event once per (job_id, event); committed when it returns.
     pub async fn insert(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
-        match self {
-            Self::Postgres(s) => s.insert(event).await,
-            Self::Sqlite(s) => s.insert(event).await,
-        }
+        let outcomes = self.insert_batch(&[event]).await?;
+        Ok(outcomes
+            .first()
+            .copied()
+            .unwrap_or(InsertOutcome::Duplicate))
     }
 
     /// Stores a batch in one transaction; outcomes in the batch's order.

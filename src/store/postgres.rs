@@ -79,32 +79,6 @@ impl PgStore {
         Ok(())
     }
 
-    #[instrument(skip_all, fields(job_id = %event.envelope.job_id, event = %event.envelope.event))]
-    pub async fn insert(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
-        let e = &event.envelope;
-        let s = &event.sealed;
-        let result = sqlx::query(
-            "INSERT INTO webhook_events \
-               (job_id, event, pattern_id, status, key_id, nonce, ciphertext) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (job_id, event) DO NOTHING",
-        )
-        .bind(&e.job_id)
-        .bind(&e.event)
-        .bind(&e.pattern_id)
-        .bind(&e.status)
-        .bind(s.key_id.as_str())
-        .bind(&s.nonce)
-        .bind(&s.ciphertext)
-        .execute(&self.pool)
-        .await?;
-        Ok(if result.rows_affected() == 1 {
-            InsertOutcome::Inserted
-        } else {
-            InsertOutcome::Duplicate
-        })
-    }
-
     /// Inserts a batch in one statement (one transaction, one commit) and
     /// reports each event's outcome in order. Duplicates inside the batch
     /// count once: the first is inserted, the rest are duplicates.

@@ -79,33 +79,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    #[instrument(skip_all, fields(job_id = %event.envelope.job_id, event = %event.envelope.event))]
-    pub async fn insert(&self, event: &NewEvent) -> Result<InsertOutcome, StoreError> {
-        let e = &event.envelope;
-        let s = &event.sealed;
-        let result = sqlx::query(
-            "INSERT INTO webhook_events \
-               (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (job_id, event) DO NOTHING",
-        )
-        .bind(&e.job_id)
-        .bind(&e.event)
-        .bind(&e.pattern_id)
-        .bind(&e.status)
-        .bind(Utc::now().timestamp_micros())
-        .bind(s.key_id.as_str())
-        .bind(&s.nonce)
-        .bind(&s.ciphertext)
-        .execute(&self.pool)
-        .await?;
-        Ok(if result.rows_affected() == 1 {
-            InsertOutcome::Inserted
-        } else {
-            InsertOutcome::Duplicate
-        })
-    }
-
     /// Inserts a batch in one transaction: one fsync for all of it.
     #[instrument(skip_all, fields(rows = events.len()))]
     pub async fn insert_batch(

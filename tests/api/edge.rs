@@ -170,15 +170,7 @@ async fn a_sender_stalling_mid_body_is_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"));
     assert!(took < Duration::from_secs(5), "{took:?}");
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_status("/healthz").await, 200);
 }
 
 #[tokio::test]

@@ -54,15 +54,7 @@ async fn new_duplicate_and_concurrent_deliveries_on_sqlite() {
         assert_eq!(t.await.unwrap(), 200);
     }
     assert_eq!(app.rows().await, 2);
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_status("/readyz").await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -227,6 +227,17 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Status of a GET to `path` on the public port.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub fn webhook_url(&self) -> String {
         self.url(&self.path)
     }

@@ -88,29 +88,13 @@ async fn database_outage_gives_503_then_recovers_without_restart() {
     assert_eq!(error_code(res).await, "unavailable");
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_status("/healthz").await, 200);
 
     proxy.set_up(true);
     let res = app.post_signed(prod_body("during")).await;
     assert_eq!(res.status(), 200, "the retry after recovery is stored");
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "received");
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_status("/readyz").await, 200);
     assert_eq!(app.rows().await, 2);
 }
 

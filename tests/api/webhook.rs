@@ -362,15 +362,7 @@ async fn oversized_bodies_are_413_with_or_without_content_length() {
     .unwrap();
     assert_eq!(body.len(), 4096);
     assert_eq!(app.post_signed(body).await.status(), 200);
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_status("/healthz").await, 200);
 }
 
 #[tokio::test]
@@ -390,15 +382,7 @@ async fn unknown_routes_and_methods_answer_json() {
 #[tokio::test]
 async fn health_and_readiness() {
     let app = spawn_app().await;
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_status("/healthz").await, 200);
     let res = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "ready");
