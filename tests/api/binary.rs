@@ -564,3 +564,34 @@ fn dotenv_is_read_first_literally_and_never_echoed() {
     assert!(err.contains("line 3"), "{err}");
     assert!(!err.contains("TOPSECRET"), "{err}");
 }
+
+#[test]
+fn start_up_gives_up_on_an_unreachable_database_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let url = format!(
+        "postgres://postgres:hunter2pw@127.0.0.1:{}/imggo",
+        free_port()
+    );
+    let mut env: Vec<(String, String)> = secret_env(&url).into_iter().collect();
+    env.push(("IMGGO__DATABASE__CONNECT_TIMEOUT".into(), "1s".into()));
+    env.push((
+        "IMGGO__SERVER__BIND".into(),
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    env.push((
+        "IMGGO__ADMIN__BIND".into(),
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    let start = std::time::Instant::now();
+    let out = run(command(dir.path(), &env), &["serve"]);
+    assert!(!out.status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("DATABASE_URL"), "{err}");
+    assert!(!err.contains("hunter2pw"), "the password leaked: {err}");
+}
