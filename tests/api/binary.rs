@@ -92,6 +92,14 @@ impl Server {
     }
 }
 
+/// A test that fails mid-way must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn run(mut cmd: Command, args: &[&str]) -> Output {
     cmd.args(args).output().unwrap()
 }
