@@ -56,7 +56,7 @@ impl BatchWriter {
     pub fn spawn(store: Store, opts: BatchOptions) -> (Self, Vec<JoinHandle<()>>) {
         let (queue, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
-        let writers = (0..opts.writers.max(1))
+        let writers = (0..opts.writers.clamp(1, store.max_writers()))
             .map(|_| {
                 tokio::spawn(write_batches(
                     store.clone(),

@@ -153,6 +153,16 @@ impl Store {
         }
     }
 
+    /// Writers that can commit at once: SQLite has a single writer
+    /// connection, so more writer tasks would only queue for it (and time
+    /// out under load).
+    pub fn max_writers(&self) -> usize {
+        match self {
+            Self::Postgres(_) => usize::MAX,
+            Self::Sqlite(_) => 1,
+        }
+    }
+
     /// `postgres` or `sqlite`.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -124,6 +124,29 @@ async fn a_failed_batch_fails_every_request_in_it_and_acknowledges_nothing() {
     );
 }
 
+/// Waits (bounded) until the writer's INSERT is blocked on the table lock,
+/// so the rows submitted next are sure to form the following batch.
+async fn insert_waits_on_lock(db: &TestDb) {
+    let waiting = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                 AND query LIKE 'INSERT INTO webhook_events%'",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            if n > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(waiting.is_ok(), "the writer never reached the lock");
+}
+
 /// Blocks every insert into the table until the returned connection ends its transaction.
 async fn lock_table(db: &TestDb) -> sqlx::PgConnection {
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -145,7 +168,7 @@ async fn a_full_queue_is_refused_at_once_then_everything_queued_commits() {
     // The writer takes the first and blocks on the lock; two more fill the queue.
     let w = writer.clone();
     let first = tokio::spawn(async move { w.submit(event("first")).await });
-    until("the writer to take the first row", || writer.queued() == 0).await;
+    insert_waits_on_lock(&db).await;
     let queued: Vec<_> = ["second", "third"]
         .into_iter()
         .map(|job| {
@@ -218,7 +241,7 @@ async fn a_row_the_database_refuses_does_not_fail_its_batch_mates() {
     poison.envelope.pattern_id = Some("a\0b".into());
     let w = writer.clone();
     let first = tokio::spawn(async move { w.submit(event("first")).await });
-    until("the writer to block on the lock", || writer.queued() == 0).await;
+    insert_waits_on_lock(&db).await;
     let mut batch: Vec<_> = (0..5)
         .map(|i| {
             let w = writer.clone();
