@@ -41,7 +41,6 @@ pub async fn log_request(req: Request, next: Next) -> Response {
     let outcome = res.extensions().get::<Outcome>().map_or("ok", |o| o.0);
     let ids = res.extensions().get::<DeliveryIds>();
     let elapsed = start.elapsed();
-    crate::metrics::record_request(&route, webhook, outcome, elapsed);
     let level = match status {
         _ if probe => Level::DEBUG,
         500.. => Level::ERROR,
@@ -73,5 +72,6 @@ pub async fn log_request(req: Request, next: Next) -> Response {
         Level::WARN => line!(Level::WARN),
         _ => line!(Level::INFO),
     }
+    crate::metrics::record_request(route, webhook, outcome, elapsed);
     res
 }

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
-use super::{status_body, AppState};
+use super::AppState;
 
 /// A readiness probe must answer well inside a balancer's probe timeout.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,4 +45,8 @@ fn not_ready(reason: &str) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         json!({"status": "not_ready", "reason": reason}),
     )
+}
+
+fn status_body(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
 }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header::HeaderName, StatusCode};
+use axum::http::header::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -131,9 +131,4 @@ async fn request_timeout(State(state): State<AppState>, req: Request, next: Next
         Ok(res) => res,
         Err(_) => AppError::Timeout.into_response(),
     }
-}
-
-/// A JSON body for statuses the framework produces itself.
-pub(crate) fn status_body(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, axum::Json(body)).into_response()
 }

@@ -3,16 +3,16 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{guards, status_body, AppState, DeliveryIds};
+use super::{guards, AppState, DeliveryIds};
 use crate::delivery::{check_freshness, Envelope};
 use crate::error::{AppError, Outcome};
 use crate::security::{SignatureError, SIGNATURE_HEADER};
@@ -35,11 +35,11 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) 
     let mut ids = None;
     let mut res = match process(&state, &headers, body, &mut ids).await {
         Ok(outcome) => {
-            let label = match outcome {
-                InsertOutcome::Inserted => "received",
-                InsertOutcome::Duplicate => "duplicate",
+            let (label, body) = match outcome {
+                InsertOutcome::Inserted => ("received", r#"{"status":"received"}"#),
+                InsertOutcome::Duplicate => ("duplicate", r#"{"status":"duplicate"}"#),
             };
-            let mut res = status_body(StatusCode::OK, json!({ "status": label }));
+            let mut res = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
             res.extensions_mut().insert(Outcome(label));
             res
         }
@@ -102,10 +102,12 @@ async fn process(
         .submit(NewEvent { envelope, sealed })
         .await
         .map_err(|e| {
+            // The access line records the 503 with its job_id; the writer
+            // logs the cause once per batch. A full queue has only its metric:
+            // a line per refusal would double the log exactly under overload.
             if e == SubmitError::QueueFull {
                 metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
             }
-            tracing::warn!(error = %e, job_id = %ids.as_ref().map_or("", |i| i.job_id.as_str()), "delivery not stored");
             AppError::Unavailable
         })
 }
