@@ -95,10 +95,6 @@ impl KeyRing {
         self.keys.iter().map(|(id, _)| id)
     }
 
-    pub fn contains(&self, id: &str) -> bool {
-        self.keys.iter().any(|(k, _)| k.as_str() == id)
-    }
-
     /// Seals `plaintext` for the row (job_id, event) with a fresh nonce.
     pub fn seal(&self, job_id: &str, event: &str, plaintext: &[u8]) -> Sealed {
         let (id, cipher) = &self.keys[0];

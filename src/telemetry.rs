@@ -1,5 +1,6 @@
-//! Log output: JSON lines (default) or human-readable, level from `RUST_LOG`.
-//! Built around a `MakeWriter` so tests can capture what would be logged.
+//! Log output: JSON lines (default) or human-readable, level from `RUST_LOG`,
+//! on stderr so that command output on stdout stays parseable. Tests read
+//! what the real binary writes there.
 
 use tracing::Subscriber;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};

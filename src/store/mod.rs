@@ -35,6 +35,20 @@ pub enum InsertOutcome {
     Duplicate,
 }
 
+/// Ready means every migration this binary embeds has been applied.
+/// `applied` is the highest applied version, `None` when nothing (or no
+/// migrations table) is there.
+fn require_migrated(
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    if applied.unwrap_or(0) < latest {
+        return Err(StoreError::NotMigrated);
+    }
+    Ok(())
+}
+
 /// Maps the (job_id, event) pairs a batch insert returned back onto the
 /// batch: the first event holding a returned pair was inserted, every other
 /// one (stored before, or repeated inside the batch) is a duplicate.

@@ -62,21 +62,17 @@ impl SqliteStore {
     }
 
     pub async fn ready(&self) -> Result<(), StoreError> {
-        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&self.pool)
                 .await
-                .map_err(|e| match e {
+                .or_else(|e| match e {
                     sqlx::Error::Database(ref db) if db.message().contains("no such table") => {
-                        StoreError::NotMigrated
+                        Ok(None)
                     }
-                    e => StoreError::from(e),
+                    e => Err(StoreError::from(e)),
                 })?;
-        if applied.unwrap_or(0) < latest {
-            return Err(StoreError::NotMigrated);
-        }
-        Ok(())
+        super::require_migrated(applied, &MIGRATOR)
     }
 
     /// Inserts a batch in one transaction: one fsync for all of it.

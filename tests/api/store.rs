@@ -268,5 +268,17 @@ async fn readiness_reports_missing_migrations() {
             "{}",
             store.backend()
         );
+        // No migrations table at all (a database nobody migrated).
+        exec(
+            &store,
+            "DROP TABLE _sqlx_migrations",
+            "DROP TABLE _sqlx_migrations",
+        )
+        .await;
+        assert!(
+            matches!(store.ready().await, Err(StoreError::NotMigrated)),
+            "{}: missing table",
+            store.backend()
+        );
     }
 }
