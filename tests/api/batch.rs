@@ -81,12 +81,7 @@ async fn concurrent_submissions_get_their_own_outcome() {
                 })
             })
             .collect();
-        let mut inserted = 0;
-        for t in tasks {
-            if t.await.unwrap() == InsertOutcome::Inserted {
-                inserted += 1;
-            }
-        }
+        let inserted = count_inserted(tasks).await;
         assert_eq!(inserted, 100, "{}", store.backend());
         assert_eq!(count_rows(&store).await, 100);
         drop(writer);

@@ -92,6 +92,17 @@ impl Server {
     }
 }
 
+/// Runs a command that must succeed; its stderr is the failure message.
+pub fn run_ok(cmd: Command, args: &[&str]) -> Output {
+    let out = run(cmd, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A test that fails mid-way must not leave its server running.
 impl Drop for Server {
     fn drop(&mut self) {
@@ -146,12 +157,7 @@ async fn serve_then_show_as_a_user_would() {
     let res = post_from(&reqwest::Client::new(), &url, body.clone(), Some(&header)).await;
     assert_eq!(res.status(), 200);
 
-    let shown = run(with_config(&[]), &["show", &job]);
-    assert!(
-        shown.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shown.stderr)
-    );
+    let shown = run_ok(with_config(&[]), &["show", &job]);
     let stdout = String::from_utf8(shown.stdout).unwrap();
     let lines: Vec<Value> = stdout
         .lines()
@@ -169,12 +175,7 @@ async fn serve_then_show_as_a_user_would() {
     let missing = run(with_config(&[]), &["show", "no-such-job"]);
     assert_eq!(missing.status.code(), Some(1));
 
-    let healthy = run(with_config(&[]), &["healthcheck"]);
-    assert!(
-        healthy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&healthy.stderr)
-    );
+    run_ok(with_config(&[]), &["healthcheck"]);
 
     // A refused delivery, for the log.
     let wrong = format!("sha256={}", "0".repeat(64));
@@ -221,12 +222,7 @@ async fn check_config_hides_secrets_and_keygen_makes_keys() {
     let env: Vec<(String, String)> = secret_env("postgres://u:hunter2pw@localhost/db")
         .into_iter()
         .collect();
-    let out = run(command(dir.path(), &env), &["check-config"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(command(dir.path(), &env), &["check-config"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("per_second = 50"));
     assert!(text.contains("<redacted>"));
@@ -270,12 +266,7 @@ async fn check_config_hides_secrets_and_keygen_makes_keys() {
 #[tokio::test]
 async fn init_writes_a_private_env_once_and_commands_read_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(command(dir.path(), &[]), &["init"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(command(dir.path(), &[]), &["init"]);
     let env_file = dir.path().join(".env");
     let contents = std::fs::read_to_string(&env_file).unwrap();
     let printed = String::from_utf8(out.stdout).unwrap();

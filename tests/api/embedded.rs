@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqlx::{Connection as _, SqliteConnection};
 
-use crate::binary::{command, free_port, run, Server};
+use crate::binary::{command, free_port, run, run_ok, Server};
 use crate::helpers::*;
 
 async fn sqlite_app(dir: &std::path::Path) -> TestApp {
@@ -87,12 +87,7 @@ async fn a_locked_database_gives_503_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_then_serve_from_an_empty_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(command(dir.path(), &[]), &["init"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(command(dir.path(), &[]), &["init"]);
     let printed = String::from_utf8(out.stdout).unwrap();
     assert!(
         printed.contains(".env") && printed.contains("ImgGo"),
@@ -139,12 +134,7 @@ async fn init_then_serve_from_an_empty_directory() {
     .await;
     assert_eq!(res.status(), 200);
 
-    let shown = run(command(dir.path(), &[]), &["show", &job]);
-    assert!(
-        shown.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shown.stderr)
-    );
+    let shown = run_ok(command(dir.path(), &[]), &["show", &job]);
     let line: Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(line["payload"]["job_id"], job.as_str());
 

@@ -373,3 +373,16 @@ pub async fn each_store() -> Vec<(Store, Backing)> {
     lite.migrate().await.unwrap();
     vec![(pg, Backing::Postgres(db)), (lite, Backing::Sqlite(dir))]
 }
+
+/// How many of `tasks` inserted (the rest found a duplicate).
+pub async fn count_inserted(
+    tasks: Vec<tokio::task::JoinHandle<imggo_receiver::store::InsertOutcome>>,
+) -> usize {
+    let mut inserted = 0;
+    for t in tasks {
+        if t.await.unwrap() == imggo_receiver::store::InsertOutcome::Inserted {
+            inserted += 1;
+        }
+    }
+    inserted
+}

@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::binary::{command, run};
+use crate::binary::{command, run_ok};
 use crate::helpers::*;
 
 #[tokio::test]
@@ -34,12 +34,7 @@ async fn stored_payloads_carry_no_ssn_card_or_cvv() {
 
     let env: Vec<(String, String)> = secret_env(&app.db.url).into_iter().collect();
     let dir = tempfile::tempdir().unwrap();
-    let out = run(command(dir.path(), &env), &["show", &job]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(command(dir.path(), &env), &["show", &job]);
     let text = String::from_utf8(out.stdout).unwrap();
     for secret in [
         "123-45-6789",

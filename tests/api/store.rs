@@ -88,12 +88,7 @@ async fn concurrent_duplicates_insert_once() {
                 })
             })
             .collect();
-        let mut inserted = 0;
-        for t in tasks {
-            if t.await.unwrap() == InsertOutcome::Inserted {
-                inserted += 1;
-            }
-        }
+        let inserted = count_inserted(tasks).await;
         assert_eq!(inserted, 1, "{}", store.backend());
         assert_eq!(count_rows(&store).await, 1);
     }

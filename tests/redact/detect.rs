@@ -21,6 +21,12 @@ fn detect(text: &str) -> String {
     }
 }
 
+/// Every case must come back exactly as it went in.
+fn check_unchanged(cases: &[&str]) {
+    let pairs: Vec<(&str, &str)> = cases.iter().map(|c| (*c, *c)).collect();
+    check(&pairs);
+}
+
 fn check(cases: &[(&str, &str)]) {
     let mut failures = Vec::new();
     for (input, want) in cases {
@@ -131,14 +137,7 @@ fn non_cards_are_left_alone() {
         "A4111 1111 1111 1111",
         "4111 1111 1111 1111B",
     ];
-    let mut failures = Vec::new();
-    for input in cases {
-        let got = detect(input);
-        if got != input {
-            failures.push(format!("{input:?} became {got:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    check_unchanged(&cases);
 }
 
 #[test]
@@ -185,14 +184,7 @@ fn non_ssns_are_left_alone() {
         "123 45 6789",
         "123--45-6789",
     ];
-    let mut failures = Vec::new();
-    for input in cases {
-        let got = detect(input);
-        if got != input {
-            failures.push(format!("{input:?} became {got:?}"));
-        }
-    }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    check_unchanged(&cases);
 }
 
 #[test]
