@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
-use super::{InsertOutcome, NewEvent, Store, StoreError};
+use super::{HeldConnection, InsertOutcome, NewEvent, Store, StoreError};
 
 /// Sizes of the group-commit path (`[database]` settings).
 #[derive(Clone, Copy, Debug)]
@@ -88,15 +88,24 @@ impl BatchWriter {
 
 async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
     let mut jobs = Vec::with_capacity(max_batch);
+    let mut held = HeldConnection::default();
     loop {
         // Hold the receiver only while gathering, so another writer can
         // gather the next batch while this one commits.
-        let received = queue.lock().await.recv_many(&mut jobs, max_batch).await;
+        let received = {
+            let mut queue = queue.lock().await;
+            if queue.is_empty() {
+                // Idle from here: the connection goes back to the pool (and
+                // is checked when next taken) instead of idling here.
+                held.release();
+            }
+            queue.recv_many(&mut jobs, max_batch).await
+        };
         if received == 0 {
             return; // every sender is gone and the queue is empty
         }
         let events: Vec<&NewEvent> = jobs.iter().map(|j| &j.event).collect();
-        let result = store.insert_batch(&events).await;
+        let result = store.insert_batch_held(&mut held, &events).await;
         metrics::histogram!(crate::metrics::BATCH_SIZE).record(jobs.len() as f64);
         match result {
             Ok(outcomes) => {

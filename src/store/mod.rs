@@ -103,6 +103,18 @@ pub struct Resealed {
     pub sealed: Sealed,
 }
 
+/// A database connection a batch writer keeps between batches; empty when
+/// it has none. Dropping it returns the connection to the pool.
+#[derive(Debug, Default)]
+pub struct HeldConnection(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl HeldConnection {
+    /// Gives the connection back to the pool.
+    pub fn release(&mut self) {
+        self.0 = None;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or cannot commit now; retry later.
@@ -217,6 +229,20 @@ impl Store {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         match self {
             Self::Postgres(s) => s.insert_batch(events).await,
+            Self::Sqlite(s) => s.insert_batch(events).await,
+        }
+    }
+
+    /// [`Self::insert_batch`] for a batch writer, which may keep a
+    /// connection in `held` between back-to-back batches (Postgres only:
+    /// the SQLite pool's one connection serves every other query too).
+    pub async fn insert_batch_held(
+        &self,
+        held: &mut HeldConnection,
+        events: &[&NewEvent],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.insert_batch_held(&mut held.0, events).await,
             Self::Sqlite(s) => s.insert_batch(events).await,
         }
     }

@@ -4,7 +4,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Postgres;
 use tracing::instrument;
 
 use super::{InsertOutcome, NewEvent, PurgeOutcome, Resealed, StoreError, StoredEvent};
@@ -78,50 +80,32 @@ impl PgStore {
     /// Inserts a batch in one statement (one transaction, one commit) and
     /// reports each event's outcome in order. Duplicates inside the batch
     /// count once: the first is inserted, the rest are duplicates.
-    #[instrument(skip_all, fields(rows = events.len()))]
     pub async fn insert_batch(
         &self,
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        let n = events.len();
-        let (mut job_ids, mut names, mut patterns, mut statuses) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut key_ids, mut nonces, mut ciphertexts) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for e in events {
-            job_ids.push(e.envelope.job_id.as_str());
-            names.push(e.envelope.event.as_str());
-            patterns.push(e.envelope.pattern_id.as_deref());
-            statuses.push(e.envelope.status.as_deref());
-            key_ids.push(e.sealed.key_id.as_str());
-            nonces.push(e.sealed.nonce.as_slice());
-            ciphertexts.push(e.sealed.ciphertext.as_slice());
+        insert_rows(&self.pool, events).await
+    }
+
+    /// [`Self::insert_batch`] on the connection in `held`, checking one out
+    /// of the pool first if it is empty. A batch writer keeps its connection
+    /// while batches follow each other, which spares it the pool's checkout
+    /// and liveness ping per batch; after an error the connection goes back
+    /// to the pool, which checks it before lending it again.
+    pub async fn insert_batch_held(
+        &self,
+        held: &mut Option<PoolConnection<Postgres>>,
+        events: &[&NewEvent],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let conn = match held {
+            Some(conn) => conn,
+            None => held.insert(self.pool.acquire().await?),
+        };
+        let result = insert_rows(&mut **conn, events).await;
+        if result.is_err() {
+            *held = None;
         }
-        let inserted: Vec<(String, String)> = sqlx::query_as(
-            "INSERT INTO webhook_events \
-               (job_id, event, pattern_id, status, key_id, nonce, ciphertext) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                                  $5::text[], $6::bytea[], $7::bytea[]) \
-             ON CONFLICT (job_id, event) DO NOTHING \
-             RETURNING job_id, event",
-        )
-        .bind(&job_ids)
-        .bind(&names)
-        .bind(&patterns)
-        .bind(&statuses)
-        .bind(&key_ids)
-        .bind(&nonces)
-        .bind(&ciphertexts)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(super::claim_outcomes(events, inserted))
+        result
     }
 
     #[instrument(skip_all, fields(job_id = %job_id))]
@@ -241,4 +225,52 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// One `INSERT … SELECT FROM UNNEST` for the whole batch: one statement, one
+/// transaction, one commit.
+#[instrument(skip_all, fields(rows = events.len()))]
+async fn insert_rows<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    events: &[&NewEvent],
+) -> Result<Vec<InsertOutcome>, StoreError> {
+    let n = events.len();
+    let (mut job_ids, mut names, mut patterns, mut statuses) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut key_ids, mut nonces, mut ciphertexts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for e in events {
+        job_ids.push(e.envelope.job_id.as_str());
+        names.push(e.envelope.event.as_str());
+        patterns.push(e.envelope.pattern_id.as_deref());
+        statuses.push(e.envelope.status.as_deref());
+        key_ids.push(e.sealed.key_id.as_str());
+        nonces.push(e.sealed.nonce.as_slice());
+        ciphertexts.push(e.sealed.ciphertext.as_slice());
+    }
+    let inserted: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO webhook_events \
+           (job_id, event, pattern_id, status, key_id, nonce, ciphertext) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                              $5::text[], $6::bytea[], $7::bytea[]) \
+         ON CONFLICT (job_id, event) DO NOTHING \
+         RETURNING job_id, event",
+    )
+    .bind(&job_ids)
+    .bind(&names)
+    .bind(&patterns)
+    .bind(&statuses)
+    .bind(&key_ids)
+    .bind(&nonces)
+    .bind(&ciphertexts)
+    .fetch_all(executor)
+    .await?;
+    Ok(super::claim_outcomes(events, inserted))
 }
