@@ -7,8 +7,11 @@
 
 use std::time::Duration;
 
+use crate::crypto::KeyRing;
+use crate::json::Json;
+use crate::redact::Redactor;
+use crate::store::NewEvent;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
 use crate::error::AppError;
 
@@ -25,8 +28,8 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Reads and validates the envelope of a parsed body.
-    pub fn from_object(body: &Map<String, Value>) -> Result<Self, AppError> {
+    /// Reads and validates the envelope of a parsed body (an object).
+    pub fn from_object(body: &Json<'_>) -> Result<Self, AppError> {
         let event = required_str(body, "event")?;
         if !valid_token(event, 64, b"_.-") {
             return Err(invalid("event must match ^[A-Za-z0-9_.-]{1,64}$"));
@@ -36,23 +39,23 @@ impl Envelope {
             return Err(invalid("job_id must match ^[A-Za-z0-9_.:-]{1,128}$"));
         }
         let pattern_id = match body.get("pattern_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.chars().count() > 128 => {
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) if s.chars().count() > 128 => {
                 return Err(invalid("pattern_id must be at most 128 characters"))
             }
             // It becomes a plaintext column: no NUL (Postgres refuses it in
             // text) and no other control characters.
-            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            Some(Json::String(s)) if s.chars().any(char::is_control) => {
                 return Err(invalid("pattern_id must not contain control characters"))
             }
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Json::String(s)) => Some(s.to_string()),
             Some(_) => return Err(invalid("pattern_id must be a string")),
         };
         // `status` is informational; a plaintext column only takes a short,
         // printable value (the full one stays in the sealed payload).
         let status = match body.get("status") {
-            Some(Value::String(s)) if !s.is_empty() && valid_token(s, 64, b"_.:- ") => {
-                Some(s.clone())
+            Some(Json::String(s)) if !s.is_empty() && valid_token(s, 64, b"_.:- ") => {
+                Some(s.to_string())
             }
             _ => None,
         };
@@ -65,9 +68,43 @@ impl Envelope {
     }
 }
 
+/// An authenticated body, parsed: the tree (borrowing from the body's
+/// bytes) and its validated envelope.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    pub body: Json<'a>,
+    pub envelope: Envelope,
+}
+
+impl<'a> Delivery<'a> {
+    /// Parses a body whose signature has been verified.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, AppError> {
+        let body =
+            Json::parse(bytes).map_err(|_| AppError::InvalidJson("the body is not valid JSON"))?;
+        if !matches!(body, Json::Object(_)) {
+            return Err(AppError::InvalidJson("the body must be a JSON object"));
+        }
+        let envelope = Envelope::from_object(&body)?;
+        Ok(Self { body, envelope })
+    }
+
+    /// Redacts the body, writes it out once and seals it under the
+    /// envelope's (job_id, event): the row to store.
+    pub fn seal(mut self, redactor: &Redactor, keys: &KeyRing) -> NewEvent {
+        redactor.redact_json(&mut self.body);
+        let mut plaintext = Vec::with_capacity(1024);
+        self.body.write_to(&mut plaintext);
+        let sealed = keys.seal(&self.envelope.job_id, &self.envelope.event, &plaintext);
+        NewEvent {
+            envelope: self.envelope,
+            sealed,
+        }
+    }
+}
+
 /// Checks the signed `timestamp`, when present, against `max_age` (zero = off).
 pub fn check_freshness(
-    body: &Map<String, Value>,
+    body: &Json<'_>,
     max_age: Duration,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
@@ -75,8 +112,8 @@ pub fn check_freshness(
         return Ok(());
     }
     let raw = match body.get("timestamp") {
-        None | Some(Value::Null) => return Ok(()),
-        Some(Value::String(s)) => s,
+        None | Some(Json::Null) => return Ok(()),
+        Some(Json::String(s)) => s,
         Some(_) => return Err(invalid("timestamp must be an RFC 3339 date-time string")),
     };
     let ts = DateTime::parse_from_rfc3339(raw)
@@ -91,10 +128,10 @@ pub fn check_freshness(
     Ok(())
 }
 
-fn required_str<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, AppError> {
+fn required_str<'a>(body: &'a Json<'_>, field: &str) -> Result<&'a str, AppError> {
     match body.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(invalid(&format!("{field} is required"))),
+        Some(Json::String(s)) => Ok(s),
+        None | Some(Json::Null) => Err(invalid(&format!("{field} is required"))),
         Some(_) => Err(invalid(&format!("{field} must be a string"))),
     }
 }
@@ -113,10 +150,10 @@ fn invalid(message: &str) -> AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn obj(v: Value) -> Json<'static> {
+        Json::parse(v.to_string().as_bytes()).unwrap().into_owned()
     }
 
     fn err_message(v: Value) -> String {
@@ -214,7 +251,7 @@ mod tests {
             Err(AppError::InvalidPayload(_))
         ));
         assert!(check(Value::Null, day).is_ok());
-        assert!(check_freshness(&Map::new(), day, now).is_ok());
+        assert!(check_freshness(&obj(json!({})), day, now).is_ok());
         // 0s turns the check off entirely.
         assert!(check(json!("1999-01-01T00:00:00Z"), Duration::ZERO).is_ok());
     }

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod delivery;
 pub mod error;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod redact;
 pub mod reencrypt;

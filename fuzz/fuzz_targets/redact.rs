@@ -1,11 +1,13 @@
-//! Arbitrary bytes → JSON → redact: never panics, and a second pass
-//! changes nothing.
+//! Arbitrary bytes → JSON → redact: never panics, a second pass changes
+//! nothing, and the request path's parser (`Json`) accepts exactly what
+//! `serde_json::Value` accepts and writes the same text back.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use libfuzzer_sys::fuzz_target;
+use imggo_receiver::json::Json;
 use imggo_receiver::redact::{RedactSettings, Redactor};
+use libfuzzer_sys::fuzz_target;
 
 fn redactor() -> &'static Redactor {
     static REDACTOR: OnceLock<Redactor> = OnceLock::new();
@@ -13,10 +15,17 @@ fn redactor() -> &'static Redactor {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(data) else {
+    let reference = serde_json::from_slice::<serde_json::Value>(data);
+    let tree = Json::parse(data);
+    assert_eq!(reference.is_ok(), tree.is_ok(), "parsers disagree on validity");
+    let (Ok(mut value), Ok(mut tree)) = (reference, tree) else {
         return;
     };
+    assert_eq!(tree.to_string(), value.to_string(), "written text differs");
+
+    redactor().redact_json(&mut tree);
     redactor().redact(&mut value);
+    assert_eq!(tree.to_string(), value.to_string());
     let mut again = value.clone();
     redactor().redact(&mut again);
     assert_eq!(again, value, "redaction is not idempotent");

@@ -10,13 +10,12 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::Value;
 
 use super::{guards, AppState, DeliveryIds};
-use crate::delivery::{check_freshness, Envelope};
+use crate::delivery::{check_freshness, Delivery};
 use crate::error::{AppError, Outcome};
 use crate::security::{SignatureError, SIGNATURE_HEADER};
-use crate::store::{InsertOutcome, NewEvent, SubmitError};
+use crate::store::{InsertOutcome, SubmitError};
 
 pub fn router(state: &AppState) -> Router<AppState> {
     // Layers run outermost-last: allowlist, then rate limit, then the handler.
@@ -73,43 +72,28 @@ async fn process(
             SignatureError::Invalid => AppError::InvalidSignature,
         })?;
 
-    let mut payload: Value = serde_json::from_slice(&body)
-        .map_err(|_| AppError::InvalidJson("the body is not valid JSON"))?;
-    let Value::Object(fields) = &payload else {
-        return Err(AppError::InvalidJson("the body must be a JSON object"));
-    };
-    let envelope = Envelope::from_object(fields)?;
+    let delivery = Delivery::parse(&body)?;
     *ids = Some(DeliveryIds {
-        job_id: envelope.job_id.clone(),
-        event: envelope.event.clone(),
+        job_id: delivery.envelope.job_id.clone(),
+        event: delivery.envelope.event.clone(),
     });
     check_freshness(
-        fields,
+        &delivery.body,
         state.settings.webhook.max_timestamp_age,
         chrono::Utc::now(),
     )?;
+    let row = delivery.seal(&state.redactor, &state.keys);
+    drop(body);
 
-    state.redactor.redact(&mut payload);
-    // Serialising a Value cannot fail (its keys are strings).
-    let plaintext = serde_json::to_vec(&payload).unwrap_or_default();
-    let sealed = state
-        .keys
-        .seal(&envelope.job_id, &envelope.event, &plaintext);
-    drop(plaintext);
-
-    state
-        .writer
-        .submit(NewEvent { envelope, sealed })
-        .await
-        .map_err(|e| {
-            // The access line records the 503 with its job_id; the writer
-            // logs the cause once per batch. A full queue has only its metric:
-            // a line per refusal would double the log exactly under overload.
-            if e == SubmitError::QueueFull {
-                metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
-            }
-            AppError::Unavailable
-        })
+    state.writer.submit(row).await.map_err(|e| {
+        // The access line records the 503 with its job_id; the writer
+        // logs the cause once per batch. A full queue has only its metric:
+        // a line per refusal would double the log exactly under overload.
+        if e == SubmitError::QueueFull {
+            metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
+        }
+        AppError::Unavailable
+    })
 }
 
 /// Reads the body once, refusing it as soon as it passes `limit` (declared

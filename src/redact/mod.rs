@@ -40,6 +40,8 @@ use sha2::{Digest, Sha256};
 
 pub use rules::{default_rules, normalize_name};
 
+use crate::json::Json;
+
 /// What a rule does to a field it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -141,8 +143,22 @@ impl Redactor {
     }
 
     /// Redacts a whole delivery body in place.
-    pub fn redact(&self, payload: &mut serde_json::Value) {
+    pub fn redact_json(&self, payload: &mut Json<'_>) {
         walk::Walker::new(self).payload(payload);
+    }
+
+    /// [`Self::redact_json`] for a `serde_json::Value` (tools and tests;
+    /// the request path never builds one). Goes through the JSON text, so
+    /// the result is exactly what a delivery with that body would store.
+    pub fn redact(&self, payload: &mut serde_json::Value) {
+        let text = payload.to_string();
+        // Text a Value wrote always parses back, both ways.
+        if let Ok(mut tree) = Json::parse(text.as_bytes()) {
+            self.redact_json(&mut tree);
+            if let Ok(redacted) = serde_json::from_slice(&tree.to_vec()) {
+                *payload = redacted;
+            }
+        }
     }
 
     /// Lowercase hex HMAC-SHA256(hash key, canonical(value)), as stored by

@@ -1,7 +1,9 @@
 //! The walk over a payload: name rules on every object key at any depth,
 //! value detection on every other string and integer.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use crate::json::Json;
 
 use super::detect::Scanner;
 use super::luhn::mask_card_number;
@@ -32,11 +34,12 @@ enum Mode {
     MaskLeaves,
 }
 
-/// A pending change to an object's key set, applied after its iteration.
+/// A pending change to an object's key set, applied after its iteration;
+/// each names its entry by position.
 enum KeyChange {
-    Remove(String),
-    /// Remove the key and insert `<key>_hash` with this hex digest.
-    Hash(String, String),
+    Remove(usize),
+    /// Remove the entry and insert `<key>_hash` with this hex digest.
+    Hash(usize, String),
 }
 
 pub(crate) struct Walker<'r> {
@@ -55,81 +58,76 @@ impl<'r> Walker<'r> {
         }
     }
 
-    pub(crate) fn payload(&mut self, payload: &mut Value) {
+    pub(crate) fn payload(&mut self, payload: &mut Json<'_>) {
         match payload {
-            Value::Object(map) => self.object(map, Mode::Detect, true),
+            Json::Object(entries) => self.object(entries, Mode::Detect, true),
             other => self.value(other, Mode::Detect),
         }
     }
 
     // Recursion depth equals the JSON nesting depth, which serde_json's
     // parser caps at 128; a frame here is small.
-    fn value(&mut self, value: &mut Value, mode: Mode) {
+    fn value(&mut self, value: &mut Json<'_>, mode: Mode) {
         match value {
-            Value::Object(map) => self.object(map, mode, false),
-            Value::Array(items) => {
+            Json::Object(entries) => self.object(entries, mode, false),
+            Json::Array(items) => {
                 for item in items {
                     self.value(item, mode);
                 }
             }
-            Value::String(text) => match mode {
-                Mode::Detect => {
-                    if self.redactor.detect_values {
-                        if let Some(redacted) = self.scanner.redact_text(text) {
-                            *text = redacted;
-                        }
-                    }
+            Json::String(text) => {
+                let replacement = match mode {
+                    Mode::Detect if self.redactor.detect_values => self.scanner.redact_text(text),
+                    Mode::Detect => None,
+                    Mode::HashLeaves if !is_hash_hex(text) => Some(self.redactor.hash_value(text)),
+                    Mode::MaskLeaves if !is_hash_hex(text) => mask_last4(text),
+                    Mode::HashLeaves | Mode::MaskLeaves => None,
+                };
+                if let Some(replacement) = replacement {
+                    *text = Cow::Owned(replacement);
                 }
-                Mode::HashLeaves => {
-                    if !is_hash_hex(text) {
-                        *text = self.redactor.hash_value(text);
-                    }
-                }
-                Mode::MaskLeaves => {
-                    if !is_hash_hex(text) {
-                        if let Some(masked) = mask_last4(text) {
-                            *text = masked;
-                        }
-                    }
-                }
-            },
-            Value::Number(number) => {
+            }
+            Json::Number(number) => {
                 let replacement = match mode {
                     Mode::Detect if self.redactor.detect_values => mask_card_number(number),
                     Mode::Detect => None,
-                    Mode::HashLeaves => Some(self.redactor.hash_value(&number.to_string())),
-                    Mode::MaskLeaves => mask_last4(&number.to_string()),
+                    Mode::HashLeaves => Some(self.redactor.hash_value(number)),
+                    Mode::MaskLeaves => mask_last4(number),
                 };
                 if let Some(replacement) = replacement {
-                    *value = Value::String(replacement);
+                    *value = Json::String(Cow::Owned(replacement));
                 }
             }
-            Value::Null | Value::Bool(_) => {}
+            Json::Null | Json::Bool(_) => {}
         }
     }
 
-    fn object(&mut self, map: &mut Map<String, Value>, mode: Mode, top_level: bool) {
+    fn object<'a>(
+        &mut self,
+        entries: &mut Vec<(Cow<'a, str>, Json<'a>)>,
+        mode: Mode,
+        top_level: bool,
+    ) {
         let mut changes: Vec<KeyChange> = Vec::new();
-        for (key, value) in map.iter_mut() {
+        for (at, (key, value)) in entries.iter_mut().enumerate() {
             normalize_into(key, &mut self.name);
             let action = self.redactor.names.get(&self.name);
             let child_mode = match action {
                 Some(Action::Drop) => {
-                    changes.push(KeyChange::Remove(key.clone()));
+                    changes.push(KeyChange::Remove(at));
                     continue;
                 }
                 Some(Action::Hash) => {
                     let digest = match value {
-                        Value::String(text) => self.redactor.hash_value(text),
-                        Value::Number(number) => self.redactor.hash_value(&number.to_string()),
+                        Json::String(text) | Json::Number(text) => self.redactor.hash_value(text),
                         // Null and booleans carry no PII: left as they are.
-                        Value::Null | Value::Bool(_) => continue,
-                        Value::Array(_) | Value::Object(_) => {
+                        Json::Null | Json::Bool(_) => continue,
+                        Json::Array(_) | Json::Object(_) => {
                             self.value(value, Mode::HashLeaves);
                             continue;
                         }
                     };
-                    changes.push(KeyChange::Hash(key.clone(), digest));
+                    changes.push(KeyChange::Hash(at, digest));
                     continue;
                 }
                 Some(Action::MaskLast4) => Mode::MaskLeaves,
@@ -139,7 +137,7 @@ impl<'r> Walker<'r> {
             // Envelope strings are stored beside the payload as they are; a
             // number (or anything else) under those names gets no pass.
             let envelope_scalar =
-                top_level && matches!(value, Value::String(_)) && ENVELOPE.contains(&key.as_str());
+                top_level && matches!(value, Json::String(_)) && ENVELOPE.contains(&key.as_ref());
             if child_mode == Mode::Detect && envelope_scalar {
                 continue;
             }
@@ -148,16 +146,29 @@ impl<'r> Walker<'r> {
         if changes.is_empty() {
             return;
         }
-        // Every removal first, so a `<key>_hash` already present is replaced.
-        for change in &changes {
-            let (KeyChange::Remove(key) | KeyChange::Hash(key, _)) = change;
-            // shift_remove: the other keys keep the order they came in.
-            map.shift_remove(key);
-        }
-        for change in changes {
-            if let KeyChange::Hash(mut key, digest) = change {
-                key.push_str("_hash");
-                map.insert(key, Value::String(digest));
+        // Every removal first (the other keys keep their order), so a
+        // `<key>_hash` already present is replaced where it stands.
+        let mut hashed = Vec::new();
+        let mut removed = changes.into_iter().peekable();
+        let mut at = 0;
+        entries.retain_mut(|(key, _)| {
+            let here = at;
+            at += 1;
+            let Some(change) = removed.next_if(
+                |c| matches!(c, KeyChange::Remove(i) | KeyChange::Hash(i, _) if *i == here),
+            ) else {
+                return true;
+            };
+            if let KeyChange::Hash(_, digest) = change {
+                hashed.push((format!("{key}_hash"), digest));
+            }
+            false
+        });
+        for (key, digest) in hashed {
+            let digest = Json::String(Cow::Owned(digest));
+            match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, value)) => *value = digest,
+                None => entries.push((Cow::Owned(key), digest)),
             }
         }
     }

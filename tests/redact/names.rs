@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hmac::{Hmac, Mac};
+use imggo_receiver::json::Json;
 use imggo_receiver::redact::{
     default_rules, normalize_name, Action, RedactSettings, Redactor, Rule,
 };
@@ -164,6 +165,17 @@ fn existing_hash_field_is_overwritten() {
         out,
         json!({"ssn_hash": hmac_hex("123456789"), "a": {"SSN_hash": hmac_hex("123456789")}})
     );
+}
+
+/// On the request path's tree, checked as stored text: one `ssn_hash`, in
+/// the place the body gave it, holding our digest.
+#[test]
+fn existing_hash_field_is_replaced_where_it_stands() {
+    let body = br#"{"ssn":"123-45-6789","x":0,"ssn_hash":"attacker-chosen","z":1}"#;
+    let mut tree = Json::parse(body).unwrap();
+    redactor().redact_json(&mut tree);
+    let expected = format!(r#"{{"x":0,"ssn_hash":"{}","z":1}}"#, hmac_hex("123456789"));
+    assert_eq!(String::from_utf8(tree.to_vec()).unwrap(), expected);
 }
 
 #[test]
