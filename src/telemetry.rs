@@ -2,8 +2,11 @@
 //! on stderr so that command output on stdout stays parseable. Tests read
 //! what the real binary writes there.
 
+use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
 use tracing::Subscriber;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::EnvFilter;
@@ -12,10 +15,6 @@ use crate::config::LogFormat;
 
 /// Default filter when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info,sqlx=warn";
-
-/// Lines that may wait for the writer thread before loggers block (never
-/// dropped: every delivery keeps its log line).
-const LOG_QUEUE_LINES: usize = 65_536;
 
 /// The subscriber the service logs through, writing to `writer`.
 pub fn subscriber<W>(
@@ -45,23 +44,232 @@ where
 }
 
 /// Installs the global subscriber writing to stderr; the level comes from
-/// `RUST_LOG`. Lines are written by a background thread that drains every
-/// queued line into one buffered write, so a busy server makes one system
-/// call per batch of lines instead of one per request, and an idle one
-/// still writes each line at once. Keep the guard alive until exit:
-/// dropping it flushes what is queued.
-pub fn init(format: LogFormat) -> WorkerGuard {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("imggo-log-writer")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+/// `RUST_LOG`. Keep the guard alive until exit: dropping it writes out what
+/// is buffered.
+pub fn init(format: LogFormat) -> LogGuard {
+    let (writer, guard) = BatchedWriter::spawn(std::io::stderr());
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // A second installation (tests) keeps the first.
     let _ = tracing::subscriber::set_global_default(subscriber(format, filter, writer));
     guard
+}
+
+/// How long a line may wait to be written with the lines after it.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Buffered bytes past which loggers wait for the writer thread (a stalled
+/// stderr slows requests down; no line is ever dropped).
+const MAX_BUFFERED: usize = 8 << 20;
+
+/// Log lines go into one shared buffer; a background thread writes it out
+/// at most every [`FLUSH_INTERVAL`], in one system call. A busy server
+/// (thousands of access lines a second) thus makes a hundred writes and
+/// wakeups a second instead of one per line, and a line from an idle one
+/// still appears within the interval.
+#[derive(Clone)]
+pub struct BatchedWriter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<Buffer>,
+    /// Wakes the writer thread: first line into an empty buffer, or close.
+    pending: Condvar,
+    /// Wakes loggers waiting for room.
+    drained: Condvar,
+}
+
+#[derive(Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+/// Stops the writer thread, writing out every buffered line, when dropped.
+#[must_use = "dropping the guard stops log output"]
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BatchedWriter {
+    /// Starts the writer thread over `out`.
+    pub fn spawn<W: Write + Send + 'static>(out: W) -> (Self, LogGuard) {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Buffer::default()),
+            pending: Condvar::new(),
+            drained: Condvar::new(),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("imggo-log-writer".into())
+            .spawn(move || worker.run(out))
+            .ok();
+        if thread.is_none() {
+            // No thread: loggers write through themselves (see `write`).
+            lock(&shared.state).closed = true;
+        }
+        let guard = LogGuard {
+            shared: shared.clone(),
+            thread,
+        };
+        (Self { shared }, guard)
+    }
+}
+
+fn lock(state: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
+    // A logger that panicked mid-append leaves at worst a partial line.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn run(&self, mut out: impl Write) {
+        let mut spare = Vec::with_capacity(64 * 1024);
+        loop {
+            let mut state = lock(&self.state);
+            while state.bytes.is_empty() && !state.closed {
+                state = self
+                    .pending
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if !state.closed {
+                // Let the lines that follow this one join it.
+                state = self
+                    .pending
+                    .wait_timeout(state, FLUSH_INTERVAL)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            std::mem::swap(&mut state.bytes, &mut spare);
+            let closed = state.closed;
+            drop(state);
+            self.drained.notify_all();
+            // Nowhere to report a failed write to stderr.
+            let _ = out.write_all(&spare).and_then(|()| out.flush());
+            spare.clear();
+            if spare.capacity() > MAX_BUFFERED {
+                spare.shrink_to(64 * 1024);
+            }
+            if closed && lock(&self.state).bytes.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+impl Write for BatchedWriter {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let mut state = lock(&self.shared.state);
+        if state.closed {
+            // Shutting down (or no writer thread): straight to stderr.
+            drop(state);
+            return io::stderr().write(line);
+        }
+        while state.bytes.len() > MAX_BUFFERED && !state.closed {
+            state = self
+                .shared
+                .drained
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let was_empty = state.bytes.is_empty();
+        state.bytes.extend_from_slice(line);
+        drop(state);
+        if was_empty {
+            self.shared.pending.notify_one();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchedWriter {
+    type Writer = BatchedWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.pending.notify_one();
+        self.shared.drained.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Collects what the writer thread writes, and how many writes it made.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut s = self.0.lock().unwrap();
+            s.0.extend_from_slice(buf);
+            s.1 += 1;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_is_written_in_order_and_in_few_writes() {
+        let sink = Sink::default();
+        let (writer, guard) = BatchedWriter::spawn(sink.clone());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let mut w = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5_000 {
+                        w.write_all(format!("{t} {i}\n").as_bytes()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(guard);
+        let (bytes, writes) = sink.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        let mut next = [0usize; 4];
+        for line in text.lines() {
+            let (t, i) = line.split_once(' ').unwrap();
+            let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[t], "thread {t}'s lines out of order or lost");
+            next[t] += 1;
+        }
+        assert_eq!(next, [5_000; 4], "every line written once");
+        assert!(writes < 2_000, "{writes} writes for 20,000 lines");
+    }
+
+    #[test]
+    fn a_lone_line_is_written_without_waiting_for_more() {
+        let sink = Sink::default();
+        let (mut writer, _guard) = BatchedWriter::spawn(sink.clone());
+        writer.write_all(b"alone\n").unwrap();
+        // Waits for an event that must happen on its own (bounded, so a
+        // regression fails instead of hanging).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sink.0.lock().unwrap().0 != b"alone\n" {
+            assert!(std::time::Instant::now() < deadline, "line never written");
+            std::thread::yield_now();
+        }
+    }
 }
