@@ -86,6 +86,9 @@ impl BatchWriter {
     }
 }
 
+/// How long an idle writer keeps its database connection.
+const HOLD_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
     let mut jobs = Vec::with_capacity(max_batch);
     let mut held = HeldConnection::default();
@@ -94,12 +97,16 @@ async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max
         // gather the next batch while this one commits.
         let received = {
             let mut queue = queue.lock().await;
-            if queue.is_empty() {
-                // Idle from here: the connection goes back to the pool (and
-                // is checked when next taken) instead of idling here.
-                held.release();
+            // A quiet spell keeps the connection (the next lone delivery
+            // skips the pool's round trip); a longer one gives it back to
+            // the pool, which checks it before it is used again.
+            match tokio::time::timeout(HOLD_IDLE, queue.recv_many(&mut jobs, max_batch)).await {
+                Ok(received) => received,
+                Err(_) => {
+                    held.release();
+                    queue.recv_many(&mut jobs, max_batch).await
+                }
             }
-            queue.recv_many(&mut jobs, max_batch).await
         };
         if received == 0 {
             return; // every sender is gone and the queue is empty

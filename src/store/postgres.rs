@@ -89,23 +89,36 @@ impl PgStore {
 
     /// [`Self::insert_batch`] on the connection in `held`, checking one out
     /// of the pool first if it is empty. A batch writer keeps its connection
-    /// while batches follow each other, which spares it the pool's checkout
-    /// and liveness ping per batch; after an error the connection goes back
-    /// to the pool, which checks it before lending it again.
+    /// between batches, which spares it the pool's checkout and liveness
+    /// ping (a round trip) per batch. A kept connection may have died in
+    /// the meantime (server restart, backend terminated): if the batch fails
+    /// for that kind of reason, it is written once more on a connection the
+    /// pool has just checked. The statement is idempotent (`ON CONFLICT DO
+    /// NOTHING`), so if the first attempt did commit, its rows come back as
+    /// duplicates: stored either way. After any other error the connection
+    /// goes back to the pool, which checks it before lending it again.
     pub async fn insert_batch_held(
         &self,
         held: &mut Option<PoolConnection<Postgres>>,
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        let conn = match held {
-            Some(conn) => conn,
-            None => held.insert(self.pool.acquire().await?),
-        };
-        let result = insert_rows(&mut **conn, events).await;
-        if result.is_err() {
-            *held = None;
+        if let Some(conn) = held {
+            match insert_rows(&mut **conn, events).await {
+                Ok(outcomes) => return Ok(outcomes),
+                Err(StoreError::Unavailable(e)) => {
+                    tracing::debug!(error = %e, "kept connection failed; retrying on a fresh one");
+                    *held = None;
+                }
+                Err(e) => {
+                    *held = None;
+                    return Err(e);
+                }
+            }
         }
-        result
+        let mut conn = self.pool.acquire().await?;
+        let outcomes = insert_rows(&mut *conn, events).await?;
+        *held = Some(conn);
+        Ok(outcomes)
     }
 
     #[instrument(skip_all, fields(job_id = %job_id))]
