@@ -32,7 +32,10 @@ ADMIN=29464
 # Deliveries live in memory (tmpfs): writing 1.5 GB to disk just before a
 # phase would have the kernel flushing it while Postgres waits on fsync.
 WORK=$(mktemp -d /dev/shm/imggo-bench.XXXXXX 2>/dev/null || mktemp -d /tmp/imggo-bench.XXXXXX)
-trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# (Never `kill 0`: with PID empty that would signal this whole process group.)
+trap 'if [ -n "${PID:-}" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
+
+trap 'echo "bench/run.sh: failed at line $LINENO" >&2' ERR
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
@@ -59,7 +62,7 @@ $LOADGEN gen 150000 "$WORK/open.tsv"
 # A fresh database per phase, with the previous phase's writes on disk first
 # (a checkpoint and the kernel's writeback), so phases do not tax each other.
 fresh_db() {
-  psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" -c "CREATE DATABASE imggo_bench" -c "CHECKPOINT" >/dev/null
+  psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench WITH (FORCE)" -c "CREATE DATABASE imggo_bench" -c "CHECKPOINT" >/dev/null
   sync
   export DATABASE_URL="$PGURL/imggo_bench"
 }
@@ -111,14 +114,18 @@ CHECK="ok"
 if [ "$STORED" -lt "$OK" ] && [ "$COMPLETED" -le "$COUNT" ]; then CHECK="FAILED: $OK acknowledged, $STORED stored"; fi
 
 say "4/4 pgbench: one INSERT ... ON CONFLICT per transaction, 32 clients, 10s"
-fresh_db; $BIN migrate >/dev/null 2>&1
+fresh_db; $BIN migrate >/dev/null
 cat > "$WORK/insert.sql" <<'SQL'
 \set r random(1, 2000000000)
 INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext)
 VALUES ('pgb-' || :client_id || '-' || :r, 'job.succeeded', 'k', '\x00', decode(repeat('ab', 1600), 'hex'))
 ON CONFLICT (job_id, event) DO NOTHING;
 SQL
-PGB=$($PGBENCH -n -c 32 -j 2 -T 10 -f "$WORK/insert.sql" "$DATABASE_URL" 2>/dev/null | awk -F'= ' '/^tps/ {printf "%.0f", $2}')
+if ! $PGBENCH -n -c 32 -j 2 -T 10 -f "$WORK/insert.sql" "$DATABASE_URL" > "$WORK/pgbench.out" 2>&1; then
+  echo "pgbench failed:" >&2; tail -n 20 "$WORK/pgbench.out" >&2
+fi
+PGB=$(awk -F'= ' '/^tps/ {printf "%.0f", $2}' "$WORK/pgbench.out")
+PGB=${PGB:-0}
 psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" >/dev/null
 
 RATE_W=$(field rate)
@@ -134,6 +141,6 @@ throughput (wrk, $CONNS connections, ${SECONDS_}s): $RATE_W deliveries/s
 open loop: $OPEN_OUT
   receiver peak RSS: ${OPEN_RSS} MiB
 $LONE_OUT
-pgbench single-row INSERT ceiling (32 clients): $PGB rows/s -> receiver/pgbench = $(awk -v a="$RATE_W" -v b="$PGB" 'BEGIN {printf "%.2f", a/b}')x
+pgbench single-row INSERT ceiling (32 clients): $PGB rows/s -> receiver/pgbench = $(awk -v a="$RATE_W" -v b="$PGB" 'BEGIN {if (b > 0) printf "%.2f", a/b; else printf "n/a "}')x
 REPORT
 [ "$CHECK" = "ok" ]
