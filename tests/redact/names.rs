@@ -178,6 +178,22 @@ fn existing_hash_field_is_replaced_where_it_stands() {
     assert_eq!(String::from_utf8(tree.to_vec()).unwrap(), expected);
 }
 
+/// A body that repeats a PII key (and hides the first copy behind the
+/// second) stores one `_hash` of the last value, appended as every
+/// `_hash` is, and neither plaintext.
+#[test]
+fn repeated_pii_keys_leave_no_plaintext() {
+    let body = br#"{"ssn":"123-45-6789","card_number":"4111111111111111","ssn":"219-09-9999","card_number":"4012888888881881"}"#;
+    let mut tree = Json::parse(body).unwrap();
+    redactor().redact_json(&mut tree);
+    let stored = String::from_utf8(tree.to_vec()).unwrap();
+    let expected = format!(
+        r#"{{"card_number":"************1881","ssn_hash":"{}"}}"#,
+        hmac_hex("219099999")
+    );
+    assert_eq!(stored, expected);
+}
+
 #[test]
 fn empty_strings_null_and_booleans() {
     let out = redacted(json!({
