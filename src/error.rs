@@ -19,7 +19,11 @@ pub enum AppError {
     #[error("client IP is not allowed")]
     Forbidden,
     #[error("rate limit exceeded")]
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+        /// The client's bucket size, for `x-ratelimit-limit`.
+        limit: u32,
+    },
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the X-ImgGo-Signature header is missing")]
@@ -81,7 +85,9 @@ impl AppError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             Self::Unavailable => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         }
@@ -97,6 +103,16 @@ impl IntoResponse for AppError {
         if let Some(secs) = self.retry_after() {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::RateLimited {
+            retry_after_secs,
+            limit,
+        } = self
+        {
+            let headers = res.headers_mut();
+            headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+            headers.insert("x-ratelimit-remaining", HeaderValue::from(0));
+            headers.insert("x-ratelimit-after", HeaderValue::from(retry_after_secs));
         }
         res.extensions_mut().insert(Outcome(self.code()));
         res
@@ -125,6 +141,7 @@ mod tests {
             (
                 AppError::RateLimited {
                     retry_after_secs: 1,
+                    limit: 1,
                 },
                 429,
                 "rate_limited",

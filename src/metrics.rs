@@ -106,8 +106,8 @@ fn describe() {
 }
 
 /// Records one finished request. `outcome` is a stable code.
-pub fn record_request(route: String, webhook: bool, outcome: &'static str, latency: Duration) {
-    metrics::counter!(REQUESTS, "route" => route, "outcome" => outcome).increment(1);
+pub fn record_request(route: &str, webhook: bool, outcome: &'static str, latency: Duration) {
+    metrics::counter!(REQUESTS, "route" => route.to_owned(), "outcome" => outcome).increment(1);
     if !webhook {
         return;
     }

@@ -127,7 +127,7 @@ impl Application {
             "listening"
         );
         let metrics = crate::metrics::install();
-        let admin = tokio::spawn(http::server::serve(
+        let admin = tokio::spawn(http::server::serve_router(
             admin_listener,
             http::admin::router(metrics.clone()),
             shutdown.clone(),
@@ -142,7 +142,8 @@ impl Application {
             retention::FIRST_PASS_DELAY.min(state.settings.retention.purge_interval),
             shutdown.clone(),
         ));
-        http::server::serve(listener, http::router(state), shutdown, opts).await;
+        let public = http::PublicService::per_connection(state);
+        http::server::serve(listener, public, shutdown, opts).await;
         // Once the drained connections drop their queue senders, writers
         // commit what is queued (its requesters are waiting) and stop. After
         // a drain that timed out, connections may linger: bound the wait.

@@ -3,20 +3,24 @@
 
 mod access_log;
 pub mod admin;
-mod guards;
 pub mod health;
 pub mod server;
 pub mod webhook;
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
@@ -66,24 +70,12 @@ pub struct Services {
     pub shutdown: CancellationToken,
 }
 
-/// The (job_id, event) a webhook response is about, for the access log.
-#[derive(Clone, Debug)]
-pub struct DeliveryIds {
-    pub job_id: String,
-    pub event: String,
-}
-
-/// Marks requests whose path is the webhook route (set before routing, so
-/// rejections by the route's own layers count as webhook outcomes too).
-#[derive(Clone, Copy, Debug)]
-pub struct WebhookRoute;
-
-/// The public application router.
+/// The public application router: every route but the webhook's, which
+/// [`PublicService`] serves before routing.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
         .merge(health::router())
-        .merge(webhook::router(&state))
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
@@ -104,6 +96,44 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What one public connection is served by: requests for the webhook path go
+/// straight to [`webhook::handle`], the rest through [`router`].
+#[derive(Clone)]
+pub struct PublicService {
+    state: AppState,
+    router: Router,
+    peer: SocketAddr,
+}
+
+impl PublicService {
+    /// A factory for the accept loop: one service per connection, knowing its
+    /// TCP peer.
+    pub fn per_connection(state: AppState) -> impl Fn(SocketAddr) -> Self + Send + 'static {
+        let router = router(state.clone());
+        move |peer| Self {
+            state: state.clone(),
+            router: router.clone(),
+            peer,
+        }
+    }
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for PublicService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        if req.uri().path() == self.state.settings.webhook.path {
+            let (state, peer) = (self.state.clone(), self.peer);
+            return Box::pin(async move { Ok(webhook::handle(state, peer, req).await) });
+        }
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        Box::pin(self.router.clone().oneshot(req))
+    }
+}
+
 /// Resolves the client IP once; everything downstream reads [`ClientIp`].
 async fn resolve_client_ip(
     State(state): State<AppState>,
@@ -119,9 +149,6 @@ async fn resolve_client_ip(
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let ip = state.client_ip.resolve(peer, req.headers());
     req.extensions_mut().insert(ClientIp(ip));
-    if req.uri().path() == state.settings.webhook.path {
-        req.extensions_mut().insert(WebhookRoute);
-    }
     next.run(req).await
 }
 

@@ -11,6 +11,7 @@
 //! - on shutdown, in-flight requests get `shutdown_timeout`, then whatever is
 //!   still open is aborted.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,15 +41,45 @@ pub struct ServeOptions {
     pub max_connections: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then stops
-/// accepting, lets open requests finish within `shutdown_timeout` and aborts
-/// the rest.
-pub async fn serve(
+/// Serves a router on `listener` (see [`serve`]); each request learns its
+/// TCP peer as `ConnectInfo`.
+pub async fn serve_router(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     opts: ServeOptions,
 ) {
+    let per_connection = move |peer: SocketAddr| {
+        TowerToHyperService::new(router.clone().map_request(
+            move |req: hyper::Request<Incoming>| {
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        ))
+    };
+    serve(listener, per_connection, shutdown, opts).await;
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then stops
+/// accepting, lets open requests finish within `shutdown_timeout` and aborts
+/// the rest. `per_connection` makes the service of each accepted connection
+/// from its TCP peer.
+pub async fn serve<F, S>(
+    listener: TcpListener,
+    per_connection: F,
+    shutdown: CancellationToken,
+    opts: ServeOptions,
+) where
+    F: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<Body>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -81,15 +112,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |req: hyper::Request<Incoming>| {
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = builder.serve_connection(TokioIo::new(stream), per_connection(peer));
         let mut draining = draining.clone();
         connections.spawn(async move {
             let _slot = slot;

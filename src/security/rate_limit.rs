@@ -1,53 +1,35 @@
-//! Per-client-IP rate limit on the webhook route (tower-governor, GCRA).
+//! Per-client-IP rate limit on the webhook route (governor, GCRA).
 //!
-//! Keyed by the resolved [`ClientIp`], never by tower-governor's own header
-//! extractors (they believe any `X-Forwarded-For`). The keyed state keeps
-//! every key it has seen, so a task prunes keys whose bucket has refilled;
-//! memory then tracks the clients of the last few seconds, not of all time.
-//! Limits are per replica: N replicas admit N times the rate.
+//! Keyed by the resolved client IP, never by a header-reading extractor
+//! (those believe any `X-Forwarded-For`). The webhook handler checks the
+//! bucket itself, so no tower layer wraps the route: tower_governor's layer
+//! cost a clone and drop of its state per request for a lookup that is one
+//! call. The keyed state keeps every key it has seen, so a task prunes keys
+//! whose bucket has refilled; memory then tracks the clients of the last
+//! few seconds, not of all time. Limits are per replica: N replicas admit N
+//! times the rate.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, Response};
-use axum::response::IntoResponse;
+use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
-use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder, SharedRateLimiter};
-use tower_governor::key_extractor::KeyExtractor;
-use tower_governor::{GovernorError, GovernorLayer};
 
-use super::ClientIp;
 use crate::config::RateLimitSettings;
 use crate::error::AppError;
 
 /// How often refilled keys are dropped from the limiter's state.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 
-pub type Limiter = SharedRateLimiter<IpAddr, StateInformationMiddleware>;
-
-/// Keys the limiter by the resolved client IP. Infallible: a request with
-/// no resolved IP (impossible behind our router) shares one bucket.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientIpKey;
-
-impl KeyExtractor for ClientIpKey {
-    type Key = IpAddr;
-
-    fn name(&self) -> &'static str {
-        "client IP"
-    }
-
-    fn extract<T>(&self, req: &Request<T>) -> Result<IpAddr, GovernorError> {
-        let ip = req
-            .extensions()
-            .get::<ClientIp>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0);
-        Ok(rate_key(ip))
-    }
-}
+/// The keyed limiter state, shared by the handler and the pruner.
+pub type Limiter = Arc<
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>,
+>;
 
 /// The bucket a client IP draws from: its IPv4 address, or its IPv6 /64.
 /// One IPv6 host usually owns a whole /64, so per-address buckets would give
@@ -60,58 +42,54 @@ pub fn rate_key(ip: IpAddr) -> IpAddr {
 }
 
 pub struct RateLimit {
-    config: Arc<GovernorConfig<ClientIpKey, StateInformationMiddleware>>,
+    limiter: Limiter,
+}
+
+/// A client's standing after one request was counted against its bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    /// The bucket's size (`x-ratelimit-limit`).
+    pub limit: u32,
+    /// Requests left before the client is refused (`x-ratelimit-remaining`).
+    pub remaining: u32,
 }
 
 impl RateLimit {
     pub fn new(settings: &RateLimitSettings) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            settings.per_second > 0,
-            "rate_limit.per_second must be at least 1"
-        );
-        anyhow::ensure!(settings.burst > 0, "rate_limit.burst must be at least 1");
-        // `per_second(n)` in tower-governor means one token every n seconds;
-        // the period between tokens is what it takes.
-        let period_ns = (1_000_000_000 / u64::from(settings.per_second)).max(1);
-        let config = GovernorConfigBuilder::default()
-            .per_nanosecond(period_ns)
-            .burst_size(settings.burst)
-            .key_extractor(ClientIpKey)
-            .use_headers()
-            .finish()
-            .ok_or_else(|| anyhow::anyhow!("rate_limit: invalid per_second/burst"))?;
+        let per_second = NonZeroU32::new(settings.per_second)
+            .ok_or_else(|| anyhow::anyhow!("rate_limit.per_second must be at least 1"))?;
+        let burst = NonZeroU32::new(settings.burst)
+            .ok_or_else(|| anyhow::anyhow!("rate_limit.burst must be at least 1"))?;
+        // `per_second` tokens a second, `burst` of them banked at most.
+        let quota = Quota::per_second(per_second).allow_burst(burst);
+        let limiter = RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>();
         Ok(Self {
-            config: Arc::new(config),
+            limiter: Arc::new(limiter),
         })
     }
 
     pub fn limiter(&self) -> Limiter {
-        self.config.limiter().clone()
+        self.limiter.clone()
     }
 
-    /// The layer for the webhook route; rejections use the contract's shape.
-    pub fn layer(&self) -> GovernorLayer<ClientIpKey, StateInformationMiddleware, Body> {
-        GovernorLayer::new(self.config.clone()).error_handler(rejected)
-    }
-}
-
-fn rejected(error: GovernorError) -> Response<Body> {
-    let (wait_secs, headers) = match error {
-        GovernorError::TooManyRequests { wait_time, headers } => (wait_time, headers),
-        GovernorError::UnableToExtractKey | GovernorError::Other { .. } => (0, None),
-    };
-    // governor floors the wait to whole seconds (0 at 50/s); a client told
-    // "0" retries at once, so round up.
-    let retry_after_secs = wait_secs + 1;
-    let mut res = AppError::RateLimited { retry_after_secs }.into_response();
-    for (name, value) in headers.iter().flatten() {
-        if name.as_str().starts_with("x-ratelimit-") {
-            res.headers_mut().insert(name.clone(), value.clone());
+    /// Counts one request from `ip` against its bucket.
+    pub fn check(&self, ip: IpAddr) -> Result<Admitted, AppError> {
+        match self.limiter.check_key(&rate_key(ip)) {
+            Ok(snapshot) => Ok(Admitted {
+                limit: snapshot.quota().burst_size().get(),
+                remaining: snapshot.remaining_burst_capacity(),
+            }),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(AppError::RateLimited {
+                    // A client told "0" (the floor of a sub-second wait)
+                    // retries at once: round up.
+                    retry_after_secs: wait.as_secs() + 1,
+                    limit: not_until.quota().burst_size().get(),
+                })
+            }
         }
     }
-    res.headers_mut()
-        .insert("x-ratelimit-after", retry_after_secs.into());
-    res
 }
 
 /// Drops refilled keys every [`PRUNE_INTERVAL`] until `shutdown`.
@@ -138,6 +116,8 @@ fn prune(limiter: &Limiter) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     fn settings(per_second: u32, burst: u32) -> RateLimitSettings {

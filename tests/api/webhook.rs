@@ -380,6 +380,59 @@ async fn unknown_routes_and_methods_answer_json() {
 }
 
 #[tokio::test]
+async fn a_request_id_is_kept_when_sent_and_made_when_not() {
+    let app = spawn_app().await;
+    let body = prod_body(&new_job_id());
+    let res = app
+        .client
+        .post(app.webhook_url())
+        .header("x-imggo-signature", prod_signature(&body))
+        .header("x-request-id", "lb-trace-7f3a")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], "lb-trace-7f3a");
+    // Refusals carry one too, fresh per request.
+    let ids: Vec<String> = futures_util::future::join_all((0..2).map(|_| async {
+        let res = app
+            .client
+            .post(app.webhook_url())
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        res.headers()["x-request-id"].to_str().unwrap().to_owned()
+    }))
+    .await;
+    assert_eq!(ids[0].len(), 36, "a UUID: {}", ids[0]);
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[tokio::test]
+async fn other_methods_on_the_webhook_path_pass_the_guards_first() {
+    let app =
+        spawn_app_with(|o| o.settings.network.allowed_ips = vec!["127.0.0.2/32".parse().unwrap()])
+            .await;
+    let res = client_from("127.0.0.3")
+        .get(app.webhook_url())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let res = client_from("127.0.0.2")
+        .put(app.webhook_url())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "POST");
+    assert_eq!(app.rows().await, 0);
+}
+
+#[tokio::test]
 async fn health_and_readiness() {
     let app = spawn_app().await;
     assert_eq!(app.get_status("/healthz").await, 200);
