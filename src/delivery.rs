@@ -74,6 +74,9 @@ impl Envelope {
 pub struct Delivery<'a> {
     pub body: Json<'a>,
     pub envelope: Envelope,
+    /// Length of the body as received: redaction changes it little, so the
+    /// written-out payload gets about this much room up front.
+    size: usize,
 }
 
 impl<'a> Delivery<'a> {
@@ -85,14 +88,18 @@ impl<'a> Delivery<'a> {
             return Err(AppError::InvalidJson("the body must be a JSON object"));
         }
         let envelope = Envelope::from_object(&body)?;
-        Ok(Self { body, envelope })
+        Ok(Self {
+            body,
+            envelope,
+            size: bytes.len(),
+        })
     }
 
     /// Redacts the body, writes it out once and seals it under the
     /// envelope's (job_id, event): the row to store.
     pub fn seal(mut self, redactor: &Redactor, keys: &KeyRing) -> NewEvent {
         redactor.redact_json(&mut self.body);
-        let mut plaintext = Vec::with_capacity(1024);
+        let mut plaintext = Vec::with_capacity(self.size + self.size / 8 + 64);
         self.body.write_to(&mut plaintext);
         let sealed = keys.seal(&self.envelope.job_id, &self.envelope.event, &plaintext);
         NewEvent {

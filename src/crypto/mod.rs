@@ -5,13 +5,18 @@
 //! in software on machines without AES instructions. Associated data binds a
 //! ciphertext to its (job_id, event): moved to another row, it fails to open.
 
+mod frame;
+
 use std::fmt;
 
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 /// Nonce length of XChaCha20-Poly1305.
 pub const NONCE_LEN: usize = 24;
+
+/// Poly1305 tag length, appended to every ciphertext.
+const TAG_LEN: usize = 16;
 
 /// Domain separation for the associated data, versioned with the format.
 const AAD_CONTEXT: &[u8] = b"imggo-receiver/event/v1";
@@ -95,7 +100,8 @@ impl KeyRing {
         self.keys.iter().map(|(id, _)| id)
     }
 
-    /// Seals `plaintext` for the row (job_id, event) with a fresh nonce.
+    /// Seals `plaintext` for the row (job_id, event) with a fresh nonce,
+    /// compressed first when that makes it smaller (see [`frame`]).
     pub fn seal(&self, job_id: &str, event: &str, plaintext: &[u8]) -> Sealed {
         let (id, cipher) = &self.keys[0];
         // A 192-bit nonce from the thread's CSPRNG (ChaCha, seeded and
@@ -105,15 +111,13 @@ impl KeyRing {
         let aad = associated_data(job_id, event);
         // Encryption only fails when the message exceeds the cipher's ~256 GiB
         // limit, far beyond any body we accept.
-        let ciphertext = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_default();
+        let mut ciphertext = frame::pack(plaintext, TAG_LEN);
+        if cipher
+            .encrypt_in_place(&nonce, &aad, &mut ciphertext)
+            .is_err()
+        {
+            ciphertext.clear();
+        }
         Sealed {
             key_id: id.clone(),
             nonce: nonce.to_vec(),
@@ -141,15 +145,11 @@ impl KeyRing {
             return Err(OpenError::Corrupt);
         }
         let aad = associated_data(job_id, event);
+        let mut framed = ciphertext.to_vec();
         cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| OpenError::Corrupt)
+            .decrypt_in_place(XNonce::from_slice(nonce), &aad, &mut framed)
+            .map_err(|_| OpenError::Corrupt)?;
+        frame::unpack(framed)
     }
 }
 
@@ -179,6 +179,8 @@ pub fn generate_key() -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
+    use chacha20poly1305::aead::Aead as _;
+
     use super::*;
 
     fn ring(ids: &[(&str, u8)]) -> KeyRing {
@@ -266,6 +268,46 @@ mod tests {
         assert!(renamed
             .open("j", "e", "a", &s.nonce, &s.ciphertext)
             .is_err());
+    }
+
+    #[test]
+    fn rows_sealed_before_compression_still_open() {
+        // What `seal` wrote before payloads were framed: the JSON, encrypted.
+        let r = ring(&[("a", 1)]);
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let cipher = XChaCha20Poly1305::new(&[1u8; 32].into());
+        let legacy = cipher
+            .encrypt(
+                &nonce,
+                chacha20poly1305::aead::Payload {
+                    msg: br#"{"event":"job.succeeded"}"#,
+                    aad: &associated_data("j", "e"),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            r.open("j", "e", "a", &nonce, &legacy).unwrap(),
+            br#"{"event":"job.succeeded"}"#
+        );
+    }
+
+    #[test]
+    fn large_json_is_stored_smaller_than_it_came() {
+        let r = ring(&[("a", 1)]);
+        let json = format!(
+            "{{\"items\":[{}]}}",
+            vec![r#"{"sku":"SKU-1","description":"Office chair, black mesh"}"#; 20].join(",")
+        );
+        let s = r.seal("j", "e", json.as_bytes());
+        assert!(
+            s.ciphertext.len() < json.len() / 2,
+            "{} bytes",
+            s.ciphertext.len()
+        );
+        assert_eq!(
+            r.open("j", "e", "a", &s.nonce, &s.ciphertext).unwrap(),
+            json.as_bytes()
+        );
     }
 
     #[test]
