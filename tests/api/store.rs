@@ -277,3 +277,30 @@ async fn readiness_reports_missing_migrations() {
         );
     }
 }
+
+#[tokio::test]
+async fn job_id_and_event_compare_bytewise_in_postgres() {
+    let db = TestDb::new().await;
+    let collations: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT column_name::text, collation_name::text FROM information_schema.columns \
+         WHERE table_name = 'webhook_events' AND column_name IN ('job_id', 'event') \
+         ORDER BY column_name",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        collations,
+        [
+            ("event".to_owned(), Some("C".to_owned())),
+            ("job_id".to_owned(), Some("C".to_owned()))
+        ]
+    );
+    // Bytewise: ids differing only in case (or by a combining mark) are distinct.
+    let store = Store::Postgres(imggo_receiver::store::PgStore::from_pool(db.pool.clone()));
+    let ring = test_ring(KEY_A);
+    for job in ["Job-a", "job-a", "job-\u{e9}", "job-e\u{301}"] {
+        let outcome = store.insert(&event(&ring, job, "e", b"{}")).await.unwrap();
+        assert_eq!(outcome, InsertOutcome::Inserted, "{job}");
+    }
+}
