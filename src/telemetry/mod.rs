@@ -2,6 +2,8 @@
 //! on stderr so that command output on stdout stays parseable. Tests read
 //! what the real binary writes there.
 
+mod json_lines;
+
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -30,10 +32,8 @@ where
         LogFormat::Json => Box::new(
             registry.with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(json_lines::JsonLines)
                     .with_writer(writer),
             ),
         ),
