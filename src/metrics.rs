@@ -1,6 +1,7 @@
 //! Prometheus metrics, served on the admin listener only. Labels are bounded
 //! sets (route templates, outcome codes): never job ids or client IPs.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -105,26 +106,79 @@ fn describe() {
     );
 }
 
+/// The series one finished request updates, for one (route, outcome).
+struct RequestSeries {
+    route: String,
+    outcome: &'static str,
+    requests: metrics::Counter,
+    /// Webhook route only.
+    duration: Option<metrics::Histogram>,
+    /// The outcome's own counter (stored, duplicate, refused...), if any.
+    outcome_total: Option<metrics::Counter>,
+}
+
+impl RequestSeries {
+    fn register(route: &str, webhook: bool, outcome: &'static str) -> Self {
+        let outcome_total = match outcome {
+            _ if !webhook => None,
+            "received" => Some(metrics::counter!(EVENTS_STORED)),
+            "duplicate" => Some(metrics::counter!(DUPLICATES)),
+            "missing_signature" => {
+                Some(metrics::counter!(SIGNATURE_FAILURES, "reason" => "missing"))
+            }
+            "invalid_signature" => {
+                Some(metrics::counter!(SIGNATURE_FAILURES, "reason" => "invalid"))
+            }
+            "forbidden" => Some(metrics::counter!(ALLOWLIST_DENIALS)),
+            "rate_limited" => Some(metrics::counter!(RATE_LIMITED)),
+            _ => None,
+        };
+        Self {
+            route: route.to_owned(),
+            outcome,
+            requests: metrics::counter!(REQUESTS, "route" => route.to_owned(), "outcome" => outcome),
+            duration: webhook.then(|| metrics::histogram!(WEBHOOK_DURATION, "outcome" => outcome)),
+            outcome_total,
+        }
+    }
+
+    fn record(&self, latency: Duration) {
+        self.requests.increment(1);
+        if let Some(h) = &self.duration {
+            h.record(latency.as_secs_f64());
+        }
+        if let Some(c) = &self.outcome_total {
+            c.increment(1);
+        }
+    }
+}
+
+thread_local! {
+    /// Handles of the (route, outcome) pairs this thread has seen: a handle
+    /// updates its series without the registry's key build, hash and lookup
+    /// (three per webhook request). Routes and outcomes are small bounded
+    /// sets, so this stays a few entries.
+    static SERIES: RefCell<Vec<RequestSeries>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Records one finished request. `outcome` is a stable code.
 pub fn record_request(route: &str, webhook: bool, outcome: &'static str, latency: Duration) {
-    metrics::counter!(REQUESTS, "route" => route.to_owned(), "outcome" => outcome).increment(1);
-    if !webhook {
+    // Handles taken before the recorder is installed would stay no-ops.
+    if HANDLE.get().is_none() {
+        RequestSeries::register(route, webhook, outcome).record(latency);
         return;
     }
-    metrics::histogram!(WEBHOOK_DURATION, "outcome" => outcome).record(latency.as_secs_f64());
-    match outcome {
-        "received" => metrics::counter!(EVENTS_STORED).increment(1),
-        "duplicate" => metrics::counter!(DUPLICATES).increment(1),
-        "missing_signature" => {
-            metrics::counter!(SIGNATURE_FAILURES, "reason" => "missing").increment(1)
-        }
-        "invalid_signature" => {
-            metrics::counter!(SIGNATURE_FAILURES, "reason" => "invalid").increment(1)
-        }
-        "forbidden" => metrics::counter!(ALLOWLIST_DENIALS).increment(1),
-        "rate_limited" => metrics::counter!(RATE_LIMITED).increment(1),
-        _ => {}
-    }
+    SERIES.with(|series| {
+        let mut series = series.borrow_mut();
+        let found = series
+            .iter()
+            .position(|s| s.outcome == outcome && s.route == route);
+        let i = found.unwrap_or_else(|| {
+            series.push(RequestSeries::register(route, webhook, outcome));
+            series.len() - 1
+        });
+        series[i].record(latency);
+    });
 }
 
 pub fn database_error(operation: &'static str) {
