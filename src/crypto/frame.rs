@@ -11,16 +11,19 @@
 //! JSON becomes ~980 B in ~1.6 us. zstd's fast level -1 reaches ~920 B but
 //! took ~2.7 us, and more than twice that inside the busy server.
 //!
-//! Framing (inside the AEAD, so authenticated like the rest):
-//! - `0x00`, the payload's length (u32, little endian), one LZ4 block;
+//! Framing (inside the AEAD, so authenticated like the rest). The first byte
+//! is a tag from the control bytes, which never start JSON text:
+//! - `0x02`, the payload's length (u32, little endian), one LZ4 block;
 //! - `0x01`, then the payload as is (compression would not have helped);
+//! - any other control byte but JSON's whitespace: not a frame this version
+//!   knows (`0x00` was a development build's zstd frame), so `Corrupt`;
 //! - anything else: a row sealed before framing existed, which is the JSON
-//!   payload itself (it starts with `{`).
+//!   payload itself.
 
 use super::OpenError;
 
-const LZ4: u8 = 0x00;
 const RAW: u8 = 0x01;
+const LZ4: u8 = 0x02;
 
 /// Tag and length prefix of an LZ4 frame.
 const LZ4_HEADER: usize = 1 + 4;
@@ -28,6 +31,10 @@ const LZ4_HEADER: usize = 1 + 4;
 /// Largest payload a frame may claim to expand to. Frames are authenticated
 /// (only this service writes them), so this only bounds a bug's damage.
 const MAX_PLAINTEXT: usize = 256 << 20;
+
+/// LZ4 cannot expand a block by more than this (one token byte plus a run
+/// of 255-length bytes encodes at most 255 bytes per input byte, roughly).
+const MAX_RATIO: usize = 255;
 
 /// Frames `payload`, leaving `spare` bytes of capacity after it (the AEAD
 /// tag is appended in place).
@@ -63,6 +70,7 @@ pub fn unpack(framed: Vec<u8>) -> Result<Vec<u8>, OpenError> {
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .map(|b| u32::from_le_bytes(b) as usize)
                 .filter(|n| *n <= MAX_PLAINTEXT)
+                .filter(|n| *n <= (framed.len() - LZ4_HEADER).saturating_mul(MAX_RATIO))
                 .ok_or(OpenError::Corrupt)?;
             let mut payload = vec![0u8; len];
             match lz4_flex::block::decompress_into(&framed[LZ4_HEADER..], &mut payload) {
@@ -74,6 +82,9 @@ pub fn unpack(framed: Vec<u8>) -> Result<Vec<u8>, OpenError> {
             let mut payload = framed;
             payload.remove(0);
             Ok(payload)
+        }
+        Some(&tag) if tag < 0x20 && !matches!(tag, b' ' | b'\t' | b'\n' | b'\r') => {
+            Err(OpenError::Corrupt)
         }
         // Sealed before framing: the payload itself.
         _ => Ok(framed),
@@ -109,8 +120,25 @@ mod tests {
 
     #[test]
     fn rows_sealed_before_framing_open_as_they_are() {
-        let legacy = br#"{"event":"job.succeeded"}"#.to_vec();
-        assert_eq!(unpack(legacy.clone()).unwrap(), legacy);
+        for legacy in [&br#"{"event":"job.succeeded"}"#[..], b" \n{}"] {
+            assert_eq!(unpack(legacy.to_vec()).unwrap(), legacy);
+        }
+    }
+
+    #[test]
+    fn unknown_tags_and_impossible_lengths_are_corrupt() {
+        for tag in [0x00u8, 0x03, 0x1f] {
+            assert_eq!(
+                unpack(vec![tag, b'{', b'}']),
+                Err(OpenError::Corrupt),
+                "{tag:#x}"
+            );
+        }
+        // A block of 10 bytes cannot hold 1 MiB, whatever the prefix says.
+        let mut framed = vec![LZ4];
+        framed.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        framed.extend_from_slice(&[0u8; 10]);
+        assert_eq!(unpack(framed), Err(OpenError::Corrupt));
     }
 
     #[test]

@@ -34,6 +34,19 @@ use crate::store::{BatchWriter, Store};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Longest request id kept from a client (a UUID is 36 bytes).
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The request id the client (or its load balancer) sent, if it is one we
+/// keep: 1 to 128 visible ASCII characters. Anything else would be echoed
+/// into every log line and response; such a request gets a fresh id.
+pub fn client_request_id(headers: &axum::http::HeaderMap) -> Option<&axum::http::HeaderValue> {
+    headers.get(REQUEST_ID_HEADER).filter(|v| {
+        let b = v.as_bytes();
+        (1..=MAX_REQUEST_ID_LEN).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
+    })
+}
+
 /// Everything a request handler may need. Every stateful layer clones the
 /// state per request, so it is one reference count, not one per field.
 #[derive(Clone)]
@@ -89,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn(drop_unusable_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([
             HeaderName::from_static(SIGNATURE_HEADER),
             axum::http::header::AUTHORIZATION,
@@ -132,6 +146,15 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for PublicSe
         req.extensions_mut().insert(ConnectInfo(self.peer));
         Box::pin(self.router.clone().oneshot(req))
     }
+}
+
+/// Removes a client's request id that [`client_request_id`] would not keep,
+/// so the next layer makes a fresh one.
+async fn drop_unusable_request_id(mut req: Request, next: Next) -> Response {
+    if req.headers().contains_key(REQUEST_ID_HEADER) && client_request_id(req.headers()).is_none() {
+        req.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    next.run(req).await
 }
 
 /// Resolves the client IP once; everything downstream reads [`ClientIp`].

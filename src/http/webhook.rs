@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::access_log::AccessLine;
-use super::{AppState, REQUEST_ID_HEADER};
+use super::{client_request_id, AppState, REQUEST_ID_HEADER};
 use crate::delivery::{check_freshness, Delivery};
 use crate::error::{AppError, Outcome};
 use crate::security::rate_limit::Admitted;
@@ -34,9 +34,7 @@ where
 {
     let start = Instant::now();
     let (parts, body) = req.into_parts();
-    let request_id = parts
-        .headers
-        .get(REQUEST_ID_HEADER)
+    let request_id = client_request_id(&parts.headers)
         .cloned()
         .unwrap_or_else(new_request_id);
     let client_ip = state.client_ip.resolve(peer.ip(), &parts.headers);

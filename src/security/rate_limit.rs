@@ -80,7 +80,7 @@ impl RateLimit {
                 remaining: snapshot.remaining_burst_capacity(),
             }),
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
                 Err(AppError::RateLimited {
                     // A client told "0" (the floor of a sub-second wait)
                     // retries at once: round up.

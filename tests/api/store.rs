@@ -296,11 +296,4 @@ async fn job_id_and_event_compare_bytewise_in_postgres() {
             ("job_id".to_owned(), Some("C".to_owned()))
         ]
     );
-    // Bytewise: ids differing only in case (or by a combining mark) are distinct.
-    let store = Store::Postgres(imggo_receiver::store::PgStore::from_pool(db.pool.clone()));
-    let ring = test_ring(KEY_A);
-    for job in ["Job-a", "job-a", "job-\u{e9}", "job-e\u{301}"] {
-        let outcome = store.insert(&event(&ring, job, "e", b"{}")).await.unwrap();
-        assert_eq!(outcome, InsertOutcome::Inserted, "{job}");
-    }
 }

@@ -394,6 +394,26 @@ async fn a_request_id_is_kept_when_sent_and_made_when_not() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-request-id"], "lb-trace-7f3a");
+    // Ids that would bloat or garble every log line are replaced, on the
+    // webhook route and the others alike.
+    for bad in [
+        "x".repeat(129),
+        "has space".to_owned(),
+        "tab\tid".to_owned(),
+    ] {
+        for url in [app.webhook_url(), app.url("/healthz")] {
+            let res = app
+                .client
+                .post(&url)
+                .header("x-request-id", &bad)
+                .send()
+                .await
+                .unwrap();
+            let id = res.headers()["x-request-id"].to_str().unwrap();
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 36, "{url}: a fresh UUID, not {id}");
+        }
+    }
     // Refusals carry one too, fresh per request.
     let ids: Vec<String> = futures_util::future::join_all((0..2).map(|_| async {
         let res = app
