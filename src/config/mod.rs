@@ -119,7 +119,8 @@ pub struct RetentionSettings {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// Pool size per replica.
+    /// Database connections per replica in all: `writers` of them belong to
+    /// the batch writers, the rest to the pool everything else uses.
     pub max_connections: u32,
     /// How long start-up waits for the database.
     #[serde(with = "humantime_serde")]
@@ -129,7 +130,7 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     /// Most deliveries committed per group-commit transaction.
     pub max_batch: u32,
-    /// Group-commit writer tasks.
+    /// Group-commit writer tasks, each with its own connection.
     pub writers: u32,
     /// Deliveries queued for a writer before new ones get 503.
     pub queue_capacity: u32,

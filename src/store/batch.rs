@@ -4,6 +4,14 @@
 //! transaction, and answers each request with its own outcome. A failed
 //! batch fails every request in it, so nothing is acknowledged that was not
 //! committed. A full queue is refused at once instead of growing memory.
+//!
+//! The writers run on a thread of their own (a single-threaded runtime), with
+//! their own Postgres connections opened there. On the request runtime the
+//! writer was one task among a burst's connection tasks: the answer to its
+//! commit waited for that runtime's I/O poll and then in a worker's queue
+//! behind requests, and each such wait lengthened every delivery's commit
+//! cycle. On its own thread the OS schedules it the moment Postgres answers
+//! (measured: 4.7-7.7% more deliveries/s at 64 connections, three pairs).
 
 use std::sync::Arc;
 
@@ -52,20 +60,42 @@ impl std::fmt::Debug for Job {
 }
 
 impl BatchWriter {
-    /// Starts `opts.writers` writer tasks over `store`.
+    /// Starts `opts.writers` writers over `store` on the writer thread. The
+    /// returned handle (one) finishes once the writers have stopped: after
+    /// every `BatchWriter` clone is dropped and the queue is drained. Must be
+    /// called inside a Tokio runtime.
     pub fn spawn(store: Store, opts: BatchOptions) -> (Self, Vec<JoinHandle<()>>) {
         let (queue, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
-        let writers = (0..opts.writers.clamp(1, store.max_writers()))
-            .map(|_| {
-                tokio::spawn(write_batches(
-                    store.clone(),
-                    rx.clone(),
-                    opts.max_batch.max(1),
-                ))
-            })
-            .collect();
-        (Self { queue }, writers)
+        let writers = opts.writers.clamp(1, store.max_writers());
+        let max_batch = opts.max_batch.max(1);
+        let (stopped, on_stop) = oneshot::channel::<()>();
+        let start = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|runtime| {
+                let (store, rx) = (store.clone(), rx.clone());
+                std::thread::Builder::new()
+                    .name("imggo-writer".into())
+                    .spawn(move || {
+                        runtime.block_on(run_writers(store, rx, writers, max_batch));
+                        let _ = stopped.send(());
+                    })
+            });
+        let handle = match start {
+            Ok(_thread) => tokio::spawn(async move {
+                if on_stop.await.is_err() {
+                    tracing::error!("the batch writer thread stopped without draining its queue");
+                }
+            }),
+            // No thread or runtime to be had (resource limits): write from
+            // this runtime instead, as correct if slower under load.
+            Err(e) => {
+                tracing::warn!(error = %e, "no writer thread; batch writers share the request runtime");
+                tokio::spawn(run_writers(store, rx, writers, max_batch))
+            }
+        };
+        (Self { queue }, vec![handle])
     }
 
     /// Queues `event` and waits until its batch is committed (or failed).
@@ -83,6 +113,35 @@ impl BatchWriter {
     /// Rows waiting for a writer right now.
     pub fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+/// Runs `writers` writer tasks until the queue is closed and drained. On
+/// Postgres they get a pool of their own, opened from this runtime; SQLite's
+/// one connection is served by its own thread whatever the caller.
+async fn run_writers(
+    store: Store,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    writers: usize,
+    max_batch: usize,
+) {
+    let (store, own_pool) = match &store {
+        Store::Postgres(pg) => (
+            Store::Postgres(pg.own_pool(u32::try_from(writers).unwrap_or(u32::MAX))),
+            true,
+        ),
+        Store::Sqlite(_) => (store, false),
+    };
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| tokio::spawn(write_batches(store.clone(), queue.clone(), max_batch)))
+        .collect();
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "batch writer failed");
+        }
+    }
+    if own_pool {
+        store.close().await;
     }
 }
 

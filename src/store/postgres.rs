@@ -31,8 +31,10 @@ impl PgStore {
         let deadline = tokio::time::Instant::now() + db.connect_timeout;
         let mut backoff = Duration::from_millis(200);
         loop {
+            // The batch writers open their `writers` connections from their
+            // own thread (`own_pool`): the rest of the budget is this pool's.
             let attempt = PgPoolOptions::new()
-                .max_connections(db.max_connections)
+                .max_connections(db.max_connections.saturating_sub(db.writers).max(1))
                 .acquire_timeout(db.acquire_timeout)
                 .connect_with(options.clone())
                 .await;
@@ -50,6 +52,18 @@ impl PgStore {
 
     /// Wraps an existing pool (tests, tools).
     pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// A store over a pool of its own, `connections` large, with this one's
+    /// connect options and acquire timeout; it connects lazily. Must be
+    /// called inside the runtime that will use it: each connection's socket
+    /// belongs to the runtime that opened it (see `store::batch`).
+    pub fn own_pool(&self, connections: u32) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(connections.max(1))
+            .acquire_timeout(self.pool.options().get_acquire_timeout())
+            .connect_lazy_with((*self.pool.connect_options()).clone());
         Self { pool }
     }
 
