@@ -126,10 +126,15 @@ async fn run_writers(
     max_batch: usize,
 ) {
     let (store, own_pool) = match &store {
-        Store::Postgres(pg) => (
-            Store::Postgres(pg.own_pool(u32::try_from(writers).unwrap_or(u32::MAX))),
-            true,
-        ),
+        Store::Postgres(pg) => {
+            let own = pg.own_pool(u32::try_from(writers).unwrap_or(u32::MAX));
+            // Connect now, so the first delivery does not wait for it. A
+            // database that is down now is retried by the first batch.
+            if let Err(e) = own.pool().acquire().await {
+                tracing::warn!(error = %e, "batch writer could not connect yet");
+            }
+            (Store::Postgres(own), true)
+        }
         Store::Sqlite(_) => (store, false),
     };
     let tasks: Vec<_> = (0..writers)
