@@ -297,3 +297,21 @@ async fn job_id_and_event_compare_bytewise_in_postgres() {
         ]
     );
 }
+
+#[tokio::test]
+async fn batch_writer_sessions_flush_their_writes_steadily() {
+    let db = TestDb::new().await;
+    let writers = imggo_receiver::store::PgStore::from_pool(db.pool.clone()).own_pool(1);
+    let flush: String = sqlx::query_scalar("SHOW backend_flush_after")
+        .fetch_one(writers.pool())
+        .await
+        .unwrap();
+    assert_eq!(flush, "256kB");
+    // Only the writers' sessions: the shared pool keeps the server's setting.
+    let shared: String = sqlx::query_scalar("SHOW backend_flush_after")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_ne!(shared, "256kB");
+    writers.close().await;
+}
