@@ -118,39 +118,41 @@ impl fmt::Display for Json<'_> {
     }
 }
 
-/// Writes `text` as a JSON string, escaped as `serde_json` escapes it:
-/// `"` and `\`, the short forms `\b \f \n \r \t`, other control
-/// characters as `\u00XX`; everything else verbatim.
+/// Writes `text` as a JSON string (see [`escape_str`]).
 fn write_string(text: &str, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(text.len() + 2);
     out.push(b'"');
+    escape_str(text, |piece| out.extend_from_slice(piece.as_bytes()));
+    out.push(b'"');
+}
+
+/// Hands `emit` the inside of `text` as a JSON string, in pieces, escaped
+/// as `serde_json` escapes it: `"` and `\`, the short forms `\b \f \n \r
+/// \t`, other control characters as `\u00XX`; everything else verbatim.
+/// Stored payloads and log lines both escape through this.
+pub(crate) fn escape_str(text: &str, mut emit: impl FnMut(&str)) {
+    /// The escape of each control character.
+    const CONTROL: [&str; 32] = [
+        "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007",
+        "\\b", "\\t", "\\n", "\\u000b", "\\f", "\\r", "\\u000e", "\\u000f", "\\u0010", "\\u0011",
+        "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017", "\\u0018", "\\u0019",
+        "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+    ];
     let bytes = text.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => &[],
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x00..=0x1f => CONTROL[usize::from(b)],
             _ => continue,
         };
-        out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(escape);
-        }
+        // Escaped bytes are ASCII, so both ends are char boundaries.
+        emit(&text[start..i]);
+        emit(escape);
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    emit(&text[start..]);
 }
 
 impl<'de> Deserialize<'de> for Json<'de> {

@@ -164,37 +164,19 @@ fn write_string(w: &mut dyn fmt::Write, text: &str) -> fmt::Result {
     w.write_char('"')
 }
 
-/// Escapes what passes through it as the inside of a JSON string, the way
-/// serde_json does: `"` and `\`, the short forms `\b \f \n \r \t`, other
-/// control characters as `\u00XX`.
+/// Escapes what passes through it as the inside of a JSON string (the
+/// same escaping as stored payloads: [`crate::json::escape_str`]).
 struct Escaped<'a>(&'a mut dyn fmt::Write);
 
 impl fmt::Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escape = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0c => "\\f",
-                0x00..=0x1f => "",
-                _ => continue,
-            };
-            // Escaped bytes are ASCII, so these are char boundaries.
-            self.0.write_str(&s[start..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
+        let mut result = Ok(());
+        crate::json::escape_str(s, |piece| {
+            if result.is_ok() {
+                result = self.0.write_str(piece);
             }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
+        });
+        result
     }
 }
 
