@@ -70,7 +70,6 @@ impl Application {
         let rate_limit = RateLimit::new(&settings.rate_limit)?;
         let (writer, writers) = BatchWriter::spawn(store.clone(), settings.batch_options());
         let state = AppState::new(Services {
-            rate_limiter: rate_limit.limiter(),
             rate_limit,
             verifier: SignatureVerifier::new(&secrets.webhook),
             keys: secrets.keys,
@@ -134,7 +133,7 @@ impl Application {
             opts,
         ));
         let upkeep = tokio::spawn(crate::metrics::upkeep(metrics, shutdown.clone()));
-        let limiter = state.rate_limiter.clone();
+        let limiter = state.rate_limit.limiter();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
         let retention = tokio::spawn(retention::run(
             store.clone(),

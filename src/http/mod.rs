@@ -28,7 +28,7 @@ use crate::config::Settings;
 use crate::crypto::KeyRing;
 use crate::error::AppError;
 use crate::redact::Redactor;
-use crate::security::rate_limit::{Limiter, RateLimit};
+use crate::security::rate_limit::RateLimit;
 use crate::security::{Allowlist, ClientIp, ClientIpResolver, SignatureVerifier, SIGNATURE_HEADER};
 use crate::store::{BatchWriter, Store};
 
@@ -77,8 +77,6 @@ pub struct Services {
     pub client_ip: ClientIpResolver,
     pub allowlist: Allowlist,
     pub rate_limit: RateLimit,
-    /// The limiter state behind `rate_limit`, for pruning and metrics.
-    pub rate_limiter: Limiter,
     /// Cancelled when the process starts shutting down (`/readyz` → 503).
     pub shutdown: CancellationToken,
 }
