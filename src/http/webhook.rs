@@ -55,8 +55,7 @@ where
                     .await
                     .unwrap_or(Err(AppError::Timeout));
             let mut res = match processed {
-                Ok(InsertOutcome::Inserted) => stored("received"),
-                Ok(InsertOutcome::Duplicate) => stored("duplicate"),
+                Ok(outcome) => stored(outcome),
                 Err(e) => e.into_response(),
             };
             let headers = res.headers_mut();
@@ -93,10 +92,10 @@ fn admit(state: &AppState, client_ip: std::net::IpAddr) -> Result<Admitted, AppE
 }
 
 /// The 200 answer; its body is a constant.
-fn stored(outcome: &'static str) -> Response {
-    let body = match outcome {
-        "received" => r#"{"status":"received"}"#,
-        _ => r#"{"status":"duplicate"}"#,
+fn stored(outcome: InsertOutcome) -> Response {
+    let (label, body) = match outcome {
+        InsertOutcome::Inserted => ("received", r#"{"status":"received"}"#),
+        InsertOutcome::Duplicate => ("duplicate", r#"{"status":"duplicate"}"#),
     };
     let mut res = Response::new(Body::from(body));
     *res.status_mut() = StatusCode::OK;
@@ -104,7 +103,7 @@ fn stored(outcome: &'static str) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    res.extensions_mut().insert(Outcome(outcome));
+    res.extensions_mut().insert(Outcome(label));
     res
 }
 
