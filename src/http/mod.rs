@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::HeaderName;
 use axum::middleware::{self, Next};
@@ -140,8 +139,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for PublicSe
             let (state, peer) = (self.state.clone(), self.peer);
             return Box::pin(async move { Ok(webhook::handle(state, peer, req).await) });
         }
-        let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let req = server::for_router(req, self.peer);
         Box::pin(self.router.clone().oneshot(req))
     }
 }

@@ -50,15 +50,21 @@ pub async fn serve_router(
     opts: ServeOptions,
 ) {
     let per_connection = move |peer: SocketAddr| {
-        TowerToHyperService::new(router.clone().map_request(
-            move |req: hyper::Request<Incoming>| {
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            },
-        ))
+        TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(move |req: hyper::Request<Incoming>| for_router(req, peer)),
+        )
     };
     serve(listener, per_connection, shutdown, opts).await;
+}
+
+/// A request as a router wants it: axum's body type, and its TCP peer as
+/// `ConnectInfo` (routers do not see the connection).
+pub fn for_router(req: hyper::Request<Incoming>, peer: SocketAddr) -> axum::extract::Request {
+    let mut req = req.map(Body::new);
+    req.extensions_mut().insert(ConnectInfo(peer));
+    req
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then stops
