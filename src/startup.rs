@@ -24,7 +24,7 @@ pub struct Application {
     listener: TcpListener,
     admin_listener: TcpListener,
     state: AppState,
-    writers: Vec<tokio::task::JoinHandle<()>>,
+    writers: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -147,10 +147,8 @@ impl Application {
         // commit what is queued (its requesters are waiting) and stop. After
         // a drain that timed out, connections may linger: bound the wait.
         let drain = async {
-            for writer in writers {
-                if let Err(e) = writer.await {
-                    tracing::error!(error = %e, "batch writer failed");
-                }
+            if let Err(e) = writers.await {
+                tracing::error!(error = %e, "batch writer failed");
             }
         };
         if tokio::time::timeout(WRITER_DRAIN_TIMEOUT, drain)

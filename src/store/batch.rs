@@ -61,10 +61,10 @@ impl std::fmt::Debug for Job {
 
 impl BatchWriter {
     /// Starts `opts.writers` writers over `store` on the writer thread. The
-    /// returned handle (one) finishes once the writers have stopped: after
-    /// every `BatchWriter` clone is dropped and the queue is drained. Must be
+    /// returned handle finishes once the writers have stopped: after every
+    /// `BatchWriter` clone is dropped and the queue is drained. Must be
     /// called inside a Tokio runtime.
-    pub fn spawn(store: Store, opts: BatchOptions) -> (Self, Vec<JoinHandle<()>>) {
+    pub fn spawn(store: Store, opts: BatchOptions) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(opts.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let writers = opts.writers.clamp(1, store.max_writers());
@@ -95,7 +95,7 @@ impl BatchWriter {
                 tokio::spawn(run_writers(store, rx, writers, max_batch))
             }
         };
-        (Self { queue }, vec![handle])
+        (Self { queue }, handle)
     }
 
     /// Queues `event` and waits until its batch is committed (or failed).

@@ -69,7 +69,7 @@ async fn one_batch_mixes_new_stored_and_repeated_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_submissions_get_their_own_outcome() {
     for (store, _keep) in each_store().await {
-        let (writer, handles) = BatchWriter::spawn(store.clone(), opts(64, 2, 1024));
+        let (writer, handle) = BatchWriter::spawn(store.clone(), opts(64, 2, 1024));
         let tasks: Vec<_> = (0..400)
             .map(|i| {
                 let writer = writer.clone();
@@ -85,9 +85,7 @@ async fn concurrent_submissions_get_their_own_outcome() {
         assert_eq!(inserted, 100, "{}", store.backend());
         assert_eq!(count_rows(&store).await, 100);
         drop(writer);
-        for h in handles {
-            h.await.unwrap();
-        }
+        handle.await.unwrap();
     }
 }
 
@@ -193,7 +191,7 @@ async fn a_full_queue_is_refused_at_once_then_everything_queued_commits() {
 async fn shutdown_with_a_non_empty_queue_commits_what_was_queued() {
     let db = TestDb::new().await;
     let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
-    let (writer, handles) = BatchWriter::spawn(store.clone(), opts(4, 1, 64));
+    let (writer, handle) = BatchWriter::spawn(store.clone(), opts(4, 1, 64));
     let mut lock = lock_table(&db).await;
     let waiting: Vec<_> = (0..20)
         .map(|i| {
@@ -216,12 +214,10 @@ async fn shutdown_with_a_non_empty_queue_commits_what_was_queued() {
             "an acknowledged row"
         );
     }
-    for h in handles {
-        tokio::time::timeout(Duration::from_secs(10), h)
-            .await
-            .expect("writers stop once drained")
-            .unwrap();
-    }
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("writers stop once drained")
+        .unwrap();
     assert_eq!(count_rows(&store).await, 20);
 }
 
