@@ -8,24 +8,15 @@
 use std::time::Duration;
 
 use crate::crypto::KeyRing;
+use crate::event::{Envelope, NewEvent};
 use crate::json::Json;
 use crate::redact::Redactor;
-use crate::store::NewEvent;
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
 
 /// How far in the future a signed timestamp may be (clock skew).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
-
-/// The plaintext columns of a stored event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    pub job_id: String,
-    pub event: String,
-    pub pattern_id: Option<String>,
-    pub status: Option<String>,
-}
 
 impl Envelope {
     /// Reads and validates the envelope of a parsed body (an object).

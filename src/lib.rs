@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod error;
+pub mod event;
 pub mod http;
 pub mod json;
 pub mod metrics;

@@ -15,6 +15,7 @@ use crate::redact::Redactor;
 use crate::retention;
 use crate::security::rate_limit::{self, RateLimit};
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
+use crate::store::batch::BatchOptions;
 use crate::store::{BatchWriter, Store};
 
 /// How long writers get to commit what is queued once serving has stopped.
@@ -68,7 +69,10 @@ impl Application {
             );
         }
         let rate_limit = RateLimit::new(&settings.rate_limit)?;
-        let (writer, writers) = BatchWriter::spawn(store.clone(), settings.batch_options());
+        let (writer, writers) = BatchWriter::spawn(
+            store.clone(),
+            BatchOptions::from_settings(&settings.database),
+        );
         let state = AppState::new(Services {
             rate_limit,
             verifier: SignatureVerifier::new(&secrets.webhook),

@@ -267,15 +267,6 @@ impl Settings {
         self.redact.validate().map_err(ConfigError)?;
         Ok(())
     }
-
-    /// The group-commit sizes.
-    pub fn batch_options(&self) -> crate::store::batch::BatchOptions {
-        crate::store::batch::BatchOptions {
-            max_batch: self.database.max_batch as usize,
-            writers: self.database.writers as usize,
-            queue_capacity: self.database.queue_capacity as usize,
-        }
-    }
 }
 
 /// Accepts a TOML list or one comma-separated string (what an environment

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
 use super::{HeldConnection, InsertOutcome, NewEvent, Store, StoreError};
+use crate::config::DatabaseSettings;
 
 /// Sizes of the group-commit path (`[database]` settings).
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +30,17 @@ pub struct BatchOptions {
     pub writers: usize,
     /// Rows waiting for a writer before new requests get 503.
     pub queue_capacity: usize,
+}
+
+impl BatchOptions {
+    /// The group-commit sizes of the `[database]` settings.
+    pub fn from_settings(db: &DatabaseSettings) -> Self {
+        Self {
+            max_batch: db.max_batch as usize,
+            writers: db.writers as usize,
+            queue_capacity: db.queue_capacity as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -13,60 +13,35 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::DatabaseSettings;
 use crate::crypto::Sealed;
-use crate::delivery::Envelope;
+pub use crate::event::{InsertOutcome, NewEvent};
 
 pub use batch::{BatchWriter, SubmitError};
-pub use postgres::PgStore;
+pub use postgres::{HeldConnection, PgStore};
 pub use sqlite::SqliteStore;
 
-/// A sealed event ready to be written.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub envelope: Envelope,
-    pub sealed: Sealed,
-}
-
-/// What an insert did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertOutcome {
-    /// A new row was committed.
-    Inserted,
-    /// (job_id, event) was already stored; nothing was written.
-    Duplicate,
-}
-
-/// Ready means every migration this binary embeds has been applied.
-/// `applied` is the highest applied version, `None` when nothing (or no
-/// migrations table) is there.
-fn require_migrated(
-    applied: Option<i64>,
-    migrator: &sqlx::migrate::Migrator,
-) -> Result<(), StoreError> {
-    let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-    if applied.unwrap_or(0) < latest {
-        return Err(StoreError::NotMigrated);
+/// Deletes in batches until a batch comes back short: each call of
+/// `delete_batch` is one short transaction deleting at most `batch_size`.
+async fn delete_in_batches<F, Fut>(batch_size: u32, mut delete_batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut deleted = 0u64;
+    loop {
+        let n = delete_batch().await?;
+        deleted += n;
+        if n < u64::from(batch_size) {
+            return Ok(deleted);
+        }
     }
-    Ok(())
 }
 
-/// Maps the (job_id, event) pairs a batch insert returned back onto the
-/// batch: the first event holding a returned pair was inserted, every other
-/// one (stored before, or repeated inside the batch) is a duplicate.
-fn claim_outcomes(events: &[&NewEvent], inserted: Vec<(String, String)>) -> Vec<InsertOutcome> {
-    let mut fresh: std::collections::HashSet<(&str, &str)> = inserted
-        .iter()
-        .map(|(j, e)| (j.as_str(), e.as_str()))
-        .collect();
-    events
-        .iter()
-        .map(|e| {
-            if fresh.remove(&(e.envelope.job_id.as_str(), e.envelope.event.as_str())) {
-                InsertOutcome::Inserted
-            } else {
-                InsertOutcome::Duplicate
-            }
-        })
-        .collect()
+/// The moment before which rows have expired.
+fn retention_cutoff(max_age: Duration) -> DateTime<Utc> {
+    let age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+    Utc::now()
+        .checked_sub_signed(age)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// A stored row, payload still sealed.
@@ -101,18 +76,6 @@ pub struct Resealed {
     /// The nonce the row held when read: the update applies only if unchanged.
     pub old_nonce: Vec<u8>,
     pub sealed: Sealed,
-}
-
-/// A database connection a batch writer keeps between batches; empty when
-/// it has none. Dropping it returns the connection to the pool.
-#[derive(Debug, Default)]
-pub struct HeldConnection(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
-
-impl HeldConnection {
-    /// Gives the connection back to the pool.
-    pub fn release(&mut self) {
-        self.0 = None;
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +130,16 @@ pub enum Store {
     Sqlite(SqliteStore),
 }
 
+/// Calls the same method on whichever backend `$store` is.
+macro_rules! on_backend {
+    ($store:expr, $s:ident => $call:expr) => {
+        match $store {
+            Store::Postgres($s) => $call,
+            Store::Sqlite($s) => $call,
+        }
+    };
+}
+
 impl Store {
     /// Connects by URL scheme (`postgres://`, `sqlite://`), waiting up to
     /// `database.connect_timeout` for a server.
@@ -189,28 +162,35 @@ impl Store {
         }
     }
 
-    /// `postgres` or `sqlite`.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Self::Postgres(_) => "postgres",
-            Self::Sqlite(_) => "sqlite",
-        }
-    }
-
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Postgres(s) => s.migrate().await,
-            Self::Sqlite(s) => s.migrate().await,
-        }
+        on_backend!(self, s => s.migrator().run(s.pool()).await?);
+        Ok(())
     }
 
     /// Ready when the database answers and every migration is applied.
     pub async fn ready(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Postgres(s) => s.ready().await,
-            Self::Sqlite(s) => s.ready().await,
+        const APPLIED: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";
+        let (applied, migrator) = on_backend!(self, s => (
+            sqlx::query_scalar::<_, Option<i64>>(APPLIED).fetch_one(s.pool()).await,
+            s.migrator(),
+        ));
+        let applied = match applied {
+            Ok(version) => version,
+            // No migrations table yet: Postgres' 42P01, SQLite's message.
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("42P01")
+                    || db.message().contains("no such table") =>
+            {
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        if applied.unwrap_or(0) < latest {
+            return Err(StoreError::NotMigrated);
         }
+        Ok(())
     }
 
     /// Stores an event once per (job_id, event); committed when it returns.
@@ -223,14 +203,12 @@ impl Store {
     }
 
     /// Stores a batch in one transaction; outcomes in the batch's order.
+    /// Duplicates inside the batch count once: the first is inserted.
     pub async fn insert_batch(
         &self,
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        match self {
-            Self::Postgres(s) => s.insert_batch(events).await,
-            Self::Sqlite(s) => s.insert_batch(events).await,
-        }
+        on_backend!(self, s => s.insert_batch(events).await)
     }
 
     /// [`Self::insert_batch`] for a batch writer, which may keep a
@@ -242,30 +220,32 @@ impl Store {
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         match self {
-            Self::Postgres(s) => s.insert_batch_held(&mut held.0, events).await,
+            Self::Postgres(s) => s.insert_batch_held(held, events).await,
             Self::Sqlite(s) => s.insert_batch(events).await,
         }
     }
 
     /// Every stored event of a job, oldest first.
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        match self {
-            Self::Postgres(s) => s.events_for_job(job_id).await,
-            Self::Sqlite(s) => s.events_for_job(job_id).await,
-        }
+        on_backend!(self, s => s.events_for_job(job_id).await)
     }
 
-    /// One retention pass (see [`PgStore::purge`]).
+    /// One retention pass: deletes rows received more than `max_age` ago in
+    /// batches of `batch_size`, each its own short transaction (or counts
+    /// them, `dry_run`). With Postgres only one replica purges at a time;
+    /// the others skip.
     pub async fn purge(
         &self,
         max_age: Duration,
         batch_size: u32,
         dry_run: bool,
     ) -> Result<PurgeOutcome, StoreError> {
-        match self {
-            Self::Postgres(s) => s.purge(max_age, batch_size, dry_run).await,
-            Self::Sqlite(s) => s.purge(max_age, batch_size, dry_run).await,
+        let cutoff = retention_cutoff(max_age);
+        if dry_run {
+            let n = on_backend!(self, s => s.count_expired(cutoff).await?);
+            return Ok(PurgeOutcome::WouldDelete(n));
         }
+        on_backend!(self, s => s.purge(cutoff, batch_size).await)
     }
 
     /// Rows after `after` (by id) not sealed under `current_key`, oldest first.
@@ -275,25 +255,37 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        match self {
-            Self::Postgres(s) => s.sealed_under_other_keys(current_key, after, limit).await,
-            Self::Sqlite(s) => s.sealed_under_other_keys(current_key, after, limit).await,
-        }
+        on_backend!(self, s => s.sealed_under_other_keys(current_key, after, limit).await)
     }
 
     /// Writes re-sealed payloads in one transaction; returns rows changed.
+    /// Each update applies only if the row still holds the nonce it was
+    /// read with.
     pub async fn reseal(&self, rows: &[Resealed]) -> Result<u64, StoreError> {
-        match self {
-            Self::Postgres(s) => s.reseal(rows).await,
-            Self::Sqlite(s) => s.reseal(rows).await,
-        }
+        on_backend!(self, s => {
+            let mut tx = s.pool().begin().await?;
+            let mut changed = 0;
+            for row in rows {
+                changed += sqlx::query(
+                    "UPDATE webhook_events SET key_id = $1, nonce = $2, ciphertext = $3 \
+                     WHERE id = $4 AND nonce = $5",
+                )
+                .bind(row.sealed.key_id.as_str())
+                .bind(&row.sealed.nonce)
+                .bind(&row.sealed.ciphertext)
+                .bind(row.id)
+                .bind(&row.old_nonce)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(changed)
+        })
     }
 
     /// Closes the pool, waiting for connections in use.
     pub async fn close(&self) {
-        match self {
-            Self::Postgres(s) => s.close().await,
-            Self::Sqlite(s) => s.close().await,
-        }
+        on_backend!(self, s => s.pool().close().await)
     }
 }

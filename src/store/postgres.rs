@@ -4,12 +4,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::Postgres;
 use tracing::instrument;
 
-use super::{InsertOutcome, NewEvent, PurgeOutcome, Resealed, StoreError, StoredEvent};
+use chrono::{DateTime, Utc};
+
+use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent};
 use crate::config::DatabaseSettings;
 
 /// Advisory lock id held by the replica that is purging ("imggo-pu").
@@ -82,24 +82,8 @@ impl PgStore {
         &self.pool
     }
 
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    pub async fn ready(&self) -> Result<(), StoreError> {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await
-                .or_else(|e| match e {
-                    // 42P01: the migrations table does not exist yet.
-                    sqlx::Error::Database(ref db) if db.code().as_deref() == Some("42P01") => {
-                        Ok(None)
-                    }
-                    e => Err(StoreError::from(e)),
-                })?;
-        super::require_migrated(applied, &MIGRATOR)
+    pub fn migrator(&self) -> &'static Migrator {
+        &MIGRATOR
     }
 
     /// Inserts a batch in one statement (one transaction, one commit) and
@@ -124,9 +108,10 @@ impl PgStore {
     /// goes back to the pool, which checks it before lending it again.
     pub async fn insert_batch_held(
         &self,
-        held: &mut Option<PoolConnection<Postgres>>,
+        held: &mut HeldConnection,
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let held = &mut held.0;
         if let Some(conn) = held {
             match insert_rows(&mut **conn, events).await {
                 Ok(outcomes) => return Ok(outcomes),
@@ -157,27 +142,24 @@ impl PgStore {
         .await?)
     }
 
-    /// One retention pass: deletes rows received more than `max_age` ago in
-    /// batches of `batch_size`, each its own short transaction. Only one
-    /// replica purges at a time (a session advisory lock); the others skip.
+    /// Rows received before `cutoff`.
+    pub async fn count_expired(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE received_at < $1")
+                .bind(cutoff)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n.unsigned_abs())
+    }
+
+    /// Deletes rows received before `cutoff`, in batches. Only one replica
+    /// purges at a time (a session advisory lock); the others skip.
     #[instrument(skip_all)]
     pub async fn purge(
         &self,
-        max_age: Duration,
+        cutoff: DateTime<Utc>,
         batch_size: u32,
-        dry_run: bool,
     ) -> Result<PurgeOutcome, StoreError> {
-        let max_age_secs = max_age.as_secs_f64();
-        if dry_run {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM webhook_events \
-                 WHERE received_at < now() - make_interval(secs => $1)",
-            )
-            .bind(max_age_secs)
-            .fetch_one(&self.pool)
-            .await?;
-            return Ok(PurgeOutcome::WouldDelete(n.unsigned_abs()));
-        }
         // The lock lives on one connection: take, use and release it there.
         let mut conn = self.pool.acquire().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -187,28 +169,21 @@ impl PgStore {
         if !locked {
             return Ok(PurgeOutcome::Skipped);
         }
-        let result = async {
-            let mut deleted = 0u64;
-            loop {
-                let n = sqlx::query(
-                    // ANY(ARRAY(...)) keeps the outer delete on the primary
-                    // key; `IN (subquery)` plans a hash join over the table.
-                    "DELETE FROM webhook_events WHERE id = ANY(ARRAY( \
-                       SELECT id FROM webhook_events \
-                       WHERE received_at < now() - make_interval(secs => $1) \
-                       ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
-                )
-                .bind(max_age_secs)
-                .bind(i64::from(batch_size))
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                deleted += n;
-                if n < u64::from(batch_size) {
-                    return Ok::<_, sqlx::Error>(deleted);
-                }
-            }
-        }
+        // The lock guards the pass; its batches may run on any connection.
+        let result = super::delete_in_batches(batch_size, || async {
+            Ok(sqlx::query(
+                // ANY(ARRAY(...)) keeps the outer delete on the primary
+                // key; `IN (subquery)` plans a hash join over the table.
+                "DELETE FROM webhook_events WHERE id = ANY(ARRAY( \
+                   SELECT id FROM webhook_events WHERE received_at < $1 \
+                   ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+            )
+            .bind(cutoff)
+            .bind(i64::from(batch_size))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+        })
         .await;
         // If the unlock fails the connection is broken, and the lock went with it.
         let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -235,34 +210,38 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?)
     }
+}
 
-    /// Replaces rows' sealed payloads in one transaction. Each update only
-    /// applies if the row still holds the nonce it was read with; returns how
-    /// many rows changed.
-    pub async fn reseal(&self, rows: &[Resealed]) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut changed = 0;
-        for row in rows {
-            changed += sqlx::query(
-                "UPDATE webhook_events SET key_id = $1, nonce = $2, ciphertext = $3 \
-                 WHERE id = $4 AND nonce = $5",
-            )
-            .bind(row.sealed.key_id.as_str())
-            .bind(&row.sealed.nonce)
-            .bind(&row.sealed.ciphertext)
-            .bind(row.id)
-            .bind(&row.old_nonce)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(changed)
-    }
+/// A database connection a batch writer keeps between batches; empty when
+/// it has none. Dropping it returns the connection to the pool.
+#[derive(Debug, Default)]
+pub struct HeldConnection(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
 
-    pub async fn close(&self) {
-        self.pool.close().await;
+impl HeldConnection {
+    /// Gives the connection back to the pool.
+    pub fn release(&mut self) {
+        self.0 = None;
     }
+}
+
+/// Maps the (job_id, event) pairs a batch insert returned back onto the
+/// batch: the first event holding a returned pair was inserted, every other
+/// one (stored before, or repeated inside the batch) is a duplicate.
+fn claim_outcomes(events: &[&NewEvent], inserted: Vec<(String, String)>) -> Vec<InsertOutcome> {
+    let mut fresh: std::collections::HashSet<(&str, &str)> = inserted
+        .iter()
+        .map(|(j, e)| (j.as_str(), e.as_str()))
+        .collect();
+    events
+        .iter()
+        .map(|e| {
+            if fresh.remove(&(e.envelope.job_id.as_str(), e.envelope.event.as_str())) {
+                InsertOutcome::Inserted
+            } else {
+                InsertOutcome::Duplicate
+            }
+        })
+        .collect()
 }
 
 /// One `INSERT … SELECT FROM UNNEST` for the whole batch: one statement, one
@@ -310,5 +289,5 @@ async fn insert_rows<'c>(
     .bind(&ciphertexts)
     .fetch_all(executor)
     .await?;
-    Ok(super::claim_outcomes(events, inserted))
+    Ok(claim_outcomes(events, inserted))
 }

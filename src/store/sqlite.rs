@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
@@ -16,7 +15,7 @@ use sqlx::sqlite::{
 use sqlx::Row as _;
 use tracing::instrument;
 
-use super::{InsertOutcome, NewEvent, PurgeOutcome, Resealed, StoreError, StoredEvent};
+use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent};
 use crate::config::DatabaseSettings;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -56,23 +55,8 @@ impl SqliteStore {
         &self.pool
     }
 
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    pub async fn ready(&self) -> Result<(), StoreError> {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await
-                .or_else(|e| match e {
-                    sqlx::Error::Database(ref db) if db.message().contains("no such table") => {
-                        Ok(None)
-                    }
-                    e => Err(StoreError::from(e)),
-                })?;
-        super::require_migrated(applied, &MIGRATOR)
+    pub fn migrator(&self) -> &'static Migrator {
+        &MIGRATOR
     }
 
     /// Inserts a batch in one transaction: one fsync for all of it.
@@ -124,43 +108,37 @@ impl SqliteStore {
         rows.iter().map(stored_event).collect()
     }
 
-    /// One retention pass; a single instance needs no lock.
+    /// Rows received before `cutoff`.
+    pub async fn count_expired(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE received_at < ?")
+                .bind(cutoff.timestamp_micros())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n.unsigned_abs())
+    }
+
+    /// Deletes rows received before `cutoff`, in batches; a single instance
+    /// needs no lock.
     pub async fn purge(
         &self,
-        max_age: Duration,
+        cutoff: DateTime<Utc>,
         batch_size: u32,
-        dry_run: bool,
     ) -> Result<PurgeOutcome, StoreError> {
-        let age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
-        let cutoff = Utc::now()
-            .checked_sub_signed(age)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC)
-            .timestamp_micros();
-        if dry_run {
-            let n: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE received_at < ?")
-                    .bind(cutoff)
-                    .fetch_one(&self.pool)
-                    .await?;
-            return Ok(PurgeOutcome::WouldDelete(n.unsigned_abs()));
-        }
-        let mut deleted = 0u64;
-        loop {
-            let n = sqlx::query(
+        let deleted = super::delete_in_batches(batch_size, || async {
+            Ok(sqlx::query(
                 "DELETE FROM webhook_events WHERE id IN ( \
                    SELECT id FROM webhook_events WHERE received_at < ? \
                    ORDER BY received_at LIMIT ?)",
             )
-            .bind(cutoff)
+            .bind(cutoff.timestamp_micros())
             .bind(i64::from(batch_size))
             .execute(&self.pool)
             .await?
-            .rows_affected();
-            deleted += n;
-            if n < u64::from(batch_size) {
-                return Ok(PurgeOutcome::Deleted(deleted));
-            }
-        }
+            .rows_affected())
+        })
+        .await?;
+        Ok(PurgeOutcome::Deleted(deleted))
     }
 
     pub async fn sealed_under_other_keys(
@@ -178,30 +156,6 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(stored_event).collect()
-    }
-
-    pub async fn reseal(&self, rows: &[Resealed]) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut changed = 0;
-        for row in rows {
-            changed += sqlx::query(
-                "UPDATE webhook_events SET key_id = ?, nonce = ?, ciphertext = ? WHERE id = ? AND nonce = ?",
-            )
-            .bind(row.sealed.key_id.as_str())
-            .bind(&row.sealed.nonce)
-            .bind(&row.sealed.ciphertext)
-            .bind(row.id)
-            .bind(&row.old_nonce)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(changed)
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use imggo_receiver::delivery::Envelope;
+use imggo_receiver::event::Envelope;
 use imggo_receiver::store::batch::BatchOptions;
 use imggo_receiver::store::{BatchWriter, InsertOutcome, NewEvent, PgStore, Store, SubmitError};
 use sqlx::Connection as _;
@@ -60,7 +60,7 @@ async fn one_batch_mixes_new_stored_and_repeated_rows() {
                 InsertOutcome::Inserted
             ],
             "{}",
-            store.backend()
+            crate::helpers::backend_name(&store)
         );
         assert_eq!(count_rows(&store).await, 3);
     }
@@ -82,7 +82,7 @@ async fn concurrent_submissions_get_their_own_outcome() {
             })
             .collect();
         let inserted = count_inserted(tasks).await;
-        assert_eq!(inserted, 100, "{}", store.backend());
+        assert_eq!(inserted, 100, "{}", crate::helpers::backend_name(&store));
         assert_eq!(count_rows(&store).await, 100);
         drop(writer);
         handle.await.unwrap();

@@ -19,7 +19,7 @@ async fn sqlite_app(dir: &std::path::Path) -> TestApp {
 async fn new_duplicate_and_concurrent_deliveries_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let app = sqlite_app(dir.path()).await;
-    assert_eq!(app.store.backend(), "sqlite");
+    assert_eq!(crate::helpers::backend_name(&app.store), "sqlite");
     let job = new_job_id();
     let body = prod_body(&job);
     let res = app.post_signed(body.clone()).await;

@@ -55,7 +55,10 @@ impl TestDb {
             .connect(&url)
             .await
             .unwrap();
-        PgStore::from_pool(pool.clone()).migrate().await.unwrap();
+        Store::Postgres(PgStore::from_pool(pool.clone()))
+            .migrate()
+            .await
+            .unwrap();
         Self { name, url, pool }
     }
 }
@@ -385,4 +388,12 @@ pub async fn count_inserted(
         }
     }
     inserted
+}
+
+/// Which backend a store is, for assertion messages.
+pub fn backend_name(store: &Store) -> &'static str {
+    match store {
+        Store::Postgres(_) => "postgres",
+        Store::Sqlite(_) => "sqlite",
+    }
 }

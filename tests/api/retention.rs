@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use imggo_receiver::config::RetentionSettings;
-use imggo_receiver::delivery::Envelope;
+use imggo_receiver::event::Envelope;
 use imggo_receiver::reencrypt::reencrypt;
 use imggo_receiver::store::{NewEvent, PgStore, PurgeOutcome, Store};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use imggo_receiver::crypto::{KeyRing, OpenError};
-use imggo_receiver::delivery::Envelope;
+use imggo_receiver::event::Envelope;
 use imggo_receiver::reencrypt::reencrypt;
 use imggo_receiver::store::{InsertOutcome, NewEvent, PurgeOutcome, Store, StoreError};
 
@@ -34,7 +34,7 @@ fn open(ring: &KeyRing, row: &imggo_receiver::store::StoredEvent) -> Result<Vec<
 #[tokio::test]
 async fn insert_is_idempotent_per_job_and_event() {
     for (store, _keep) in each_store().await {
-        let name = store.backend();
+        let name = crate::helpers::backend_name(&store);
         let ring = test_ring(KEY_A);
         let e = event(&ring, "j1", "job.succeeded", b"{}");
         assert_eq!(
@@ -89,7 +89,7 @@ async fn concurrent_duplicates_insert_once() {
             })
             .collect();
         let inserted = count_inserted(tasks).await;
-        assert_eq!(inserted, 1, "{}", store.backend());
+        assert_eq!(inserted, 1, "{}", crate::helpers::backend_name(&store));
         assert_eq!(count_rows(&store).await, 1);
     }
 }
@@ -169,7 +169,7 @@ async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
             open(&ring, &moved),
             Err(OpenError::Corrupt),
             "{}",
-            store.backend()
+            crate::helpers::backend_name(&store)
         );
         let kept = store.events_for_job("j2").await.unwrap().remove(0);
         assert_eq!(open(&ring, &kept).unwrap(), b"{\"secret\":2}");
@@ -197,7 +197,12 @@ async fn rows_under_key_a_stay_readable_after_rotation_to_b_a() {
 
         // reencrypt moves everything under kb; then a kb-only ring reads all.
         let report = reencrypt(&store, &ring_ba).await.unwrap();
-        assert_eq!(report.reencrypted, 1, "{}", store.backend());
+        assert_eq!(
+            report.reencrypted,
+            1,
+            "{}",
+            crate::helpers::backend_name(&store)
+        );
         assert_eq!(
             reencrypt(&store, &ring_ba).await.unwrap().reencrypted,
             0,
@@ -215,7 +220,7 @@ async fn rows_under_key_a_stay_readable_after_rotation_to_b_a() {
 #[tokio::test]
 async fn purge_deletes_exactly_the_expired_rows() {
     for (store, _keep) in each_store().await {
-        let name = store.backend();
+        let name = crate::helpers::backend_name(&store);
         let ring = test_ring(KEY_A);
         let jobs: Vec<String> = (0..7).map(|i| format!("job-{i}")).collect();
         for job in &jobs {
@@ -261,7 +266,7 @@ async fn readiness_reports_missing_migrations() {
         assert!(
             matches!(store.ready().await, Err(StoreError::NotMigrated)),
             "{}",
-            store.backend()
+            crate::helpers::backend_name(&store)
         );
         // No migrations table at all (a database nobody migrated).
         exec(
@@ -273,7 +278,7 @@ async fn readiness_reports_missing_migrations() {
         assert!(
             matches!(store.ready().await, Err(StoreError::NotMigrated)),
             "{}: missing table",
-            store.backend()
+            crate::helpers::backend_name(&store)
         );
     }
 }
@@ -313,5 +318,5 @@ async fn batch_writer_sessions_flush_their_writes_steadily() {
         .await
         .unwrap();
     assert_ne!(shared, "256kB");
-    writers.close().await;
+    writers.pool().close().await;
 }

@@ -1,0 +1,31 @@
+//! The event types every stage shares: the plaintext envelope of a
+//! delivery, a sealed event ready to be stored, and what storing it did.
+//! `delivery` produces them and `store` writes them; neither imports the
+//! other.
+
+use crate::crypto::Sealed;
+
+/// The plaintext columns of a stored event (validated by `delivery`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub job_id: String,
+    pub event: String,
+    pub pattern_id: Option<String>,
+    pub status: Option<String>,
+}
+
+/// A sealed event ready to be written.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub envelope: Envelope,
+    pub sealed: Sealed,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// A new row was committed.
+    Inserted,
+    /// (job_id, event) was already stored; nothing was written.
+    Duplicate,
+}
