@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::crypto::KeyRing;
+use crate::crypto::{KeyRing, SealError};
 use crate::event::{Envelope, NewEvent};
 use crate::json::Json;
 use crate::redact::Redactor;
@@ -60,8 +60,8 @@ impl Envelope {
 }
 
 /// An authenticated body, parsed: the tree (borrowing from the body's
-/// bytes) and its validated envelope.
-#[derive(Debug)]
+/// bytes) and its validated envelope. `Debug` shows the envelope and the
+/// body's shape, never its content.
 pub struct Delivery<'a> {
     pub body: Json<'a>,
     pub envelope: Envelope,
@@ -87,16 +87,27 @@ impl<'a> Delivery<'a> {
     }
 
     /// Redacts the body, writes it out once and seals it under the
-    /// envelope's (job_id, event): the row to store.
-    pub fn seal(mut self, redactor: &Redactor, keys: &KeyRing) -> NewEvent {
+    /// envelope's (job_id, event): the row to store. A seal that fails
+    /// yields no row: nothing unencrypted or empty is ever stored.
+    pub fn seal(mut self, redactor: &Redactor, keys: &KeyRing) -> Result<NewEvent, SealError> {
         redactor.redact_json(&mut self.body);
         let mut plaintext = Vec::with_capacity(self.size + self.size / 8 + 64);
         self.body.write_to(&mut plaintext);
-        let sealed = keys.seal(&self.envelope.job_id, &self.envelope.event, &plaintext);
-        NewEvent {
+        let sealed = keys.seal(&self.envelope.job_id, &self.envelope.event, &plaintext)?;
+        Ok(NewEvent {
             envelope: self.envelope,
             sealed,
-        }
+        })
+    }
+}
+
+impl std::fmt::Debug for Delivery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("envelope", &self.envelope)
+            .field("bytes", &self.size)
+            .field("body", &self.body)
+            .finish()
     }
 }
 
@@ -159,6 +170,32 @@ mod tests {
             Err(AppError::InvalidPayload(m)) => m,
             other => panic!("expected invalid_payload, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn debug_never_shows_the_body() {
+        let body = json!({"event":"job.succeeded","job_id":"j-1","manifest":{
+            "customer":{"ssn":"123-45-6789","email":"alice@example.com"},
+            "note":"paid with 4111 1111 1111 1111"}})
+        .to_string();
+        let shown = format!("{:?}", Delivery::parse(body.as_bytes()).unwrap());
+        for secret in ["123-45-6789", "alice@example.com", "4111"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("j-1") && shown.contains("\"ssn\""),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_failed_seal_yields_no_row() {
+        let body = br#"{"event":"job.succeeded","job_id":"j-1","manifest":{"a":1}}"#;
+        let redactor = Redactor::new(&crate::redact::RedactSettings::default(), &[1; 32]);
+        let sealed = Delivery::parse(body)
+            .unwrap()
+            .seal(&redactor, &KeyRing::refusing_to_seal());
+        assert!(matches!(sealed, Err(SealError)), "{sealed:?}");
     }
 
     #[test]

@@ -9,10 +9,85 @@ use serde_json::json;
 /// Seconds a client is asked to wait before retrying after a 503.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
-/// The outcome of a request as logged and counted: `received`, `duplicate`
-/// or an error code. Attached to every response as an extension.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Outcome(pub &'static str);
+/// The outcome of a request as logged and counted: a stored delivery
+/// (`received`, `duplicate`), any other success (`ok`), or the error code
+/// it was refused with. Attached to every response as an extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Received,
+    Duplicate,
+    Ok,
+    Refused(ErrorCode),
+}
+
+/// The stable error codes of the HTTP surface (CONTRACT §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Forbidden,
+    RateLimited,
+    PayloadTooLarge,
+    MissingSignature,
+    InvalidSignature,
+    InvalidJson,
+    InvalidPayload,
+    StaleTimestamp,
+    BadRequest,
+    RequestTimeout,
+    NotFound,
+    MethodNotAllowed,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for metrics registered before their first use.
+    pub const ALL: [ErrorCode; 14] = [
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::PayloadTooLarge,
+        Self::MissingSignature,
+        Self::InvalidSignature,
+        Self::InvalidJson,
+        Self::InvalidPayload,
+        Self::StaleTimestamp,
+        Self::BadRequest,
+        Self::RequestTimeout,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::MissingSignature => "missing_signature",
+            Self::InvalidSignature => "invalid_signature",
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidPayload => "invalid_payload",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::BadRequest => "bad_request",
+            Self::RequestTimeout => "request_timeout",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal_error",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Duplicate => "duplicate",
+            Self::Ok => "ok",
+            Self::Refused(code) => code.as_str(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -46,25 +121,34 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("the service cannot store events right now; retry later")]
     Unavailable,
+    /// A fault of ours (e.g. the payload could not be sealed); the detail
+    /// is logged where it happened, never sent.
+    #[error("the event could not be stored because of an internal error")]
+    Internal,
 }
 
 impl AppError {
     /// Stable, documented error code (CONTRACT §2).
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Self::Forbidden => "forbidden",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::MissingSignature => "missing_signature",
-            Self::InvalidSignature => "invalid_signature",
-            Self::InvalidJson(_) => "invalid_json",
-            Self::InvalidPayload(_) => "invalid_payload",
-            Self::StaleTimestamp => "stale_timestamp",
-            Self::BadBody => "bad_request",
-            Self::Timeout => "request_timeout",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::Unavailable => "unavailable",
+            Self::Forbidden => ErrorCode::Forbidden,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::MissingSignature => ErrorCode::MissingSignature,
+            Self::InvalidSignature => ErrorCode::InvalidSignature,
+            Self::InvalidJson(_) => ErrorCode::InvalidJson,
+            Self::InvalidPayload(_) => ErrorCode::InvalidPayload,
+            Self::StaleTimestamp => ErrorCode::StaleTimestamp,
+            Self::BadBody => ErrorCode::BadRequest,
+            Self::Timeout => ErrorCode::RequestTimeout,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::Unavailable => ErrorCode::Unavailable,
+            Self::Internal => ErrorCode::Internal,
         }
     }
 
@@ -80,6 +164,7 @@ impl AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -114,7 +199,8 @@ impl IntoResponse for AppError {
             headers.insert("x-ratelimit-remaining", HeaderValue::from(0));
             headers.insert("x-ratelimit-after", HeaderValue::from(retry_after_secs));
         }
-        res.extensions_mut().insert(Outcome(self.code()));
+        res.extensions_mut()
+            .insert(Outcome::Refused(self.error_code()));
         res
     }
 }

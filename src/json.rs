@@ -23,8 +23,9 @@ use serde::Deserialize;
 /// number's source text as a one-entry map.
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
-/// One JSON value, borrowing from the parsed bytes where it can.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One JSON value, borrowing from the parsed bytes where it can. Its
+/// `Debug` shows shape only (see below): bodies carry personal data.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Json<'a> {
     Null,
     Bool(bool),
@@ -109,6 +110,25 @@ impl<'a> Json<'a> {
         let mut out = Vec::new();
         self.write_to(&mut out);
         out
+    }
+}
+
+/// Shape, never content: object keys, and the type and size of every
+/// value (`{"ssn": string(11 bytes), "items": [2 items]}`). One `?body` in a
+/// log line must not write what the redaction exists to remove.
+impl fmt::Debug for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Json::Null => f.write_str("null"),
+            Json::Bool(_) => f.write_str("bool"),
+            Json::Number(text) => write!(f, "number({} chars)", text.len()),
+            Json::String(text) => write!(f, "string({} bytes)", text.len()),
+            Json::Array(items) => write!(f, "[{} items]", items.len()),
+            Json::Object(entries) => f
+                .debug_map()
+                .entries(entries.iter().map(|(k, v)| (k, v)))
+                .finish(),
+        }
     }
 }
 
@@ -368,6 +388,30 @@ mod tests {
         }
         let deep = "[".repeat(200) + &"]".repeat(200);
         assert!(Json::parse(deep.as_bytes()).is_err(), "nesting limit");
+    }
+
+    #[test]
+    fn debug_shows_shape_never_content() {
+        let body = br#"{"ssn":"123-45-6789","card":4111111111111111,"ok":true,
+            "items":[{"email":"alice@example.com"}],"nested":{"pin":"0000"}}"#;
+        let shown = format!("{:?}", Json::parse(body).unwrap());
+        for secret in [
+            "123-45-6789",
+            "4111111111111111",
+            "alice@example.com",
+            "0000",
+            "true",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for shape in [
+            "\"ssn\": string(11 bytes)",
+            "number(16 chars)",
+            "[1 items]",
+            "\"pin\"",
+        ] {
+            assert!(shown.contains(shape), "{shape} not in {shown}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{ErrorCode, Outcome};
+
 pub const REQUESTS: &str = "imggo_http_requests_total";
 pub const WEBHOOK_DURATION: &str = "imggo_webhook_duration_seconds";
 pub const SIGNATURE_FAILURES: &str = "imggo_signature_failures_total";
@@ -24,6 +26,8 @@ pub const BUILD_INFO: &str = "imggo_build_info";
 pub const BATCH_SIZE: &str = "imggo_write_batch_size";
 pub const QUEUE_FULL: &str = "imggo_write_queue_full_total";
 pub const CONNECTIONS_REFUSED: &str = "imggo_connections_refused_total";
+pub const SEAL_FAILURES: &str = "imggo_seal_failures_total";
+pub const LOG_LINES_DROPPED: &str = "imggo_log_lines_dropped_total";
 
 /// Rows per batch: powers of two up to the largest sensible batch.
 const BATCH_BUCKETS: &[f64] = &[
@@ -104,12 +108,20 @@ fn describe() {
         QUEUE_FULL,
         "Deliveries refused with 503 because the write queue was full"
     );
+    describe_counter!(
+        SEAL_FAILURES,
+        "Deliveries refused because their payload could not be encrypted"
+    );
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        "Log lines dropped because the log output stalled (never blocks a request)"
+    );
 }
 
 /// The series one finished request updates, for one (route, outcome).
 struct RequestSeries {
     route: String,
-    outcome: &'static str,
+    outcome: Outcome,
     requests: metrics::Counter,
     /// Webhook route only.
     duration: Option<metrics::Histogram>,
@@ -118,26 +130,27 @@ struct RequestSeries {
 }
 
 impl RequestSeries {
-    fn register(route: &str, webhook: bool, outcome: &'static str) -> Self {
+    fn register(route: &str, webhook: bool, outcome: Outcome) -> Self {
         let outcome_total = match outcome {
             _ if !webhook => None,
-            "received" => Some(metrics::counter!(EVENTS_STORED)),
-            "duplicate" => Some(metrics::counter!(DUPLICATES)),
-            "missing_signature" => {
+            Outcome::Received => Some(metrics::counter!(EVENTS_STORED)),
+            Outcome::Duplicate => Some(metrics::counter!(DUPLICATES)),
+            Outcome::Refused(ErrorCode::MissingSignature) => {
                 Some(metrics::counter!(SIGNATURE_FAILURES, "reason" => "missing"))
             }
-            "invalid_signature" => {
+            Outcome::Refused(ErrorCode::InvalidSignature) => {
                 Some(metrics::counter!(SIGNATURE_FAILURES, "reason" => "invalid"))
             }
-            "forbidden" => Some(metrics::counter!(ALLOWLIST_DENIALS)),
-            "rate_limited" => Some(metrics::counter!(RATE_LIMITED)),
+            Outcome::Refused(ErrorCode::Forbidden) => Some(metrics::counter!(ALLOWLIST_DENIALS)),
+            Outcome::Refused(ErrorCode::RateLimited) => Some(metrics::counter!(RATE_LIMITED)),
             _ => None,
         };
+        let label = outcome.as_str();
         Self {
             route: route.to_owned(),
             outcome,
-            requests: metrics::counter!(REQUESTS, "route" => route.to_owned(), "outcome" => outcome),
-            duration: webhook.then(|| metrics::histogram!(WEBHOOK_DURATION, "outcome" => outcome)),
+            requests: metrics::counter!(REQUESTS, "route" => route.to_owned(), "outcome" => label),
+            duration: webhook.then(|| metrics::histogram!(WEBHOOK_DURATION, "outcome" => label)),
             outcome_total,
         }
     }
@@ -161,8 +174,8 @@ thread_local! {
     static SERIES: RefCell<Vec<RequestSeries>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Records one finished request. `outcome` is a stable code.
-pub fn record_request(route: &str, webhook: bool, outcome: &'static str, latency: Duration) {
+/// Records one finished request.
+pub fn record_request(route: &str, webhook: bool, outcome: Outcome, latency: Duration) {
     // Handles taken before the recorder is installed would stay no-ops.
     if HANDLE.get().is_none() {
         RequestSeries::register(route, webhook, outcome).record(latency);

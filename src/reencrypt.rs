@@ -15,8 +15,24 @@ pub const BATCH: u32 = 500;
 pub struct Report {
     /// Rows now sealed under the current key.
     pub reencrypted: u64,
-    /// (row id, key id, why) of rows left as they were.
-    pub skipped: Vec<(i64, String, String)>,
+    /// Rows left as they were, and why.
+    pub skipped: Vec<SkippedRow>,
+}
+
+/// A row re-encryption left under its old key.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SkippedRow {
+    pub id: i64,
+    /// The key the row is still sealed under.
+    pub key_id: String,
+    pub reason: String,
+}
+
+impl Report {
+    fn skip(&mut self, id: i64, key_id: String, reason: String) {
+        tracing::warn!(row = id, key_id = %key_id, error = %reason, "row skipped");
+        self.skipped.push(SkippedRow { id, key_id, reason });
+    }
 }
 
 pub async fn reencrypt(store: &Store, keys: &KeyRing) -> Result<Report, StoreError> {
@@ -38,15 +54,15 @@ pub async fn reencrypt(store: &Store, keys: &KeyRing) -> Result<Report, StoreErr
                 &row.nonce,
                 &row.ciphertext,
             ) {
-                Ok(plaintext) => batch.push(Resealed {
-                    id: row.id,
-                    sealed: keys.seal(&row.job_id, &row.event, &plaintext),
-                    old_nonce: row.nonce,
-                }),
-                Err(e) => {
-                    tracing::warn!(row = row.id, key_id = %row.key_id, error = %e, "row skipped");
-                    report.skipped.push((row.id, row.key_id, e.to_string()));
-                }
+                Ok(plaintext) => match keys.seal(&row.job_id, &row.event, &plaintext) {
+                    Ok(sealed) => batch.push(Resealed {
+                        id: row.id,
+                        sealed,
+                        old_nonce: row.nonce,
+                    }),
+                    Err(e) => report.skip(row.id, row.key_id, e.to_string()),
+                },
+                Err(e) => report.skip(row.id, row.key_id, e.to_string()),
             }
         }
         report.reencrypted += store.reseal(&batch).await?;

@@ -12,28 +12,45 @@ use crate::store::{PurgeOutcome, Store, StoreError};
 /// Delay before the first pass, so start-up and readiness come first.
 pub const FIRST_PASS_DELAY: Duration = Duration::from_secs(5);
 
-/// One pass now; logs its count and duration.
+/// One pass now; logs and counts its result, rows and duration
+/// (`imggo_purge_*`, and `imggo_database_errors_total{operation="purge"}`
+/// when it fails).
 pub async fn purge_once(
     store: &Store,
     settings: &RetentionSettings,
     dry_run: bool,
 ) -> Result<PurgeOutcome, StoreError> {
     let start = Instant::now();
-    let outcome = store
+    let result = store
         .purge(settings.max_age, settings.batch_size, dry_run)
-        .await?;
-    let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
-    match outcome {
-        PurgeOutcome::Deleted(rows) => {
-            tracing::info!(rows, duration_ms, "retention pass deleted expired events")
+        .await;
+    let elapsed = start.elapsed();
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    let label = match &result {
+        Ok(PurgeOutcome::Deleted(rows)) => {
+            tracing::info!(rows, duration_ms, "retention pass deleted expired events");
+            metrics::counter!(crate::metrics::PURGE_ROWS).increment(*rows);
+            "completed"
         }
-        PurgeOutcome::WouldDelete(rows) => tracing::info!(rows, duration_ms, "retention dry run"),
-        PurgeOutcome::Skipped => tracing::info!(
-            duration_ms,
-            "retention pass skipped: another replica is purging"
-        ),
-    }
-    Ok(outcome)
+        Ok(PurgeOutcome::WouldDelete(rows)) => {
+            tracing::info!(rows, duration_ms, "retention dry run");
+            "dry_run"
+        }
+        Ok(PurgeOutcome::Skipped) => {
+            tracing::info!(
+                duration_ms,
+                "retention pass skipped: another replica is purging"
+            );
+            "skipped"
+        }
+        Err(_) => {
+            crate::metrics::database_error("purge");
+            "failed"
+        }
+    };
+    metrics::counter!(crate::metrics::PURGE_RUNS, "result" => label).increment(1);
+    metrics::histogram!(crate::metrics::PURGE_DURATION).record(elapsed.as_secs_f64());
+    result
 }
 
 /// Runs passes until `shutdown`; the wait between them is cancellable, and a

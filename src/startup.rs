@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::secrets::Secrets;
 use crate::config::Settings;
 use crate::http::server::ServeOptions;
-use crate::http::{self, AppState, Services};
+use crate::http::{self, AppState, DeliveryGate, Ingest, Shared};
 use crate::redact::Redactor;
 use crate::retention;
 use crate::security::rate_limit::{self, RateLimit};
@@ -73,16 +73,20 @@ impl Application {
             store.clone(),
             BatchOptions::from_settings(&settings.database),
         );
-        let state = AppState::new(Services {
-            rate_limit,
-            verifier: SignatureVerifier::new(&secrets.webhook),
-            keys: secrets.keys,
-            redactor: Redactor::new(&settings.redact, secrets.hash_key.expose()),
-            client_ip: ClientIpResolver::new(settings.network.trusted_proxies.clone()),
-            allowlist,
+        let state = AppState::new(Shared {
+            gate: DeliveryGate {
+                client_ip: ClientIpResolver::new(settings.network.trusted_proxies.clone()),
+                allowlist,
+                rate_limit,
+                verifier: SignatureVerifier::new(&secrets.webhook),
+            },
+            ingest: Ingest {
+                redactor: Redactor::new(&settings.redact, secrets.hash_key.expose()),
+                keys: secrets.keys,
+                writer,
+            },
             settings,
             store,
-            writer,
             shutdown,
         });
         Ok(Self {
@@ -137,7 +141,7 @@ impl Application {
             opts,
         ));
         let upkeep = tokio::spawn(crate::metrics::upkeep(metrics, shutdown.clone()));
-        let limiter = state.rate_limit.limiter();
+        let limiter = state.gate.rate_limit.limiter();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
         let retention = tokio::spawn(retention::run(
             store.clone(),

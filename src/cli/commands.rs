@@ -102,8 +102,11 @@ async fn reencrypt(settings: &Settings) -> anyhow::Result<ExitCode> {
     if report.skipped.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    for (id, key_id, why) in &report.skipped {
-        eprintln!("skipped row {id} (key `{key_id}`): {why}");
+    for row in &report.skipped {
+        eprintln!(
+            "skipped row {} (key `{}`): {}",
+            row.id, row.key_id, row.reason
+        );
     }
     eprintln!(
         "{} row(s) left under their old key; do not remove it from the ring",

@@ -65,6 +65,11 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
 }
 
+/// The cipher refused to seal a payload: nothing may be stored for it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the payload could not be encrypted")]
+pub struct SealError;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OpenError {
     #[error("key `{0}` is not in IMGGO_ENCRYPTION_KEYS")]
@@ -76,6 +81,10 @@ pub enum OpenError {
 /// The encryption keys: the first seals, every one opens.
 pub struct KeyRing {
     keys: Vec<(KeyId, XChaCha20Poly1305)>,
+    /// Fault injection for unit tests: sealing fails as the cipher would
+    /// past its message limit.
+    #[cfg(test)]
+    refuse_to_seal: bool,
 }
 
 impl KeyRing {
@@ -88,7 +97,19 @@ impl KeyRing {
             .into_iter()
             .map(|(id, key)| (id, XChaCha20Poly1305::new(&key.into())))
             .collect();
-        Some(Self { keys })
+        Some(Self {
+            keys,
+            #[cfg(test)]
+            refuse_to_seal: false,
+        })
+    }
+
+    /// A ring whose seal always fails (unit tests of the callers' handling).
+    #[cfg(test)]
+    pub(crate) fn refusing_to_seal() -> Self {
+        let mut ring = Self::new(vec![(KeyId("t".into()), [7; 32])]).expect("one key");
+        ring.refuse_to_seal = true;
+        ring
     }
 
     /// The id new rows are sealed under.
@@ -102,27 +123,28 @@ impl KeyRing {
 
     /// Seals `plaintext` for the row (job_id, event) with a fresh nonce,
     /// compressed first when that makes it smaller (see [`frame`]).
-    pub fn seal(&self, job_id: &str, event: &str, plaintext: &[u8]) -> Sealed {
+    pub fn seal(&self, job_id: &str, event: &str, plaintext: &[u8]) -> Result<Sealed, SealError> {
         let (id, cipher) = &self.keys[0];
         // A 192-bit nonce from the thread's CSPRNG (ChaCha, seeded and
         // periodically reseeded from the OS): random nonces of this size never
         // repeat in practice, and no system call is made per row.
         let nonce = XChaCha20Poly1305::generate_nonce(&mut rand::thread_rng());
         let aad = associated_data(job_id, event);
-        // Encryption only fails when the message exceeds the cipher's ~256 GiB
-        // limit, far beyond any body we accept.
         let mut ciphertext = frame::pack(plaintext, TAG_LEN);
-        if cipher
-            .encrypt_in_place(&nonce, &aad, &mut ciphertext)
-            .is_err()
-        {
-            ciphertext.clear();
+        #[cfg(test)]
+        if self.refuse_to_seal {
+            return Err(SealError);
         }
-        Sealed {
+        // The cipher refuses only a message past its ~256 GiB limit; should
+        // it ever refuse, nothing half-sealed may be stored.
+        cipher
+            .encrypt_in_place(&nonce, &aad, &mut ciphertext)
+            .map_err(|_| SealError)?;
+        Ok(Sealed {
             key_id: id.clone(),
             nonce: nonce.to_vec(),
             ciphertext,
-        }
+        })
     }
 
     /// Opens a row's payload; fails when the key is missing or the row was
@@ -195,7 +217,7 @@ mod tests {
     #[test]
     fn seal_then_open_round_trips_under_the_first_key() {
         let r = ring(&[("a", 1), ("b", 2)]);
-        let s = r.seal("job-1", "job.succeeded", b"{\"x\":1}");
+        let s = r.seal("job-1", "job.succeeded", b"{\"x\":1}").unwrap();
         assert_eq!(s.key_id.as_str(), "a");
         assert_eq!(s.nonce.len(), NONCE_LEN);
         assert!(!s.ciphertext.windows(7).any(|w| w == b"{\"x\":1}"));
@@ -208,8 +230,8 @@ mod tests {
     #[test]
     fn nonces_are_fresh_per_seal() {
         let r = ring(&[("a", 1)]);
-        let a = r.seal("j", "e", b"same");
-        let b = r.seal("j", "e", b"same");
+        let a = r.seal("j", "e", b"same").unwrap();
+        let b = r.seal("j", "e", b"same").unwrap();
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
     }
@@ -217,7 +239,7 @@ mod tests {
     #[test]
     fn a_ciphertext_moved_to_another_row_does_not_open() {
         let r = ring(&[("a", 1)]);
-        let s = r.seal("job-1", "job.succeeded", b"payload");
+        let s = r.seal("job-1", "job.succeeded", b"payload").unwrap();
         for (job, event) in [
             ("job-2", "job.succeeded"),
             ("job-1", "job.failed"),
@@ -235,7 +257,7 @@ mod tests {
     #[test]
     fn tampering_and_unknown_keys_are_reported() {
         let r = ring(&[("a", 1)]);
-        let mut s = r.seal("j", "e", b"payload");
+        let mut s = r.seal("j", "e", b"payload").unwrap();
         s.ciphertext[0] ^= 1;
         assert_eq!(
             r.open("j", "e", "a", &s.nonce, &s.ciphertext),
@@ -254,7 +276,7 @@ mod tests {
     #[test]
     fn rotated_ring_still_opens_rows_of_the_old_key() {
         let old = ring(&[("a", 1)]);
-        let s = old.seal("j", "e", b"old row");
+        let s = old.seal("j", "e", b"old row").unwrap();
         let rotated = ring(&[("b", 2), ("a", 1)]);
         assert_eq!(rotated.current().as_str(), "b");
         assert_eq!(
@@ -298,7 +320,7 @@ mod tests {
             "{{\"items\":[{}]}}",
             vec![r#"{"sku":"SKU-1","description":"Office chair, black mesh"}"#; 20].join(",")
         );
-        let s = r.seal("j", "e", json.as_bytes());
+        let s = r.seal("j", "e", json.as_bytes()).unwrap();
         assert!(
             s.ciphertext.len() < json.len() / 2,
             "{} bytes",

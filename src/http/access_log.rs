@@ -6,36 +6,31 @@
 //! cost a fifth of the webhook's throughput under load.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 use tracing::Level;
 
 use crate::error::Outcome;
-use crate::security::ClientIp;
+use crate::event::Envelope;
 
-/// What is logged and counted about one finished request.
+/// What is logged about one finished request.
 pub struct AccessLine<'a> {
     pub request_id: &'a str,
     pub method: &'a Method,
     /// The matched route template, or `<unmatched>`.
     pub route: &'a str,
-    pub client_ip: Option<IpAddr>,
+    pub client_ip: IpAddr,
     /// Set once a delivery's envelope was read.
-    pub ids: Option<(&'a str, &'a str)>,
-    pub outcome: &'static str,
+    pub envelope: Option<&'a Envelope>,
+    pub outcome: Outcome,
     pub status: u16,
     pub elapsed: Duration,
-    /// The webhook route (its outcomes feed the delivery metrics).
-    pub webhook: bool,
 }
 
 impl AccessLine<'_> {
-    /// Writes the line and records the request's metrics.
-    pub fn emit(&self) {
+    /// Writes the line: INFO for 2xx, WARN for 4xx, ERROR for 5xx, DEBUG for probes.
+    pub fn write(&self) {
         // Probes every few seconds would drown the log at INFO.
         let probe = matches!(self.route, "/healthz" | "/readyz");
         let level = match self.status {
@@ -52,10 +47,10 @@ impl AccessLine<'_> {
                     request_id = self.request_id,
                     method = self.method.as_str(),
                     route = self.route,
-                    client_ip = self.client_ip.map(tracing::field::display),
-                    job_id = self.ids.map(|i| i.0),
-                    event = self.ids.map(|i| i.1),
-                    outcome = self.outcome,
+                    client_ip = tracing::field::display(self.client_ip),
+                    job_id = self.envelope.map(|e| e.job_id.as_str()),
+                    event = self.envelope.map(|e| e.event.as_str()),
+                    outcome = self.outcome.as_str(),
                     status = self.status,
                     latency_ms = self.elapsed.as_secs_f64() * 1000.0,
                     "request finished"
@@ -69,40 +64,5 @@ impl AccessLine<'_> {
             Level::WARN => line!(Level::WARN),
             _ => line!(Level::INFO),
         }
-        crate::metrics::record_request(self.route, self.webhook, self.outcome, self.elapsed);
     }
-}
-
-/// The access line for requests served by the router (everything but the
-/// webhook route, which logs its own line: see `webhook::handle`).
-pub async fn log_request(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let request_id = req
-        .headers()
-        .get(super::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let client_ip = req.extensions().get::<ClientIp>().map(|c| c.0);
-    let method = req.method().clone();
-
-    let res = next.run(req).await;
-
-    AccessLine {
-        request_id: &request_id,
-        method: &method,
-        route: route.as_deref().unwrap_or("<unmatched>"),
-        client_ip,
-        ids: None,
-        outcome: res.extensions().get::<Outcome>().map_or("ok", |o| o.0),
-        status: res.status().as_u16(),
-        elapsed: start.elapsed(),
-        webhook: false,
-    }
-    .emit();
-    res
 }

@@ -18,6 +18,10 @@ pub fn router(handle: PrometheusHandle) -> Router {
 }
 
 async fn render(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
+    // Counted by the log writer without the metrics registry (it runs
+    // inside logging); published here, at scrape time.
+    metrics::counter!(crate::metrics::LOG_LINES_DROPPED)
+        .absolute(crate::telemetry::lines_dropped());
     (
         [(
             header::CONTENT_TYPE,

@@ -5,26 +5,28 @@
 //!
 //! The route is one function, not a stack of tower layers: the accept loop
 //! hands it every request for the path ([`super::PublicService`]), and it
-//! does what the router's layers do for the other routes (request id, client
-//! IP, timeout, access line) inline. Under a burst of deliveries the layers'
-//! per-request boxing and state clones were a tenth of the receiver's CPU.
+//! calls the request pipeline's functions (request id, client IP, timeout,
+//! access line: [`super::pipeline`]) itself. Under a burst of deliveries the
+//! layers' per-request boxing and state clones were a tenth of the
+//! receiver's CPU.
 
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::access_log::AccessLine;
-use super::{client_request_id, AppState, REQUEST_ID_HEADER};
+use super::pipeline::{within_timeout, Started};
+use super::AppState;
 use crate::delivery::{check_freshness, Delivery};
 use crate::error::{AppError, Outcome};
+use crate::event::{Envelope, InsertOutcome};
 use crate::security::rate_limit::Admitted;
 use crate::security::{SignatureError, SIGNATURE_HEADER};
-use crate::store::{InsertOutcome, SubmitError};
+use crate::store::SubmitError;
 
 /// Serves one request for the webhook path, whatever its method.
 pub async fn handle<B>(state: AppState, peer: SocketAddr, req: Request<B>) -> Response
@@ -32,70 +34,51 @@ where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let start = Instant::now();
     let (parts, body) = req.into_parts();
-    let request_id = client_request_id(&parts.headers)
-        .cloned()
-        .unwrap_or_else(new_request_id);
-    let client_ip = state.client_ip.resolve(peer.ip(), &parts.headers);
-
-    let mut ids = None;
-    let mut res = match admit(&state, client_ip) {
-        Err(e) => e.into_response(),
-        Ok(_) if parts.method != Method::POST => {
+    let started = Started::new(&state, peer.ip(), &parts.headers);
+    let (mut res, envelope) = match admit(&state, started.client_ip, &parts) {
+        Err(AppError::MethodNotAllowed) => {
             let mut res = AppError::MethodNotAllowed.into_response();
             res.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            res
+            (res, None)
         }
+        Err(e) => (e.into_response(), None),
         Ok(quota) => {
-            let deadline = state.settings.server.request_timeout;
-            let processed =
-                tokio::time::timeout(deadline, process(&state, &parts.headers, body, &mut ids))
-                    .await
-                    .unwrap_or(Err(AppError::Timeout));
-            let mut res = match processed {
-                Ok(outcome) => stored(outcome),
-                Err(e) => e.into_response(),
+            let processed = within_timeout(&state, process(&state, &parts.headers, body)).await;
+            let (mut res, envelope) = match processed {
+                Ok((outcome, envelope)) => (stored(outcome), Some(envelope)),
+                Err(Refused { error, envelope }) => (error.into_response(), envelope),
             };
             let headers = res.headers_mut();
             headers.insert("x-ratelimit-limit", HeaderValue::from(quota.limit));
             headers.insert("x-ratelimit-remaining", HeaderValue::from(quota.remaining));
-            res
+            (res, envelope)
         }
     };
-
-    AccessLine {
-        request_id: request_id.to_str().unwrap_or(""),
-        method: &parts.method,
-        route: &state.settings.webhook.path,
-        client_ip: Some(client_ip),
-        ids: ids
-            .as_ref()
-            .map(|(j, e): &(String, String)| (j.as_str(), e.as_str())),
-        outcome: res.extensions().get::<Outcome>().map_or("ok", |o| o.0),
-        status: res.status().as_u16(),
-        elapsed: start.elapsed(),
-        webhook: true,
-    }
-    .emit();
-    res.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+    let route = &state.settings.webhook.path;
+    started.finish(&parts.method, route, true, envelope.as_ref(), &mut res);
     res
 }
 
-/// Allowlist, then rate limit: who may send at all, before any body is read.
-fn admit(state: &AppState, client_ip: std::net::IpAddr) -> Result<Admitted, AppError> {
-    if !state.allowlist.allows(client_ip) {
+/// Who may send at all, before any body is read: the allowlist for every
+/// method; then only a POST, which can carry a delivery, draws on the
+/// client's rate limit (a scanner's GETs must not spend a sender's allowance).
+fn admit(state: &AppState, client_ip: IpAddr, parts: &Parts) -> Result<Admitted, AppError> {
+    if !state.gate.allowlist.allows(client_ip) {
         return Err(AppError::Forbidden);
     }
-    state.rate_limit.check(client_ip)
+    if parts.method != Method::POST {
+        return Err(AppError::MethodNotAllowed);
+    }
+    state.gate.rate_limit.check(client_ip)
 }
 
 /// The 200 answer; its body is a constant.
 fn stored(outcome: InsertOutcome) -> Response {
     let (label, body) = match outcome {
-        InsertOutcome::Inserted => ("received", r#"{"status":"received"}"#),
-        InsertOutcome::Duplicate => ("duplicate", r#"{"status":"duplicate"}"#),
+        InsertOutcome::Inserted => (Outcome::Received, r#"{"status":"received"}"#),
+        InsertOutcome::Duplicate => (Outcome::Duplicate, r#"{"status":"duplicate"}"#),
     };
     let mut res = Response::new(Body::from(body));
     *res.status_mut() = StatusCode::OK;
@@ -103,23 +86,32 @@ fn stored(outcome: InsertOutcome) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    res.extensions_mut().insert(Outcome(label));
+    res.extensions_mut().insert(label);
     res
 }
 
-/// A request id for a request that came without one (a random UUID).
-fn new_request_id() -> HeaderValue {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static(""))
+/// A delivery refused, with its envelope when it was read that far.
+struct Refused {
+    error: AppError,
+    envelope: Option<Envelope>,
 }
 
+impl From<AppError> for Refused {
+    fn from(error: AppError) -> Self {
+        Self {
+            error,
+            envelope: None,
+        }
+    }
+}
+
+/// Body → signature → JSON → envelope → timestamp → redact, seal → store.
+/// Returns what storing did and the delivery's envelope.
 async fn process<B>(
     state: &AppState,
     headers: &HeaderMap,
     body: B,
-    ids: &mut Option<(String, String)>,
-) -> Result<InsertOutcome, AppError>
+) -> Result<(InsertOutcome, Envelope), Refused>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -130,9 +122,10 @@ where
     let signature = signatures.next().map(|v| v.as_bytes());
     if signatures.next().is_some() {
         // One delivery has one signature; two headers are someone's experiment.
-        return Err(AppError::InvalidSignature);
+        return Err(AppError::InvalidSignature.into());
     }
     state
+        .gate
         .verifier
         .verify(signature, &body)
         .map_err(|e| match e {
@@ -141,27 +134,35 @@ where
         })?;
 
     let delivery = Delivery::parse(&body)?;
-    *ids = Some((
-        delivery.envelope.job_id.clone(),
-        delivery.envelope.event.clone(),
-    ));
+    let envelope = delivery.envelope.clone();
+    let refused = |error| Refused {
+        error,
+        envelope: Some(envelope.clone()),
+    };
     check_freshness(
         &delivery.body,
         state.settings.webhook.max_timestamp_age,
         chrono::Utc::now(),
-    )?;
-    let row = delivery.seal(&state.redactor, &state.keys);
+    )
+    .map_err(refused)?;
+    let ingest = &state.ingest;
+    let row = delivery.seal(&ingest.redactor, &ingest.keys).map_err(|e| {
+        tracing::error!(error = %e, job_id = %envelope.job_id, "the payload could not be sealed");
+        metrics::counter!(crate::metrics::SEAL_FAILURES).increment(1);
+        refused(AppError::Internal)
+    })?;
     drop(body);
 
-    state.writer.submit(row).await.map_err(|e| {
+    let outcome = ingest.writer.submit(row).await.map_err(|e| {
         // The access line records the 503 with its job_id; the writer
         // logs the cause once per batch. A full queue has only its metric:
         // a line per refusal would double the log exactly under overload.
         if e == SubmitError::QueueFull {
             metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
         }
-        AppError::Unavailable
-    })
+        refused(AppError::Unavailable)
+    })?;
+    Ok((outcome, envelope))
 }
 
 /// Reads the body once, refusing it as soon as it passes `limit` (declared

@@ -58,9 +58,22 @@ pub fn init(format: LogFormat) -> LogGuard {
 /// How long a line may wait to be written with the lines after it.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Buffered bytes past which loggers wait for the writer thread (a stalled
-/// stderr slows requests down; no line is ever dropped).
+/// Buffered bytes past which new lines are dropped (and counted) instead of
+/// buffered: a stalled stderr (a full pipe, a stuck log shipper) must never
+/// block a request, and memory must not grow without bound.
 const MAX_BUFFERED: usize = 8 << 20;
+
+/// How long shutdown waits for buffered lines to be written out; a stalled
+/// stderr must not keep the process from exiting.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Lines dropped since start because the buffer was full.
+static LINES_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Log lines dropped so far (exported as `imggo_log_lines_dropped_total`).
+pub fn lines_dropped() -> u64 {
+    LINES_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Log lines go into one shared buffer; a background thread writes it out
 /// at most every [`FLUSH_INTERVAL`], in one system call. A busy server
@@ -76,8 +89,6 @@ struct Shared {
     state: Mutex<Buffer>,
     /// Wakes the writer thread: first line into an empty buffer, or close.
     pending: Condvar,
-    /// Wakes loggers waiting for room.
-    drained: Condvar,
 }
 
 #[derive(Default)]
@@ -86,11 +97,13 @@ struct Buffer {
     closed: bool,
 }
 
-/// Stops the writer thread, writing out every buffered line, when dropped.
+/// Stops the writer thread, writing out every buffered line (for at most
+/// [`FINAL_FLUSH_TIMEOUT`]), when dropped.
 #[must_use = "dropping the guard stops log output"]
 pub struct LogGuard {
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Says when the writer thread has written everything and stopped.
+    finished: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl BatchedWriter {
@@ -99,20 +112,22 @@ impl BatchedWriter {
         let shared = Arc::new(Shared {
             state: Mutex::new(Buffer::default()),
             pending: Condvar::new(),
-            drained: Condvar::new(),
         });
         let worker = shared.clone();
-        let thread = std::thread::Builder::new()
+        let (done, finished) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
             .name("imggo-log-writer".into())
-            .spawn(move || worker.run(out))
-            .ok();
-        if thread.is_none() {
+            .spawn(move || {
+                worker.run(out);
+                let _ = done.send(());
+            });
+        if started.is_err() {
             // No thread: loggers write through themselves (see `write`).
             lock(&shared.state).closed = true;
         }
         let guard = LogGuard {
             shared: shared.clone(),
-            thread,
+            finished: started.ok().map(|_| finished),
         };
         (Self { shared }, guard)
     }
@@ -145,7 +160,6 @@ impl Shared {
             std::mem::swap(&mut state.bytes, &mut spare);
             let closed = state.closed;
             drop(state);
-            self.drained.notify_all();
             // Nowhere to report a failed write to stderr.
             let _ = out.write_all(&spare).and_then(|()| out.flush());
             spare.clear();
@@ -167,12 +181,10 @@ impl Write for BatchedWriter {
             drop(state);
             return io::stderr().write(line);
         }
-        while state.bytes.len() > MAX_BUFFERED && !state.closed {
-            state = self
-                .shared
-                .drained
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+        if state.bytes.len() > MAX_BUFFERED {
+            drop(state);
+            LINES_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(line.len());
         }
         let was_empty = state.bytes.is_empty();
         state.bytes.extend_from_slice(line);
@@ -200,9 +212,9 @@ impl Drop for LogGuard {
     fn drop(&mut self) {
         lock(&self.shared.state).closed = true;
         self.shared.pending.notify_one();
-        self.shared.drained.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(finished) = self.finished.take() {
+            // A writer stuck on a full pipe is left behind: exiting matters more.
+            let _ = finished.recv_timeout(FINAL_FLUSH_TIMEOUT);
         }
     }
 }
@@ -257,6 +269,55 @@ mod tests {
         }
         assert_eq!(next, [5_000; 4], "every line written once");
         assert!(writes < 2_000, "{writes} writes for 20,000 lines");
+    }
+
+    /// An output that accepts nothing until released: a pipe nobody reads.
+    struct Stalled(std::sync::mpsc::Receiver<()>);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_output_drops_lines_instead_of_blocking_loggers() {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let (writer, guard) = BatchedWriter::spawn(Stalled(stalled));
+        let dropped_before = lines_dropped();
+        let line = vec![b'x'; 1023];
+        // Four times the buffer's bound, from another thread: if a logger
+        // blocked, `done` would never arrive.
+        let (done, logged) = std::sync::mpsc::channel();
+        let mut w = writer.clone();
+        std::thread::spawn(move || {
+            for _ in 0..4 * MAX_BUFFERED / 1024 {
+                w.write_all(&line).unwrap();
+                w.write_all(b"\n").unwrap();
+            }
+            let _ = done.send(());
+        });
+        logged
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a logger blocked on a stalled output");
+        assert!(
+            lines_dropped() > dropped_before,
+            "lines past the bound are counted as dropped"
+        );
+        // Shutdown does not hang on the stalled output either.
+        let (dropped, guard_gone) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = dropped.send(());
+        });
+        guard_gone
+            .recv_timeout(Duration::from_secs(20))
+            .expect("dropping the guard hung on a stalled output");
+        drop(release);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use imggo_receiver::event::Envelope;
 use imggo_receiver::store::batch::BatchOptions;
 use imggo_receiver::store::{BatchWriter, InsertOutcome, NewEvent, PgStore, Store, SubmitError};
 use sqlx::Connection as _;
@@ -11,16 +10,7 @@ use sqlx::Connection as _;
 use crate::helpers::*;
 
 fn event(job: &str) -> NewEvent {
-    let ring = test_ring(KEY_A);
-    NewEvent {
-        envelope: Envelope {
-            job_id: job.into(),
-            event: "job.succeeded".into(),
-            pattern_id: None,
-            status: None,
-        },
-        sealed: ring.seal(job, "job.succeeded", b"{}"),
-    }
+    sealed_event(job)
 }
 
 fn opts(max_batch: usize, writers: usize, queue_capacity: usize) -> BatchOptions {

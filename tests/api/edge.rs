@@ -264,3 +264,28 @@ async fn shutdown_is_bounded_by_the_grace_period_even_with_a_stalled_request() {
         start.elapsed()
     );
 }
+
+#[tokio::test]
+async fn other_methods_do_not_spend_a_senders_rate_limit() {
+    let app = limited_app(2).await;
+    // A scanner (or a stray GET) from the sender's address...
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::HEAD,
+    ] {
+        for _ in 0..3 {
+            let res = client_from("127.0.0.2")
+                .request(method.clone(), app.webhook_url())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 405, "{method}");
+        }
+    }
+    // ...leaves its whole burst for deliveries.
+    for _ in 0..2 {
+        assert_eq!(post_as(&app, "127.0.0.2", None).await.status(), 200);
+    }
+    assert_eq!(post_as(&app, "127.0.0.2", None).await.status(), 429);
+}

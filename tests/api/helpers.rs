@@ -397,3 +397,27 @@ pub fn backend_name(store: &Store) -> &'static str {
         Store::Sqlite(_) => "sqlite",
     }
 }
+
+/// A row as the webhook would store it: `payload` sealed under `ring` for
+/// (job, event).
+pub fn sealed_event_with(
+    ring: &KeyRing,
+    job: &str,
+    event: &str,
+    payload: &[u8],
+) -> imggo_receiver::event::NewEvent {
+    imggo_receiver::event::NewEvent {
+        envelope: imggo_receiver::event::Envelope {
+            job_id: job.into(),
+            event: event.into(),
+            pattern_id: None,
+            status: None,
+        },
+        sealed: ring.seal(job, event, payload).unwrap(),
+    }
+}
+
+/// A `job.succeeded` row for `job` with an empty payload, under `KEY_A`.
+pub fn sealed_event(job: &str) -> imggo_receiver::event::NewEvent {
+    sealed_event_with(&test_ring(KEY_A), job, "job.succeeded", b"{}")
+}

@@ -4,9 +4,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use imggo_receiver::config::RetentionSettings;
-use imggo_receiver::event::Envelope;
 use imggo_receiver::reencrypt::reencrypt;
-use imggo_receiver::store::{NewEvent, PgStore, PurgeOutcome, Store};
+use imggo_receiver::store::{PgStore, PurgeOutcome, Store};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -217,14 +216,8 @@ async fn key_rotation_end_to_end() {
 async fn rows_under_unknown_keys_are_reported_and_kept() {
     let app = spawn_app().await;
     let stray = test_ring("kz:ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=");
-    let event = |job: &str, ring: &imggo_receiver::crypto::KeyRing| NewEvent {
-        envelope: Envelope {
-            job_id: job.into(),
-            event: "e".into(),
-            pattern_id: None,
-            status: None,
-        },
-        sealed: ring.seal(job, "e", b"{}"),
+    let event = |job: &str, ring: &imggo_receiver::crypto::KeyRing| {
+        sealed_event_with(ring, job, "e", b"{}")
     };
     app.store.insert(&event("stray", &stray)).await.unwrap();
     app.store
@@ -235,7 +228,7 @@ async fn rows_under_unknown_keys_are_reported_and_kept() {
     let report = reencrypt(&app.store, &ring).await.unwrap();
     assert_eq!(report.reencrypted, 1);
     assert_eq!(report.skipped.len(), 1);
-    assert_eq!(report.skipped[0].1, "kz");
+    assert_eq!(report.skipped[0].key_id, "kz");
     assert_eq!(app.rows().await, 2, "never deleted");
     let (ok, _, err) = cli(
         &env_with_ring(&app.db.url, &format!("{KEY_B},{KEY_A}")),
@@ -243,7 +236,7 @@ async fn rows_under_unknown_keys_are_reported_and_kept() {
     );
     assert!(!ok, "a skipped row makes the command fail");
     assert!(
-        err.contains(&format!("skipped row {}", report.skipped[0].0)),
+        err.contains(&format!("skipped row {}", report.skipped[0].id)),
         "{err}"
     );
 }
@@ -261,15 +254,12 @@ async fn reencrypt_under_write_load_loses_nothing() {
     for i in 0..1500 {
         let job = format!("old-{i}");
         app.store
-            .insert(&NewEvent {
-                envelope: Envelope {
-                    job_id: job.clone(),
-                    event: "job.succeeded".into(),
-                    pattern_id: None,
-                    status: None,
-                },
-                sealed: old.seal(&job, "job.succeeded", format!("{{\"n\":{i}}}").as_bytes()),
-            })
+            .insert(&sealed_event_with(
+                &old,
+                &job,
+                "job.succeeded",
+                format!("{{\"n\":{i}}}").as_bytes(),
+            ))
             .await
             .unwrap();
     }

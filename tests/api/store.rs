@@ -3,22 +3,16 @@
 use std::time::Duration;
 
 use imggo_receiver::crypto::{KeyRing, OpenError};
-use imggo_receiver::event::Envelope;
 use imggo_receiver::reencrypt::reencrypt;
 use imggo_receiver::store::{InsertOutcome, NewEvent, PurgeOutcome, Store, StoreError};
 
 use crate::helpers::*;
 
 fn event(ring: &KeyRing, job: &str, ev: &str, payload: &[u8]) -> NewEvent {
-    NewEvent {
-        envelope: Envelope {
-            job_id: job.into(),
-            event: ev.into(),
-            pattern_id: Some("p1".into()),
-            status: Some("done".into()),
-        },
-        sealed: ring.seal(job, ev, payload),
-    }
+    let mut event = sealed_event_with(ring, job, ev, payload);
+    event.envelope.pattern_id = Some("p1".into());
+    event.envelope.status = Some("done".into());
+    event
 }
 
 fn open(ring: &KeyRing, row: &imggo_receiver::store::StoredEvent) -> Result<Vec<u8>, OpenError> {
