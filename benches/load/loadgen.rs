@@ -1,4 +1,4 @@
-//! Load generator for `bench/run.sh`.
+//! Load generator for `benches/load/run.sh`.
 //!
 //! `loadgen gen COUNT FILE` — COUNT unique 1.5 KB production-dialect
 //!   deliveries carrying PII (random UUID job ids, as the production sender

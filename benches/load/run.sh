@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: one command, from a clean clone.
 #
-#   bash bench/run.sh
+#   bash benches/load/run.sh
 #
 # Builds the receiver (release), generates unique signed 1.5 KB deliveries
 # carrying PII, and against a fresh Postgres database measures:
@@ -19,7 +19,7 @@
 # BENCH_RATE (5000), BENCH_OPEN_SECONDS (20), BENCH_DELIVERIES (900000),
 # PGURL (postgres://postgres@127.0.0.1:5432), PGSSLMODE (disable).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 SECONDS_=${BENCH_SECONDS:-30}
 CONNS=${BENCH_CONNECTIONS:-64}
@@ -35,7 +35,7 @@ WORK=$(mktemp -d /dev/shm/imggo-bench.XXXXXX 2>/dev/null || mktemp -d /tmp/imggo
 # (Never `kill 0`: with PID empty that would signal this whole process group.)
 trap 'if [ -n "${PID:-}" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
-trap 'echo "bench/run.sh: failed at line $LINENO" >&2' ERR
+trap 'echo "benches/load/run.sh: failed at line $LINENO" >&2' ERR
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
@@ -102,7 +102,7 @@ fresh_db; start
 # thread after another and starts its clock only after the last, so with two
 # threads the first sends for seconds before the clock starts and the rate
 # it reports is inflated. One thread drives well past 20,000 requests/s here.
-WRK_OUT=$(wrk -t1 -c"$CONNS" -d"${SECONDS_}s" --timeout 10s -s bench/wrk.lua \
+WRK_OUT=$(wrk -t1 -c"$CONNS" -d"${SECONDS_}s" --timeout 10s -s benches/load/wrk.lua \
   "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 1)
 echo "$WRK_OUT" >&2
 LINE=$(echo "$WRK_OUT" | grep '^WRK ')
