@@ -97,6 +97,7 @@ impl<'a> Delivery<'a> {
         Ok(NewEvent {
             envelope: self.envelope,
             sealed,
+            received_at: Utc::now(),
         })
     }
 }

@@ -3,6 +3,8 @@
 //! `delivery` produces them and `store` writes them; neither imports the
 //! other.
 
+use chrono::{DateTime, Utc};
+
 use crate::crypto::Sealed;
 
 /// The plaintext columns of a stored event (validated by `delivery`).
@@ -19,6 +21,9 @@ pub struct Envelope {
 pub struct NewEvent {
     pub envelope: Envelope,
     pub sealed: Sealed,
+    /// When the delivery was received: kept through the spool, so a late
+    /// commit does not make an event younger than it is.
+    pub received_at: DateTime<Utc>,
 }
 
 /// What an insert did.

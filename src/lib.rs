@@ -17,6 +17,7 @@ pub mod redact;
 pub mod reencrypt;
 pub mod retention;
 pub mod security;
+pub mod spool;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

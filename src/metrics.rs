@@ -28,6 +28,10 @@ pub const QUEUE_FULL: &str = "imggo_write_queue_full_total";
 pub const CONNECTIONS_REFUSED: &str = "imggo_connections_refused_total";
 pub const SEAL_FAILURES: &str = "imggo_seal_failures_total";
 pub const LOG_LINES_DROPPED: &str = "imggo_log_lines_dropped_total";
+pub const SPOOL_DEPTH: &str = "imggo_spool_depth";
+pub const SPOOLED: &str = "imggo_spooled_total";
+pub const SPOOL_DRAINED: &str = "imggo_spool_drained_total";
+pub const QUARANTINED: &str = "imggo_quarantined_total";
 
 /// Rows per batch: powers of two up to the largest sensible batch.
 const BATCH_BUCKETS: &[f64] = &[
@@ -111,6 +115,19 @@ fn describe() {
     describe_counter!(
         SEAL_FAILURES,
         "Deliveries refused because their payload could not be encrypted"
+    );
+    describe_gauge!(
+        SPOOL_DEPTH,
+        "Deliveries in this replica's spool, waiting for Postgres"
+    );
+    describe_counter!(
+        SPOOLED,
+        "Deliveries acknowledged from the spool while Postgres could not commit"
+    );
+    describe_counter!(SPOOL_DRAINED, "Spooled deliveries moved into Postgres");
+    describe_counter!(
+        QUARANTINED,
+        "Signed deliveries refused by validation and kept in quarantine, by reason"
     );
     describe_counter!(
         LOG_LINES_DROPPED,

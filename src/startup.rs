@@ -15,6 +15,7 @@ use crate::redact::Redactor;
 use crate::retention;
 use crate::security::rate_limit::{self, RateLimit};
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
+use crate::spool::Spool;
 use crate::store::batch::BatchOptions;
 use crate::store::{BatchWriter, Store};
 
@@ -26,6 +27,8 @@ pub struct Application {
     admin_listener: TcpListener,
     state: AppState,
     writers: tokio::task::JoinHandle<()>,
+    /// The spool's writer, when there is a spool.
+    spool_writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -73,6 +76,17 @@ impl Application {
             store.clone(),
             BatchOptions::from_settings(&settings.database),
         );
+        // The spool backs Postgres only: SQLite is already a local file.
+        let (spool, spool_writer) = match &store {
+            Store::Postgres(_) if !settings.spool.path.is_empty() => {
+                let path = std::path::Path::new(&settings.spool.path);
+                let (spool, writer) = Spool::open(path, settings.spool.max_bytes)
+                    .await
+                    .with_context(|| format!("cannot open spool.path = {}", path.display()))?;
+                (Some(spool), Some(writer))
+            }
+            _ => (None, None),
+        };
         let state = AppState::new(Shared {
             gate: DeliveryGate {
                 client_ip: ClientIpResolver::new(settings.network.trusted_proxies.clone()),
@@ -84,6 +98,7 @@ impl Application {
                 redactor: Redactor::new(&settings.redact, secrets.hash_key.expose()),
                 keys: secrets.keys,
                 writer,
+                spool,
             },
             settings,
             store,
@@ -94,6 +109,7 @@ impl Application {
             admin_listener,
             state,
             writers,
+            spool_writer,
         })
     }
 
@@ -119,6 +135,7 @@ impl Application {
             admin_listener,
             state,
             writers,
+            spool_writer,
         } = self;
         let shutdown = state.shutdown.clone();
         let store = state.store.clone();
@@ -149,6 +166,11 @@ impl Application {
             retention::FIRST_PASS_DELAY.min(state.settings.retention.purge_interval),
             shutdown.clone(),
         ));
+        let drainer = state
+            .ingest
+            .spool
+            .clone()
+            .map(|spool| tokio::spawn(spool.drain_into(store.clone(), shutdown.clone())));
         let public = http::PublicService::per_connection(state);
         http::server::serve(listener, public, shutdown, opts).await;
         // Once the drained connections drop their queue senders, writers
@@ -166,6 +188,21 @@ impl Application {
             tracing::warn!(
                 "batch writers still busy at exit; unanswered deliveries will be retried by ImgGo"
             );
+        }
+        if let Some(drainer) = drainer {
+            if let Err(e) = drainer.await {
+                tracing::error!(error = %e, "spool drainer failed");
+            }
+        }
+        // Every spooled delivery was committed before it was answered; this
+        // only lets the writer finish what is in flight.
+        if let Some(writer) = spool_writer {
+            if tokio::time::timeout(WRITER_DRAIN_TIMEOUT, writer)
+                .await
+                .is_err()
+            {
+                tracing::warn!("spool writer still busy at exit");
+            }
         }
         for (name, task) in [
             ("admin listener", admin),

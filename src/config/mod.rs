@@ -47,6 +47,27 @@ pub struct Settings {
     pub log: LogSettings,
     /// PII redaction rules.
     pub redact: RedactSettings,
+    /// The local spool that acknowledges deliveries while Postgres cannot.
+    pub spool: SpoolSettings,
+    /// Signed deliveries refused by validation, kept for replay.
+    pub quarantine: QuarantineSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// SQLite file of this replica's spool (Postgres store only); empty
+    /// turns the spool off.
+    pub path: String,
+    /// Largest the spool may grow, in bytes; past it deliveries get 503.
+    pub max_bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineSettings {
+    /// Most quarantined deliveries kept; the oldest go first.
+    pub max_rows: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -263,6 +284,15 @@ impl Settings {
         }
         if self.database.acquire_timeout.is_zero() {
             return fail("database.acquire_timeout", "must be greater than 0s");
+        }
+        if self.spool.max_bytes == 0 && !self.spool.path.is_empty() {
+            return fail(
+                "spool.max_bytes",
+                "must be at least 1 (or set spool.path = \"\" to turn the spool off)",
+            );
+        }
+        if self.quarantine.max_rows == 0 {
+            return fail("quarantine.max_rows", "must be at least 1");
         }
         self.redact.validate().map_err(ConfigError)?;
         Ok(())

@@ -1,5 +1,6 @@
-//! `/healthz` (liveness: the process answers) and `/readyz` (the database
-//! answers, migrations are applied, and we are not shutting down).
+//! `/healthz` (liveness: the process answers) and `/readyz` (deliveries can
+//! be acknowledged: the database answers with migrations applied, or the
+//! spool has room; and we are not shutting down).
 
 use std::time::Duration;
 
@@ -29,14 +30,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_cancelled() {
         return not_ready("shutting_down");
     }
-    match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ready()).await {
-        Ok(Ok(())) => status_body(StatusCode::OK, json!({"status": "ready"})),
-        Ok(Err(crate::store::StoreError::NotMigrated)) => not_ready("migrations_pending"),
+    let reason = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ready()).await {
+        Ok(Ok(())) => return status_body(StatusCode::OK, json!({"status": "ready"})),
+        Ok(Err(crate::store::StoreError::NotMigrated)) => return not_ready("migrations_pending"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            not_ready("database_unavailable")
+            "database_unavailable"
         }
-        Err(_) => not_ready("database_timeout"),
+        Err(_) => "database_timeout",
+    };
+    // Deliveries are still acknowledged while the spool has room.
+    match &state.ingest.spool {
+        Some(spool) if spool.has_room() => status_body(
+            StatusCode::OK,
+            json!({"status": "ready", "spooling": true, "reason": reason}),
+        ),
+        _ => not_ready(reason),
     }
 }
 

@@ -27,6 +27,7 @@ use crate::error::AppError;
 use crate::redact::Redactor;
 use crate::security::rate_limit::RateLimit;
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
+use crate::spool::Spool;
 use crate::store::{BatchWriter, Store};
 
 pub use pipeline::REQUEST_ID_HEADER;
@@ -75,6 +76,9 @@ pub struct Ingest {
     pub keys: KeyRing,
     /// Group-commit queue in front of the store.
     pub writer: BatchWriter,
+    /// Where deliveries go while Postgres cannot commit (Postgres store
+    /// with `spool.path` set).
+    pub spool: Option<Spool>,
 }
 
 /// The public application router: every route but the webhook's, which

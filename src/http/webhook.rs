@@ -23,10 +23,12 @@ use super::pipeline::{within_timeout, Started};
 use super::AppState;
 use crate::delivery::{check_freshness, Delivery};
 use crate::error::{AppError, Outcome};
+use crate::event::NewEvent;
 use crate::event::{Envelope, InsertOutcome};
 use crate::security::rate_limit::Admitted;
 use crate::security::{SignatureError, SIGNATURE_HEADER};
-use crate::store::SubmitError;
+use crate::spool::{Spool, SpoolError};
+use crate::store::{NotCommitted, SubmitError};
 
 /// Serves one request for the webhook path, whatever its method.
 pub async fn handle<B>(state: AppState, peer: SocketAddr, req: Request<B>) -> Response
@@ -153,16 +155,47 @@ where
     })?;
     drop(body);
 
-    let outcome = ingest.writer.submit(row).await.map_err(|e| {
-        // The access line records the 503 with its job_id; the writer
-        // logs the cause once per batch. A full queue has only its metric:
-        // a line per refusal would double the log exactly under overload.
-        if e == SubmitError::QueueFull {
+    let outcome = ingest.commit(row).await.map_err(refused)?;
+    Ok((outcome, envelope))
+}
+
+impl super::Ingest {
+    /// Commits a sealed delivery: to Postgres through the batch writers, or
+    /// to the spool while it is active or when the writers could not
+    /// commit it. 503 only when neither can.
+    async fn commit(&self, row: NewEvent) -> Result<InsertOutcome, AppError> {
+        let spool = match &self.spool {
+            Some(spool) if spool.is_active() => return to_spool(spool, row).await,
+            spool => spool,
+        };
+        let NotCommitted { reason, event } = match self.writer.submit(row).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(not_committed) => not_committed,
+        };
+        // The writer logs a failed batch once; a full queue has only its
+        // metric: a line per refusal would double the log under overload.
+        if reason == SubmitError::QueueFull {
             metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
         }
-        refused(AppError::Unavailable)
-    })?;
-    Ok((outcome, envelope))
+        match (spool, event) {
+            (Some(spool), Some(event)) => {
+                if reason != SubmitError::QueueFull {
+                    spool.database_failed();
+                }
+                to_spool(spool, event).await
+            }
+            _ => Err(AppError::Unavailable),
+        }
+    }
+}
+
+async fn to_spool(spool: &Spool, row: NewEvent) -> Result<InsertOutcome, AppError> {
+    spool.submit(row).await.map_err(|e| {
+        if !matches!(e, SpoolError::Full) {
+            tracing::error!(error = %e, "a delivery could not be spooled");
+        }
+        AppError::Unavailable
+    })
 }
 
 /// Reads the body once, refusing it as soon as it passes `limit` (declared

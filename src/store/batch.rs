@@ -43,6 +43,15 @@ impl BatchOptions {
     }
 }
 
+/// An event the writers did not commit, handed back with why, so that it
+/// can be kept elsewhere (the spool). `event` is `None` only when the
+/// writer stopped without answering.
+#[derive(Debug)]
+pub struct NotCommitted {
+    pub reason: SubmitError,
+    pub event: Option<NewEvent>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     #[error("the write queue is full")]
@@ -55,7 +64,17 @@ pub enum SubmitError {
 
 struct Job {
     event: NewEvent,
-    reply: oneshot::Sender<Result<InsertOutcome, SubmitError>>,
+    reply: oneshot::Sender<Result<InsertOutcome, NotCommitted>>,
+}
+
+impl Job {
+    /// Answers that the batch holding this event was not committed.
+    fn fail(self) {
+        let _ = self.reply.send(Err(NotCommitted {
+            reason: SubmitError::Failed,
+            event: Some(self.event),
+        }));
+    }
 }
 
 /// The submitting side; cheap to clone. Writers stop once every clone is
@@ -110,16 +129,24 @@ impl BatchWriter {
         (Self { queue }, handle)
     }
 
-    /// Queues `event` and waits until its batch is committed (or failed).
-    pub async fn submit(&self, event: NewEvent) -> Result<InsertOutcome, SubmitError> {
+    /// Queues `event` and waits until its batch is committed; an event not
+    /// committed comes back with the reason.
+    pub async fn submit(&self, event: NewEvent) -> Result<InsertOutcome, NotCommitted> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .try_send(Job { event, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
-            })?;
-        answer.await.map_err(|_| SubmitError::Stopped)?
+        self.queue.try_send(Job { event, reply }).map_err(|e| {
+            let (reason, job) = match e {
+                mpsc::error::TrySendError::Full(job) => (SubmitError::QueueFull, job),
+                mpsc::error::TrySendError::Closed(job) => (SubmitError::Stopped, job),
+            };
+            NotCommitted {
+                reason,
+                event: Some(job.event),
+            }
+        })?;
+        answer.await.unwrap_or(Err(NotCommitted {
+            reason: SubmitError::Stopped,
+            event: None,
+        }))
     }
 
     /// Rows waiting for a writer right now.
@@ -202,21 +229,23 @@ async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max
             Err(e @ StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, rows = jobs.len(), "batch could not be committed");
                 crate::metrics::database_error("insert");
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(SubmitError::Failed));
-                }
+                jobs.drain(..).for_each(Job::fail);
             }
             // The database refused the statement: one row may be at fault.
             // Write the rows one by one so it cannot fail the others.
             Err(e) => {
                 tracing::warn!(error = %e, rows = jobs.len(), "batch refused; writing its rows one by one");
                 for job in jobs.drain(..) {
-                    let outcome = store.insert(&job.event).await.map_err(|e| {
-                        tracing::error!(error = %e, job_id = %job.event.envelope.job_id, "row could not be committed");
-                        crate::metrics::database_error("insert");
-                        SubmitError::Failed
-                    });
-                    let _ = job.reply.send(outcome);
+                    match store.insert(&job.event).await {
+                        Ok(outcome) => {
+                            let _ = job.reply.send(Ok(outcome));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, job_id = %job.event.envelope.job_id, "row could not be committed");
+                            crate::metrics::database_error("insert");
+                            job.fail();
+                        }
+                    }
                 }
             }
         }

@@ -258,7 +258,8 @@ async fn insert_rows<'c>(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut key_ids, mut nonces, mut ciphertexts) = (
+    let (mut key_ids, mut nonces, mut ciphertexts, mut received) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -271,12 +272,13 @@ async fn insert_rows<'c>(
         key_ids.push(e.sealed.key_id.as_str());
         nonces.push(e.sealed.nonce.as_slice());
         ciphertexts.push(e.sealed.ciphertext.as_slice());
+        received.push(e.received_at);
     }
     let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO webhook_events \
-           (job_id, event, pattern_id, status, key_id, nonce, ciphertext) \
+           (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                              $5::text[], $6::bytea[], $7::bytea[]) \
+                              $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[]) \
          ON CONFLICT (job_id, event) DO NOTHING \
          RETURNING job_id, event",
     )
@@ -287,6 +289,7 @@ async fn insert_rows<'c>(
     .bind(&key_ids)
     .bind(&nonces)
     .bind(&ciphertexts)
+    .bind(&received)
     .fetch_all(executor)
     .await?;
     Ok(claim_outcomes(events, inserted))

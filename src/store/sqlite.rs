@@ -65,7 +65,6 @@ impl SqliteStore {
         &self,
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        let now = Utc::now().timestamp_micros();
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
@@ -80,7 +79,7 @@ impl SqliteStore {
             .bind(&e.event)
             .bind(&e.pattern_id)
             .bind(&e.status)
-            .bind(now)
+            .bind(event.received_at.timestamp_micros())
             .bind(s.key_id.as_str())
             .bind(&s.nonce)
             .bind(&s.ciphertext)
@@ -176,7 +175,7 @@ fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
 
 /// Creates the database file readable by its owner only (SQLite gives the
 /// -wal and -shm files the same mode); an existing file is left as it is.
-fn create_private(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
     if path.as_os_str() == ":memory:" {
         return Ok(());
     }

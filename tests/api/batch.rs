@@ -92,7 +92,9 @@ async fn a_failed_batch_fails_every_request_in_it_and_acknowledges_nothing() {
         futures_util::future::join_all((0..5).map(|i| writer.submit(event(&format!("j{i}")))))
             .await;
     assert!(
-        results.iter().all(|r| *r == Err(SubmitError::Failed)),
+        results
+            .iter()
+            .all(|r| matches!(r, Err(e) if e.reason == SubmitError::Failed && e.event.is_some())),
         "{results:?}"
     );
     sqlx::query("ALTER TABLE webhook_events_away RENAME TO webhook_events")
@@ -102,7 +104,7 @@ async fn a_failed_batch_fails_every_request_in_it_and_acknowledges_nothing() {
     assert_eq!(count_rows(&store).await, 0);
     // The writer carries on once the database is healthy again.
     assert_eq!(
-        writer.submit(event("j0")).await,
+        writer.submit(event("j0")).await.map_err(|e| e.reason),
         Ok(InsertOutcome::Inserted)
     );
 }
@@ -150,18 +152,18 @@ async fn a_full_queue_is_refused_at_once_then_everything_queued_commits() {
 
     // The writer takes the first and blocks on the lock; two more fill the queue.
     let w = writer.clone();
-    let first = tokio::spawn(async move { w.submit(event("first")).await });
+    let first = tokio::spawn(async move { w.submit(event("first")).await.map_err(|e| e.reason) });
     insert_waits_on_lock(&db).await;
     let queued: Vec<_> = ["second", "third"]
         .into_iter()
         .map(|job| {
             let w = writer.clone();
-            tokio::spawn(async move { w.submit(event(job)).await })
+            tokio::spawn(async move { w.submit(event(job)).await.map_err(|e| e.reason) })
         })
         .collect();
     until("two rows queued", || writer.queued() == 2).await;
     assert_eq!(
-        writer.submit(event("refused")).await,
+        writer.submit(event("refused")).await.map_err(|e| e.reason),
         Err(SubmitError::QueueFull)
     );
 
@@ -186,7 +188,11 @@ async fn shutdown_with_a_non_empty_queue_commits_what_was_queued() {
     let waiting: Vec<_> = (0..20)
         .map(|i| {
             let w = writer.clone();
-            tokio::spawn(async move { w.submit(event(&format!("q{i}"))).await })
+            tokio::spawn(async move {
+                w.submit(event(&format!("q{i}")))
+                    .await
+                    .map_err(|e| e.reason)
+            })
         })
         .collect();
     let writer = Arc::new(writer);
@@ -221,16 +227,22 @@ async fn a_row_the_database_refuses_does_not_fail_its_batch_mates() {
     let mut poison = event("poison");
     poison.envelope.pattern_id = Some("a\0b".into());
     let w = writer.clone();
-    let first = tokio::spawn(async move { w.submit(event("first")).await });
+    let first = tokio::spawn(async move { w.submit(event("first")).await.map_err(|e| e.reason) });
     insert_waits_on_lock(&db).await;
     let mut batch: Vec<_> = (0..5)
         .map(|i| {
             let w = writer.clone();
-            tokio::spawn(async move { w.submit(event(&format!("good-{i}"))).await })
+            tokio::spawn(async move {
+                w.submit(event(&format!("good-{i}")))
+                    .await
+                    .map_err(|e| e.reason)
+            })
         })
         .collect();
     let w = writer.clone();
-    batch.push(tokio::spawn(async move { w.submit(poison).await }));
+    batch.push(tokio::spawn(async move {
+        w.submit(poison).await.map_err(|e| e.reason)
+    }));
     until("the next batch to queue", || writer.queued() == 6).await;
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
 

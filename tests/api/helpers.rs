@@ -5,6 +5,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::io::copy_bidirectional;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use hmac::{Hmac, Mac};
 use imggo_receiver::config::secrets::Secrets;
@@ -122,6 +128,8 @@ pub fn test_settings() -> Settings {
 }
 
 pub struct TestApp {
+    /// Holds the app's spool file.
+    pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub db: TestDb,
@@ -145,8 +153,11 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Options)) -> TestApp {
     let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings();
+    settings.spool.path = dir.path().join("spool.db").display().to_string();
     let mut options = Options {
-        settings: test_settings(),
+        settings,
         env: secret_env(&db.url),
         database_url: None,
     };
@@ -168,6 +179,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Options)) -> TestApp {
     let store = app.store().clone();
     let server = tokio::spawn(app.run());
     TestApp {
+        dir,
         addr,
         admin_addr,
         db,
@@ -414,10 +426,74 @@ pub fn sealed_event_with(
             status: None,
         },
         sealed: ring.seal(job, event, payload).unwrap(),
+        received_at: chrono::Utc::now(),
     }
 }
 
 /// A `job.succeeded` row for `job` with an empty payload, under `KEY_A`.
 pub fn sealed_event(job: &str) -> imggo_receiver::event::NewEvent {
     sealed_event_with(&test_ring(KEY_A), job, "job.succeeded", b"{}")
+}
+
+/// A TCP forwarder in front of Postgres that can be cut and restored.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    up: watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Arc<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, _) = watch::channel(true);
+        let proxy = Arc::new(Self { addr, up });
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    break;
+                };
+                if !*p.up.borrow() {
+                    continue; // dropped: the client sees a reset/EOF
+                }
+                let mut down = p.up.subscribe();
+                conns.spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+/// host:port of a postgres:// URL.
+pub fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
+pub fn upstream_addr() -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs as _;
+    host_port(&admin_url())
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// `url` with its host:port replaced by the proxy's.
+pub fn via_proxy(url: &str, proxy: std::net::SocketAddr) -> String {
+    url.replacen(host_port(url), &proxy.to_string(), 1)
 }

@@ -11,5 +11,6 @@ mod embedded;
 mod outage;
 mod redaction;
 mod retention;
+mod spool;
 mod store;
 mod webhook;

@@ -1,0 +1,414 @@
+//! The spool (CONTRACT §10): with Postgres as the store, a verified delivery
+//! that cannot be committed there (database unreachable, commit failing,
+//! writer queue full) is committed instead to a local SQLite file, and only
+//! then answered `200 received`. ImgGo's sender tries once, so
+//! acknowledging durably while Postgres is away is what keeps its results.
+//!
+//! - Durable: WAL with `synchronous = FULL`, one transaction per group of
+//!   deliveries (group commit, as the batch writers do), fsynced before any
+//!   of them is answered. Rows hold only sealed payloads.
+//! - While the spool holds rows (or Postgres was just found unreachable),
+//!   new deliveries go to it directly: they are not made to wait on a
+//!   database that is down, and a redelivery of a spooled delivery finds
+//!   it there and answers `duplicate`.
+//! - The drainer moves rows into Postgres oldest first, removing each only
+//!   after Postgres committed it (a crash in between re-sends it, and
+//!   Postgres answers duplicate), keeping `received_at`. A spool left by a
+//!   crash drains at the next start.
+//! - `spool.max_bytes` bounds it: past it, deliveries get 503 as before.
+//!
+//! What it does not protect against: the loss of this replica's disk (mount
+//! a volume), or a replica that never starts again (its spool waits for it).
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row as _;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::crypto::{KeyId, Sealed};
+use crate::event::{Envelope, InsertOutcome, NewEvent};
+use crate::store::{Store, StoreError};
+
+/// Most deliveries written to the spool per transaction.
+const MAX_BATCH: usize = 512;
+/// Deliveries waiting for the spool writer before new ones get 503.
+const QUEUE_CAPACITY: usize = 8192;
+/// Rows moved into Postgres per transaction by the drainer.
+const DRAIN_BATCH: i64 = 1000;
+/// How often the drainer looks again while Postgres is unreachable (and,
+/// when idle, in case a row arrived without waking it).
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// Bytes a row costs beyond its payload (columns, index entries, pages).
+const ROW_OVERHEAD: u64 = 256;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS spooled_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id      TEXT    NOT NULL,
+    event       TEXT    NOT NULL,
+    pattern_id  TEXT,
+    status      TEXT,
+    received_at INTEGER NOT NULL,
+    key_id      TEXT    NOT NULL,
+    nonce       BLOB    NOT NULL,
+    ciphertext  BLOB    NOT NULL,
+    UNIQUE (job_id, event)
+)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full (spool.max_bytes)")]
+    Full,
+    #[error("the spool cannot commit: {0}")]
+    Failed(#[source] sqlx::Error),
+    #[error("the spool writer has stopped")]
+    Stopped,
+}
+
+/// This replica's spool; cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    queue: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+/// What the request side, the writer and the drainer all read.
+struct Shared {
+    pool: SqlitePool,
+    /// Rows in the spool.
+    depth: AtomicU64,
+    /// Approximate bytes the rows take.
+    bytes: AtomicU64,
+    max_bytes: u64,
+    /// Postgres was found unable to commit and has not been seen to
+    /// recover: deliveries go straight to the spool.
+    database_down: AtomicBool,
+    /// A delivery was refused for want of room since the last drain.
+    full: AtomicBool,
+    /// Wakes the drainer when rows arrive.
+    wake: Notify,
+}
+
+struct Job {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<InsertOutcome, SpoolError>>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("depth", &self.depth())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spool {
+    /// Opens (creating file and folder, mode 0600) the spool at `path` and
+    /// starts its writer. The returned handle finishes once every `Spool`
+    /// clone is gone and what was queued is committed.
+    pub async fn open(path: &Path, max_bytes: u64) -> anyhow::Result<(Self, JoinHandle<()>)> {
+        use anyhow::Context as _;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the spool's folder {}", dir.display()))?;
+        }
+        crate::store::sqlite::create_private(path)
+            .with_context(|| format!("cannot create the spool file {}", path.display()))?;
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit survives power loss (NORMAL in WAL may lose
+            // the last transactions), and the 200 waits for it.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open the spool {}", path.display()))?;
+        sqlx::query(SCHEMA).execute(&pool).await?;
+        let row = sqlx::query(
+            "SELECT count(*), coalesce(sum(length(ciphertext) + length(job_id) + length(event)), 0) \
+             FROM spooled_events",
+        )
+        .fetch_one(&pool)
+        .await?;
+        let (depth, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let depth = depth.unsigned_abs();
+        let shared = Arc::new(Shared {
+            pool,
+            depth: AtomicU64::new(depth),
+            bytes: AtomicU64::new(bytes.unsigned_abs() + depth * ROW_OVERHEAD),
+            max_bytes,
+            database_down: AtomicBool::new(false),
+            full: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        shared.publish_depth();
+        if depth > 0 {
+            tracing::warn!(
+                rows = depth,
+                "the spool holds deliveries from an earlier run; draining them into Postgres"
+            );
+        }
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = tokio::spawn(write_batches(shared.clone(), rx));
+        Ok((Self { queue, shared }, writer))
+    }
+
+    /// Whether new deliveries should come here rather than to Postgres:
+    /// Postgres was just found unable to commit, or spooled rows are still
+    /// waiting (a redelivery of one of them must find it).
+    pub fn is_active(&self) -> bool {
+        self.shared.database_down.load(Ordering::Relaxed)
+            || self.shared.depth.load(Ordering::Relaxed) > 0
+    }
+
+    /// Records that Postgres could not commit: until the drainer sees it
+    /// answer again, deliveries come here first.
+    pub fn database_failed(&self) {
+        self.shared.database_down.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+    }
+
+    /// Rows waiting to be drained.
+    pub fn depth(&self) -> u64 {
+        self.shared.depth.load(Ordering::Relaxed)
+    }
+
+    /// Whether a delivery can still be acknowledged here (`/readyz`).
+    pub fn has_room(&self) -> bool {
+        !self.shared.full.load(Ordering::Relaxed)
+            && self.shared.bytes.load(Ordering::Relaxed) < self.shared.max_bytes
+    }
+
+    /// Commits `event` to the spool (durably, before returning). A
+    /// delivery already spooled is a duplicate, even when the spool is full.
+    pub async fn submit(&self, event: NewEvent) -> Result<InsertOutcome, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Job { event, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SpoolError::Full,
+                mpsc::error::TrySendError::Closed(_) => SpoolError::Stopped,
+            })?;
+        answer.await.unwrap_or(Err(SpoolError::Stopped))
+    }
+
+    /// Moves spooled rows into `store` until `shutdown`: whenever rows
+    /// arrive, and every [`RETRY_INTERVAL`] while Postgres is unreachable.
+    pub async fn drain_into(self, store: Store, shutdown: CancellationToken) {
+        loop {
+            match self.drain_once(&store).await {
+                Ok(()) => {
+                    self.shared.database_down.store(false, Ordering::Relaxed);
+                    // Wait for rows (or a missed wake-up) before looking again.
+                    tokio::select! {
+                        () = self.shared.wake.notified() => {}
+                        () = tokio::time::sleep(RETRY_INTERVAL * 4) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    self.shared.database_down.store(true, Ordering::Relaxed);
+                    tracing::warn!(error = %e, rows = self.depth(), "spool cannot drain yet; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY_INTERVAL) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves every spooled row into `store`, oldest first, a batch per
+    /// transaction on each side.
+    async fn drain_once(&self, store: &Store) -> Result<(), DrainError> {
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext \
+                 FROM spooled_events ORDER BY seq LIMIT ?",
+            )
+            .bind(DRAIN_BATCH)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(DrainError::Spool)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut seqs = Vec::with_capacity(rows.len());
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                seqs.push(row.try_get::<i64, _>("seq").map_err(DrainError::Spool)?);
+                events.push(spooled_event(row).map_err(DrainError::Spool)?);
+            }
+            let refs: Vec<&NewEvent> = events.iter().collect();
+            store
+                .insert_batch(&refs)
+                .await
+                .map_err(DrainError::Database)?;
+            // Committed in Postgres: only now may the spool forget them.
+            let last = seqs.last().copied().unwrap_or(0);
+            let freed: u64 = events.iter().map(row_size).sum();
+            sqlx::query("DELETE FROM spooled_events WHERE seq <= ?")
+                .bind(last)
+                .execute(&self.shared.pool)
+                .await
+                .map_err(DrainError::Spool)?;
+            let n = events.len() as u64;
+            self.shared.depth.fetch_sub(n, Ordering::Relaxed);
+            self.shared.bytes.fetch_sub(freed, Ordering::Relaxed);
+            self.shared.full.store(false, Ordering::Relaxed);
+            self.shared.publish_depth();
+            metrics::counter!(crate::metrics::SPOOL_DRAINED).increment(n);
+            tracing::info!(
+                rows = n,
+                left = self.depth(),
+                "spooled deliveries moved into Postgres"
+            );
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DrainError {
+    #[error("the spool could not be read or trimmed: {0}")]
+    Spool(#[source] sqlx::Error),
+    #[error("Postgres did not commit: {0}")]
+    Database(#[source] StoreError),
+}
+
+impl Shared {
+    fn publish_depth(&self) {
+        metrics::gauge!(crate::metrics::SPOOL_DEPTH).set(self.depth.load(Ordering::Relaxed) as f64);
+    }
+}
+
+/// The spool writer: everything queued is committed in one transaction, then
+/// each requester gets its own outcome (a failed commit fails them all).
+async fn write_batches(shared: Arc<Shared>, mut queue: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let room = shared
+            .max_bytes
+            .saturating_sub(shared.bytes.load(Ordering::Relaxed));
+        match insert(&shared.pool, &jobs, room).await {
+            Ok(outcomes) => {
+                let (mut added, mut bytes) = (0u64, 0u64);
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    match outcome {
+                        Ok(InsertOutcome::Inserted) => {
+                            added += 1;
+                            bytes += row_size(&job.event);
+                        }
+                        Err(SpoolError::Full) => shared.full.store(true, Ordering::Relaxed),
+                        _ => {}
+                    }
+                    let _ = job.reply.send(outcome);
+                }
+                shared.depth.fetch_add(added, Ordering::Relaxed);
+                shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+                shared.publish_depth();
+                metrics::counter!(crate::metrics::SPOOLED).increment(added);
+                shared.wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = jobs.len(), "the spool could not commit");
+                for job in jobs.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(SpoolError::Failed(sqlx::Error::WorkerCrashed)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes `jobs` in one transaction, adding at most `room` bytes: a row
+/// past it is a duplicate if already spooled, else refused as full.
+async fn insert(
+    pool: &SqlitePool,
+    jobs: &[Job],
+    mut room: u64,
+) -> Result<Vec<Result<InsertOutcome, SpoolError>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (e, s) = (&job.event.envelope, &job.event.sealed);
+        let size = row_size(&job.event);
+        if size > room {
+            let spooled: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM spooled_events WHERE job_id = ? AND event = ?)",
+            )
+            .bind(&e.job_id)
+            .bind(&e.event)
+            .fetch_one(&mut *tx)
+            .await?;
+            outcomes.push(if spooled {
+                Ok(InsertOutcome::Duplicate)
+            } else {
+                Err(SpoolError::Full)
+            });
+            continue;
+        }
+        let affected = sqlx::query(
+            "INSERT INTO spooled_events \
+               (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
+        )
+        .bind(&e.job_id)
+        .bind(&e.event)
+        .bind(&e.pattern_id)
+        .bind(&e.status)
+        .bind(job.event.received_at.timestamp_micros())
+        .bind(s.key_id.as_str())
+        .bind(&s.nonce)
+        .bind(&s.ciphertext)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        outcomes.push(Ok(if affected == 1 {
+            room -= size;
+            InsertOutcome::Inserted
+        } else {
+            InsertOutcome::Duplicate
+        }));
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+fn spooled_event(row: &sqlx::sqlite::SqliteRow) -> Result<NewEvent, sqlx::Error> {
+    let key_id: String = row.try_get("key_id")?;
+    let micros: i64 = row.try_get("received_at")?;
+    Ok(NewEvent {
+        envelope: Envelope {
+            job_id: row.try_get("job_id")?,
+            event: row.try_get("event")?,
+            pattern_id: row.try_get("pattern_id")?,
+            status: row.try_get("status")?,
+        },
+        sealed: Sealed {
+            key_id: KeyId::new(&key_id).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            nonce: row.try_get("nonce")?,
+            ciphertext: row.try_get("ciphertext")?,
+        },
+        received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
+    })
+}
+
+/// What a row is counted as against `spool.max_bytes`.
+fn row_size(event: &NewEvent) -> u64 {
+    let e = &event.envelope;
+    (event.sealed.ciphertext.len() + e.job_id.len() + e.event.len()) as u64 + ROW_OVERHEAD
+}

@@ -1,0 +1,248 @@
+//! The spool (CONTRACT §10): Postgres unreachable under load answers 200
+//! from the local spool, and every acknowledged delivery reaches Postgres
+//! exactly once when it is back; a full spool answers 503; a spool left by
+//! `kill -9` drains at the next start.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::binary::{command, free_port};
+use crate::helpers::*;
+
+/// Job ids of `webhook_events`, straight from Postgres.
+async fn stored_job_ids(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar("SELECT job_id FROM webhook_events ORDER BY job_id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until Postgres holds exactly `expected`.
+async fn until_stored(db: &TestDb, expected: &BTreeSet<String>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = stored_job_ids(db).await;
+        let unique: BTreeSet<String> = stored.iter().cloned().collect();
+        assert_eq!(unique.len(), stored.len(), "a job stored twice");
+        if unique == *expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acknowledged but not in Postgres: {:?}; unexpected: {:?}",
+            expected.difference(&unique).take(5).collect::<Vec<_>>(),
+            unique.difference(expected).take(5).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_load_loses_nothing_and_answers_only_2xx() {
+    let proxy = Proxy::start(upstream_addr()).await;
+    let proxy_addr = proxy.addr;
+    let app = spawn_app_with(|o| {
+        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
+    })
+    .await;
+    let metrics_url = format!("http://{}/metrics", app.admin_addr);
+    let before = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // 16 senders deliver unique jobs until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..16)
+        .map(|s| {
+            let (url, stop) = (app.webhook_url(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let (mut acked, mut refused) = (Vec::new(), Vec::new());
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let job = format!("load-{s}-{i}");
+                    i += 1;
+                    let body = prod_body(&job);
+                    let sig = prod_signature(&body);
+                    let res = post_from(&client, &url, body, Some(&sig)).await;
+                    if res.status() == 200 {
+                        acked.push(job);
+                    } else {
+                        refused.push(res.status().as_u16());
+                    }
+                }
+                (acked, refused)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.set_up(false);
+    // The balancer keeps the replica in rotation: it can still acknowledge.
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    proxy.set_up(true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut acked = BTreeSet::new();
+    for sender in senders {
+        let (jobs, refused) = sender.await.unwrap();
+        assert!(refused.is_empty(), "non-2xx answers: {refused:?}");
+        acked.extend(jobs);
+    }
+    assert!(acked.len() > 100, "too little load: {}", acked.len());
+    until_stored(&app.db, &acked).await;
+
+    let spooled = |t: &str| sample(t, "imggo_spooled_total");
+    assert!(spooled(&during) > spooled(&before), "nothing was spooled");
+    let after = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sample(&after, "imggo_spool_drained_total") > sample(&before, "imggo_spool_drained_total")
+    );
+    // Drained: the spool file holds nothing.
+    let left: i64 = spool_rows(&app.dir.path().join("spool.db")).await;
+    assert_eq!(left, 0);
+}
+
+async fn spool_rows(path: &std::path::Path) -> i64 {
+    let url = format!("sqlite://{}", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let n = sqlx::query_scalar("SELECT count(*) FROM spooled_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_503_and_a_spooled_redelivery_is_a_duplicate() {
+    let proxy = Proxy::start(upstream_addr()).await;
+    let proxy_addr = proxy.addr;
+    let app = spawn_app_with(|o| {
+        // Room for one or two deliveries (sealed, compressed: about 1 KB each).
+        o.settings.spool.max_bytes = 2000;
+        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
+    })
+    .await;
+    proxy.set_up(false);
+    let first = prod_body("spooled-1");
+    let res = app.post_signed(first.clone()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "received");
+    let res = app.post_signed(first.clone()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "duplicate");
+
+    let mut statuses = Vec::new();
+    for i in 2..8 {
+        let res = app.post_signed(prod_body(&format!("spooled-{i}"))).await;
+        statuses.push(res.status().as_u16());
+        if res.status() == 503 {
+            assert!(res.headers().get("retry-after").is_some());
+            assert_eq!(error_code(res).await, "unavailable");
+        }
+    }
+    assert!(statuses.contains(&503), "never full: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "{statuses:?}"
+    );
+    // Full, and a redelivery of a spooled one is still a duplicate.
+    let res = app.post_signed(first).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "duplicate");
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let status = ready.status();
+    assert_eq!(
+        status,
+        503,
+        "full spool and no database: not ready: {}",
+        ready.text().await.unwrap()
+    );
+
+    proxy.set_up(true);
+    let acked: BTreeSet<String> = std::iter::once("spooled-1".to_owned())
+        .chain(
+            statuses
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s == 200)
+                .map(|(i, _)| format!("spooled-{}", i + 2)),
+        )
+        .collect();
+    until_stored(&app.db, &acked).await;
+}
+
+/// `kill -9` of a replica holding spooled deliveries; restarted with
+/// Postgres back, it drains them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_left_by_kill_9_drains_at_the_next_start() {
+    let db = TestDb::new().await;
+    let proxy = Proxy::start(upstream_addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env: Vec<(String, String)> = secret_env(&via_proxy(&db.url, proxy.addr))
+        .into_iter()
+        .collect();
+    env.extend([
+        ("IMGGO__SERVER__BIND".into(), format!("127.0.0.1:{port}")),
+        (
+            "IMGGO__ADMIN__BIND".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        ("IMGGO__DATABASE__ACQUIRE_TIMEOUT".into(), "500ms".into()),
+    ]);
+    let url = format!("http://127.0.0.1:{port}/webhooks/imggo");
+    let start = || {
+        let mut server = crate::binary::Server::start(command(dir.path(), &env));
+        server.wait_for("listening");
+        server
+    };
+
+    let mut server = start();
+    proxy.set_up(false);
+    let client = reqwest::Client::new();
+    let mut acked = BTreeSet::new();
+    for i in 0..50 {
+        let job = format!("crash-{i}");
+        let body = prod_body(&job);
+        let res = post_from(&client, &url, body.clone(), Some(&prod_signature(&body))).await;
+        assert_eq!(res.status(), 200, "{job}");
+        acked.insert(job);
+    }
+    server.child.kill().unwrap(); // SIGKILL: nothing is flushed on the way out
+    server.child.wait().unwrap();
+    assert!(stored_job_ids(&db).await.is_empty());
+
+    proxy.set_up(true);
+    let server = start();
+    until_stored(&db, &acked).await;
+    let (status, _) = server.terminate();
+    assert!(status.success());
+}
