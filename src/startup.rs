@@ -125,7 +125,7 @@ impl Application {
             path = %state.settings.webhook.path,
             "listening"
         );
-        let metrics = crate::metrics::install();
+        let metrics = crate::metrics::install(&state.settings.webhook.path);
         let admin = tokio::spawn(http::server::serve_router(
             admin_listener,
             http::admin::router(metrics.clone()),
