@@ -16,6 +16,8 @@ COPY --from=planner /app/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin imggo-receiver
 COPY . .
 RUN cargo build --release --locked --bin imggo-receiver
+# The runtime image has no shell to create its data directory: make it here.
+RUN mkdir -p /out/data
 
 # distroless/cc: glibc and CA certificates, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
@@ -24,6 +26,9 @@ WORKDIR /app
 # shipped beside it for operators to read.
 COPY --from=builder /app/target/release/imggo-receiver /usr/local/bin/imggo-receiver
 COPY config/default.toml /app/config/default.toml
+# ./data (the spool's default place, spool.path = data/spool.db) must be
+# writable by the non-root user; mount a volume here to keep it.
+COPY --from=builder --chown=65532:65532 /out/data /app/data
 # UID 65532 ("nonroot"), never root.
 USER 65532:65532
 ENV IMGGO__SERVER__BIND=0.0.0.0:8080

@@ -28,6 +28,15 @@ env = rx.get("environment", {})
 need("IMGGO__NETWORK__TRUSTED_PROXIES" in env, "receiver sets IMGGO__NETWORK__TRUSTED_PROXIES")
 for name in ("IMGGO_WEBHOOK_SECRETS", "IMGGO_ENCRYPTION_KEYS", "IMGGO_HASH_KEY"):
     need(name not in env, f"{name} must come from .env, not the compose file")
+# The spool on a named volume, so acknowledged deliveries outlive the container.
+spool = str(env.get("IMGGO__SPOOL__PATH", ""))
+mounts = [str(v).split(":")[:2] for v in rx.get("volumes", [])]
+need(any(src in (compose.get("volumes") or {}) and spool.startswith(dst.rstrip("/") + "/")
+         for src, dst in mounts), "IMGGO__SPOOL__PATH must lie on a named volume of the receiver")
+# The Results API reachable from the host's loopback only.
+api_ports = [str(p) for p in rx.get("ports", []) if str(p).split(":")[-1] == "8081"]
+need(api_ports == ["127.0.0.1:8081:8081"], "the API port 8081 must be published on 127.0.0.1 only")
+need(str(env.get("IMGGO__API__BIND", "")).endswith(":8081"), "receiver sets IMGGO__API__BIND to port 8081")
 
 docker = open("Dockerfile").read()
 need(re.search(r"cargo build --release --locked", docker), "build stage must use cargo build --release --locked")
@@ -36,6 +45,8 @@ need(re.search(r"^USER (?!root|0)", docker, re.M), "runtime must run as non-root
 need(re.search(r"^HEALTHCHECK .*\n?.*healthcheck", docker, re.M), "HEALTHCHECK must use the healthcheck subcommand")
 need("STOPSIGNAL SIGTERM" in docker, "STOPSIGNAL SIGTERM")
 need("EXPOSE 8080" in docker, "EXPOSE 8080")
+need(re.search(r"^COPY --from=builder --chown=65532:65532 \S+ /app/data$", docker, re.M),
+     "the runtime's /app/data must be owned by UID 65532 (the spool's default place)")
 need(not re.search(r"^(ENV|ARG) .*(SECRET|KEYS|HASH_KEY|PASSWORD)", docker, re.M), "no secret in any layer")
 
 ignore = open(".dockerignore").read().split()

@@ -26,12 +26,14 @@ pub const BUILD_INFO: &str = "imggo_build_info";
 pub const BATCH_SIZE: &str = "imggo_write_batch_size";
 pub const QUEUE_FULL: &str = "imggo_write_queue_full_total";
 pub const CONNECTIONS_REFUSED: &str = "imggo_connections_refused_total";
-pub const SEAL_FAILURES: &str = "imggo_seal_failures_total";
 pub const LOG_LINES_DROPPED: &str = "imggo_log_lines_dropped_total";
+pub const SEAL_FAILURES: &str = "imggo_seal_failures_total";
 pub const SPOOL_DEPTH: &str = "imggo_spool_depth";
 pub const SPOOLED: &str = "imggo_spooled_total";
 pub const SPOOL_DRAINED: &str = "imggo_spool_drained_total";
 pub const QUARANTINED: &str = "imggo_quarantined_total";
+pub const API_REQUESTS: &str = "imggo_api_requests_total";
+pub const FEED_LAG: &str = "imggo_feed_lag_seconds";
 
 /// Rows per batch: powers of two up to the largest sensible batch.
 const BATCH_BUCKETS: &[f64] = &[
@@ -46,7 +48,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder once and returns its handle.
-pub fn install() -> PrometheusHandle {
+/// `webhook_path` is the `route` label of the webhook's request series.
+pub fn install(webhook_path: &str) -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -65,6 +68,7 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
             describe();
+            register_at_zero(webhook_path);
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
@@ -113,26 +117,108 @@ fn describe() {
         "Deliveries refused with 503 because the write queue was full"
     );
     describe_counter!(
-        SEAL_FAILURES,
-        "Deliveries refused because their payload could not be encrypted"
-    );
-    describe_gauge!(
-        SPOOL_DEPTH,
-        "Deliveries in this replica's spool, waiting for Postgres"
-    );
-    describe_counter!(
-        SPOOLED,
-        "Deliveries acknowledged from the spool while Postgres could not commit"
-    );
-    describe_counter!(SPOOL_DRAINED, "Spooled deliveries moved into Postgres");
-    describe_counter!(
-        QUARANTINED,
-        "Signed deliveries refused by validation and kept in quarantine, by reason"
+        CONNECTIONS_REFUSED,
+        "Connections closed on arrival because server.max_connections were open"
     );
     describe_counter!(
         LOG_LINES_DROPPED,
-        "Log lines dropped because the log output stalled (never blocks a request)"
+        "Log lines dropped because the log output could not keep up"
     );
+    describe_counter!(
+        SEAL_FAILURES,
+        "Payloads that could not be sealed (encrypted)"
+    );
+    describe_gauge!(
+        SPOOL_DEPTH,
+        "Deliveries in this replica's spool, waiting for the database"
+    );
+    describe_counter!(
+        SPOOLED,
+        "Deliveries committed to the spool because the database could not take them"
+    );
+    describe_counter!(SPOOL_DRAINED, "Spooled deliveries moved into the database");
+    describe_counter!(
+        QUARANTINED,
+        "Signed deliveries refused with a 4xx and kept in quarantine, by reason"
+    );
+    describe_counter!(
+        API_REQUESTS,
+        "Results API requests by route and outcome (ok or an error code)"
+    );
+    describe_gauge!(
+        FEED_LAG,
+        Unit::Seconds,
+        "Age of the oldest committed event not yet visible to the feed (0 when none)"
+    );
+}
+
+/// Outcomes of the webhook route: the 200 answers and every error code
+/// (`not_found` is the router's, never the webhook's).
+fn webhook_outcomes() -> impl Iterator<Item = Outcome> {
+    [Outcome::Received, Outcome::Duplicate].into_iter().chain(
+        ErrorCode::ALL
+            .into_iter()
+            .filter(|c| *c != ErrorCode::NotFound)
+            .map(Outcome::Refused),
+    )
+}
+
+/// The Results API's route templates.
+const API_ROUTES: &[&str] = &[
+    "/v1/events",
+    "/v1/jobs/{job_id}",
+    "/v1/erasure",
+    "/v1/openapi.json",
+];
+
+/// Creates every series alerts and dashboards read, at zero, before any
+/// traffic: a series that appears only with its first event leaves
+/// `rate()` with nothing to compare and `absent()` firing until then.
+/// Registering never resets a value already recorded.
+fn register_at_zero(webhook_path: &str) {
+    use metrics::{counter, gauge, histogram};
+    // Registering a handle is what creates the series; nothing is recorded.
+    for outcome in webhook_outcomes() {
+        let outcome = outcome.as_str();
+        let _ = counter!(REQUESTS, "route" => webhook_path.to_owned(), "outcome" => outcome);
+        let _ = histogram!(WEBHOOK_DURATION, "outcome" => outcome);
+    }
+    for name in [
+        EVENTS_STORED,
+        DUPLICATES,
+        ALLOWLIST_DENIALS,
+        RATE_LIMITED,
+        PURGE_ROWS,
+        QUEUE_FULL,
+        CONNECTIONS_REFUSED,
+        LOG_LINES_DROPPED,
+        SEAL_FAILURES,
+        SPOOLED,
+        SPOOL_DRAINED,
+    ] {
+        let _ = counter!(name);
+    }
+    for reason in ["missing", "invalid"] {
+        let _ = counter!(SIGNATURE_FAILURES, "reason" => reason);
+    }
+    for operation in ["insert", "purge"] {
+        let _ = counter!(DATABASE_ERRORS, "operation" => operation);
+    }
+    for result in ["completed", "skipped", "failed", "dry_run"] {
+        let _ = counter!(PURGE_RUNS, "result" => result);
+    }
+    for reason in ["invalid_json", "invalid_payload", "stale_timestamp"] {
+        let _ = counter!(QUARANTINED, "reason" => reason);
+    }
+    for &route in API_ROUTES {
+        let _ = counter!(API_REQUESTS, "route" => route, "outcome" => "ok");
+    }
+    for name in [RATE_LIMITER_KEYS, SPOOL_DEPTH, FEED_LAG] {
+        let _ = gauge!(name);
+    }
+    for name in [PURGE_DURATION, BATCH_SIZE] {
+        let _ = histogram!(name);
+    }
 }
 
 /// The series one finished request updates, for one (route, outcome).

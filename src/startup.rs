@@ -23,6 +23,7 @@ use crate::store::{BatchWriter, Store};
 const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Application {
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     listener: TcpListener,
     admin_listener: TcpListener,
     state: AppState,
@@ -55,6 +56,8 @@ impl Application {
         listener: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        // First, so that what start-up records (the spool's depth) is kept.
+        let metrics = crate::metrics::install(&settings.webhook.path);
         let listener = match listener {
             Some(l) => l,
             None => TcpListener::bind(settings.server.bind)
@@ -105,6 +108,7 @@ impl Application {
             shutdown,
         });
         Ok(Self {
+            metrics,
             listener,
             admin_listener,
             state,
@@ -131,6 +135,7 @@ impl Application {
     /// returns.
     pub async fn run(self) -> anyhow::Result<()> {
         let Self {
+            metrics,
             listener,
             admin_listener,
             state,
@@ -150,7 +155,6 @@ impl Application {
             path = %state.settings.webhook.path,
             "listening"
         );
-        let metrics = crate::metrics::install();
         let admin = tokio::spawn(http::server::serve_router(
             admin_listener,
             http::admin::router(metrics.clone()),

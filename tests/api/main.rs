@@ -6,6 +6,7 @@ mod helpers;
 
 mod batch;
 mod binary;
+mod deploy;
 mod edge;
 mod embedded;
 mod outage;
