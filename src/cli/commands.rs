@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Command;
 use crate::config::secrets::{self, ProcessEnv, Secrets, WebhookSecrets};
-use crate::config::Settings;
+use crate::config::{duration, Settings};
 use crate::crypto;
 use crate::retention;
 use crate::security::SignatureVerifier;
@@ -79,11 +79,11 @@ async fn purge(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode> {
     match retention::purge_once(&store, &settings.retention, dry_run).await? {
         PurgeOutcome::Deleted(n) => println!(
             "deleted {n} event(s) older than {}",
-            humantime::format_duration(settings.retention.max_age)
+            duration::format(settings.retention.max_age)
         ),
         PurgeOutcome::WouldDelete(n) => println!(
             "would delete {n} event(s) older than {} (dry run)",
-            humantime::format_duration(settings.retention.max_age)
+            duration::format(settings.retention.max_age)
         ),
         PurgeOutcome::Skipped => println!("skipped: another replica is purging right now"),
     }

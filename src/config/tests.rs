@@ -300,3 +300,81 @@ fn mapped_ipv6_networks_become_ipv4() {
     );
     assert!(parse_network("10.0.0.0/8/9").is_err());
 }
+
+#[test]
+fn an_unknown_redact_action_names_the_key_and_the_valid_values() {
+    let f = toml_file("[[redact.rules]]\nnames = [\"email\"]\naction = \"mask\"\n");
+    let msg = load_err(Some(f.path()), &[]);
+    assert!(msg.contains("redact.rules[0].action"), "{msg}");
+    assert!(msg.contains("`mask`"), "{msg}");
+    assert!(
+        msg.contains("hash, mask_last4, drop, keep"),
+        "the valid values are listed: {msg}"
+    );
+    assert!(msg.contains(&f.path().display().to_string()), "{msg}");
+    let msg = load_err(None, &[("IMGGO__LOG__FORMAT", "xml")]);
+    assert!(
+        msg.contains("log.format") && msg.contains("json, pretty"),
+        "{msg}"
+    );
+    assert!(msg.contains("IMGGO__LOG__FORMAT"), "{msg}");
+}
+
+#[test]
+fn an_unknown_key_from_the_environment_names_the_variable() {
+    let msg = load_err(None, &[("IMGGO__RATE_LIMIT__PER_SECONDS", "5")]);
+    assert!(msg.contains("IMGGO__RATE_LIMIT__PER_SECONDS"), "{msg}");
+    assert!(msg.contains("rate_limit.per_seconds"), "{msg}");
+    assert!(msg.contains("per_second, burst"), "{msg}");
+    // A bad value too.
+    let msg = load_err(None, &[("IMGGO__SERVER__REQUEST_TIMEOUT", "ten")]);
+    assert!(
+        msg.contains("server.request_timeout") && msg.contains("IMGGO__SERVER__REQUEST_TIMEOUT"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_unknown_key_in_a_file_names_the_file_by_its_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("imggo.toml"), "[server]\nmax_body = 5\n").unwrap();
+    // A relative path, as typed after --config: the error must not depend
+    // on knowing the directory it was typed in.
+    let relative = pathdiff(dir.path().join("imggo.toml"));
+    let msg = load_err(Some(&relative), &[]);
+    let absolute = dir.path().join("imggo.toml").display().to_string();
+    assert!(msg.contains("server.max_body"), "{msg}");
+    assert!(msg.contains(&format!("in {absolute}")), "{msg}");
+    let msg = load_err(Some(Path::new("no/such/imggo.toml")), &[]);
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        msg.contains(&cwd.join("no/such/imggo.toml").display().to_string()),
+        "{msg}"
+    );
+}
+
+/// `target` relative to the working directory (`../../tmp/...`).
+fn pathdiff(target: std::path::PathBuf) -> std::path::PathBuf {
+    let cwd = std::env::current_dir().unwrap();
+    let up = cwd.components().count() - 1;
+    let mut p = std::path::PathBuf::new();
+    for _ in 0..up {
+        p.push("..");
+    }
+    p.push(target.strip_prefix("/").unwrap());
+    p
+}
+
+#[test]
+fn durations_print_as_default_toml_writes_them() {
+    let s = Settings::load_with_env(None, env(&[])).unwrap();
+    let text = toml::to_string(&s).unwrap();
+    for line in [
+        "max_timestamp_age = \"24h\"",
+        "max_age = \"30d\"",
+        "purge_interval = \"1h\"",
+        "shutdown_timeout = \"25s\"",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+}
