@@ -378,3 +378,98 @@ fn durations_print_as_default_toml_writes_them() {
         assert!(text.contains(line), "{line} in {text}");
     }
 }
+
+/// The real environment over `./.env`, as `ProcessEnv` sees them.
+struct Layers {
+    real: HashMap<String, String>,
+    dotenv: HashMap<String, String>,
+}
+
+impl secrets::SecretSource for Layers {
+    fn var(&self, name: &str) -> Option<String> {
+        self.real
+            .get(name)
+            .or_else(|| self.dotenv.get(name))
+            .cloned()
+    }
+
+    fn set_by_dotenv(&self, name: &str) -> bool {
+        !self.real.contains_key(name) && self.dotenv.contains_key(name)
+    }
+}
+
+#[test]
+fn a_real_variable_wins_over_dotenv_in_either_form() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "whsec_from_the_file_0000").unwrap();
+    let path = f.path().to_str().unwrap().to_owned();
+    let map = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let first = |source: &Layers| {
+        WebhookSecrets::load(source)
+            .map(|w| String::from_utf8(w.iter().next().unwrap().to_vec()).unwrap())
+            .map_err(|e| e.to_string())
+    };
+    // Real _FILE over .env's plain value.
+    let layers = Layers {
+        real: map(&[("IMGGO_WEBHOOK_SECRETS_FILE", &path)]),
+        dotenv: map(&[("IMGGO_WEBHOOK_SECRETS", "whsec_set_by_dotenv_000000")]),
+    };
+    assert_eq!(first(&layers).unwrap(), "whsec_from_the_file_0000");
+    // Real plain value over .env's _FILE.
+    let layers = Layers {
+        real: map(&[("IMGGO_WEBHOOK_SECRETS", "whsec_from_the_real_env0")]),
+        dotenv: map(&[("IMGGO_WEBHOOK_SECRETS_FILE", &path)]),
+    };
+    assert_eq!(first(&layers).unwrap(), "whsec_from_the_real_env0");
+    // Both in the same layer stays a mistake, in either layer.
+    for both in [
+        Layers {
+            real: map(&[
+                ("IMGGO_WEBHOOK_SECRETS_FILE", &path),
+                ("IMGGO_WEBHOOK_SECRETS", "whsec_from_the_real_env0"),
+            ]),
+            dotenv: HashMap::new(),
+        },
+        Layers {
+            real: HashMap::new(),
+            dotenv: map(&[
+                ("IMGGO_WEBHOOK_SECRETS_FILE", &path),
+                ("IMGGO_WEBHOOK_SECRETS", "whsec_set_by_dotenv_000000"),
+            ]),
+        },
+    ] {
+        let msg = first(&both).unwrap_err();
+        assert!(msg.contains("only one"), "{msg}");
+        assert!(!msg.contains("whsec_"), "{msg}");
+    }
+}
+
+#[test]
+fn every_missing_or_malformed_secret_is_reported_at_once() {
+    let source = secret_env(&[
+        (secrets::WEBHOOK_SECRETS, ""),
+        (secrets::ENCRYPTION_KEYS, ""),
+        (secrets::HASH_KEY, "c2hvcnQ="),
+        (secrets::DATABASE_URL, "mysql://u:hunter2pass@db/x"),
+    ]);
+    let msg = Secrets::load(&source).unwrap_err().to_string();
+    for name in [
+        secrets::WEBHOOK_SECRETS,
+        secrets::ENCRYPTION_KEYS,
+        secrets::HASH_KEY,
+        secrets::DATABASE_URL,
+    ] {
+        assert!(msg.contains(name), "{name} missing from {msg}");
+    }
+    assert!(msg.contains("init"), "{msg}");
+    assert!(
+        !msg.contains("hunter2pass") && !msg.contains("c2hvcnQ"),
+        "{msg}"
+    );
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+}

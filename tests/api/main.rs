@@ -8,6 +8,7 @@ mod batch;
 mod binary;
 mod edge;
 mod embedded;
+mod operator;
 mod outage;
 mod redaction;
 mod retention;
