@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::secrets::Secrets;
+use secrecy::SecretString;
+
+use crate::config::secrets::{database_label, Secrets};
 use crate::config::Settings;
 use crate::http::server::ServeOptions;
 use crate::http::{self, AppState, Services};
@@ -38,7 +40,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let store = Store::connect(&secrets.database_url, &settings.database)
             .await
-            .context("cannot connect to the database named by DATABASE_URL")?;
+            .with_context(|| database_context(&secrets.database_url))?;
         store.migrate().await.context("cannot apply migrations")?;
         Self::with_store(settings, secrets, store, listener, shutdown).await
     }
@@ -173,6 +175,15 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// What a failed database connection is reported under: which store,
+/// never its password.
+pub fn database_context(url: &SecretString) -> String {
+    format!(
+        "cannot use the database named by DATABASE_URL ({})",
+        database_label(url)
+    )
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

@@ -17,7 +17,7 @@ use crate::config::{duration, Settings};
 use crate::crypto;
 use crate::retention;
 use crate::security::SignatureVerifier;
-use crate::startup::{cancel_on_signal, Application};
+use crate::startup::{cancel_on_signal, database_context, Application};
 use crate::store::{PurgeOutcome, Store};
 
 pub fn dispatch(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -44,7 +44,7 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
     match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
-            let store = connect(&settings).await?;
+            let store = connect_or_create(&settings).await?;
             store.migrate().await.context("cannot apply migrations")?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
@@ -67,11 +67,23 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+/// The store as `migrate` needs it: an embedded database is created when
+/// missing.
+async fn connect_or_create(settings: &Settings) -> anyhow::Result<Store> {
     let url = secrets::database_url(&ProcessEnv)?;
     Store::connect(&url, &settings.database)
         .await
-        .context("cannot connect to the database named by DATABASE_URL")
+        .with_context(|| database_context(&url))
+}
+
+/// The store as commands that read it need it: it must exist and carry the
+/// schema. Nothing is created: `show` in the wrong directory must not leave
+/// an empty `./data/imggo.db` behind.
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    let url = secrets::database_url(&ProcessEnv)?;
+    Store::open_migrated(&url, &settings.database)
+        .await
+        .with_context(|| database_context(&url))
 }
 
 async fn purge(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode> {

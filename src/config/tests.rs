@@ -473,3 +473,30 @@ fn every_missing_or_malformed_secret_is_reported_at_once() {
     );
     assert_eq!(msg.lines().count(), 1, "{msg}");
 }
+
+#[test]
+fn the_store_is_shown_without_its_password() {
+    let label = |url: &str| secrets::database_label(&secrecy::SecretString::from(url));
+    assert_eq!(
+        label("sqlite://data/imggo.db"),
+        "sqlite://data/imggo.db (default)"
+    );
+    assert_eq!(label("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
+    assert_eq!(
+        label("postgres://imggo:hunter2pass@db:5432/imggo"),
+        "postgres://imggo:<redacted>@db:5432/imggo"
+    );
+    assert_eq!(
+        label("postgres://imggo@db/imggo"),
+        "postgres://imggo@db/imggo"
+    );
+    // Unencoded `@`, `/` and `?` in a password, and password parameters.
+    assert_eq!(
+        label("postgresql://u:p@ss/w?rd@h:1/d?sslmode=require&password=hunter2pass"),
+        "postgresql://u:<redacted>@h:1/d?sslmode=require&password=<redacted>"
+    );
+    assert_eq!(
+        label("postgres://h/d?sslpassword=hunter2pass"),
+        "postgres://h/d?sslpassword=<redacted>"
+    );
+}

@@ -7,6 +7,9 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection as _, PgConnection};
 
 use crate::helpers::*;
 
@@ -32,6 +35,95 @@ fn stderr(out: &Output) -> String {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The secrets every command needs, without DATABASE_URL.
+fn secrets() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("IMGGO_WEBHOOK_SECRETS", SECRET),
+        ("IMGGO_ENCRYPTION_KEYS", KEY_A),
+        ("IMGGO_HASH_KEY", HASH_KEY),
+    ]
+}
+
+#[test]
+fn migrate_gives_up_at_once_on_what_waiting_cannot_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = with_database(
+        &admin_url(),
+        &format!("imggo_missing_{}", uuid::Uuid::new_v4().simple()),
+    );
+    let no_role = "postgres://imggo_no_such_role:hunter2pw@127.0.0.1:5432/postgres";
+    for (url, cause) in [
+        (missing.as_str(), "does not exist"),
+        (no_role, "check the user and password"),
+    ] {
+        let started = Instant::now();
+        // The default connect_timeout (30s) stays: nothing may wait for it.
+        let out = run(isolated(dir.path(), &[("DATABASE_URL", url)]), &["migrate"]);
+        let elapsed = started.elapsed();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line, no retries: {err}");
+        assert!(lines[0].starts_with("error: "), "{err}");
+        assert!(lines[0].contains("DATABASE_URL"), "{err}");
+        assert!(lines[0].contains(cause), "{err}");
+        assert!(!err.contains("hunter2pw"), "the password leaked: {err}");
+    }
+}
+
+#[tokio::test]
+async fn commands_before_any_migration_say_so_and_create_nothing() {
+    let no_schema = |out: &Output| {
+        let err = stderr(out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("no schema"), "{err}");
+        assert!(err.contains("imggo-receiver migrate"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    };
+    let commands: [&[&str]; 4] = [
+        &["show", "job-1"],
+        &["purge"],
+        &["purge", "--dry-run"],
+        &["reencrypt"],
+    ];
+
+    // The embedded store: no ./data/imggo.db appears.
+    let dir = tempfile::tempdir().unwrap();
+    for args in commands {
+        no_schema(&run(isolated(dir.path(), &secrets()), args));
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "created {left:?}");
+
+    // Postgres: an empty database stays empty.
+    let name = format!("imggo_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = with_database(&admin_url(), &name);
+    let mut env: Vec<(&str, &str)> = secrets();
+    env.push(("DATABASE_URL", &url));
+    for args in commands {
+        no_schema(&run(isolated(dir.path(), &env), args));
+    }
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(tables, 0);
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
 
 #[test]
