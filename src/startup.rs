@@ -25,6 +25,8 @@ const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub struct Application {
     listener: TcpListener,
     admin_listener: TcpListener,
+    /// Where events are stored, password hidden (for the start-up line).
+    store_label: String,
     state: AppState,
     writers: tokio::task::JoinHandle<()>,
 }
@@ -70,6 +72,7 @@ impl Application {
             );
         }
         let rate_limit = RateLimit::new(&settings.rate_limit)?;
+        let store_label = database_label(&secrets.database_url);
         let (writer, writers) = BatchWriter::spawn(store.clone(), settings.batch_options());
         let state = AppState::new(Services {
             rate_limit,
@@ -86,6 +89,7 @@ impl Application {
         Ok(Self {
             listener,
             admin_listener,
+            store_label,
             state,
             writers,
         })
@@ -111,6 +115,7 @@ impl Application {
         let Self {
             listener,
             admin_listener,
+            store_label,
             state,
             writers,
         } = self;
@@ -122,8 +127,13 @@ impl Application {
             shutdown_timeout: server.shutdown_timeout,
             max_connections: server.max_connections as usize,
         };
+        // One line says what this process runs on. The Results API
+        // listener's address joins it (as `api`) once `api.bind` exists.
         tracing::info!(
-            addr = %listener.local_addr()?,
+            version = env!("CARGO_PKG_VERSION"),
+            store = %store_label,
+            public = %listener.local_addr()?,
+            admin = %admin_listener.local_addr()?,
             path = %state.settings.webhook.path,
             "listening"
         );

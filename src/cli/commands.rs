@@ -197,7 +197,14 @@ fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::load(&ProcessEnv)?;
     let effective = toml::to_string_pretty(settings).context("cannot render the settings")?;
     let ids: Vec<&str> = secrets.keys.ids().map(|k| k.as_str()).collect();
-    println!("# Effective settings (defaults, config file, IMGGO__* overrides)\n");
+    println!(
+        "# imggo-receiver {}: effective settings (defaults, config file, IMGGO__* overrides)",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "# store: {}\n",
+        secrets::database_label(&secrets.database_url)
+    );
     println!("{effective}");
     println!("# Secrets (from the environment, .env or *_FILE)");
     println!("[secrets]");
@@ -213,7 +220,11 @@ fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
         secrets.keys.current()
     );
     println!("{} = \"<redacted>\"", secrets::HASH_KEY);
-    println!("{} = \"<redacted>\"", secrets::DATABASE_URL);
+    println!(
+        "{} = \"{}\"",
+        secrets::DATABASE_URL,
+        secrets::database_label(&secrets.database_url)
+    );
     eprintln!("configuration OK");
     Ok(ExitCode::SUCCESS)
 }

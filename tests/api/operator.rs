@@ -9,8 +9,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use sqlx::{Connection as _, PgConnection};
 
+use crate::binary::{free_port, Server};
 use crate::helpers::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imggo-receiver");
@@ -187,4 +189,64 @@ fn a_real_secret_file_wins_over_dotenv_and_every_missing_secret_is_named() {
         assert!(err.contains(name), "{name}: {err}");
     }
     assert!(!err.contains("c2hvcnQ"), "a value leaked: {err}");
+}
+
+#[test]
+fn check_config_and_purge_say_what_they_run_on_as_default_toml_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(isolated(dir.path(), &secrets()), &["check-config"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("sqlite://data/imggo.db (default)"), "{text}");
+    for line in [
+        "max_timestamp_age = \"24h\"",
+        "max_age = \"30d\"",
+        "shutdown_timeout = \"25s\"",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+
+    let mut env = secrets();
+    env.push(("DATABASE_URL", "postgres://imggo:hunter2pw@db:5432/imggo"));
+    let text = stdout(&run(isolated(dir.path(), &env), &["check-config"]));
+    assert!(
+        text.contains("postgres://imggo:<redacted>@db:5432/imggo"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2pw"));
+    assert!(!text.contains("sqlite://"), "{text}");
+
+    let migrated = run(isolated(dir.path(), &secrets()), &["migrate"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let out = run(isolated(dir.path(), &secrets()), &["purge", "--dry-run"]);
+    assert_eq!(
+        stdout(&out),
+        "would delete 0 event(s) older than 30d (dry run)\n"
+    );
+}
+
+#[test]
+fn the_start_up_line_names_version_store_and_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let public = format!("127.0.0.1:{port}");
+    let admin = format!("127.0.0.1:{admin}");
+    let mut env: Vec<(&str, &str)> = secrets();
+    env.extend([
+        ("IMGGO__SERVER__BIND", public.as_str()),
+        ("IMGGO__ADMIN__BIND", admin.as_str()),
+    ]);
+    let mut server = Server::start(isolated(dir.path(), &env));
+    server.wait_for("listening");
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let listening = lines.iter().find(|l| l["message"] == "listening").unwrap();
+    assert_eq!(listening["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(listening["store"], "sqlite://data/imggo.db (default)");
+    assert_eq!(listening["public"], public.as_str());
+    assert_eq!(listening["admin"], admin.as_str());
 }
