@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use secrecy::SecretString;
 
@@ -138,12 +139,17 @@ impl Application {
             "listening"
         );
         let metrics = crate::metrics::install();
-        let admin = tokio::spawn(http::server::serve_router(
-            admin_listener,
-            http::admin::router(metrics.clone()),
-            shutdown.clone(),
-            opts,
-        ));
+        // Each listener's own lines (its drain on shutdown among them) say
+        // which listener they are about.
+        let admin = tokio::spawn(
+            http::server::serve_router(
+                admin_listener,
+                http::admin::router(metrics.clone()),
+                shutdown.clone(),
+                opts,
+            )
+            .instrument(tracing::info_span!("serve", listener = "admin")),
+        );
         let upkeep = tokio::spawn(crate::metrics::upkeep(metrics, shutdown.clone()));
         let limiter = state.rate_limit.limiter();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
@@ -154,7 +160,9 @@ impl Application {
             shutdown.clone(),
         ));
         let public = http::PublicService::per_connection(state);
-        http::server::serve(listener, public, shutdown, opts).await;
+        http::server::serve(listener, public, shutdown, opts)
+            .instrument(tracing::info_span!("serve", listener = "public"))
+            .await;
         // Once the drained connections drop their queue senders, writers
         // commit what is queued (its requesters are waiting) and stop. After
         // a drain that timed out, connections may linger: bound the wait.

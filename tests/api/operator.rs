@@ -4,7 +4,7 @@
 //! (no CARGO, NO_COLOR or IMGGO_* leaking in from the test runner), given
 //! only what the test names.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -226,7 +226,7 @@ fn check_config_and_purge_say_what_they_run_on_as_default_toml_writes_it() {
 }
 
 #[test]
-fn the_start_up_line_names_version_store_and_listeners() {
+fn the_start_up_line_names_version_store_and_listeners_and_each_drain_its_listener() {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let public = format!("127.0.0.1:{port}");
@@ -249,4 +249,73 @@ fn the_start_up_line_names_version_store_and_listeners() {
     assert_eq!(listening["store"], "sqlite://data/imggo.db (default)");
     assert_eq!(listening["public"], public.as_str());
     assert_eq!(listening["admin"], admin.as_str());
+    let mut drained: Vec<&str> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("draining"))
+        })
+        .map(|l| l["span"]["listener"].as_str().unwrap_or("?"))
+        .collect();
+    drained.sort_unstable();
+    assert_eq!(drained, ["admin", "public"], "{logs}");
+}
+
+/// Runs `purge --dry-run` (which logs one line) with pretty logs, its
+/// stderr a terminal when `tty`; returns what it wrote there.
+fn pretty_stderr(dir: &Path, tty: bool, no_color: bool) -> String {
+    let mut env = secrets();
+    env.push(("IMGGO__LOG__FORMAT", "pretty"));
+    if no_color {
+        env.push(("NO_COLOR", "1"));
+    }
+    let mut cmd = isolated(dir, &env);
+    cmd.args(["purge", "--dry-run"]).stdout(Stdio::null());
+    if !tty {
+        return stderr(&cmd.output().unwrap());
+    }
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut child = cmd.stderr(Stdio::from(pty.slave)).spawn().unwrap();
+    // Dropping the Command closes our copy of the terminal's far end, so
+    // the read below ends when the child has exited.
+    drop(cmd);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let mut master = std::fs::File::from(pty.master);
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    // A terminal whose far end is closed reads as EIO once drained.
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[test]
+fn pretty_logs_are_coloured_only_on_a_terminal_without_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrated = run(isolated(dir.path(), &secrets()), &["migrate"]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+
+    let piped = pretty_stderr(dir.path(), false, false);
+    assert!(piped.contains("retention dry run"), "{piped}");
+    assert!(
+        !piped.contains('\u{1b}'),
+        "colour codes in a pipe: {piped:?}"
+    );
+
+    let terminal = pretty_stderr(dir.path(), true, false);
+    assert!(terminal.contains("retention dry run"), "{terminal:?}");
+    assert!(terminal.contains("\u{1b}["), "no colour on a terminal");
+
+    let no_color = pretty_stderr(dir.path(), true, true);
+    assert!(no_color.contains("retention dry run"), "{no_color:?}");
+    assert!(
+        !no_color.contains('\u{1b}'),
+        "NO_COLOR ignored: {no_color:?}"
+    );
 }
