@@ -4,6 +4,7 @@
 //! (no CARGO, NO_COLOR or IMGGO_* leaking in from the test runner), given
 //! only what the test names.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -46,6 +47,127 @@ fn secrets() -> Vec<(&'static str, &'static str)> {
         ("IMGGO_ENCRYPTION_KEYS", KEY_A),
         ("IMGGO_HASH_KEY", HASH_KEY),
     ]
+}
+
+/// NAME=value lines of a dotenv file (comments and blanks skipped).
+fn dotenv(path: &Path) -> Vec<(String, String)> {
+    dotenvy::from_path_iter(path)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Variables docker-compose.yml interpolates without a default: `${X}`,
+/// `${X:?msg}` and `${X?msg}` (not `${X:-d}`, `${X-d}` or `$${X}`).
+fn required_by_compose(text: &str) -> BTreeSet<String> {
+    let mut required = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        let escaped = rest[..i].ends_with('$');
+        let after = &rest[i + 2..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let (name, modifier) = after.split_at(end);
+        let has_default = modifier.starts_with(":-") || modifier.starts_with('-');
+        if !escaped && !name.is_empty() && !has_default {
+            required.insert(name.to_owned());
+        }
+        rest = after;
+    }
+    required
+}
+
+#[test]
+fn init_writes_everything_docker_compose_needs() {
+    let compose =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+            .unwrap();
+    assert!(
+        compose.contains("env_file: .env"),
+        "the receiver reads the .env init writes"
+    );
+    let required = required_by_compose(&compose);
+    assert!(required.contains("POSTGRES_PASSWORD"), "{required:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(isolated(dir.path(), &[]), &["init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let written: HashMap<String, String> = dotenv(&dir.path().join(".env")).into_iter().collect();
+    for name in &required {
+        let value = written.get(name).map(String::as_str).unwrap_or_default();
+        assert!(!value.is_empty(), "init does not write {name}");
+    }
+    // Random, and not the example's placeholder.
+    let password = &written["POSTGRES_PASSWORD"];
+    assert!(password.len() >= 32 && password.bytes().all(|b| b.is_ascii_hexdigit()));
+    // A local run with that .env keeps the embedded store: compose builds
+    // DATABASE_URL itself, so .env must not point at its `postgres` host.
+    assert!(!written.contains_key("DATABASE_URL"));
+    let checked = run(isolated(dir.path(), &[]), &["check-config"]);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert!(stdout(&checked).contains("sqlite://data/imggo.db (default)"));
+
+    // .env.example lists exactly what init writes.
+    let example: BTreeSet<String> = dotenv(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/.env.example"
+    )))
+    .into_iter()
+    .map(|(k, _)| k)
+    .collect();
+    let names: BTreeSet<String> = written.keys().cloned().collect();
+    assert_eq!(example, names, ".env.example and init disagree");
+}
+
+#[test]
+fn init_values_copy_as_they_stand_and_its_last_line_is_the_next_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(isolated(dir.path(), &[]), &["init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(dir.path().join(".env")).unwrap();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = line.split_once('=').unwrap();
+        assert!(
+            value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_+/=:".contains(&b)),
+            "{line:?} needs quoting"
+        );
+    }
+    // The value as it stands in the file is the secret `sign` uses.
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("IMGGO_WEBHOOK_SECRETS="))
+        .unwrap();
+    let mut child = isolated(dir.path(), &[])
+        .arg("sign")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"{}").unwrap();
+    let signed = child.wait_with_output().unwrap();
+    assert_eq!(
+        stdout(&signed).trim(),
+        format!("sha256={}", hmac_hex(secret, b"{}"))
+    );
+
+    // Run directly: the program as typed.
+    let last = |out: &Output| stdout(out).lines().last().unwrap_or_default().to_owned();
+    assert_eq!(last(&out), format!("next: {BIN}"));
+    // Run by cargo (which sets CARGO): the cargo command for this profile.
+    let again = tempfile::tempdir().unwrap();
+    let out = run(
+        isolated(again.path(), &[("CARGO", "/usr/bin/cargo")]),
+        &["init"],
+    );
+    let expected = if BIN.contains("/release/") {
+        "next: cargo run --release"
+    } else {
+        "next: cargo run"
+    };
+    assert_eq!(last(&out), expected);
 }
 
 #[test]
