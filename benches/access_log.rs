@@ -31,6 +31,7 @@ fn formatters(c: &mut Criterion) {
         LogFormat::Json,
         EnvFilter::new("info"),
         std::io::sink,
+        false,
     );
     let baseline = tracing_subscriber::registry()
         .with(EnvFilter::new("info"))

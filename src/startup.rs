@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
-use crate::config::secrets::Secrets;
+use secrecy::SecretString;
+
+use crate::config::secrets::{database_label, Secrets};
 use crate::config::Settings;
 use crate::http::server::ServeOptions;
 use crate::http::{self, AppState, DeliveryGate, Ingest, Shared};
@@ -26,6 +29,8 @@ pub struct Application {
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     listener: TcpListener,
     admin_listener: TcpListener,
+    /// Where events are stored, password hidden (for the start-up line).
+    store_label: String,
     state: AppState,
     writers: tokio::task::JoinHandle<()>,
     /// The spool's writer, when there is a spool.
@@ -43,7 +48,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let store = Store::connect(&secrets.database_url, &settings.database)
             .await
-            .context("cannot connect to the database named by DATABASE_URL")?;
+            .with_context(|| database_context(&secrets.database_url))?;
         store.migrate().await.context("cannot apply migrations")?;
         Self::with_store(settings, secrets, store, listener, shutdown).await
     }
@@ -75,6 +80,7 @@ impl Application {
             );
         }
         let rate_limit = RateLimit::new(&settings.rate_limit)?;
+        let store_label = database_label(&secrets.database_url);
         let (writer, writers) = BatchWriter::spawn(
             store.clone(),
             BatchOptions::from_settings(&settings.database),
@@ -111,6 +117,7 @@ impl Application {
             metrics,
             listener,
             admin_listener,
+            store_label,
             state,
             writers,
             spool_writer,
@@ -138,6 +145,7 @@ impl Application {
             metrics,
             listener,
             admin_listener,
+            store_label,
             state,
             writers,
             spool_writer,
@@ -150,17 +158,27 @@ impl Application {
             shutdown_timeout: server.shutdown_timeout,
             max_connections: server.max_connections as usize,
         };
+        // One line says what this process runs on. The Results API
+        // listener's address joins it (as `api`) once `api.bind` exists.
         tracing::info!(
-            addr = %listener.local_addr()?,
+            version = env!("CARGO_PKG_VERSION"),
+            store = %store_label,
+            public = %listener.local_addr()?,
+            admin = %admin_listener.local_addr()?,
             path = %state.settings.webhook.path,
             "listening"
         );
-        let admin = tokio::spawn(http::server::serve_router(
-            admin_listener,
-            http::admin::router(metrics.clone()),
-            shutdown.clone(),
-            opts,
-        ));
+        // Each listener's own lines (its drain on shutdown among them) say
+        // which listener they are about.
+        let admin = tokio::spawn(
+            http::server::serve_router(
+                admin_listener,
+                http::admin::router(metrics.clone()),
+                shutdown.clone(),
+                opts,
+            )
+            .instrument(tracing::info_span!("serve", listener = "admin")),
+        );
         let upkeep = tokio::spawn(crate::metrics::upkeep(metrics, shutdown.clone()));
         let limiter = state.gate.rate_limit.limiter();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
@@ -176,7 +194,9 @@ impl Application {
             .clone()
             .map(|spool| tokio::spawn(spool.drain_into(store.clone(), shutdown.clone())));
         let public = http::PublicService::per_connection(state);
-        http::server::serve(listener, public, shutdown, opts).await;
+        http::server::serve(listener, public, shutdown, opts)
+            .instrument(tracing::info_span!("serve", listener = "public"))
+            .await;
         // Once the drained connections drop their queue senders, writers
         // commit what is queued (its requesters are waiting) and stop. After
         // a drain that timed out, connections may linger: bound the wait.
@@ -222,6 +242,15 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// What a failed database connection is reported under: which store,
+/// never its password.
+pub fn database_context(url: &SecretString) -> String {
+    format!(
+        "cannot use the database named by DATABASE_URL ({})",
+        database_label(url)
+    )
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

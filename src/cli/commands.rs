@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Command;
 use crate::config::secrets::{self, ProcessEnv, Secrets, WebhookSecrets};
-use crate::config::Settings;
+use crate::config::{duration, Settings};
 use crate::crypto;
 use crate::retention;
 use crate::security::SignatureVerifier;
-use crate::startup::{cancel_on_signal, Application};
+use crate::startup::{cancel_on_signal, database_context, Application};
 use crate::store::{PurgeOutcome, Store};
 
 pub fn dispatch(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -44,7 +44,7 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
     match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
-            let store = connect(&settings).await?;
+            let store = connect_or_create(&settings).await?;
             store.migrate().await.context("cannot apply migrations")?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
@@ -67,11 +67,23 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+/// The store as `migrate` needs it: an embedded database is created when
+/// missing.
+async fn connect_or_create(settings: &Settings) -> anyhow::Result<Store> {
     let url = secrets::database_url(&ProcessEnv)?;
     Store::connect(&url, &settings.database)
         .await
-        .context("cannot connect to the database named by DATABASE_URL")
+        .with_context(|| database_context(&url))
+}
+
+/// The store as commands that read it need it: it must exist and carry the
+/// schema. Nothing is created: `show` in the wrong directory must not leave
+/// an empty `./data/imggo.db` behind.
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    let url = secrets::database_url(&ProcessEnv)?;
+    Store::open_migrated(&url, &settings.database)
+        .await
+        .with_context(|| database_context(&url))
 }
 
 async fn purge(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode> {
@@ -79,11 +91,11 @@ async fn purge(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode> {
     match retention::purge_once(&store, &settings.retention, dry_run).await? {
         PurgeOutcome::Deleted(n) => println!(
             "deleted {n} event(s) older than {}",
-            humantime::format_duration(settings.retention.max_age)
+            duration::format(settings.retention.max_age)
         ),
         PurgeOutcome::WouldDelete(n) => println!(
             "would delete {n} event(s) older than {} (dry run)",
-            humantime::format_duration(settings.retention.max_age)
+            duration::format(settings.retention.max_age)
         ),
         PurgeOutcome::Skipped => println!("skipped: another replica is purging right now"),
     }
@@ -188,7 +200,14 @@ fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::load(&ProcessEnv)?;
     let effective = toml::to_string_pretty(settings).context("cannot render the settings")?;
     let ids: Vec<&str> = secrets.keys.ids().map(|k| k.as_str()).collect();
-    println!("# Effective settings (defaults, config file, IMGGO__* overrides)\n");
+    println!(
+        "# imggo-receiver {}: effective settings (defaults, config file, IMGGO__* overrides)",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!(
+        "# store: {}\n",
+        secrets::database_label(&secrets.database_url)
+    );
     println!("{effective}");
     println!("# Secrets (from the environment, .env or *_FILE)");
     println!("[secrets]");
@@ -204,7 +223,11 @@ fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
         secrets.keys.current()
     );
     println!("{} = \"<redacted>\"", secrets::HASH_KEY);
-    println!("{} = \"<redacted>\"", secrets::DATABASE_URL);
+    println!(
+        "{} = \"{}\"",
+        secrets::DATABASE_URL,
+        secrets::database_label(&secrets.database_url)
+    );
     eprintln!("configuration OK");
     Ok(ExitCode::SUCCESS)
 }
@@ -239,24 +262,37 @@ async fn healthcheck(settings: &Settings) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Writes `.env` with fresh secrets, mode 0600, refusing to overwrite.
+/// Writes `.env` with fresh secrets, mode 0600, refusing to overwrite: the
+/// service's secrets and the Postgres password `docker-compose.yml` needs
+/// (Compose builds `DATABASE_URL` from it, so a local run without Compose
+/// keeps its embedded store). Every value is hex or base64: nothing needs
+/// quoting, so each can be copied as it stands.
 fn init(path: &Path) -> anyhow::Result<ExitCode> {
     use rand::RngCore as _;
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let random_hex = || {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    };
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let key_id = format!("k{}", chrono::Utc::now().format("%Y%m%d"));
     let contents = format!(
         "# Written by `imggo-receiver init`. Keep this file secret; never commit it.\n\
-         # Register IMGGO_WEBHOOK_SECRETS with ImgGo as your webhook signing secret.\n\
-         IMGGO_WEBHOOK_SECRETS='whsec_{}'\n\
+         # Register IMGGO_WEBHOOK_SECRETS with ImgGo as your webhook signing secret\n\
+         # (everything after the `=`, as it stands).\n\
+         IMGGO_WEBHOOK_SECRETS=whsec_{}\n\
          # Encryption key ring KEY_ID:BASE64, first encrypts, all decrypt.\n\
-         IMGGO_ENCRYPTION_KEYS='{key_id}:{}'\n\
+         IMGGO_ENCRYPTION_KEYS={key_id}:{}\n\
          # Key of the `hash` redaction HMAC.\n\
-         IMGGO_HASH_KEY='{}'\n",
-        hex::encode(secret),
+         IMGGO_HASH_KEY={}\n\
+         # Password of docker-compose.yml's Postgres, which builds DATABASE_URL from it.\n\
+         # Postgres takes it when its volume is first created; without Compose (and\n\
+         # without DATABASE_URL) the service uses ./data/imggo.db and ignores it.\n\
+         POSTGRES_PASSWORD={}\n",
+        random_hex(),
         b64(&crypto::generate_key()),
         b64(&crypto::generate_key()),
+        random_hex(),
     );
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -276,6 +312,34 @@ fn init(path: &Path) -> anyhow::Result<ExitCode> {
     file.sync_all()?;
     let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     println!("wrote fresh secrets to {} (mode 0600)", shown.display());
-    println!("next: register the IMGGO_WEBHOOK_SECRETS value from that file with ImgGo as your webhook secret, then run `imggo-receiver serve`");
+    println!(
+        "register the IMGGO_WEBHOOK_SECRETS value in it with ImgGo as your webhook secret (copy it as it stands)"
+    );
+    println!("with Docker Compose: docker compose up --build -d");
+    println!("next: {}", serve_command());
     Ok(ExitCode::SUCCESS)
+}
+
+/// How the user starts the server, in the form they ran this command:
+/// `cargo run --release` (or `cargo run`) when cargo launched us, else the
+/// program as they typed it (`imggo-receiver`, `./target/release/imggo-receiver`).
+fn serve_command() -> String {
+    // cargo sets CARGO for the programs it runs.
+    if std::env::var_os("CARGO").is_some() {
+        let release = std::env::current_exe().ok().is_some_and(|exe| {
+            exe.parent()
+                .and_then(Path::file_name)
+                .is_some_and(|dir| dir == "release")
+        });
+        return if release {
+            "cargo run --release"
+        } else {
+            "cargo run"
+        }
+        .to_owned();
+    }
+    std::env::args()
+        .next()
+        .filter(|arg0| !arg0.is_empty())
+        .unwrap_or_else(|| "imggo-receiver".to_owned())
 }

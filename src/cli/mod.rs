@@ -2,10 +2,13 @@
 
 mod commands;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::config::secrets;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,16 +59,36 @@ pub enum Command {
 }
 
 /// Loads `./.env` (this directory only) into the environment; variables
-/// already set win. Runs before the command line is parsed, so `.env` may
-/// also carry `IMGGO_CONFIG`. A malformed file stops everything: half-loaded
-/// secrets are worse than none. The message never quotes the file, whose
-/// lines are secrets.
+/// already set win, and the names that came from the file are recorded so
+/// that a real `<NAME>_FILE` also wins over a `.env` `<NAME>` (see
+/// [`secrets::read`]). Runs before the command line is parsed, so `.env` may
+/// also carry `IMGGO_CONFIG`. The whole file is parsed before anything is
+/// set, and a malformed one stops everything: half-loaded secrets are worse
+/// than none. The message never quotes the file, whose lines are secrets.
 pub fn load_dotenv() -> Result<(), String> {
     let path = std::path::Path::new(".env");
-    match dotenvy::from_path(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.not_found() => Ok(()),
-        Err(dotenvy::Error::LineParse(line, _)) => {
+    let lines = match dotenvy::from_path_iter(path) {
+        Ok(lines) => lines,
+        Err(e) if e.not_found() => return Ok(()),
+        Err(e) => return Err(dotenv_error(path, e)),
+    };
+    let pairs = lines
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| dotenv_error(path, e))?;
+    let mut from_file = HashSet::new();
+    for (name, value) in pairs {
+        if std::env::var_os(&name).is_none() {
+            std::env::set_var(&name, value);
+            from_file.insert(name);
+        }
+    }
+    secrets::record_dotenv_names(from_file);
+    Ok(())
+}
+
+fn dotenv_error(path: &std::path::Path, e: dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(line, _) => {
             let number = std::fs::read_to_string(path)
                 .ok()
                 .and_then(|text| {
@@ -73,12 +96,12 @@ pub fn load_dotenv() -> Result<(), String> {
                         .position(|l| !line.trim().is_empty() && l.contains(line.trim()))
                 })
                 .map_or_else(String::new, |i| format!(" line {}", i + 1));
-            Err(format!(
+            format!(
                 "./.env{number} cannot be parsed (write NAME=value; quote values containing spaces, # or $ in single quotes)"
-            ))
+            )
         }
-        Err(dotenvy::Error::Io(e)) => Err(format!("./.env cannot be read: {e}")),
-        Err(_) => Err("./.env cannot be loaded".to_owned()),
+        dotenvy::Error::Io(e) => format!("./.env cannot be read: {e}"),
+        _ => "./.env cannot be loaded".to_owned(),
     }
 }
 

@@ -4,6 +4,8 @@
 //! Secrets are not settings: they come from the environment only and live in
 //! [`secrets`].
 
+pub mod duration;
+mod errors;
 pub mod secrets;
 
 use std::net::SocketAddr;
@@ -78,10 +80,10 @@ pub struct ServerSettings {
     /// Largest accepted webhook body in bytes.
     pub max_body_bytes: usize,
     /// Longest a request may take, body included.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub request_timeout: Duration,
     /// Grace period for in-flight requests on shutdown.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: u32,
@@ -100,7 +102,7 @@ pub struct WebhookSettings {
     /// Route ImgGo posts to.
     pub path: String,
     /// Oldest signed `timestamp` accepted; zero turns the check off.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub max_timestamp_age: Duration,
 }
 
@@ -128,10 +130,10 @@ pub struct RateLimitSettings {
 #[serde(deny_unknown_fields)]
 pub struct RetentionSettings {
     /// Rows older than this are deleted.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub max_age: Duration,
     /// Time between purge passes.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub purge_interval: Duration,
     /// Rows deleted per transaction.
     pub batch_size: u32,
@@ -144,10 +146,10 @@ pub struct DatabaseSettings {
     /// the batch writers, the rest to the pool everything else uses.
     pub max_connections: u32,
     /// How long start-up waits for the database.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// How long a request waits for a connection before 503.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub acquire_timeout: Duration,
     /// Most deliveries committed per group-commit transaction.
     pub max_batch: u32,
@@ -165,10 +167,24 @@ pub struct LogSettings {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            _ => Err(format!(
+                "unknown log format `{s}`; valid values: json, pretty"
+            )),
+        }
+    }
 }
 
 /// Why the settings could not be loaded. The message names the key.
@@ -191,7 +207,14 @@ impl Settings {
             DEFAULT_TOML,
             config::FileFormat::Toml,
         ));
-        if let Some(path) = file {
+        // Errors name the file by its absolute path: a relative one means
+        // nothing in a container's log.
+        let file = file.map(|p| {
+            std::fs::canonicalize(p)
+                .or_else(|_| std::path::absolute(p))
+                .unwrap_or_else(|_| p.to_owned())
+        });
+        if let Some(path) = &file {
             if !path.is_file() {
                 return Err(ConfigError(format!(
                     "config file {} does not exist",
@@ -199,7 +222,7 @@ impl Settings {
                 )));
             }
             builder = builder.add_source(
-                config::File::from(path)
+                config::File::from(path.as_path())
                     .format(config::FileFormat::Toml)
                     .required(true),
             );
@@ -216,12 +239,16 @@ impl Settings {
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
-                .source(Some(overrides)),
+                .source(Some(overrides.clone())),
         );
+        let sources = errors::Sources {
+            file: file.as_deref(),
+            env: &overrides,
+        };
         let settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(|e| ConfigError(sources.explain(e)))?;
         settings.validate()?;
         Ok(settings)
     }

@@ -2,7 +2,9 @@
 //! in types whose `Debug` prints nothing secret. Error messages name the
 //! variable, never its value.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
@@ -25,6 +27,8 @@ pub const MIN_HASH_KEY_BYTES: usize = 32;
 pub struct SecretError {
     pub var: String,
     pub problem: String,
+    /// Neither the variable nor its `_FILE` form is set.
+    pub unset: bool,
 }
 
 impl SecretError {
@@ -32,6 +36,7 @@ impl SecretError {
         Self {
             var: var.to_owned(),
             problem: problem.into(),
+            unset: false,
         }
     }
 }
@@ -39,14 +44,37 @@ impl SecretError {
 /// Where secrets are read from: the process environment, or a map in tests.
 pub trait SecretSource {
     fn var(&self, name: &str) -> Option<String>;
+
+    /// Whether `name`'s value came from `./.env` rather than the real
+    /// environment. A real variable wins over anything `.env` sets, the
+    /// `<NAME>_FILE` form included.
+    fn set_by_dotenv(&self, _name: &str) -> bool {
+        false
+    }
 }
 
-/// The real process environment.
+/// The names `./.env` put into the process environment (set once, by
+/// [`record_dotenv_names`], before anything reads a secret). Only names:
+/// the values are in the environment like any other.
+static FROM_DOTENV: OnceLock<HashSet<String>> = OnceLock::new();
+
+/// Records which variables of the process environment came from `./.env`
+/// (see `cli::load_dotenv`), so that [`ProcessEnv`] can tell them from real
+/// ones. A second call changes nothing.
+pub fn record_dotenv_names(names: HashSet<String>) {
+    let _ = FROM_DOTENV.set(names);
+}
+
+/// The real process environment, with `./.env` loaded into it underneath.
 pub struct ProcessEnv;
 
 impl SecretSource for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
+    }
+
+    fn set_by_dotenv(&self, name: &str) -> bool {
+        FROM_DOTENV.get().is_some_and(|names| names.contains(name))
     }
 }
 
@@ -56,11 +84,21 @@ impl<S: std::hash::BuildHasher> SecretSource for std::collections::HashMap<Strin
     }
 }
 
-/// Reads `name`, or the file named by `<name>_FILE`. Both set is an error:
-/// silently preferring one hides a deployment mistake.
+/// Reads `name`, or the file named by `<name>_FILE`. A real environment
+/// variable (either form) hides what `./.env` says about the secret: the
+/// operator set it on purpose for this run. Both forms set in the same
+/// place is an error: silently preferring one hides a deployment mistake.
 pub fn read(source: &dyn SecretSource, name: &str) -> Result<Option<SecretString>, SecretError> {
     let file_var = format!("{name}_FILE");
-    match (source.var(name), source.var(&file_var)) {
+    let (mut plain, mut file) = (source.var(name), source.var(&file_var));
+    if plain.is_some() && file.is_some() {
+        match (source.set_by_dotenv(name), source.set_by_dotenv(&file_var)) {
+            (true, false) => plain = None,
+            (false, true) => file = None,
+            _ => {}
+        }
+    }
+    match (plain, file) {
         (Some(_), Some(_)) => Err(SecretError::new(
             name,
             format!("both {name} and {file_var} are set; set only one"),
@@ -82,8 +120,9 @@ pub fn read(source: &dyn SecretSource, name: &str) -> Result<Option<SecretString
 fn required(source: &dyn SecretSource, name: &str) -> Result<SecretString, SecretError> {
     read(source, name)?
         .filter(|s| !s.expose_secret().trim().is_empty())
-        .ok_or_else(|| {
-            SecretError::new(
+        .ok_or_else(|| SecretError {
+            unset: true,
+            ..SecretError::new(
                 name,
                 format!(
                     "not set (set it or {name}_FILE; `imggo-receiver init` writes a fresh .env)"
@@ -230,6 +269,52 @@ pub fn database_url(source: &dyn SecretSource) -> Result<SecretString, SecretErr
     Ok(url)
 }
 
+/// Where `url` points, for logs and `check-config`: the kind and location
+/// with any password replaced by `<redacted>`
+/// (`postgres://imggo:<redacted>@db:5432/imggo`); the built-in default is
+/// marked `sqlite://data/imggo.db (default)`.
+pub fn database_label(url: &SecretString) -> String {
+    let url = url.expose_secret();
+    if url == DEFAULT_DATABASE_URL {
+        return format!("{url} (default)");
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // `sqlite:path`: a file name carries no credentials.
+        return url.to_owned();
+    };
+    if scheme == "sqlite" {
+        return url.to_owned();
+    }
+    // Everything up to the last `@` is user info: a password may hold an
+    // unencoded `@`, `/` or `?`, so nothing before it is shown but the user.
+    let (user, rest) = match rest.rsplit_once('@') {
+        Some((info, rest)) => match info.split_once(':') {
+            Some((user, _)) => (format!("{user}:<redacted>@"), rest),
+            None => (format!("{info}@"), rest),
+        },
+        None => (String::new(), rest),
+    };
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, Some(query)),
+        None => (rest, None),
+    };
+    let mut label = format!("{scheme}://{user}{location}");
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                    format!("{key}=<redacted>")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        label.push('?');
+        label.push_str(&params.join("&"));
+    }
+    label
+}
+
 /// Everything `serve` needs that must stay secret.
 pub struct Secrets {
     pub webhook: WebhookSecrets,
@@ -239,15 +324,59 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    pub fn load(source: &dyn SecretSource) -> Result<Self, SecretError> {
-        Ok(Self {
-            webhook: WebhookSecrets::load(source)?,
-            keys: load_key_ring(source)?,
-            hash_key: HashKey::load(source)?,
-            database_url: database_url(source)?,
-        })
+    /// Loads every secret, reporting every one that is missing or malformed
+    /// at once: fixing them one start-up at a time wastes a deploy each.
+    pub fn load(source: &dyn SecretSource) -> Result<Self, SecretErrors> {
+        let webhook = WebhookSecrets::load(source);
+        let keys = load_key_ring(source);
+        let hash_key = HashKey::load(source);
+        let database_url = database_url(source);
+        match (webhook, keys, hash_key, database_url) {
+            (Ok(webhook), Ok(keys), Ok(hash_key), Ok(database_url)) => Ok(Self {
+                webhook,
+                keys,
+                hash_key,
+                database_url,
+            }),
+            (webhook, keys, hash_key, database_url) => Err(SecretErrors(
+                [
+                    webhook.err(),
+                    keys.err(),
+                    hash_key.err(),
+                    database_url.err(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+            )),
+        }
     }
 }
+
+/// Every secret that could not be loaded; one line naming each variable,
+/// never a value.
+#[derive(Debug)]
+pub struct SecretErrors(pub Vec<SecretError>);
+
+impl fmt::Display for SecretErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (unset, malformed): (Vec<_>, Vec<_>) = self.0.iter().partition(|e| e.unset);
+        let mut parts = Vec::new();
+        if let [one] = unset.as_slice() {
+            parts.push(one.to_string());
+        } else if !unset.is_empty() {
+            let names: Vec<&str> = unset.iter().map(|e| e.var.as_str()).collect();
+            parts.push(format!(
+                "{} are not set (set each, or NAME_FILE; `imggo-receiver init` writes a fresh .env)",
+                names.join(", ")
+            ));
+        }
+        parts.extend(malformed.iter().map(ToString::to_string));
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl std::error::Error for SecretErrors {}
 
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

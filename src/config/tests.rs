@@ -300,3 +300,203 @@ fn mapped_ipv6_networks_become_ipv4() {
     );
     assert!(parse_network("10.0.0.0/8/9").is_err());
 }
+
+#[test]
+fn an_unknown_redact_action_names_the_key_and_the_valid_values() {
+    let f = toml_file("[[redact.rules]]\nnames = [\"email\"]\naction = \"mask\"\n");
+    let msg = load_err(Some(f.path()), &[]);
+    assert!(msg.contains("redact.rules[0].action"), "{msg}");
+    assert!(msg.contains("`mask`"), "{msg}");
+    assert!(
+        msg.contains("hash, mask_last4, drop, keep"),
+        "the valid values are listed: {msg}"
+    );
+    assert!(msg.contains(&f.path().display().to_string()), "{msg}");
+    let msg = load_err(None, &[("IMGGO__LOG__FORMAT", "xml")]);
+    assert!(
+        msg.contains("log.format") && msg.contains("json, pretty"),
+        "{msg}"
+    );
+    assert!(msg.contains("IMGGO__LOG__FORMAT"), "{msg}");
+}
+
+#[test]
+fn an_unknown_key_from_the_environment_names_the_variable() {
+    let msg = load_err(None, &[("IMGGO__RATE_LIMIT__PER_SECONDS", "5")]);
+    assert!(msg.contains("IMGGO__RATE_LIMIT__PER_SECONDS"), "{msg}");
+    assert!(msg.contains("rate_limit.per_seconds"), "{msg}");
+    assert!(msg.contains("per_second, burst"), "{msg}");
+    // A bad value too.
+    let msg = load_err(None, &[("IMGGO__SERVER__REQUEST_TIMEOUT", "ten")]);
+    assert!(
+        msg.contains("server.request_timeout") && msg.contains("IMGGO__SERVER__REQUEST_TIMEOUT"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_unknown_key_in_a_file_names_the_file_by_its_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("imggo.toml"), "[server]\nmax_body = 5\n").unwrap();
+    // A relative path, as typed after --config: the error must not depend
+    // on knowing the directory it was typed in.
+    let relative = pathdiff(dir.path().join("imggo.toml"));
+    let msg = load_err(Some(&relative), &[]);
+    let absolute = dir.path().join("imggo.toml").display().to_string();
+    assert!(msg.contains("server.max_body"), "{msg}");
+    assert!(msg.contains(&format!("in {absolute}")), "{msg}");
+    let msg = load_err(Some(Path::new("no/such/imggo.toml")), &[]);
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        msg.contains(&cwd.join("no/such/imggo.toml").display().to_string()),
+        "{msg}"
+    );
+}
+
+/// `target` relative to the working directory (`../../tmp/...`).
+fn pathdiff(target: std::path::PathBuf) -> std::path::PathBuf {
+    let cwd = std::env::current_dir().unwrap();
+    let up = cwd.components().count() - 1;
+    let mut p = std::path::PathBuf::new();
+    for _ in 0..up {
+        p.push("..");
+    }
+    p.push(target.strip_prefix("/").unwrap());
+    p
+}
+
+#[test]
+fn durations_print_as_default_toml_writes_them() {
+    let s = Settings::load_with_env(None, env(&[])).unwrap();
+    let text = toml::to_string(&s).unwrap();
+    for line in [
+        "max_timestamp_age = \"24h\"",
+        "max_age = \"30d\"",
+        "purge_interval = \"1h\"",
+        "shutdown_timeout = \"25s\"",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+}
+
+/// The real environment over `./.env`, as `ProcessEnv` sees them.
+struct Layers {
+    real: HashMap<String, String>,
+    dotenv: HashMap<String, String>,
+}
+
+impl secrets::SecretSource for Layers {
+    fn var(&self, name: &str) -> Option<String> {
+        self.real
+            .get(name)
+            .or_else(|| self.dotenv.get(name))
+            .cloned()
+    }
+
+    fn set_by_dotenv(&self, name: &str) -> bool {
+        !self.real.contains_key(name) && self.dotenv.contains_key(name)
+    }
+}
+
+#[test]
+fn a_real_variable_wins_over_dotenv_in_either_form() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "whsec_from_the_file_0000").unwrap();
+    let path = f.path().to_str().unwrap().to_owned();
+    let map = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let first = |source: &Layers| {
+        WebhookSecrets::load(source)
+            .map(|w| String::from_utf8(w.iter().next().unwrap().to_vec()).unwrap())
+            .map_err(|e| e.to_string())
+    };
+    // Real _FILE over .env's plain value.
+    let layers = Layers {
+        real: map(&[("IMGGO_WEBHOOK_SECRETS_FILE", &path)]),
+        dotenv: map(&[("IMGGO_WEBHOOK_SECRETS", "whsec_set_by_dotenv_000000")]),
+    };
+    assert_eq!(first(&layers).unwrap(), "whsec_from_the_file_0000");
+    // Real plain value over .env's _FILE.
+    let layers = Layers {
+        real: map(&[("IMGGO_WEBHOOK_SECRETS", "whsec_from_the_real_env0")]),
+        dotenv: map(&[("IMGGO_WEBHOOK_SECRETS_FILE", &path)]),
+    };
+    assert_eq!(first(&layers).unwrap(), "whsec_from_the_real_env0");
+    // Both in the same layer stays a mistake, in either layer.
+    for both in [
+        Layers {
+            real: map(&[
+                ("IMGGO_WEBHOOK_SECRETS_FILE", &path),
+                ("IMGGO_WEBHOOK_SECRETS", "whsec_from_the_real_env0"),
+            ]),
+            dotenv: HashMap::new(),
+        },
+        Layers {
+            real: HashMap::new(),
+            dotenv: map(&[
+                ("IMGGO_WEBHOOK_SECRETS_FILE", &path),
+                ("IMGGO_WEBHOOK_SECRETS", "whsec_set_by_dotenv_000000"),
+            ]),
+        },
+    ] {
+        let msg = first(&both).unwrap_err();
+        assert!(msg.contains("only one"), "{msg}");
+        assert!(!msg.contains("whsec_"), "{msg}");
+    }
+}
+
+#[test]
+fn every_missing_or_malformed_secret_is_reported_at_once() {
+    let source = secret_env(&[
+        (secrets::WEBHOOK_SECRETS, ""),
+        (secrets::ENCRYPTION_KEYS, ""),
+        (secrets::HASH_KEY, "c2hvcnQ="),
+        (secrets::DATABASE_URL, "mysql://u:hunter2pass@db/x"),
+    ]);
+    let msg = Secrets::load(&source).unwrap_err().to_string();
+    for name in [
+        secrets::WEBHOOK_SECRETS,
+        secrets::ENCRYPTION_KEYS,
+        secrets::HASH_KEY,
+        secrets::DATABASE_URL,
+    ] {
+        assert!(msg.contains(name), "{name} missing from {msg}");
+    }
+    assert!(msg.contains("init"), "{msg}");
+    assert!(
+        !msg.contains("hunter2pass") && !msg.contains("c2hvcnQ"),
+        "{msg}"
+    );
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+}
+
+#[test]
+fn the_store_is_shown_without_its_password() {
+    let label = |url: &str| secrets::database_label(&secrecy::SecretString::from(url));
+    assert_eq!(
+        label("sqlite://data/imggo.db"),
+        "sqlite://data/imggo.db (default)"
+    );
+    assert_eq!(label("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
+    assert_eq!(
+        label("postgres://imggo:hunter2pass@db:5432/imggo"),
+        "postgres://imggo:<redacted>@db:5432/imggo"
+    );
+    assert_eq!(
+        label("postgres://imggo@db/imggo"),
+        "postgres://imggo@db/imggo"
+    );
+    // Unencoded `@`, `/` and `?` in a password, and password parameters.
+    assert_eq!(
+        label("postgresql://u:p@ss/w?rd@h:1/d?sslmode=require&password=hunter2pass"),
+        "postgresql://u:<redacted>@h:1/d?sslmode=require&password=<redacted>"
+    );
+    assert_eq!(
+        label("postgres://h/d?sslpassword=hunter2pass"),
+        "postgres://h/d?sslpassword=<redacted>"
+    );
+}

@@ -44,7 +44,7 @@ use crate::json::Json;
 
 /// What a rule does to a field it names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum Action {
     /// Replace `X` by `X_hash` = HMAC-SHA256(hash key, canonical value).
     Hash,
@@ -55,6 +55,24 @@ pub enum Action {
     /// Override a default so the field is left alone (value detection still
     /// applies to it).
     Keep,
+}
+
+impl TryFrom<String> for Action {
+    type Error = String;
+
+    /// The config loader's own message for an unknown variant names
+    /// neither the valid ones nor the key well: this one lists them.
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "hash" => Ok(Self::Hash),
+            "mask_last4" => Ok(Self::MaskLast4),
+            "drop" => Ok(Self::Drop),
+            "keep" => Ok(Self::Keep),
+            _ => Err(format!(
+                "unknown action `{s}`; valid values: hash, mask_last4, drop, keep"
+            )),
+        }
+    }
 }
 
 /// One `[[redact.rules]]` entry from config.

@@ -84,8 +84,15 @@ pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     /// Migrations are missing or behind this binary.
-    #[error("database schema is not migrated to this version")]
+    #[error(
+        "the database has no schema for this version yet: run `imggo-receiver migrate` (or `serve`) first"
+    )]
     NotMigrated,
+    /// The database refused a connection for a reason waiting cannot fix
+    /// (no such database, wrong credentials, unknown host, bad URL); the
+    /// text says which, never the password.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else the database refused.
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
@@ -282,6 +289,23 @@ impl Store {
             tx.commit().await?;
             Ok(changed)
         })
+    }
+
+    /// Opens an existing, migrated store for commands that read it: creates
+    /// nothing (no SQLite file, no schema) and answers
+    /// [`StoreError::NotMigrated`] when there is nothing to read yet.
+    pub async fn open_migrated(
+        url: &SecretString,
+        db: &DatabaseSettings,
+    ) -> Result<Self, StoreError> {
+        let url = url.expose_secret();
+        let store = if url.starts_with("sqlite:") {
+            Self::Sqlite(SqliteStore::open_existing(url, db).await?)
+        } else {
+            Self::Postgres(PgStore::connect(url, db).await?)
+        };
+        store.ready().await?;
+        Ok(store)
     }
 
     /// Closes the pool, waiting for connections in use.

@@ -17,16 +17,62 @@ const PURGE_LOCK_KEY: i64 = 0x696d_6767_6f2d_7075;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Whether a failed connection attempt can succeed later: the server is not
+/// answering yet (refused or reset connections, I/O errors, the pool's own
+/// wait running out), is starting up (57P03 `cannot_connect_now`) or is full
+/// (53300 `too_many_connections`). A missing database, wrong credentials, an
+/// unknown host or TLS trouble stay as they are however long we wait.
+fn worth_retrying(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Io(io) => !is_unknown_host(io),
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+        _ => false,
+    }
+}
+
+/// A host name that does not resolve. The standard library reports it as
+/// an uncategorised I/O error with the resolver's text; a temporary
+/// failure of the resolver itself (EAI_AGAIN) is worth another try.
+fn is_unknown_host(e: &std::io::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.starts_with("failed to lookup address information")
+        && !text.contains("temporary failure")
+        && !text.contains("try again")
+}
+
+/// The cause of a refusal in the operator's words, with what to change.
+/// Postgres' own message names the database or user, never the password.
+fn refused(e: &sqlx::Error) -> StoreError {
+    let why = match e {
+        sqlx::Error::Database(db) => {
+            let fix = match db.code().as_deref() {
+                Some("3D000") => "; create it, or fix the database name in DATABASE_URL",
+                Some("28P01" | "28000") => "; check the user and password in DATABASE_URL",
+                _ => "",
+            };
+            format!("{}{fix}", db.message())
+        }
+        sqlx::Error::Io(io) if is_unknown_host(io) => {
+            format!("{io}; check the host name in DATABASE_URL")
+        }
+        other => other.to_string(),
+    };
+    StoreError::Refused(why)
+}
+
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
 }
 
 impl PgStore {
-    /// Connects, retrying with backoff until `db.connect_timeout` runs out.
+    /// Connects, retrying with backoff until `db.connect_timeout` runs out
+    /// while waiting can help (see [`worth_retrying`]); a refusal that
+    /// waiting cannot fix ends it at once with [`StoreError::Refused`].
     pub async fn connect(url: &str, db: &DatabaseSettings) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
-            .map_err(StoreError::Other)?
+            .map_err(|e| StoreError::Refused(format!("not a valid Postgres URL: {e}")))?
             .application_name("imggo-receiver");
         let deadline = tokio::time::Instant::now() + db.connect_timeout;
         let mut backoff = Duration::from_millis(200);
@@ -40,6 +86,7 @@ impl PgStore {
                 .await;
             match attempt {
                 Ok(pool) => return Ok(Self { pool }),
+                Err(e) if !worth_retrying(&e) => return Err(refused(&e)),
                 Err(e) if tokio::time::Instant::now() + backoff < deadline => {
                     tracing::warn!(error = %e, "database not reachable yet; retrying");
                     tokio::time::sleep(backoff).await;
@@ -293,4 +340,48 @@ async fn insert_rows<'c>(
     .fetch_all(executor)
     .await?;
     Ok(claim_outcomes(events, inserted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_can_get_better_is_retried() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind, text: &str| sqlx::Error::Io(Error::new(kind, text));
+        let retried = [
+            io(ErrorKind::ConnectionRefused, "connection refused"),
+            io(ErrorKind::ConnectionReset, "connection reset by peer"),
+            io(
+                ErrorKind::Other,
+                "failed to lookup address information: Temporary failure in name resolution",
+            ),
+            sqlx::Error::PoolTimedOut,
+        ];
+        for e in &retried {
+            assert!(worth_retrying(e), "{e}");
+        }
+        let not = [
+            io(
+                ErrorKind::Other,
+                "failed to lookup address information: Name or service not known",
+            ),
+            io(
+                ErrorKind::Other,
+                "failed to lookup address information: Name does not resolve",
+            ),
+            sqlx::Error::Configuration("bad".into()),
+            sqlx::Error::Tls("certificate".into()),
+        ];
+        for e in &not {
+            assert!(!worth_retrying(e), "{e}");
+        }
+        let unknown = io(
+            ErrorKind::Other,
+            "failed to lookup address information: Name or service not known",
+        );
+        let msg = refused(&unknown).to_string();
+        assert!(msg.contains("check the host name in DATABASE_URL"), "{msg}");
+    }
 }

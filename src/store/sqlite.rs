@@ -31,18 +31,34 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating file and folder when missing) the database at `url`.
     pub async fn connect(url: &str, db: &DatabaseSettings) -> Result<Self, StoreError> {
+        Self::open(url, db, true).await
+    }
+
+    /// Opens the database at `url` only if its file exists: commands that
+    /// read the store must not leave an empty database behind.
+    pub async fn open_existing(url: &str, db: &DatabaseSettings) -> Result<Self, StoreError> {
+        Self::open(url, db, false).await
+    }
+
+    async fn open(url: &str, db: &DatabaseSettings, create: bool) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(StoreError::Other)?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(db.acquire_timeout)
             .foreign_keys(true);
         let path = options.get_filename();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_dir(dir)?;
+        let in_memory = path.as_os_str() == ":memory:";
+        if create {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                create_dir(dir)?;
+            }
+            create_private(path)?;
+        } else if !in_memory && !path.exists() {
+            // No file: nothing was ever migrated into it.
+            return Err(StoreError::NotMigrated);
         }
-        create_private(path)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(db.acquire_timeout)

@@ -241,6 +241,7 @@ mod tests {
             crate::config::LogFormat::Json,
             tracing_subscriber::EnvFilter::new("trace"),
             capture.clone(),
+            false,
         );
         tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();

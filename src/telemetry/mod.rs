@@ -18,11 +18,13 @@ use crate::config::LogFormat;
 /// Default filter when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info,sqlx=warn";
 
-/// The subscriber the service logs through, writing to `writer`.
+/// The subscriber the service logs through, writing to `writer`. `colour`
+/// lets the `pretty` format use ANSI colours (see [`colour_on_stderr`]).
 pub fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
+    colour: bool,
 ) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -37,9 +39,13 @@ where
                     .with_writer(writer),
             ),
         ),
-        LogFormat::Pretty => {
-            Box::new(registry.with(tracing_subscriber::fmt::layer().with_writer(writer)))
-        }
+        LogFormat::Pretty => Box::new(
+            registry.with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour)
+                    .with_writer(writer),
+            ),
+        ),
     }
 }
 
@@ -50,9 +56,18 @@ pub fn init(format: LogFormat) -> LogGuard {
     let (writer, guard) = BatchedWriter::spawn(std::io::stderr());
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let colour = colour_on_stderr();
     // A second installation (tests) keeps the first.
-    let _ = tracing::subscriber::set_global_default(subscriber(format, filter, writer));
+    let _ = tracing::subscriber::set_global_default(subscriber(format, filter, writer, colour));
     guard
+}
+
+/// Colour codes only for a person at a terminal: written into a file or a
+/// pipe they are noise, and `NO_COLOR` (any non-empty value, see
+/// no-color.org) turns them off everywhere.
+pub fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// How long a line may wait to be written with the lines after it.

@@ -9,6 +9,7 @@ mod binary;
 mod deploy;
 mod edge;
 mod embedded;
+mod operator;
 mod outage;
 mod redaction;
 mod retention;
