@@ -13,6 +13,7 @@ pub mod event;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod quarantine;
 pub mod redact;
 pub mod reencrypt;
 pub mod retention;

@@ -54,6 +54,9 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
         Command::Reencrypt => reencrypt(&settings).await,
         Command::CheckConfig => check_config(&settings),
         Command::Healthcheck => healthcheck(&settings).await,
+        Command::Rejected(command) => {
+            super::rejected::run(command, &settings, &connect(&settings).await?).await
+        }
         Command::Keygen | Command::Init | Command::Sign { .. } => unreachable!("handled before"),
     }
 }
@@ -79,7 +82,7 @@ async fn connect_or_create(settings: &Settings) -> anyhow::Result<Store> {
 /// The store as commands that read it need it: it must exist and carry the
 /// schema. Nothing is created: `show` in the wrong directory must not leave
 /// an empty `./data/imggo.db` behind.
-async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+pub(super) async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let url = secrets::database_url(&ProcessEnv)?;
     Store::open_migrated(&url, &settings.database)
         .await

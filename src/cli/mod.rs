@@ -1,6 +1,7 @@
 //! The command line: `imggo-receiver [--config PATH] <command>`.
 
 mod commands;
+mod rejected;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ pub enum Command {
     Healthcheck,
     /// Write ./.env with fresh secrets (mode 0600); never overwrites.
     Init,
+    /// Signed deliveries refused by validation, kept in quarantine.
+    #[command(subcommand)]
+    Rejected(rejected::RejectedCommand),
 }
 
 /// Loads `./.env` (this directory only) into the environment; variables

@@ -20,6 +20,8 @@ const TAG_LEN: usize = 16;
 
 /// Domain separation for the associated data, versioned with the format.
 const AAD_CONTEXT: &[u8] = b"imggo-receiver/event/v1";
+/// The same for quarantined deliveries.
+const QUARANTINE_CONTEXT: &[u8] = b"imggo-receiver/quarantine/v1";
 
 /// A key's public name, stored beside every row it sealed.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,12 +126,32 @@ impl KeyRing {
     /// Seals `plaintext` for the row (job_id, event) with a fresh nonce,
     /// compressed first when that makes it smaller (see [`frame`]).
     pub fn seal(&self, job_id: &str, event: &str, plaintext: &[u8]) -> Result<Sealed, SealError> {
+        self.seal_bound(&associated_data(job_id, event), plaintext)
+    }
+
+    /// Seals a quarantined body, bound to its row's `seal_id` (and kept
+    /// apart from events by its own associated-data context).
+    pub fn seal_quarantined(&self, seal_id: &str, plaintext: &[u8]) -> Result<Sealed, SealError> {
+        self.seal_bound(&quarantine_data(seal_id), plaintext)
+    }
+
+    /// Opens what [`Self::seal_quarantined`] sealed.
+    pub fn open_quarantined(
+        &self,
+        seal_id: &str,
+        key_id: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
+        self.open_bound(&quarantine_data(seal_id), key_id, nonce, ciphertext)
+    }
+
+    fn seal_bound(&self, aad: &[u8], plaintext: &[u8]) -> Result<Sealed, SealError> {
         let (id, cipher) = &self.keys[0];
         // A 192-bit nonce from the thread's CSPRNG (ChaCha, seeded and
         // periodically reseeded from the OS): random nonces of this size never
         // repeat in practice, and no system call is made per row.
         let nonce = XChaCha20Poly1305::generate_nonce(&mut rand::thread_rng());
-        let aad = associated_data(job_id, event);
         let mut ciphertext = frame::pack(plaintext, TAG_LEN);
         #[cfg(test)]
         if self.refuse_to_seal {
@@ -138,7 +160,7 @@ impl KeyRing {
         // The cipher refuses only a message past its ~256 GiB limit; should
         // it ever refuse, nothing half-sealed may be stored.
         cipher
-            .encrypt_in_place(&nonce, &aad, &mut ciphertext)
+            .encrypt_in_place(&nonce, aad, &mut ciphertext)
             .map_err(|_| SealError)?;
         Ok(Sealed {
             key_id: id.clone(),
@@ -157,6 +179,16 @@ impl KeyRing {
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, OpenError> {
+        self.open_bound(&associated_data(job_id, event), key_id, nonce, ciphertext)
+    }
+
+    fn open_bound(
+        &self,
+        aad: &[u8],
+        key_id: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
         let cipher = self
             .keys
             .iter()
@@ -166,10 +198,9 @@ impl KeyRing {
         if nonce.len() != NONCE_LEN {
             return Err(OpenError::Corrupt);
         }
-        let aad = associated_data(job_id, event);
         let mut framed = ciphertext.to_vec();
         cipher
-            .decrypt_in_place(XNonce::from_slice(nonce), &aad, &mut framed)
+            .decrypt_in_place(XNonce::from_slice(nonce), aad, &mut framed)
             .map_err(|_| OpenError::Corrupt)?;
         frame::unpack(framed)
     }
@@ -181,6 +212,15 @@ impl fmt::Debug for KeyRing {
             .field("ids", &self.ids().map(KeyId::as_str).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+/// Associated data of a quarantined body: its own context, so a ciphertext
+/// can move neither between quarantine rows nor into an event row.
+fn quarantine_data(seal_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(QUARANTINE_CONTEXT.len() + seal_id.len());
+    aad.extend_from_slice(QUARANTINE_CONTEXT);
+    aad.extend_from_slice(seal_id.as_bytes());
+    aad
 }
 
 /// Length-prefixed so that no two (job_id, event) pairs share an encoding.

@@ -47,7 +47,9 @@ where
         }
         Err(e) => (e.into_response(), None),
         Ok(quota) => {
-            let processed = within_timeout(&state, process(&state, &parts.headers, body)).await;
+            let request_id = started.request_id.to_str().unwrap_or("");
+            let processed =
+                within_timeout(&state, process(&state, &parts.headers, body, request_id)).await;
             let (mut res, envelope) = match processed {
                 Ok((outcome, envelope)) => (stored(outcome), Some(envelope)),
                 Err(Refused { error, envelope }) => (error.into_response(), envelope),
@@ -113,6 +115,7 @@ async fn process<B>(
     state: &AppState,
     headers: &HeaderMap,
     body: B,
+    request_id: &str,
 ) -> Result<(InsertOutcome, Envelope), Refused>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -135,18 +138,25 @@ where
             SignatureError::Invalid => AppError::InvalidSignature,
         })?;
 
-    let delivery = Delivery::parse(&body)?;
+    // From here the body is genuine: a refusal keeps it in quarantine.
+    let delivery = match Delivery::parse(&body) {
+        Ok(delivery) => delivery,
+        Err(error) => {
+            quarantine(state, &body, &error, request_id).await;
+            return Err(error.into());
+        }
+    };
     let envelope = delivery.envelope.clone();
     let refused = |error| Refused {
         error,
         envelope: Some(envelope.clone()),
     };
-    check_freshness(
-        &delivery.body,
-        state.settings.webhook.max_timestamp_age,
-        chrono::Utc::now(),
-    )
-    .map_err(refused)?;
+    let age = state.settings.webhook.max_timestamp_age;
+    if let Err(error) = check_freshness(&delivery.body, age, chrono::Utc::now()) {
+        drop(delivery);
+        quarantine(state, &body, &error, request_id).await;
+        return Err(refused(error));
+    }
     let ingest = &state.ingest;
     let row = delivery.seal(&ingest.redactor, &ingest.keys).map_err(|e| {
         tracing::error!(error = %e, job_id = %envelope.job_id, "the payload could not be sealed");
@@ -196,6 +206,40 @@ async fn to_spool(spool: &Spool, row: NewEvent) -> Result<InsertOutcome, AppErro
         }
         AppError::Unavailable
     })
+}
+
+/// Keeps a genuine delivery refused by validation in quarantine
+/// (CONTRACT §10). It keeps its 4xx either way: a quarantine that cannot be
+/// written is logged with the request id (never silently dropped).
+async fn quarantine(state: &AppState, body: &[u8], error: &AppError, request_id: &str) {
+    let Some(reason) = crate::quarantine::reason(error) else {
+        return;
+    };
+    let ingest = &state.ingest;
+    let kept =
+        match crate::quarantine::seal(body, reason, request_id, &ingest.redactor, &ingest.keys) {
+            Ok(row) => state
+                .store
+                .quarantine(&row, state.settings.quarantine.max_rows)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+    match kept {
+        Ok(id) => {
+            metrics::counter!(crate::metrics::QUARANTINED, "reason" => reason).increment(1);
+            tracing::info!(
+                id,
+                reason,
+                request_id,
+                "refused delivery kept in quarantine"
+            );
+        }
+        Err(error) => tracing::error!(
+            %error, reason, request_id,
+            "a genuine delivery was refused and could not be kept in quarantine"
+        ),
+    }
 }
 
 /// Reads the body once, refusing it as soon as it passes `limit` (declared

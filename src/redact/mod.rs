@@ -33,10 +33,9 @@ mod walk;
 
 use std::fmt;
 
-use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 pub use rules::{default_rules, normalize_name};
 
@@ -179,6 +178,16 @@ impl Redactor {
         }
     }
 
+    /// Raw text that is not JSON (a quarantined body that does not parse),
+    /// with every card number and SSN detected by value masked. Names
+    /// cannot be matched in text that does not parse; value detection
+    /// applies whatever `detect_values` says, since nothing else can.
+    pub fn redact_text(&self, text: &str) -> String {
+        detect::Scanner::default()
+            .redact_text(text)
+            .unwrap_or_else(|| text.to_owned())
+    }
+
     /// Lowercase hex HMAC-SHA256(hash key, canonical(value)), as stored by
     /// the `hash` action; canonical = letters and digits only, uppercased.
     pub fn hash_value(&self, value: &str) -> String {
@@ -193,14 +202,9 @@ impl Redactor {
 /// here because `Hmac::new` over a full block cannot fail, whereas
 /// `new_from_slice` returns a `Result` we would have to unwrap.
 fn keyed_hmac(key: &[u8]) -> Hmac<Sha256> {
-    let mut block = hmac::digest::Key::<Hmac<Sha256>>::default();
-    if key.len() > block.len() {
-        let digest = Sha256::digest(key);
-        block[..digest.len()].copy_from_slice(&digest);
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    <Hmac<Sha256> as KeyInit>::new(&block)
+    // HMAC takes a key of any length (longer ones are hashed first).
+    #[allow(clippy::expect_used)]
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")
 }
 
 #[cfg(test)]
@@ -219,21 +223,6 @@ mod tests {
     fn redactor_is_shared_between_requests() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Redactor>();
-    }
-
-    #[test]
-    fn keyed_hmac_matches_new_from_slice() {
-        for len in [0usize, 1, 32, 63, 64, 65, 100, 200] {
-            let key: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5c).collect();
-            let mut ours = keyed_hmac(&key);
-            let mut reference = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
-            ours.update(b"123456789");
-            reference.update(b"123456789");
-            assert_eq!(
-                ours.finalize().into_bytes(),
-                reference.finalize().into_bytes()
-            );
-        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod postgres;
+pub mod quarantine;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -146,6 +147,7 @@ macro_rules! on_backend {
         }
     };
 }
+pub(crate) use on_backend;
 
 impl Store {
     /// Connects by URL scheme (`postgres://`, `sqlite://`), waiting up to
@@ -252,7 +254,13 @@ impl Store {
             let n = on_backend!(self, s => s.count_expired(cutoff).await?);
             return Ok(PurgeOutcome::WouldDelete(n));
         }
-        on_backend!(self, s => s.purge(cutoff, batch_size).await)
+        let outcome = on_backend!(self, s => s.purge(cutoff, batch_size).await)?;
+        // Quarantined deliveries age out with the events (after them: a
+        // replica that skipped the events pass skips these too).
+        if outcome != PurgeOutcome::Skipped {
+            self.purge_quarantined(cutoff).await?;
+        }
+        Ok(outcome)
     }
 
     /// Rows after `after` (by id) not sealed under `current_key`, oldest first.

@@ -11,6 +11,7 @@ mod edge;
 mod embedded;
 mod operator;
 mod outage;
+mod quarantine;
 mod redaction;
 mod retention;
 mod spool;

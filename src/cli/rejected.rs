@@ -1,0 +1,131 @@
+//! `rejected list | show ID | replay ID [--ignore-timestamp]`: the
+//! quarantine runbook (CONTRACT §8, §10) — see what validation refused,
+//! read it, fix the cause, and run it through validation and storage again.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::config::secrets::{self, ProcessEnv};
+use crate::config::Settings;
+use crate::crypto::KeyRing;
+use crate::delivery::{check_freshness, Delivery};
+use crate::event::InsertOutcome;
+use crate::redact::Redactor;
+use crate::store::quarantine::Quarantined;
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum RejectedCommand {
+    /// One JSON line per quarantined delivery: id, received_at, reason, request_id, bytes.
+    List,
+    /// Print a quarantined body (redacted, decrypted).
+    Show {
+        /// The id `rejected list` printed.
+        id: i64,
+    },
+    /// Run a quarantined delivery through validation and storage again;
+    /// removed from quarantine once stored.
+    Replay {
+        /// The id `rejected list` printed.
+        id: i64,
+        /// Accept a signed timestamp outside `webhook.max_timestamp_age`.
+        #[arg(long)]
+        ignore_timestamp: bool,
+    },
+}
+
+pub async fn run(
+    command: RejectedCommand,
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        RejectedCommand::List => {
+            let mut out = std::io::stdout().lock();
+            for entry in store.quarantined().await? {
+                let line = json!({
+                    "id": entry.id,
+                    "received_at": entry.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "reason": entry.reason,
+                    "request_id": entry.request_id,
+                    "bytes": entry.bytes,
+                });
+                writeln!(out, "{line}")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RejectedCommand::Show { id } => {
+            let keys = secrets::load_key_ring(&ProcessEnv)?;
+            let Some(row) = store.quarantined_one(id).await? else {
+                eprintln!("no quarantined delivery {id}");
+                return Ok(ExitCode::FAILURE);
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(&open(&keys, &row)?)?;
+            writeln!(out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RejectedCommand::Replay {
+            id,
+            ignore_timestamp,
+        } => replay(settings, store, id, ignore_timestamp).await,
+    }
+}
+
+fn open(keys: &KeyRing, row: &Quarantined) -> anyhow::Result<Vec<u8>> {
+    keys.open_quarantined(&row.seal_id, &row.key_id, &row.nonce, &row.ciphertext)
+        .with_context(|| format!("quarantined delivery {} cannot be decrypted", row.entry.id))
+}
+
+/// Validation and storage as the webhook runs them; the row leaves
+/// quarantine only once its event is stored.
+async fn replay(
+    settings: &Settings,
+    store: &Store,
+    id: i64,
+    ignore_timestamp: bool,
+) -> anyhow::Result<ExitCode> {
+    let secrets = secrets::Secrets::load(&ProcessEnv)?;
+    let Some(row) = store.quarantined_one(id).await? else {
+        eprintln!("no quarantined delivery {id}");
+        return Ok(ExitCode::FAILURE);
+    };
+    let body = open(&secrets.keys, &row)?;
+    let still_refused = |why: String| {
+        println!("{why}");
+        eprintln!("quarantined delivery {id} still fails; kept (fix the cause and replay again)");
+        Ok(ExitCode::FAILURE)
+    };
+    let delivery = match Delivery::parse(&body) {
+        Ok(delivery) => delivery,
+        Err(e) => return still_refused(format!("{}: {e}", e.code())),
+    };
+    if !ignore_timestamp {
+        let age = settings.webhook.max_timestamp_age;
+        if let Err(e) = check_freshness(&delivery.body, age, chrono::Utc::now()) {
+            return still_refused(format!(
+                "{}: {e} (replay with --ignore-timestamp to accept it)",
+                e.code()
+            ));
+        }
+    }
+    // The body was redacted before it was quarantined; redacting it again
+    // changes nothing, and hashes need the same key.
+    let redactor = Redactor::new(&settings.redact, secrets.hash_key.expose());
+    let mut event = delivery.seal(&redactor, &secrets.keys)?;
+    event.received_at = row.entry.received_at;
+    let outcome = store.insert(&event).await?;
+    store.release_quarantined(id).await?;
+    println!(
+        "{}",
+        match outcome {
+            InsertOutcome::Inserted => "received",
+            InsertOutcome::Duplicate => "duplicate",
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,60 @@
+//! Quarantine (CONTRACT §10): a delivery whose signature verified but that
+//! validation refused (`invalid_json`, `invalid_payload`,
+//! `stale_timestamp`) keeps its 4xx and is also kept, so that no genuine
+//! result is lost to a validation rule: redacted (by the §4 rules when it
+//! parses as JSON, else by value detection over its raw text), sealed, and
+//! stored with its reason and request id, for `rejected list/show/replay`.
+//! Unsigned and badly signed requests never get here.
+
+use chrono::Utc;
+
+use crate::crypto::{KeyRing, SealError};
+use crate::error::AppError;
+use crate::json::Json;
+use crate::redact::Redactor;
+use crate::store::quarantine::NewQuarantined;
+
+/// The reason a refusal is quarantined under, when it is one that is.
+pub fn reason(error: &AppError) -> Option<&'static str> {
+    match error {
+        AppError::InvalidJson(_) | AppError::InvalidPayload(_) | AppError::StaleTimestamp => {
+            Some(error.code())
+        }
+        _ => None,
+    }
+}
+
+/// Redacts and seals a refused body as a quarantine row.
+pub fn seal(
+    body: &[u8],
+    reason: &'static str,
+    request_id: &str,
+    redactor: &Redactor,
+    keys: &KeyRing,
+) -> Result<NewQuarantined, SealError> {
+    let redacted = redact(body, redactor);
+    let seal_id = uuid::Uuid::new_v4().simple().to_string();
+    let sealed = keys.seal_quarantined(&seal_id, &redacted)?;
+    Ok(NewQuarantined {
+        received_at: Utc::now(),
+        reason,
+        request_id: request_id.to_owned(),
+        bytes: body.len() as u64,
+        seal_id,
+        sealed,
+    })
+}
+
+/// The body as it may be stored: a JSON document redacted as a delivery
+/// would be; anything else as text with card numbers and SSNs masked.
+pub fn redact(body: &[u8], redactor: &Redactor) -> Vec<u8> {
+    match Json::parse(body) {
+        Ok(mut tree) => {
+            redactor.redact_json(&mut tree);
+            tree.to_vec()
+        }
+        Err(_) => redactor
+            .redact_text(&String::from_utf8_lossy(body))
+            .into_bytes(),
+    }
+}

@@ -1,0 +1,180 @@
+//! The SQL of the quarantine (CONTRACT §10): signed deliveries refused by
+//! validation, stored sealed with their reason and request id, capped at
+//! `quarantine.max_rows` (oldest go first) and purged by retention.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row as _;
+
+use super::{Store, StoreError};
+use crate::crypto::Sealed;
+
+/// A refused delivery, redacted and sealed, ready to be kept.
+#[derive(Debug, Clone)]
+pub struct NewQuarantined {
+    pub received_at: DateTime<Utc>,
+    /// The §2 error code it was refused with.
+    pub reason: &'static str,
+    pub request_id: String,
+    /// Size of the body as received.
+    pub bytes: u64,
+    /// Bound into the ciphertext's associated data.
+    pub seal_id: String,
+    pub sealed: Sealed,
+}
+
+/// A quarantined delivery as listed (`rejected list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    pub id: i64,
+    pub received_at: DateTime<Utc>,
+    pub reason: String,
+    pub request_id: String,
+    pub bytes: u64,
+}
+
+/// A quarantined delivery with its sealed body.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub entry: QuarantineEntry,
+    pub seal_id: String,
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+const COLUMNS: &str =
+    "id, received_at, reason, request_id, bytes, seal_id, key_id, nonce, ciphertext";
+
+impl Store {
+    /// Keeps a refused delivery, then drops the oldest beyond `max_rows`,
+    /// in one transaction. Returns its id.
+    pub async fn quarantine(&self, row: &NewQuarantined, max_rows: u32) -> Result<i64, StoreError> {
+        const INSERT: &str = "INSERT INTO quarantined_deliveries \
+             (received_at, reason, request_id, bytes, seal_id, key_id, nonce, ciphertext) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+        const TRIM: &str = "DELETE FROM quarantined_deliveries WHERE id <= \
+             (SELECT id FROM quarantined_deliveries ORDER BY id DESC LIMIT 1 OFFSET $1)";
+        let bytes = i64::try_from(row.bytes).unwrap_or(i64::MAX);
+        macro_rules! insert {
+            ($pool:expr, $received_at:expr) => {{
+                let mut tx = $pool.begin().await?;
+                let id: i64 = sqlx::query_scalar(INSERT)
+                    .bind($received_at)
+                    .bind(row.reason)
+                    .bind(&row.request_id)
+                    .bind(bytes)
+                    .bind(&row.seal_id)
+                    .bind(row.sealed.key_id.as_str())
+                    .bind(&row.sealed.nonce)
+                    .bind(&row.sealed.ciphertext)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(TRIM)
+                    .bind(i64::from(max_rows))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(id)
+            }};
+        }
+        match self {
+            Store::Postgres(s) => insert!(s.pool(), row.received_at),
+            Store::Sqlite(s) => insert!(s.pool(), row.received_at.timestamp_micros()),
+        }
+    }
+
+    /// Every quarantined delivery, oldest first.
+    pub async fn quarantined(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM quarantined_deliveries ORDER BY id");
+        match self {
+            Store::Postgres(s) => {
+                let rows = sqlx::query(&sql).fetch_all(s.pool()).await?;
+                rows.iter()
+                    .map(|r| entry(r, r.try_get("received_at")?))
+                    .collect()
+            }
+            Store::Sqlite(s) => {
+                let rows = sqlx::query(&sql).fetch_all(s.pool()).await?;
+                rows.iter()
+                    .map(|r| entry(r, micros(r.try_get("received_at")?)))
+                    .collect()
+            }
+        }
+    }
+
+    /// One quarantined delivery with its sealed body.
+    pub async fn quarantined_one(&self, id: i64) -> Result<Option<Quarantined>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM quarantined_deliveries WHERE id = $1");
+        match self {
+            Store::Postgres(s) => {
+                let row = sqlx::query(&sql).bind(id).fetch_optional(s.pool()).await?;
+                row.map(|r| sealed(&r, entry(&r, r.try_get("received_at")?)?))
+                    .transpose()
+            }
+            Store::Sqlite(s) => {
+                let row = sqlx::query(&sql).bind(id).fetch_optional(s.pool()).await?;
+                row.map(|r| sealed(&r, entry(&r, micros(r.try_get("received_at")?))?))
+                    .transpose()
+            }
+        }
+    }
+
+    /// Removes a quarantined delivery (replayed); false when it was gone.
+    pub async fn release_quarantined(&self, id: i64) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM quarantined_deliveries WHERE id = $1";
+        let n = super::on_backend!(self, s => sqlx::query(SQL).bind(id).execute(s.pool()).await?.rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Deletes quarantined deliveries received before `cutoff` (retention;
+    /// the table is capped, so one statement).
+    pub(super) async fn purge_quarantined(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM quarantined_deliveries WHERE received_at < $1";
+        Ok(match self {
+            Store::Postgres(s) => sqlx::query(SQL)
+                .bind(cutoff)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+            Store::Sqlite(s) => sqlx::query(SQL)
+                .bind(cutoff.timestamp_micros())
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+        })
+    }
+}
+
+fn micros(value: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(value).unwrap_or_default()
+}
+
+fn entry<R: sqlx::Row>(row: &R, received_at: DateTime<Utc>) -> Result<QuarantineEntry, StoreError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    Ok(QuarantineEntry {
+        id: row.try_get("id")?,
+        received_at,
+        reason: row.try_get("reason")?,
+        request_id: row.try_get("request_id")?,
+        bytes: row.try_get::<i64, _>("bytes")?.unsigned_abs(),
+    })
+}
+
+fn sealed<R: sqlx::Row>(row: &R, entry: QuarantineEntry) -> Result<Quarantined, StoreError>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    Ok(Quarantined {
+        entry,
+        seal_id: row.try_get("seal_id")?,
+        key_id: row.try_get("key_id")?,
+        nonce: row.try_get("nonce")?,
+        ciphertext: row.try_get("ciphertext")?,
+    })
+}

@@ -1,0 +1,281 @@
+//! Quarantine (CONTRACT §10): signed deliveries refused by validation keep
+//! their 4xx and are kept, redacted and sealed; unsigned or badly signed
+//! ones never are; `rejected list/show/replay` recover them.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::binary::{command, run};
+use crate::helpers::*;
+
+async fn post_with_id(app: &TestApp, body: &[u8], signature: Option<String>, id: &str) -> u16 {
+    let mut req = app
+        .client
+        .post(app.webhook_url())
+        .header("content-type", "application/json")
+        .header("x-request-id", id)
+        .body(body.to_vec());
+    if let Some(sig) = signature {
+        req = req.header("x-imggo-signature", sig);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+/// `rejected ...` through the real binary against the app's database.
+fn rejected(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+    let mut env: Vec<(String, String)> = secret_env(&app.db.url).into_iter().collect();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let dir = tempfile::tempdir().unwrap();
+    let mut full = vec!["rejected"];
+    full.extend_from_slice(args);
+    run(command(dir.path(), &env), &full)
+}
+
+fn listed(app: &TestApp) -> Vec<Value> {
+    let out = rejected(app, &["list"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn stale_body(job: &str) -> Vec<u8> {
+    json!({"event":"job.succeeded","job_id":job,"manifest":{"total":12.5},
+           "timestamp":"2020-01-01T00:00:00Z"})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn each_refusal_of_a_signed_delivery_is_kept_with_reason_and_request_id() {
+    let app = spawn_app().await;
+    let cases: [(&[u8], u16, &str); 4] = [
+        (b"{\"event\":\"job.succeeded\",", 400, "invalid_json"),
+        (b"[1,2,3]", 400, "invalid_json"),
+        (b"{\"event\":\"job.succeeded\"}", 422, "invalid_payload"),
+        (&stale_body("stale-1"), 400, "stale_timestamp"),
+    ];
+    for (i, (body, status, _)) in cases.iter().enumerate() {
+        let got = post_with_id(&app, body, Some(prod_signature(body)), &format!("req-{i}")).await;
+        assert_eq!(got, *status, "case {i}");
+    }
+    // Unsigned and badly signed requests are never kept.
+    let body = b"{\"event\":".to_vec();
+    assert_eq!(post_with_id(&app, &body, None, "unsigned").await, 401);
+    let wrong = format!("sha256={}", "0".repeat(64));
+    assert_eq!(post_with_id(&app, &body, Some(wrong), "forged").await, 401);
+    let truncated = prod_signature(&body)[..40].to_owned();
+    assert_eq!(post_with_id(&app, &body, Some(truncated), "cut").await, 401);
+
+    let list = listed(&app);
+    assert_eq!(list.len(), 4, "{list:?}");
+    for (i, (entry, (body, _, reason))) in list.iter().zip(cases.iter()).enumerate() {
+        assert_eq!(entry["reason"], *reason);
+        assert_eq!(entry["request_id"], format!("req-{i}"));
+        assert_eq!(entry["bytes"], body.len());
+        let shown = rejected(&app, &["show", &entry["id"].to_string()], &[]);
+        assert!(shown.status.success());
+        assert_eq!(shown.stdout.trim_ascii_end(), *body, "case {i} reads back");
+    }
+    assert_eq!(app.rows().await, 0, "nothing refused is an event");
+}
+
+#[tokio::test]
+async fn personal_data_in_unparsable_bodies_never_reaches_storage() {
+    let app = spawn_app().await;
+    let body = br#"{"event":"job.succeeded","job_id":"j-1","manifest":{"note":"card 4111 1111 1111 1111, ssn 123-45-6789"#.to_vec();
+    assert_eq!(
+        post_with_id(&app, &body, Some(prod_signature(&body)), "pii").await,
+        400
+    );
+    let parsable =
+        br#"{"event":"job.succeeded","manifest":{"ssn":"123-45-6789","pan":"4111111111111111"}}"#
+            .to_vec();
+    assert_eq!(
+        post_with_id(&app, &parsable, Some(prod_signature(&parsable)), "pii2").await,
+        422
+    );
+
+    let list = listed(&app);
+    assert_eq!(list.len(), 2);
+    let raw = rejected(&app, &["show", &list[0]["id"].to_string()], &[]).stdout;
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(
+        raw.contains("card ************1111, ssn ***-**-6789"),
+        "{raw}"
+    );
+    let parsed = rejected(&app, &["show", &list[1]["id"].to_string()], &[]).stdout;
+    let parsed = String::from_utf8(parsed).unwrap();
+    assert!(
+        parsed.contains("ssn_hash") && parsed.contains("************1111"),
+        "{parsed}"
+    );
+
+    // The whole database, every column as text: no plaintext anywhere.
+    let dump: Vec<String> = sqlx::query_scalar(
+        "SELECT row_to_json(q)::text FROM quarantined_deliveries q \
+         UNION ALL SELECT encode(ciphertext, 'escape') FROM quarantined_deliveries",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    for text in &dump {
+        for secret in ["4111", "123-45-6789", "123456789"] {
+            assert!(!text.contains(secret), "{secret} stored: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn replay_stores_once_the_cause_is_gone_and_keeps_the_row_otherwise() {
+    let app = spawn_app().await;
+    let stale = stale_body("late-job");
+    assert_eq!(
+        post_with_id(&app, &stale, Some(prod_signature(&stale)), "s").await,
+        400
+    );
+    let broken = br#"{"event":"job.succeeded","job_id":"no/slashes"}"#.to_vec();
+    assert_eq!(
+        post_with_id(&app, &broken, Some(prod_signature(&broken)), "b").await,
+        422
+    );
+    let list = listed(&app);
+    let (stale_id, broken_id) = (list[0]["id"].to_string(), list[1]["id"].to_string());
+
+    let out = rejected(&app, &["replay", &stale_id], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stale_timestamp"));
+    let out = rejected(&app, &["replay", &broken_id], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("job_id"));
+    assert_eq!(listed(&app).len(), 2, "failed replays keep their rows");
+    assert_eq!(app.rows().await, 0);
+
+    // The cause gone: the freshness check turned off by configuration.
+    let out = rejected(
+        &app,
+        &["replay", &stale_id],
+        &[("IMGGO__WEBHOOK__MAX_TIMESTAMP_AGE", "0s")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "received");
+    assert_eq!(app.events("late-job").await.len(), 1);
+    let left = listed(&app);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["id"].to_string(), broken_id);
+}
+
+#[tokio::test]
+async fn ignore_timestamp_replays_a_stale_delivery_and_a_repeat_is_a_duplicate() {
+    let app = spawn_app().await;
+    let stale = stale_body("late-2");
+    for id in ["first", "second"] {
+        assert_eq!(
+            post_with_id(&app, &stale, Some(prod_signature(&stale)), id).await,
+            400
+        );
+    }
+    let list = listed(&app);
+    let out = rejected(
+        &app,
+        &["replay", &list[0]["id"].to_string(), "--ignore-timestamp"],
+        &[],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "received");
+    let out = rejected(
+        &app,
+        &["replay", &list[1]["id"].to_string(), "--ignore-timestamp"],
+        &[],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "duplicate");
+    assert!(listed(&app).is_empty());
+    let out = rejected(&app, &["replay", "999999"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn the_quarantine_keeps_the_newest_max_rows_and_ages_out_with_retention() {
+    let app = spawn_app_with(|o| o.settings.quarantine.max_rows = 2).await;
+    for i in 0..3 {
+        let body = format!("{{\"broken\": {i}").into_bytes();
+        assert_eq!(
+            post_with_id(&app, &body, Some(prod_signature(&body)), &format!("r{i}")).await,
+            400
+        );
+    }
+    let ids: Vec<Value> = listed(&app)
+        .iter()
+        .map(|e| e["request_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("r1"), json!("r2")], "the oldest went first");
+
+    sqlx::query("UPDATE quarantined_deliveries SET received_at = received_at - interval '2 hours' WHERE request_id = 'r1'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    app.store
+        .purge(Duration::from_secs(3600), 100, false)
+        .await
+        .unwrap();
+    let ids: Vec<Value> = listed(&app)
+        .iter()
+        .map(|e| e["request_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("r2")]);
+}
+
+/// The same flow on the embedded store, through the binary alone.
+#[test]
+fn quarantine_works_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(String, String)> = secret_env(&sqlite_url(dir.path())).into_iter().collect();
+    let out = run(command(dir.path(), &env), &["migrate"]);
+    assert!(out.status.success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = imggo_receiver::store::Store::connect(
+            &secrecy::SecretString::from(sqlite_url(dir.path())),
+            &test_settings().database,
+        )
+        .await
+        .unwrap();
+        let redactor = imggo_receiver::redact::Redactor::new(
+            &Default::default(),
+            b"0123456789abcdef0123456789abcdef",
+        );
+        let row = imggo_receiver::quarantine::seal(
+            &stale_body("sqlite-late"),
+            "stale_timestamp",
+            "req-sqlite",
+            &redactor,
+            &test_ring(KEY_A),
+        )
+        .unwrap();
+        store.quarantine(&row, 10).await.unwrap();
+        store.close().await;
+    });
+    let list = run(command(dir.path(), &env), &["rejected", "list"]);
+    let line: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(line["reason"], "stale_timestamp");
+    let id = line["id"].to_string();
+    let shown = run(command(dir.path(), &env), &["rejected", "show", &id]);
+    assert_eq!(shown.stdout.trim_ascii_end(), stale_body("sqlite-late"));
+    let out = run(
+        command(dir.path(), &env),
+        &["rejected", "replay", &id, "--ignore-timestamp"],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "received");
+    let out = run(command(dir.path(), &env), &["show", "sqlite-late"]);
+    assert!(out.status.success());
+}
