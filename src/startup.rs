@@ -210,7 +210,7 @@ impl Application {
             .is_err()
         {
             tracing::warn!(
-                "batch writers still busy at exit; unanswered deliveries will be retried by ImgGo"
+                "batch writers still busy at exit; deliveries not yet answered are lost unless resent"
             );
         }
         if let Some(drainer) = drainer {
