@@ -35,8 +35,9 @@ fn main() {
             args[4].parse().unwrap(),
         )),
         Some("lone") => rt.block_on(lone(&args[1], &args[2], args[3].parse().unwrap())),
+        Some("proxy") => rt.block_on(proxy(&args[1], &args[2])),
         _ => eprintln!(
-            "usage: loadgen gen COUNT FILE | open-loop URL FILE RATE SECONDS | lone URL FILE COUNT"
+            "usage: loadgen gen COUNT FILE | open-loop URL FILE RATE SECONDS | lone URL FILE COUNT | proxy LISTEN UPSTREAM"
         ),
     }
 }
@@ -204,4 +205,21 @@ async fn lone(url: &str, path: &str, count: usize) {
         errors,
         start.elapsed(),
     );
+}
+
+/// A TCP forwarder from LISTEN to UPSTREAM: the spool phases put it between
+/// the receiver and Postgres and kill it to make Postgres unreachable.
+async fn proxy(listen: &str, upstream: &str) {
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        let upstream = upstream.to_owned();
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
 }

@@ -12,7 +12,12 @@
 #      from the scheduled send time, as wrk2 does);
 #   3. a lone delivery on an idle server (no batch to join);
 #   4. for comparison, Postgres' own single-row INSERT ceiling (pgbench, 32
-#      clients, one INSERT ... ON CONFLICT per transaction) in the same run.
+#      clients, one INSERT ... ON CONFLICT per transaction) in the same run;
+#   5. the spool: Postgres made unreachable for the receiver (a forwarder in
+#      between, killed), wrk at the same connections: every answer must be
+#      a 2xx from the spool;
+#   6. the drain of what phase 5 spooled (100,000+ rows) into Postgres once
+#      the forwarder is back, timed until imggo_spool_depth is 0.
 # Peak RSS of the receiver is read from /proc (VmHWM) after each phase.
 #
 # Knobs (environment): BENCH_SECONDS (30), BENCH_CONNECTIONS (64),
@@ -26,6 +31,8 @@ CONNS=${BENCH_CONNECTIONS:-64}
 RATE=${BENCH_RATE:-5000}
 OPEN_SECONDS=${BENCH_OPEN_SECONDS:-20}
 COUNT=${BENCH_DELIVERIES:-900000}
+SPOOL_SECONDS=${BENCH_SPOOL_SECONDS:-15}
+SPOOL_COUNT=${BENCH_SPOOL_DELIVERIES:-400000}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 PORT=28080
 ADMIN=29464
@@ -58,6 +65,7 @@ export IMGGO__RATE_LIMIT__PER_SECOND=10000000 IMGGO__RATE_LIMIT__BURST=10000000
 say "generating $COUNT unique signed deliveries"
 $LOADGEN gen "$COUNT" "$WORK/deliveries.tsv"
 $LOADGEN gen 150000 "$WORK/open.tsv"
+$LOADGEN gen "$SPOOL_COUNT" "$WORK/spool.tsv"
 
 # A fresh database per phase, with the previous phase's writes on disk first
 # (a checkpoint and the kernel's writeback), so phases do not tax each other.
@@ -84,19 +92,19 @@ stop() { kill "$PID"; wait "$PID" || true; PID=; }
 rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$PID/status"; }
 rows() { psql "$DATABASE_URL" -Atc "SELECT count(*) FROM webhook_events"; }
 
-say "1/4 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
+say "1/6 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
 fresh_db; start
 OPEN_OUT=$($LOADGEN open-loop "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/open.tsv" "$RATE" "$OPEN_SECONDS")
 OPEN_RSS=$(rss_mib)
 stop
 
-say "2/4 lone deliveries on an idle server"
+say "2/6 lone deliveries on an idle server"
 fresh_db; start
 tail -n 200 "$WORK/open.tsv" > "$WORK/lone.tsv"
 LONE_OUT=$($LOADGEN lone "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/lone.tsv" 200)
 stop
 
-say "3/4 throughput: wrk, $CONNS connections, ${SECONDS_}s"
+say "3/6 throughput: wrk, $CONNS connections, ${SECONDS_}s"
 fresh_db; start
 # One wrk thread: wrk loads each thread's requests (wrk.lua's init) one
 # thread after another and starts its clock only after the last, so with two
@@ -107,7 +115,7 @@ WRK_OUT=$(wrk -t1 -c"$CONNS" -d"${SECONDS_}s" --timeout 10s -s benches/load/wrk.
 echo "$WRK_OUT" >&2
 LINE=$(echo "$WRK_OUT" | grep '^WRK ')
 field() { echo "$LINE" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
-COMPLETED=$(field completed); BAD=$(field non2xx_or_errors)
+COMPLETED=$(field completed); BAD=$(field non2xx_or_errors); RATE_W=$(field rate)
 OK=$((COMPLETED - BAD))
 THRU_RSS=$(rss_mib)
 BATCH=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^imggo_write_batch_size_sum/ {s=$2} /^imggo_write_batch_size_count/ {c=$2} END {if (c) printf "%.1f", s/c}')
@@ -120,7 +128,7 @@ fi
 CHECK="ok"
 if [ "$STORED" -lt "$OK" ] && [ "$COMPLETED" -le "$COUNT" ]; then CHECK="FAILED: $OK acknowledged, $STORED stored"; fi
 
-say "4/4 pgbench: one INSERT ... ON CONFLICT per transaction, 32 clients, 10s"
+say "4/6 pgbench: one INSERT ... ON CONFLICT per transaction, 32 clients, 10s"
 fresh_db; $BIN migrate >/dev/null
 cat > "$WORK/insert.sql" <<'SQL'
 \set r random(1, 2000000000)
@@ -135,7 +143,40 @@ PGB=$(awk -F'= ' '/^tps/ {printf "%.0f", $2}' "$WORK/pgbench.out")
 PGB=${PGB:-0}
 psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" >/dev/null
 
-RATE_W=$(field rate)
+say "5/6 spool: Postgres unreachable, wrk, $CONNS connections, ${SPOOL_SECONDS}s"
+# The receiver reaches Postgres through a forwarder; killing it makes
+# Postgres unreachable for the receiver alone (the server keeps running).
+fresh_db
+PROXY_PORT=$((PORT + 2))
+BASE_URL=$DATABASE_URL
+$LOADGEN proxy "127.0.0.1:$PROXY_PORT" 127.0.0.1:5432 & PROXY=$!
+export DATABASE_URL="postgresql://postgres@127.0.0.1:$PROXY_PORT/imggo_bench?sslmode=$PGSSLMODE"
+export IMGGO__SPOOL__PATH="$WORK/spool.db"
+start
+kill "$PROXY"; wait "$PROXY" 2>/dev/null || true
+SPOOL_OUT=$(wrk -t1 -c"$CONNS" -d"${SPOOL_SECONDS}s" --timeout 10s -s benches/load/wrk.lua \
+  "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/spool.tsv" 1)
+echo "$SPOOL_OUT" >&2
+LINE=$(echo "$SPOOL_OUT" | grep '^WRK ')
+SPOOL_RATE=$(field rate); SPOOL_BAD=$(field non2xx_or_errors)
+metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1==m {printf "%.0f", $2}'; }
+SPOOLED=$(metric imggo_spool_depth)
+
+say "6/6 drain: $SPOOLED spooled deliveries into Postgres"
+$LOADGEN proxy "127.0.0.1:$PROXY_PORT" 127.0.0.1:5432 & PROXY=$!
+T0=$(date +%s.%N)
+while [ "$(metric imggo_spool_depth)" != "0" ]; do sleep 0.05; done
+T1=$(date +%s.%N)
+SPOOL_RSS=$(rss_mib)
+stop
+kill "$PROXY"; wait "$PROXY" 2>/dev/null || true
+export DATABASE_URL=$BASE_URL
+DRAINED=$(rows)
+DRAIN_RATE=$(awk -v n="$DRAINED" -v a="$T0" -v b="$T1" 'BEGIN {printf "%.0f", n/(b-a)}')
+unset IMGGO__SPOOL__PATH
+psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench WITH (FORCE)" >/dev/null
+
+LINE=$(echo "$WRK_OUT" | grep '^WRK ')
 cat <<REPORT
 
 imggo-receiver load benchmark ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(psql "$PGURL/postgres" -Atc 'SHOW server_version'))
@@ -149,5 +190,7 @@ open loop: $OPEN_OUT
   receiver peak RSS: ${OPEN_RSS} MiB
 $LONE_OUT
 pgbench single-row INSERT ceiling (32 clients): $PGB rows/s -> receiver/pgbench = $(awk -v a="$RATE_W" -v b="$PGB" 'BEGIN {if (b > 0) printf "%.2f", a/b; else printf "n/a "}')x
+spool, Postgres unreachable (wrk, $CONNS connections, ${SPOOL_SECONDS}s): $SPOOL_RATE deliveries/s, non-2xx/errors: $SPOOL_BAD -> spool/normal = $(awk -v a="$SPOOL_RATE" -v b="$RATE_W" 'BEGIN {if (b > 0) printf "%.2f", a/b}')x
+drain: $DRAINED spooled deliveries into Postgres at $DRAIN_RATE/s -> drain/normal = $(awk -v a="$DRAIN_RATE" -v b="$RATE_W" 'BEGIN {if (b > 0) printf "%.2f", a/b}')x, receiver peak RSS ${SPOOL_RSS} MiB
 REPORT
-[ "$CHECK" = "ok" ]
+[ "$CHECK" = "ok" ] && [ "$SPOOL_BAD" = "0" ]

@@ -112,24 +112,18 @@ async fn a_failed_batch_fails_every_request_in_it_and_acknowledges_nothing() {
 /// Waits (bounded) until the writer's INSERT is blocked on the table lock,
 /// so the rows submitted next are sure to form the following batch.
 async fn insert_waits_on_lock(db: &TestDb) {
-    let waiting = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                 AND query LIKE 'INSERT INTO webhook_events%'",
-            )
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-            if n > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    eventually("the writer's INSERT waiting on the lock", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE 'INSERT INTO webhook_events%'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (n > 0).then_some(())
     })
     .await;
-    assert!(waiting.is_ok(), "the writer never reached the lock");
 }
 
 /// Blocks every insert into the table until the returned connection ends its transaction.

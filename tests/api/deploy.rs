@@ -12,7 +12,6 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::binary::{command, free_port, Server};
 use crate::helpers::*;
 
 /// One sample of the Prometheus text format: name and labels.

@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqlx::{Connection as _, SqliteConnection};
 
-use crate::binary::{command, free_port, run, run_ok, Server};
 use crate::helpers::*;
 
 async fn sqlite_app(dir: &std::path::Path) -> TestApp {

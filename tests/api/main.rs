@@ -5,15 +5,20 @@
 mod helpers;
 
 mod batch;
-mod binary;
+mod cli;
 mod deploy;
 mod edge;
 mod embedded;
+mod idempotency;
+mod metrics;
 mod operator;
 mod outage;
+mod payloads;
 mod quarantine;
 mod redaction;
 mod retention;
+mod routing;
+mod serve;
+mod signatures;
 mod spool;
 mod store;
-mod webhook;

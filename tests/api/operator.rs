@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::{Connection as _, PgConnection};
 
-use crate::binary::{free_port, Server};
 use crate::helpers::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imggo-receiver");

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::binary::{command, run};
 use crate::helpers::*;
 
 async fn post_with_id(app: &TestApp, body: &[u8], signature: Option<String>, id: &str) -> u16 {

@@ -5,7 +5,6 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::binary::{command, run_ok};
 use crate::helpers::*;
 
 #[tokio::test]

@@ -12,12 +12,9 @@ use crate::helpers::*;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-async fn backdate(app: &TestApp, job_ids: &[String], by: &str) {
-    sqlx::query(&format!("UPDATE webhook_events SET received_at = received_at - interval '{by}' WHERE job_id = ANY($1)"))
-        .bind(job_ids)
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+async fn backdate(app: &TestApp, job_ids: &[String], secs: i64) {
+    let ids: Vec<&str> = job_ids.iter().map(String::as_str).collect();
+    backdate_rows(&app.store, &ids, secs).await;
 }
 
 async fn job_ids_left(app: &TestApp) -> Vec<String> {
@@ -34,7 +31,7 @@ async fn purge_deletes_exactly_the_expired_rows_in_batches() {
     for job in &jobs {
         assert_eq!(app.post_signed(prod_body(job)).await.status(), 200);
     }
-    backdate(&app, &jobs[..5], "2 hours").await;
+    backdate(&app, &jobs[..5], 2 * 3600).await;
 
     assert_eq!(
         app.store.purge(HOUR, 2, true).await.unwrap(),
@@ -101,7 +98,7 @@ async fn the_server_purges_on_its_own_schedule() {
         app.post_signed(prod_body(job)).await;
     }
     app.post_signed(prod_body("fresh")).await;
-    backdate(&app, &jobs, "90 minutes").await;
+    backdate(&app, &jobs, 90 * 60).await;
     let purged = tokio::time::timeout(Duration::from_secs(10), async {
         while app.rows().await > 1 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -140,7 +137,7 @@ async fn purge_command_reports_and_dry_runs() {
     for job in ["a", "b", "c"] {
         app.post_signed(prod_body(job)).await;
     }
-    backdate(&app, &["a".into(), "b".into()], "40 days").await;
+    backdate(&app, &["a".into(), "b".into()], 40 * 86_400).await;
     let env = env_with_ring(&app.db.url, KEY_A);
     let (ok, out, err) = cli(&env, &["purge", "--dry-run"]);
     assert!(ok, "{err}");

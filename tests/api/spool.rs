@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::binary::{command, free_port};
 use crate::helpers::*;
 
 /// Job ids of `webhook_events`, straight from Postgres.
@@ -21,31 +20,15 @@ async fn stored_job_ids(db: &TestDb) -> Vec<String> {
         .unwrap()
 }
 
-/// Waits (bounded) until Postgres holds exactly `expected`.
+/// Waits (bounded) until Postgres holds exactly `expected`, never a job twice.
 async fn until_stored(db: &TestDb, expected: &BTreeSet<String>) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually("every acknowledged delivery in Postgres", || async {
         let stored = stored_job_ids(db).await;
         let unique: BTreeSet<String> = stored.iter().cloned().collect();
         assert_eq!(unique.len(), stored.len(), "a job stored twice");
-        if unique == *expected {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "acknowledged but not in Postgres: {:?}; unexpected: {:?}",
-            expected.difference(&unique).take(5).collect::<Vec<_>>(),
-            unique.difference(expected).take(5).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+        (unique == *expected).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +203,7 @@ async fn a_spool_left_by_kill_9_drains_at_the_next_start() {
     ]);
     let url = format!("http://127.0.0.1:{port}/webhooks/imggo");
     let start = || {
-        let mut server = crate::binary::Server::start(command(dir.path(), &env));
+        let mut server = Server::start(command(dir.path(), &env));
         server.wait_for("listening");
         server
     };

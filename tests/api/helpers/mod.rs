@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+mod process;
+
+pub use process::*;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -496,4 +500,24 @@ pub fn upstream_addr() -> std::net::SocketAddr {
 /// `url` with its host:port replaced by the proxy's.
 pub fn via_proxy(url: &str, proxy: std::net::SocketAddr) -> String {
     url.replacen(host_port(url), &proxy.to_string(), 1)
+}
+
+/// Polls `probe` until it yields a value (at most 30 s, then fails naming
+/// `what`): the one bounded wait for conditions that happen on their own.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -1,0 +1,154 @@
+//! The compiled binary, run as a user would: a command in a working
+//! directory with only the environment given, a `serve` whose log lines
+//! can be awaited, and `/metrics` scraped from it.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::{secret_env, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_imggo-receiver");
+
+pub fn command(dir: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).env("RUST_LOG", "info");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IMGGO") || k == "DATABASE_URL" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().cloned());
+    cmd
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `serve` whose stderr is collected line by line.
+pub struct Server {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Server {
+    pub fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .arg("serve")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle` (the server says when it listens).
+    pub fn wait_for(&mut self, needle: &str) {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(e) => panic!(
+                    "no `{needle}` in server output ({e}):\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.lines.try_iter());
+        (status, self.seen.join("\n"))
+    }
+}
+
+/// Runs a command that must succeed; its stderr is the failure message.
+pub fn run_ok(cmd: Command, args: &[&str]) -> Output {
+    let out = run(cmd, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A test that fails mid-way must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run(mut cmd: Command, args: &[&str]) -> Output {
+    cmd.args(args).output().unwrap()
+}
+
+/// The value of one sample in Prometheus text output (0 when absent).
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// The env of a `serve` on `db`, listening on `port`, with `/metrics` on `admin`.
+pub fn serve_env(db: &TestDb, port: u16, admin: u16) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = secret_env(&db.url).into_iter().collect();
+    env.extend([
+        ("IMGGO__SERVER__BIND".into(), format!("127.0.0.1:{port}")),
+        ("IMGGO__ADMIN__BIND".into(), format!("127.0.0.1:{admin}")),
+    ]);
+    env
+}
+
+pub async fn scrape(admin: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Scrapes until `done` holds for the metrics text (bounded).
+pub async fn metrics_until(admin: u16, what: &str, done: impl Fn(&str) -> bool) -> String {
+    super::eventually(what, || async {
+        let text = scrape(admin).await;
+        done(&text).then_some(text)
+    })
+    .await
+}
