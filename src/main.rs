@@ -1,3 +1,6 @@
+//! The binary's entry point: read `./.env`, parse the command line, run it
+//! (everything else lives in the library).
+
 use std::process::ExitCode;
 
 // glibc malloc (malloc, free, consolidation) was ~15% of the receiver's CPU

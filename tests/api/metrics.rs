@@ -179,14 +179,16 @@ async fn a_stalled_log_pipe_never_stalls_deliveries() {
         ("IMGGO__RATE_LIMIT__PER_SECOND".into(), "1000000".into()),
         ("IMGGO__RATE_LIMIT__BURST".into(), "1000000".into()),
     ]);
-    let mut child = command(dir.path(), &env)
+    let child = command(dir.path(), &env)
         .arg("serve")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed when the test ends, passed or failed.
+    let mut child = KillOnDrop(child);
     // Held, never read.
-    let _stderr = child.stderr.take().unwrap();
+    let _stderr = child.0.stderr.take().unwrap();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -240,6 +242,13 @@ async fn a_stalled_log_pipe_never_stalls_deliveries() {
         sample(&text, "imggo_log_lines_dropped_total") > 0.0,
         "no line was dropped: {text}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
