@@ -12,4 +12,5 @@ mod outage;
 mod redaction;
 mod retention;
 mod store;
+mod stringify;
 mod webhook;
