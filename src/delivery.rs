@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::crypto::{KeyRing, SealError};
 use crate::event::{Envelope, NewEvent};
-use crate::json::Json;
+use crate::json::{Json, JsonError};
 use crate::redact::Redactor;
 use chrono::{DateTime, Utc};
 
@@ -73,8 +73,10 @@ pub struct Delivery<'a> {
 impl<'a> Delivery<'a> {
     /// Parses a body whose signature has been verified.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, AppError> {
-        let body =
-            Json::parse(bytes).map_err(|_| AppError::InvalidJson("the body is not valid JSON"))?;
+        let body = Json::parse(bytes).map_err(|e| match e {
+            JsonError::TooDeep => AppError::InvalidJson("the body nests deeper than 128 levels"),
+            JsonError::Syntax { .. } => AppError::InvalidJson("the body is not valid JSON"),
+        })?;
         if !matches!(body, Json::Object(_)) {
             return Err(AppError::InvalidJson("the body must be a JSON object"));
         }
@@ -140,7 +142,7 @@ pub fn check_freshness(
 
 fn required_str<'a>(body: &'a Json<'_>, field: &str) -> Result<&'a str, AppError> {
     match body.get(field) {
-        Some(Json::String(s)) => Ok(s),
+        Some(Json::String(s)) => Ok(s.as_str()),
         None | Some(Json::Null) => Err(invalid(&format!("{field} is required"))),
         Some(_) => Err(invalid(&format!("{field} must be a string"))),
     }
@@ -197,6 +199,29 @@ mod tests {
             .unwrap()
             .seal(&redactor, &KeyRing::refusing_to_seal());
         assert!(matches!(sealed, Err(SealError)), "{sealed:?}");
+    }
+
+    #[test]
+    fn nesting_deeper_than_128_levels_is_named() {
+        let body = |levels: usize| {
+            let inner = "[".repeat(levels - 1) + &"]".repeat(levels - 1);
+            format!(r#"{{"event":"e","job_id":"j","x":{inner}}}"#)
+        };
+        assert!(Delivery::parse(body(128).as_bytes()).is_ok());
+        let message = |bytes: &[u8]| match Delivery::parse(bytes) {
+            Err(AppError::InvalidJson(m)) => m,
+            other => panic!("expected invalid_json, got {other:?}"),
+        };
+        assert_eq!(
+            message(body(129).as_bytes()),
+            "the body nests deeper than 128 levels"
+        );
+        assert_eq!(
+            message("[".repeat(1_000_000).as_bytes()),
+            "the body nests deeper than 128 levels"
+        );
+        assert_eq!(message(b"{\"a\":[1,]}"), "the body is not valid JSON");
+        assert_eq!(message(b"[]"), "the body must be a JSON object");
     }
 
     #[test]

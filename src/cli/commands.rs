@@ -181,17 +181,38 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let payload: Value = serde_json::from_slice(&plaintext)
+        // The payload goes out as the text that was stored, not through
+        // `serde_json::Value`: that refuses lone surrogates (`"\ud800"`),
+        // respells numbers and treats `$serde_json::private::*` keys as
+        // magic. It is checked with the request path's parser, and only
+        // the envelope fields are built with serde_json.
+        let tree = crate::json::Json::parse(&plaintext)
             .with_context(|| format!("row {} decrypted to something that is not JSON", row.id))?;
-        let line = json!({
+        let envelope: Value = json!({
             "job_id": row.job_id,
             "event": row.event,
             "pattern_id": row.pattern_id,
             "status": row.status,
             "received_at": row.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "payload": payload,
         });
-        writeln!(out, "{line}")?;
+        let envelope = envelope.to_string();
+        // Stored payloads are compact; a line break between tokens (never
+        // written by this service) would split the line, so such text is
+        // written compactly instead.
+        let compact;
+        let payload: &[u8] = if plaintext.contains(&b'\n') || plaintext.contains(&b'\r') {
+            compact = tree.to_vec();
+            &compact
+        } else {
+            plaintext.trim_ascii()
+        };
+        let mut line = Vec::with_capacity(envelope.len() + payload.len() + 16);
+        // `envelope` is an object: reopen it before its closing brace.
+        line.extend_from_slice(envelope.strip_suffix('}').unwrap_or(&envelope).as_bytes());
+        line.extend_from_slice(b",\"payload\":");
+        line.extend_from_slice(payload);
+        line.extend_from_slice(b"}\n");
+        out.write_all(&line)?;
     }
     if failed > 0 {
         bail!("{failed} event(s) could not be decrypted with IMGGO_ENCRYPTION_KEYS");

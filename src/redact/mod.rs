@@ -22,6 +22,9 @@
 //!   changes nothing.
 //! * `mask_last4` of a string with no digit leaves it unchanged.
 //! * Value detection uses ASCII digits only.
+//! * A string whose escapes hold a lone surrogate (`"\ud800"`) is read as
+//!   U+FFFD there and written back with its escapes; if value detection
+//!   masks something in it, the new string keeps U+FFFD instead.
 //!
 //! Redaction is idempotent: `redact(redact(x)) == redact(x)`.
 

@@ -1,9 +1,7 @@
 //! The walk over a payload: name rules on every object key at any depth,
 //! value detection on every other string and integer.
 
-use std::borrow::Cow;
-
-use crate::json::Json;
+use crate::json::{Json, JsonStr};
 
 use super::detect::Scanner;
 use super::luhn::mask_card_number;
@@ -65,8 +63,8 @@ impl<'r> Walker<'r> {
         }
     }
 
-    // Recursion depth equals the JSON nesting depth, which serde_json's
-    // parser caps at 128; a frame here is small.
+    // Recursion depth equals the JSON nesting depth, which the parser caps
+    // at 128 (`json::MAX_DEPTH`); a frame here is small.
     fn value(&mut self, value: &mut Json<'_>, mode: Mode) {
         match value {
             Json::Object(entries) => self.object(entries, mode, false),
@@ -83,8 +81,11 @@ impl<'r> Walker<'r> {
                     Mode::MaskLeaves if !is_hash_hex(text) => mask_last4(text),
                     Mode::HashLeaves | Mode::MaskLeaves => None,
                 };
+                // A replaced string is new text: one that held a lone
+                // surrogate keeps it as U+FFFD from here on (rare: a card
+                // number or SSN beside an unpaired surrogate escape).
                 if let Some(replacement) = replacement {
-                    *text = Cow::Owned(replacement);
+                    *text = JsonStr::from(replacement);
                 }
             }
             Json::Number(number) => {
@@ -95,7 +96,7 @@ impl<'r> Walker<'r> {
                     Mode::MaskLeaves => mask_last4(number),
                 };
                 if let Some(replacement) = replacement {
-                    *value = Json::String(Cow::Owned(replacement));
+                    *value = Json::String(JsonStr::from(replacement));
                 }
             }
             Json::Null | Json::Bool(_) => {}
@@ -104,7 +105,7 @@ impl<'r> Walker<'r> {
 
     fn object<'a>(
         &mut self,
-        entries: &mut Vec<(Cow<'a, str>, Json<'a>)>,
+        entries: &mut Vec<(JsonStr<'a>, Json<'a>)>,
         mode: Mode,
         top_level: bool,
     ) {
@@ -119,7 +120,8 @@ impl<'r> Walker<'r> {
                 }
                 Some(Action::Hash) => {
                     let digest = match value {
-                        Json::String(text) | Json::Number(text) => self.redactor.hash_value(text),
+                        Json::String(text) => self.redactor.hash_value(text),
+                        Json::Number(text) => self.redactor.hash_value(text),
                         // Null and booleans carry no PII: left as they are.
                         Json::Null | Json::Bool(_) => continue,
                         Json::Array(_) | Json::Object(_) => {
@@ -137,7 +139,7 @@ impl<'r> Walker<'r> {
             // Envelope strings are stored beside the payload as they are; a
             // number (or anything else) under those names gets no pass.
             let envelope_scalar =
-                top_level && matches!(value, Json::String(_)) && ENVELOPE.contains(&key.as_ref());
+                top_level && matches!(value, Json::String(_)) && ENVELOPE.contains(&key.as_str());
             if child_mode == Mode::Detect && envelope_scalar {
                 continue;
             }
@@ -160,15 +162,17 @@ impl<'r> Walker<'r> {
                 return true;
             };
             if let KeyChange::Hash(_, digest) = change {
-                hashed.push((format!("{key}_hash"), digest));
+                // Built from the decoded key: a lone surrogate in it
+                // becomes U+FFFD in `<key>_hash`.
+                hashed.push((format!("{}_hash", key.as_str()), digest));
             }
             false
         });
         for (key, digest) in hashed {
-            let digest = Json::String(Cow::Owned(digest));
+            let digest = Json::String(JsonStr::from(digest));
             match entries.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, value)) => *value = digest,
-                None => entries.push((Cow::Owned(key), digest)),
+                None => entries.push((JsonStr::from(key), digest)),
             }
         }
     }

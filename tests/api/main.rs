@@ -22,3 +22,4 @@ mod serve;
 mod signatures;
 mod spool;
 mod store;
+mod stringify;

@@ -413,3 +413,18 @@ fn untouched_keys_keep_their_order() {
         .collect();
     assert_eq!(keys, ["z", "a", "m", "ssn_hash"]);
 }
+
+/// Lone surrogates (as JSON.stringify writes them) are read as U+FFFD by
+/// the rules and written back with their escapes, unless the string that
+/// holds them is rewritten: then it is new text, with U+FFFD.
+#[test]
+fn lone_surrogates_survive_unless_their_string_is_rewritten() {
+    let body = br#"{"note\ud800":"x\udc00y","card":"\ud800 4111 1111 1111 1111","ssn\udfff":"123-45-6789","pin":"\ud800"}"#;
+    let mut tree = Json::parse(body).unwrap();
+    redactor().redact_json(&mut tree);
+    let expected = format!(
+        "{{\"note\\ud800\":\"x\\udc00y\",\"card\":\"\u{FFFD} ************1111\",\"ssn\u{FFFD}_hash\":\"{}\"}}",
+        hmac_hex("123456789")
+    );
+    assert_eq!(String::from_utf8(tree.to_vec()).unwrap(), expected);
+}
