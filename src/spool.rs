@@ -44,7 +44,7 @@ const MAX_BATCH: usize = 512;
 /// Deliveries waiting for the spool writer before new ones get 503.
 const QUEUE_CAPACITY: usize = 8192;
 /// Rows moved into Postgres per transaction by the drainer.
-const DRAIN_BATCH: i64 = 1000;
+const DRAIN_BATCH: i64 = 2000;
 /// How often the drainer looks again while Postgres is unreachable (and,
 /// when idle, in case a row arrived without waking it).
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
@@ -232,51 +232,96 @@ impl Spool {
     }
 
     /// Moves every spooled row into `store`, oldest first, a batch per
-    /// transaction on each side.
+    /// transaction on each side. The spool's work for the next batch (read
+    /// it, forget the last one) runs while Postgres commits this one, so a
+    /// backlog drains at the pace of Postgres' commits.
     async fn drain_once(&self, store: &Store) -> Result<(), DrainError> {
+        let mut batch = self.read_after(0).await?;
+        // Committed in Postgres, not yet deleted from the spool.
+        let mut committed: Option<Batch> = None;
         loop {
-            let rows = sqlx::query(
-                "SELECT seq, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext \
-                 FROM spooled_events ORDER BY seq LIMIT ?",
-            )
-            .bind(DRAIN_BATCH)
-            .fetch_all(&self.shared.pool)
+            let Some(last) = batch.last_seq() else {
+                return match committed {
+                    Some(done) => self.forget(done).await,
+                    None => Ok(()),
+                };
+            };
+            let refs: Vec<&NewEvent> = batch.events.iter().collect();
+            let spool_side = async {
+                if let Some(done) = committed.take() {
+                    self.forget(done).await?;
+                }
+                self.read_after(last).await
+            };
+            let (inserted, next) = tokio::join!(store.insert_batch(&refs), spool_side);
+            inserted.map_err(DrainError::Database)?;
+            // Only once Postgres committed it may the spool forget it.
+            committed = Some(batch);
+            batch = next?;
+        }
+    }
+
+    /// Up to [`DRAIN_BATCH`] spooled rows after `seq`, oldest first.
+    async fn read_after(&self, seq: i64) -> Result<Batch, DrainError> {
+        let rows = sqlx::query(
+            "SELECT seq, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext \
+             FROM spooled_events WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(seq)
+        .bind(DRAIN_BATCH)
+        .fetch_all(&self.shared.pool)
+        .await
+        .map_err(DrainError::Spool)?;
+        let mut batch = Batch {
+            seqs: Vec::with_capacity(rows.len()),
+            events: Vec::with_capacity(rows.len()),
+        };
+        for row in &rows {
+            batch
+                .seqs
+                .push(row.try_get::<i64, _>("seq").map_err(DrainError::Spool)?);
+            batch
+                .events
+                .push(spooled_event(row).map_err(DrainError::Spool)?);
+        }
+        Ok(batch)
+    }
+
+    /// Deletes a batch Postgres has committed.
+    async fn forget(&self, done: Batch) -> Result<(), DrainError> {
+        let Some(last) = done.last_seq() else {
+            return Ok(());
+        };
+        sqlx::query("DELETE FROM spooled_events WHERE seq <= ?")
+            .bind(last)
+            .execute(&self.shared.pool)
             .await
             .map_err(DrainError::Spool)?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            let mut seqs = Vec::with_capacity(rows.len());
-            let mut events = Vec::with_capacity(rows.len());
-            for row in &rows {
-                seqs.push(row.try_get::<i64, _>("seq").map_err(DrainError::Spool)?);
-                events.push(spooled_event(row).map_err(DrainError::Spool)?);
-            }
-            let refs: Vec<&NewEvent> = events.iter().collect();
-            store
-                .insert_batch(&refs)
-                .await
-                .map_err(DrainError::Database)?;
-            // Committed in Postgres: only now may the spool forget them.
-            let last = seqs.last().copied().unwrap_or(0);
-            let freed: u64 = events.iter().map(row_size).sum();
-            sqlx::query("DELETE FROM spooled_events WHERE seq <= ?")
-                .bind(last)
-                .execute(&self.shared.pool)
-                .await
-                .map_err(DrainError::Spool)?;
-            let n = events.len() as u64;
-            self.shared.depth.fetch_sub(n, Ordering::Relaxed);
-            self.shared.bytes.fetch_sub(freed, Ordering::Relaxed);
-            self.shared.full.store(false, Ordering::Relaxed);
-            self.shared.publish_depth();
-            metrics::counter!(crate::metrics::SPOOL_DRAINED).increment(n);
-            tracing::info!(
-                rows = n,
-                left = self.depth(),
-                "spooled deliveries moved into Postgres"
-            );
-        }
+        let n = done.events.len() as u64;
+        let freed: u64 = done.events.iter().map(row_size).sum();
+        self.shared.depth.fetch_sub(n, Ordering::Relaxed);
+        self.shared.bytes.fetch_sub(freed, Ordering::Relaxed);
+        self.shared.full.store(false, Ordering::Relaxed);
+        self.shared.publish_depth();
+        metrics::counter!(crate::metrics::SPOOL_DRAINED).increment(n);
+        tracing::info!(
+            rows = n,
+            left = self.depth(),
+            "spooled deliveries moved into Postgres"
+        );
+        Ok(())
+    }
+}
+
+/// Spooled rows read for one drain transaction.
+struct Batch {
+    seqs: Vec<i64>,
+    events: Vec<NewEvent>,
+}
+
+impl Batch {
+    fn last_seq(&self) -> Option<i64> {
+        self.seqs.last().copied()
     }
 }
 

@@ -79,6 +79,9 @@ fresh_db() {
 }
 
 start() {
+  # A spool of the run's own: each phase starts with an empty one.
+  rm -f "$WORK"/spool.db*
+  export IMGGO__SPOOL__PATH="$WORK/spool.db"
   $BIN serve > "$WORK/server.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 100); do
@@ -151,7 +154,6 @@ PROXY_PORT=$((PORT + 2))
 BASE_URL=$DATABASE_URL
 $LOADGEN proxy "127.0.0.1:$PROXY_PORT" 127.0.0.1:5432 & PROXY=$!
 export DATABASE_URL="postgresql://postgres@127.0.0.1:$PROXY_PORT/imggo_bench?sslmode=$PGSSLMODE"
-export IMGGO__SPOOL__PATH="$WORK/spool.db"
 start
 kill "$PROXY"; wait "$PROXY" 2>/dev/null || true
 SPOOL_OUT=$(wrk -t1 -c"$CONNS" -d"${SPOOL_SECONDS}s" --timeout 10s -s benches/load/wrk.lua \
@@ -173,7 +175,6 @@ kill "$PROXY"; wait "$PROXY" 2>/dev/null || true
 export DATABASE_URL=$BASE_URL
 DRAINED=$(rows)
 DRAIN_RATE=$(awk -v n="$DRAINED" -v a="$T0" -v b="$T1" 'BEGIN {printf "%.0f", n/(b-a)}')
-unset IMGGO__SPOOL__PATH
 psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench WITH (FORCE)" >/dev/null
 
 LINE=$(echo "$WRK_OUT" | grep '^WRK ')
