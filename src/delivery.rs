@@ -11,6 +11,7 @@ use crate::crypto::KeyRing;
 use crate::event::{Envelope, NewEvent};
 use crate::json::Json;
 use crate::redact::Redactor;
+use crate::subjects::SubjectIndexer;
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
@@ -86,9 +87,16 @@ impl<'a> Delivery<'a> {
         })
     }
 
-    /// Redacts the body, writes it out once and seals it under the
-    /// envelope's (job_id, event): the row to store.
-    pub fn seal(mut self, redactor: &Redactor, keys: &KeyRing) -> NewEvent {
+    /// Indexes the body's data subjects (before redaction: the values are
+    /// about to be hashed or masked), redacts it, writes it out once and
+    /// seals it under the envelope's (job_id, event): the row to store.
+    pub fn seal(
+        mut self,
+        subjects: &SubjectIndexer,
+        redactor: &Redactor,
+        keys: &KeyRing,
+    ) -> NewEvent {
+        let subjects = subjects.index(&self.body);
         redactor.redact_json(&mut self.body);
         let mut plaintext = Vec::with_capacity(self.size + self.size / 8 + 64);
         self.body.write_to(&mut plaintext);
@@ -96,6 +104,7 @@ impl<'a> Delivery<'a> {
         NewEvent {
             envelope: self.envelope,
             sealed,
+            subjects,
         }
     }
 }

@@ -46,6 +46,27 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("the service cannot store events right now; retry later")]
     Unavailable,
+    /// Results API: no usable bearer token (missing, malformed, unknown or
+    /// revoked; the message never says which, nor echoes it).
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// Results API: the token lacks the scope this route needs.
+    #[error("the token lacks the {0} scope")]
+    MissingScope(&'static str),
+    #[error("the cursor is not one this service issued")]
+    InvalidCursor,
+    /// Results API: a parameter out of range or malformed; names it.
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("no stored event for this job")]
+    JobNotFound,
+    /// Something that is not the caller's fault and not transient (a row no
+    /// configured key opens). Detail is logged, never sent.
+    #[error("internal error")]
+    Internal,
+    /// Results API: the database cannot answer right now.
+    #[error("the service cannot read events right now; retry later")]
+    StoreUnavailable,
 }
 
 impl AppError {
@@ -64,7 +85,13 @@ impl AppError {
             Self::Timeout => "request_timeout",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::Unavailable => "unavailable",
+            Self::Unavailable | Self::StoreUnavailable => "unavailable",
+            Self::Unauthorized => "unauthorized",
+            Self::MissingScope(_) => "forbidden",
+            Self::InvalidCursor => "invalid_cursor",
+            Self::InvalidParameter(_) => "invalid_parameter",
+            Self::JobNotFound => "not_found",
+            Self::Internal => "internal",
         }
     }
 
@@ -79,7 +106,12 @@ impl AppError {
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::MissingScope(_) => StatusCode::FORBIDDEN,
+            Self::InvalidCursor | Self::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            Self::JobNotFound => StatusCode::NOT_FOUND,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -88,7 +120,7 @@ impl AppError {
             Self::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            Self::Unavailable => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::Unavailable | Self::StoreUnavailable => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -103,6 +135,10 @@ impl IntoResponse for AppError {
         if let Some(secs) = self.retry_after() {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, Self::Unauthorized) {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Self::RateLimited {
             retry_after_secs,

@@ -4,6 +4,7 @@
 //! other.
 
 use crate::crypto::Sealed;
+use crate::subjects::SubjectHash;
 
 /// The plaintext columns of a stored event (validated by `delivery`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,9 @@ pub struct Envelope {
 pub struct NewEvent {
     pub envelope: Envelope,
     pub sealed: Sealed,
+    /// Keyed hashes of the data subjects it names (taken before redaction),
+    /// stored beside it for erasure.
+    pub subjects: Vec<SubjectHash>,
 }
 
 /// What an insert did.

@@ -24,6 +24,8 @@ pub const BUILD_INFO: &str = "imggo_build_info";
 pub const BATCH_SIZE: &str = "imggo_write_batch_size";
 pub const QUEUE_FULL: &str = "imggo_write_queue_full_total";
 pub const CONNECTIONS_REFUSED: &str = "imggo_connections_refused_total";
+pub const API_REQUESTS: &str = "imggo_api_requests_total";
+pub const FEED_LAG: &str = "imggo_feed_lag_seconds";
 
 /// Rows per batch: powers of two up to the largest sensible batch.
 const BATCH_BUCKETS: &[f64] = &[
@@ -100,6 +102,15 @@ fn describe() {
     );
     describe_gauge!(BUILD_INFO, "Build information");
     describe_histogram!(BATCH_SIZE, "Rows committed per group-commit transaction");
+    describe_counter!(
+        API_REQUESTS,
+        "Results API requests by route template and outcome (ok or error code)"
+    );
+    describe_gauge!(
+        FEED_LAG,
+        Unit::Seconds,
+        "Age of the oldest committed event the feed cannot show yet (held back by an older open transaction); 0 when none"
+    );
     describe_counter!(
         QUEUE_FULL,
         "Deliveries refused with 503 because the write queue was full"
@@ -179,6 +190,11 @@ pub fn record_request(route: &str, webhook: bool, outcome: &'static str, latency
         });
         series[i].record(latency);
     });
+}
+
+/// Records one finished Results API request (route template, outcome code).
+pub fn record_api_request(route: &str, outcome: &'static str) {
+    metrics::counter!(API_REQUESTS, "route" => route.to_owned(), "outcome" => outcome).increment(1);
 }
 
 pub fn database_error(operation: &'static str) {

@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::secrets::Secrets;
 use crate::config::Settings;
+use crate::feed::FeedWatcher;
+use crate::http::api::ApiState;
 use crate::http::server::ServeOptions;
 use crate::http::{self, AppState, Services};
 use crate::redact::Redactor;
@@ -17,6 +19,7 @@ use crate::security::rate_limit::{self, RateLimit};
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
 use crate::store::batch::BatchOptions;
 use crate::store::{BatchWriter, Store};
+use crate::subjects::{SubjectFields, SubjectIndexer, SubjectKey};
 
 /// How long writers get to commit what is queued once serving has stopped.
 const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -24,6 +27,8 @@ const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub struct Application {
     listener: TcpListener,
     admin_listener: TcpListener,
+    /// The Results API listener, unless `api.bind = ""`.
+    api_listener: Option<TcpListener>,
     state: AppState,
     writers: tokio::task::JoinHandle<()>,
 }
@@ -61,6 +66,14 @@ impl Application {
         let admin_listener = TcpListener::bind(settings.admin.bind)
             .await
             .with_context(|| format!("cannot bind admin.bind = {}", settings.admin.bind))?;
+        let api_listener = match settings.api.bind_addr() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind api.bind = {addr}"))?,
+            ),
+            None => None,
+        };
         let allowlist = Allowlist::new(settings.network.allowed_ips.clone());
         if allowlist.is_open() {
             tracing::warn!(
@@ -78,6 +91,10 @@ impl Application {
             verifier: SignatureVerifier::new(&secrets.webhook),
             keys: secrets.keys,
             redactor: Redactor::new(&settings.redact, secrets.hash_key.expose()),
+            subjects: SubjectIndexer::new(
+                SubjectFields::new(&settings.subjects, &settings.redact),
+                SubjectKey::new(secrets.hash_key.expose()),
+            ),
             client_ip: ClientIpResolver::new(settings.network.trusted_proxies.clone()),
             allowlist,
             settings,
@@ -88,6 +105,7 @@ impl Application {
         Ok(Self {
             listener,
             admin_listener,
+            api_listener,
             state,
             writers,
         })
@@ -102,6 +120,11 @@ impl Application {
         self.admin_listener.local_addr()
     }
 
+    /// Address of the Results API listener, when it is on.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn store(&self) -> &Store {
         &self.state.store
     }
@@ -113,6 +136,7 @@ impl Application {
         let Self {
             listener,
             admin_listener,
+            api_listener,
             state,
             writers,
         } = self;
@@ -139,9 +163,11 @@ impl Application {
         let upkeep = tokio::spawn(crate::metrics::upkeep(metrics, shutdown.clone()));
         let limiter = state.rate_limit.limiter();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
+        let api = api_listener.map(|l| spawn_api(l, state.clone()));
         let retention = tokio::spawn(retention::run(
             store.clone(),
             state.settings.retention.clone(),
+            state.settings.audit.max_age,
             retention::FIRST_PASS_DELAY.min(state.settings.retention.purge_interval),
             shutdown.clone(),
         ));
@@ -163,12 +189,16 @@ impl Application {
                 "batch writers still busy at exit; unanswered deliveries will be retried by ImgGo"
             );
         }
+        let api_tasks = api.into_iter().flatten().map(|t| ("results api", t));
         for (name, task) in [
             ("admin listener", admin),
             ("metrics upkeep", upkeep),
             ("rate-limit pruner", pruner),
             ("retention", retention),
-        ] {
+        ]
+        .into_iter()
+        .chain(api_tasks)
+        {
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "background task failed");
             }
@@ -177,6 +207,26 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts the Results API: its feed watcher and its own listener, with its
+/// own timeout and connection cap.
+fn spawn_api(listener: TcpListener, state: AppState) -> [tokio::task::JoinHandle<()>; 2] {
+    let shutdown = state.shutdown.clone();
+    let api = &state.settings.api;
+    let opts = ServeOptions {
+        header_read_timeout: api.request_timeout,
+        shutdown_timeout: state.settings.server.shutdown_timeout,
+        max_connections: api.max_connections as usize,
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(addr = %addr, "results api listening");
+    }
+    let (watcher, feed) = FeedWatcher::new(state.store.clone());
+    let watcher = tokio::spawn(watcher.run(shutdown.clone()));
+    let router = http::api::router(ApiState::new(state, feed));
+    let server = tokio::spawn(http::server::serve_router(listener, router, shutdown, opts));
+    [watcher, server]
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::Command;
+use crate::audit::{Action, Actor, AuditEntry};
 use crate::config::secrets::{self, ProcessEnv, Secrets, WebhookSecrets};
 use crate::config::Settings;
 use crate::crypto;
@@ -54,6 +55,10 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
         Command::Reencrypt => reencrypt(&settings).await,
         Command::CheckConfig => check_config(&settings),
         Command::Healthcheck => healthcheck(&settings).await,
+        Command::Token { command } => super::tokens::run(&settings, command).await,
+        Command::Export { after, limit } => super::export::run(&settings, after, limit).await,
+        Command::Forget { value } => super::erasure::run(&settings, value).await,
+        Command::Audit { since } => super::audit::run(&settings, since).await,
         Command::Keygen | Command::Init | Command::Sign { .. } => unreachable!("handled before"),
     }
 }
@@ -67,7 +72,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+pub(super) async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let url = secrets::database_url(&ProcessEnv)?;
     Store::connect(&url, &settings.database)
         .await
@@ -148,6 +153,7 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
+    let total = rows.len();
     for row in rows {
         let plaintext = match keys.open(
             &row.job_id,
@@ -174,6 +180,11 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
             "payload": payload,
         });
         writeln!(out, "{line}")?;
+    }
+    let shown = (total - failed) as u64;
+    if shown > 0 {
+        let entry = AuditEntry::new(Actor::Cli, Action::JobRead, Some(job_id.to_owned()));
+        store.append_audit(&entry.count(shown)).await?;
     }
     if failed > 0 {
         bail!("{failed} event(s) could not be decrypted with IMGGO_ENCRYPTION_KEYS");

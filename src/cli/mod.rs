@@ -1,6 +1,10 @@
 //! The command line: `imggo-receiver [--config PATH] <command>`.
 
+mod audit;
 mod commands;
+mod erasure;
+mod export;
+mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +57,32 @@ pub enum Command {
     Healthcheck,
     /// Write ./.env with fresh secrets (mode 0600); never overwrites.
     Init,
+    /// Results API tokens: create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
+    /// Print events as JSON lines in feed order (the API's event shape).
+    Export {
+        /// Start after this cursor (an event's `cursor`); default: the oldest.
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
+        /// Print at most N events.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+    /// Erasure: delete every event indexed under a data subject's value
+    /// (`-` reads it from stdin).
+    Forget {
+        /// The value (e.g. an email address), or `-` for stdin.
+        value: String,
+    },
+    /// Print audit records as JSON lines, oldest first.
+    Audit {
+        /// Only records from the last DURATION (e.g. 24h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+    },
 }
 
 /// Loads `./.env` (this directory only) into the environment; variables

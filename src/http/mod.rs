@@ -3,6 +3,7 @@
 
 mod access_log;
 pub mod admin;
+pub mod api;
 pub mod health;
 pub mod server;
 pub mod webhook;
@@ -30,6 +31,7 @@ use crate::redact::Redactor;
 use crate::security::rate_limit::RateLimit;
 use crate::security::{Allowlist, ClientIp, ClientIpResolver, SignatureVerifier, SIGNATURE_HEADER};
 use crate::store::{BatchWriter, Store};
+use crate::subjects::SubjectIndexer;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -73,6 +75,8 @@ pub struct Services {
     pub verifier: SignatureVerifier,
     pub keys: KeyRing,
     pub redactor: Redactor,
+    /// Indexes each delivery's data subjects (before redaction).
+    pub subjects: SubjectIndexer,
     pub client_ip: ClientIpResolver,
     pub allowlist: Allowlist,
     pub rate_limit: RateLimit,
@@ -146,7 +150,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for PublicSe
 
 /// Removes a client's request id that [`client_request_id`] would not keep,
 /// so the next layer makes a fresh one.
-async fn drop_unusable_request_id(mut req: Request, next: Next) -> Response {
+pub(crate) async fn drop_unusable_request_id(mut req: Request, next: Next) -> Response {
     if req.headers().contains_key(REQUEST_ID_HEADER) && client_request_id(req.headers()).is_none() {
         req.headers_mut().remove(REQUEST_ID_HEADER);
     }

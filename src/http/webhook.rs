@@ -150,7 +150,7 @@ where
         state.settings.webhook.max_timestamp_age,
         chrono::Utc::now(),
     )?;
-    let row = delivery.seal(&state.redactor, &state.keys);
+    let row = delivery.seal(&state.subjects, &state.redactor, &state.keys);
     drop(body);
 
     state.writer.submit(row).await.map_err(|e| {

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_support;
 mod helpers;
 
 mod batch;
@@ -10,6 +11,7 @@ mod edge;
 mod embedded;
 mod outage;
 mod redaction;
+mod results_api;
 mod retention;
 mod store;
 mod webhook;

@@ -225,6 +225,7 @@ async fn rows_under_unknown_keys_are_reported_and_kept() {
             status: None,
         },
         sealed: ring.seal(job, "e", b"{}"),
+        subjects: Vec::new(),
     };
     app.store.insert(&event("stray", &stray)).await.unwrap();
     app.store
@@ -269,6 +270,7 @@ async fn reencrypt_under_write_load_loses_nothing() {
                     status: None,
                 },
                 sealed: old.seal(&job, "job.succeeded", format!("{{\"n\":{i}}}").as_bytes()),
+                subjects: Vec::new(),
             })
             .await
             .unwrap();

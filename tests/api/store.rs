@@ -18,6 +18,7 @@ fn event(ring: &KeyRing, job: &str, ev: &str, payload: &[u8]) -> NewEvent {
             status: Some("done".into()),
         },
         sealed: ring.seal(job, ev, payload),
+        subjects: Vec::new(),
     }
 }
 
