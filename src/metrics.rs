@@ -26,6 +26,7 @@ pub const QUEUE_FULL: &str = "imggo_write_queue_full_total";
 pub const CONNECTIONS_REFUSED: &str = "imggo_connections_refused_total";
 pub const API_REQUESTS: &str = "imggo_api_requests_total";
 pub const FEED_LAG: &str = "imggo_feed_lag_seconds";
+pub const FEED_WAITERS: &str = "imggo_feed_waiters";
 
 /// Rows per batch: powers of two up to the largest sensible batch.
 const BATCH_BUCKETS: &[f64] = &[
@@ -110,6 +111,10 @@ fn describe() {
         FEED_LAG,
         Unit::Seconds,
         "Age of the oldest committed event the feed cannot show yet (held back by an older open transaction); 0 when none"
+    );
+    describe_gauge!(
+        FEED_WAITERS,
+        "Long-polls of GET /v1/events waiting for an event (no database connection held)"
     );
     describe_counter!(
         QUEUE_FULL,

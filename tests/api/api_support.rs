@@ -1,7 +1,6 @@
 //! Helpers for the Results API tests: apps with the API on, tokens, and a
 //! client that speaks bearer auth.
 
-
 #![allow(dead_code)]
 use imggo_receiver::audit::{Action, Actor, AuditEntry};
 use imggo_receiver::store::Store;

@@ -9,6 +9,7 @@ mod batch;
 mod binary;
 mod edge;
 mod embedded;
+mod feed;
 mod outage;
 mod redaction;
 mod results_api;

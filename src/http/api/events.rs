@@ -74,6 +74,7 @@ pub async fn list(
     // Subscribed before the first query: a commit after it moves the head.
     let mut head = state.feed.subscribe();
     head.borrow_and_update();
+    let mut waiting = None;
     let page = loop {
         let page = store
             .feed_page(q.after, q.limit, &q.filter)
@@ -82,6 +83,7 @@ pub async fn list(
         if !page.is_empty() || Instant::now() >= deadline {
             break page;
         }
+        waiting.get_or_insert_with(Waiting::start);
         let woke = tokio::select! {
             changed = head.changed() => changed.is_ok(),
             () = tokio::time::sleep_until(deadline) => false,
@@ -91,6 +93,7 @@ pub async fn list(
             break Vec::new();
         }
     };
+    drop(waiting);
     let next = page.last().map_or(q.after, |e| e.position);
     let mut body = Vec::with_capacity(256 + page.len() * 1024);
     body.extend_from_slice(b"{\"events\":");
@@ -110,6 +113,22 @@ pub async fn list(
         store.append_audit(&entry).await.map_err(store_error)?;
     }
     Ok(render::json_response(body))
+}
+
+/// Counts a long-poll in `imggo_feed_waiters` while it waits.
+struct Waiting;
+
+impl Waiting {
+    fn start() -> Self {
+        metrics::gauge!(crate::metrics::FEED_WAITERS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::FEED_WAITERS).decrement(1.0);
+    }
 }
 
 fn parse_query(state: &ApiState, raw: &str) -> Result<FeedQuery, AppError> {
