@@ -12,7 +12,12 @@
 #      from the scheduled send time, as wrk2 does);
 #   3. a lone delivery on an idle server (no batch to join);
 #   4. for comparison, Postgres' own single-row INSERT ceiling (pgbench, 32
-#      clients, one INSERT ... ON CONFLICT per transaction) in the same run.
+#      clients, one INSERT ... ON CONFLICT per transaction) in the same run;
+#   5. right after the throughput phase, on the same server and database:
+#      draining the Results API feed (GET /v1/events?limit=1000, following
+#      `next`) of everything phase 3 stored, in events/s.
+#
+# `bash bench/run.sh drain` runs only phase 3 and the drain (a quick check).
 # Peak RSS of the receiver is read from /proc (VmHWM) after each phase.
 #
 # Knobs (environment): BENCH_SECONDS (30), BENCH_CONNECTIONS (64),
@@ -29,6 +34,8 @@ COUNT=${BENCH_DELIVERIES:-900000}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 PORT=28080
 ADMIN=29464
+API=28081
+ONLY=${1:-all}
 # Deliveries live in memory (tmpfs): writing 1.5 GB to disk just before a
 # phase would have the kernel flushing it while Postgres waits on fsync.
 WORK=$(mktemp -d /dev/shm/imggo-bench.XXXXXX 2>/dev/null || mktemp -d /tmp/imggo-bench.XXXXXX)
@@ -51,7 +58,7 @@ LOADGEN=target/release/examples/loadgen
 export IMGGO_WEBHOOK_SECRETS="whsec_bench_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export IMGGO_ENCRYPTION_KEYS="kbench:$($BIN keygen)"
 export IMGGO_HASH_KEY="$($BIN keygen)"
-export IMGGO__SERVER__BIND=127.0.0.1:$PORT IMGGO__ADMIN__BIND=127.0.0.1:$ADMIN
+export IMGGO__SERVER__BIND=127.0.0.1:$PORT IMGGO__ADMIN__BIND=127.0.0.1:$ADMIN IMGGO__API__BIND=127.0.0.1:$API
 # One load generator address: lift the per-IP limit, keep everything else default.
 export IMGGO__RATE_LIMIT__PER_SECOND=10000000 IMGGO__RATE_LIMIT__BURST=10000000
 
@@ -84,19 +91,41 @@ stop() { kill "$PID"; wait "$PID" || true; PID=; }
 rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$PID/status"; }
 rows() { psql "$DATABASE_URL" -Atc "SELECT count(*) FROM webhook_events"; }
 
-say "1/4 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
+# Follows the feed from the start with limit=1000 until a page comes back
+# empty; prints "<events> <seconds>".
+drain_feed() {
+  local token after="" n=0 c code t0 t1
+  token=$($BIN token create "bench-$RANDOM" --scope events:read 2>/dev/null)
+  t0=$(date +%s.%N)
+  while :; do
+    code=$(curl -s -H "Authorization: Bearer $token" -o "$WORK/page.json" -w '%{http_code}' \
+      "http://127.0.0.1:$API/v1/events?limit=1000${after:+&after=$after}")
+    [ "$code" = 200 ] || { echo "drain: HTTP $code" >&2; break; }
+    c=$(grep -o '"cursor":' "$WORK/page.json" | wc -l)
+    [ "$c" -eq 0 ] && break
+    n=$((n + c))
+    after=$(tail -c 200 "$WORK/page.json" | sed -n 's/.*"next":"\([^"]*\)".*/\1/p')
+  done
+  t1=$(date +%s.%N)
+  echo "$n $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b-a}')"
+}
+
+OPEN_OUT="skipped"; OPEN_RSS="-"; LONE_OUT="lone: skipped"
+if [ "$ONLY" != drain ]; then
+say "1/5 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
 fresh_db; start
 OPEN_OUT=$($LOADGEN open-loop "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/open.tsv" "$RATE" "$OPEN_SECONDS")
 OPEN_RSS=$(rss_mib)
 stop
 
-say "2/4 lone deliveries on an idle server"
+say "2/5 lone deliveries on an idle server"
 fresh_db; start
 tail -n 200 "$WORK/open.tsv" > "$WORK/lone.tsv"
 LONE_OUT=$($LOADGEN lone "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/lone.tsv" 200)
 stop
+fi
 
-say "3/4 throughput: wrk, $CONNS connections, ${SECONDS_}s"
+say "3/5 throughput: wrk, $CONNS connections, ${SECONDS_}s"
 fresh_db; start
 # One wrk thread: wrk loads each thread's requests (wrk.lua's init) one
 # thread after another and starts its clock only after the last, so with two
@@ -111,6 +140,10 @@ COMPLETED=$(field completed); BAD=$(field non2xx_or_errors)
 OK=$((COMPLETED - BAD))
 THRU_RSS=$(rss_mib)
 BATCH=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^imggo_write_batch_size_sum/ {s=$2} /^imggo_write_batch_size_count/ {c=$2} END {if (c) printf "%.1f", s/c}')
+say "5/5 feed drain: GET /v1/events?limit=1000 from the start"
+read -r DRAINED DRAIN_SECS <<< "$(drain_feed)"
+DRAIN_RATE=$(awk -v n="$DRAINED" -v s="$DRAIN_SECS" 'BEGIN {if (s > 0) printf "%.0f", n/s; else print 0}')
+DRAIN_RSS=$(rss_mib)
 stop
 STORED=$(rows)
 if [ "$COMPLETED" -gt "$COUNT" ]; then
@@ -120,7 +153,9 @@ fi
 CHECK="ok"
 if [ "$STORED" -lt "$OK" ] && [ "$COMPLETED" -le "$COUNT" ]; then CHECK="FAILED: $OK acknowledged, $STORED stored"; fi
 
-say "4/4 pgbench: one INSERT ... ON CONFLICT per transaction, 32 clients, 10s"
+PGB=0
+if [ "$ONLY" != drain ]; then
+say "4/5 pgbench: one INSERT ... ON CONFLICT per transaction, 32 clients, 10s"
 fresh_db; $BIN migrate >/dev/null
 cat > "$WORK/insert.sql" <<'SQL'
 \set r random(1, 2000000000)
@@ -133,6 +168,7 @@ if ! $PGBENCH -n -c 32 -j 2 -T 10 -f "$WORK/insert.sql" "$DATABASE_URL" > "$WORK
 fi
 PGB=$(awk -F'= ' '/^tps/ {printf "%.0f", $2}' "$WORK/pgbench.out")
 PGB=${PGB:-0}
+fi
 psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" >/dev/null
 
 RATE_W=$(field rate)
@@ -148,6 +184,8 @@ throughput (wrk, $CONNS connections, ${SECONDS_}s): $RATE_W deliveries/s
 open loop: $OPEN_OUT
   receiver peak RSS: ${OPEN_RSS} MiB
 $LONE_OUT
+feed drain (limit=1000): $DRAINED events in ${DRAIN_SECS}s = $DRAIN_RATE events/s -> drain/ingest = $(awk -v a="$DRAIN_RATE" -v b="$RATE_W" 'BEGIN {if (b > 0) printf "%.2f", a/b; else printf "n/a "}')x
+  receiver peak RSS through ingest and drain: ${DRAIN_RSS} MiB
 pgbench single-row INSERT ceiling (32 clients): $PGB rows/s -> receiver/pgbench = $(awk -v a="$RATE_W" -v b="$PGB" 'BEGIN {if (b > 0) printf "%.2f", a/b; else printf "n/a "}')x
 REPORT
 [ "$CHECK" = "ok" ]

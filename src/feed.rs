@@ -170,8 +170,16 @@ impl FeedWatcher {
         };
         let commits = self.commits.clone().unwrap_or_else(|| wakeups.clone());
         let mut held = false;
+        let mut refreshed = tokio::time::Instant::now();
         loop {
-            self.refresh(&mut held).await;
+            // Under a burst of commits nobody may be waiting: then the head
+            // (and the lag gauge) is read on the timer only, not per commit.
+            // The one receiver `FeedWatch` keeps is not a waiter.
+            let waiters = self.head.receiver_count() > 1;
+            if waiters || held || refreshed.elapsed() >= IDLE_RECHECK {
+                self.refresh(&mut held).await;
+                refreshed = tokio::time::Instant::now();
+            }
             let wait = if held { HELD_RECHECK } else { IDLE_RECHECK };
             tokio::select! {
                 () = commits.notified() => {}

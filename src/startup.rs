@@ -219,12 +219,13 @@ fn spawn_api(listener: TcpListener, state: AppState) -> [tokio::task::JoinHandle
         shutdown_timeout: state.settings.server.shutdown_timeout,
         max_connections: api.max_connections as usize,
     };
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(addr = %addr, "results api listening");
-    }
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| String::new(), |a| a.to_string());
+    tracing::info!(addr = %addr, "results api listening");
     let (watcher, feed) = FeedWatcher::new(state.store.clone());
     let watcher = tokio::spawn(watcher.run(shutdown.clone()));
-    let router = http::api::router(ApiState::new(state, feed));
+    let router = http::api::router(ApiState::new(state, feed, addr));
     let server = tokio::spawn(http::server::serve_router(listener, router, shutdown, opts));
     [watcher, server]
 }

@@ -216,9 +216,13 @@ async fn wait_for_waiters(app: &TestApp, n: usize) {
             .text()
             .await
             .unwrap();
+        let series = format!(
+            "imggo_feed_waiters{{listener=\"{}\"}} ",
+            app.api_addr.unwrap()
+        );
         let waiting = text
             .lines()
-            .find_map(|l| l.strip_prefix("imggo_feed_waiters "))
+            .find_map(|l| l.strip_prefix(series.as_str()))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or(0.0);
         if waiting >= n as f64 {
@@ -309,4 +313,29 @@ async fn a_thousand_waiters_hold_no_database_connection() {
     for w in waiters {
         assert_eq!(w.await.unwrap(), 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_waiting_long_poll() {
+    let app = spawn_app().await;
+    let token = make_token(&app.store, "reader", "events:read").await;
+    let waiter = {
+        let (client, url) = (app.client.clone(), app.api("/v1/events?wait=30"));
+        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await.unwrap() })
+    };
+    wait_for_waiters(&app, 1).await;
+    let stopping = Instant::now();
+    app.shutdown.cancel();
+    let res = waiter.await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["events"],
+        serde_json::json!([])
+    );
+    app.server.await.unwrap().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopping.elapsed()
+    );
 }

@@ -83,7 +83,7 @@ pub async fn list(
         if !page.is_empty() || Instant::now() >= deadline {
             break page;
         }
-        waiting.get_or_insert_with(Waiting::start);
+        waiting.get_or_insert_with(|| Waiting::start(&state.waiters));
         let woke = tokio::select! {
             changed = head.changed() => changed.is_ok(),
             () = tokio::time::sleep_until(deadline) => false,
@@ -116,18 +116,18 @@ pub async fn list(
 }
 
 /// Counts a long-poll in `imggo_feed_waiters` while it waits.
-struct Waiting;
+struct Waiting(metrics::Gauge);
 
 impl Waiting {
-    fn start() -> Self {
-        metrics::gauge!(crate::metrics::FEED_WAITERS).increment(1.0);
-        Self
+    fn start(gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        metrics::gauge!(crate::metrics::FEED_WAITERS).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 

@@ -39,12 +39,22 @@ pub struct ApiServices {
     pub feed: FeedWatch,
     /// The cursor form of the configured store.
     pub form: CursorForm,
+    /// `imggo_feed_waiters{listener}`: long-polls waiting on this listener.
+    pub waiters: metrics::Gauge,
 }
 
 impl ApiState {
-    pub fn new(app: AppState, feed: FeedWatch) -> Self {
+    /// `listener`: the API's bound address (labels its waiters gauge, so
+    /// several listeners in one process are told apart).
+    pub fn new(app: AppState, feed: FeedWatch, listener: String) -> Self {
         let form = CursorForm::of(&app.store);
-        Self(Arc::new(ApiServices { app, feed, form }))
+        let waiters = metrics::gauge!(crate::metrics::FEED_WAITERS, "listener" => listener);
+        Self(Arc::new(ApiServices {
+            app,
+            feed,
+            form,
+            waiters,
+        }))
     }
 }
 
