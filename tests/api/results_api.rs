@@ -446,3 +446,40 @@ async fn api_off_and_metrics() {
     assert!(metrics.contains(r#"outcome="invalid_parameter""#));
     assert!(metrics.contains("imggo_feed_lag_seconds"));
 }
+
+#[test]
+fn results_api_settings_are_validated_by_key() {
+    use imggo_receiver::config::Settings;
+    let load = |k: &str, v: &str| Settings::load_with_env(None, vec![(k.to_owned(), v.to_owned())]);
+    let defaults = Settings::load_with_env(None, Vec::new()).unwrap();
+    assert_eq!(
+        defaults.api.bind_addr(),
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
+    assert_eq!(
+        defaults.audit.max_age,
+        std::time::Duration::from_secs(400 * 86_400)
+    );
+    assert_eq!(
+        defaults.subjects.fields,
+        ["email", "customer_email", "customer_id"]
+    );
+    assert!(defaults.subjects.hash_rule_fields);
+    for (key, value, named) in [
+        ("IMGGO__API__BIND", "not-an-address", "api.bind"),
+        ("IMGGO__API__REQUEST_TIMEOUT", "1s", "api.request_timeout"),
+        ("IMGGO__API__MAX_CONNECTIONS", "0", "api.max_connections"),
+        ("IMGGO__AUDIT__MAX_AGE", "0s", "audit.max_age"),
+        ("IMGGO__SUBJECTS__FIELDS", "email,--", "subjects.fields"),
+    ] {
+        let err = load(key, value).unwrap_err().to_string();
+        assert!(err.contains(named), "{key}: {err}");
+    }
+    assert!(load("IMGGO__API__BIND", "")
+        .unwrap()
+        .api
+        .bind_addr()
+        .is_none());
+    let s = load("IMGGO__SUBJECTS__FIELDS", "member_no, email").unwrap();
+    assert_eq!(s.subjects.fields, ["member_no", "email"]);
+}
