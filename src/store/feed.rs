@@ -39,7 +39,10 @@ pub struct FeedEvent {
     pub row: StoredEvent,
 }
 
-const PG_PAGE: &str = "SELECT tx::text::bigint AS tx, id, job_id, event, pattern_id, status, \
+// The xid8 leaves as `feed_tx` (bigint): an output column named `tx` would
+// be what ORDER BY sorts by, a sort of every remaining row instead of a walk
+// of the (tx, id) index.
+const PG_PAGE: &str = "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pattern_id, status, \
        received_at, key_id, nonce, ciphertext \
      FROM webhook_events \
      WHERE (tx, id) > ($1::bigint::text::xid8, $2) \
@@ -58,10 +61,10 @@ const SQLITE_PAGE: &str = "SELECT id, job_id, event, pattern_id, status, receive
 const PG_HEAD: &str =
     "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon_xid) \
      SELECT \
-       (SELECT tx::text::bigint FROM webhook_events, horizon WHERE tx < horizon_xid \
-          ORDER BY tx DESC, id DESC LIMIT 1) AS tx, \
-       (SELECT id FROM webhook_events, horizon WHERE tx < horizon_xid \
-          ORDER BY tx DESC, id DESC LIMIT 1) AS id, \
+       (SELECT w.tx::text::bigint FROM webhook_events w, horizon WHERE w.tx < horizon_xid \
+          ORDER BY w.tx DESC, w.id DESC LIMIT 1) AS feed_tx, \
+       (SELECT w.id FROM webhook_events w, horizon WHERE w.tx < horizon_xid \
+          ORDER BY w.tx DESC, w.id DESC LIMIT 1) AS id, \
        (SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(received_at))::float8 \
           FROM webhook_events, horizon WHERE tx >= horizon_xid) AS lag";
 
@@ -111,7 +114,7 @@ impl Store {
         match self {
             Store::Postgres(s) => {
                 let rows = sqlx::query(
-                    "SELECT tx::text::bigint AS tx, id, job_id, event, pattern_id, status, \
+                    "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pattern_id, status, \
                        received_at, key_id, nonce, ciphertext \
                      FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
                 )
@@ -165,7 +168,7 @@ impl Store {
 fn pg_event(r: &sqlx::postgres::PgRow) -> Result<FeedEvent, StoreError> {
     Ok(FeedEvent {
         position: Position {
-            tx: r.try_get("tx")?,
+            tx: r.try_get("feed_tx")?,
             id: r.try_get("id")?,
         },
         row: <StoredEvent as sqlx::FromRow<_>>::from_row(r)?,
