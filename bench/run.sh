@@ -22,7 +22,9 @@
 #
 # Knobs (environment): BENCH_SECONDS (30), BENCH_CONNECTIONS (64),
 # BENCH_RATE (5000), BENCH_OPEN_SECONDS (20), BENCH_DELIVERIES (900000),
-# PGURL (postgres://postgres@127.0.0.1:5432), PGSSLMODE (disable).
+# PGURL (postgres://postgres@127.0.0.1:5432), PGSSLMODE (disable), BENCH_PORT
+# (28080; admin +1384, API +1) and BENCH_DB (imggo_bench), so that two runs
+# on one machine do not share ports or drop each other's database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,9 +34,10 @@ RATE=${BENCH_RATE:-5000}
 OPEN_SECONDS=${BENCH_OPEN_SECONDS:-20}
 COUNT=${BENCH_DELIVERIES:-900000}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
-PORT=28080
-ADMIN=29464
-API=28081
+PORT=${BENCH_PORT:-28080}
+ADMIN=$((PORT + 1384))
+API=$((PORT + 1))
+DB=${BENCH_DB:-imggo_bench}
 ONLY=${1:-all}
 # Deliveries live in memory (tmpfs): writing 1.5 GB to disk just before a
 # phase would have the kernel flushing it while Postgres waits on fsync.
@@ -72,9 +75,9 @@ $LOADGEN gen 150000 "$WORK/open.tsv"
 # loopback without TLS (PGSSLMODE), as a receiver beside its database would.
 export PGSSLMODE=${PGSSLMODE:-disable}
 fresh_db() {
-  psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench WITH (FORCE)" -c "CREATE DATABASE imggo_bench" -c "CHECKPOINT" >/dev/null
+  psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" -c "CHECKPOINT" >/dev/null
   sync
-  export DATABASE_URL="$PGURL/imggo_bench?sslmode=$PGSSLMODE"
+  export DATABASE_URL="$PGURL/$DB?sslmode=$PGSSLMODE"
 }
 
 start() {
@@ -169,7 +172,7 @@ fi
 PGB=$(awk -F'= ' '/^tps/ {printf "%.0f", $2}' "$WORK/pgbench.out")
 PGB=${PGB:-0}
 fi
-psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" >/dev/null
+psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB" >/dev/null
 
 RATE_W=$(field rate)
 cat <<REPORT
