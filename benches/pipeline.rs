@@ -34,6 +34,15 @@ fn pipeline(c: &mut Criterion) {
     let header = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     let verifier = SignatureVerifier::new(&WebhookSecrets::parse(SECRET).unwrap());
     let redactor = Redactor::new(&RedactSettings::default(), &[7u8; 32]);
+    let subjects = imggo_receiver::subjects::SubjectIndexer::new(
+        imggo_receiver::subjects::SubjectFields::new(
+            &imggo_receiver::config::Settings::load_with_env(None, Vec::new())
+                .unwrap()
+                .subjects,
+            &RedactSettings::default(),
+        ),
+        imggo_receiver::subjects::SubjectKey::new(&[7u8; 32]),
+    );
     let keys = parse_key_ring("kb:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
 
     let mut group = c.benchmark_group("delivery");
@@ -43,7 +52,9 @@ fn pipeline(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 verifier.verify(Some(header.as_bytes()), &body).unwrap();
-                Delivery::parse(&body).unwrap().seal(&redactor, &keys)
+                Delivery::parse(&body)
+                    .unwrap()
+                    .seal(&subjects, &redactor, &keys)
             })
         },
     );

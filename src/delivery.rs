@@ -11,6 +11,7 @@ use crate::crypto::{KeyRing, SealError};
 use crate::event::{Envelope, NewEvent};
 use crate::json::{Json, JsonError};
 use crate::redact::Redactor;
+use crate::subjects::SubjectIndexer;
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
@@ -88,10 +89,18 @@ impl<'a> Delivery<'a> {
         })
     }
 
-    /// Redacts the body, writes it out once and seals it under the
-    /// envelope's (job_id, event): the row to store. A seal that fails
-    /// yields no row: nothing unencrypted or empty is ever stored.
-    pub fn seal(mut self, redactor: &Redactor, keys: &KeyRing) -> Result<NewEvent, SealError> {
+    /// Indexes the body's data subjects (before redaction: the values are
+    /// about to be hashed or masked), redacts it, writes it out once and
+    /// seals it under the envelope's (job_id, event): the row to store. A
+    /// seal that fails yields no row: nothing unencrypted or empty is ever
+    /// stored.
+    pub fn seal(
+        mut self,
+        subjects: &SubjectIndexer,
+        redactor: &Redactor,
+        keys: &KeyRing,
+    ) -> Result<NewEvent, SealError> {
+        let subjects = subjects.index(&self.body);
         redactor.redact_json(&mut self.body);
         let mut plaintext = Vec::with_capacity(self.size + self.size / 8 + 64);
         self.body.write_to(&mut plaintext);
@@ -100,6 +109,7 @@ impl<'a> Delivery<'a> {
             envelope: self.envelope,
             sealed,
             received_at: Utc::now(),
+            subjects,
         })
     }
 }
@@ -195,9 +205,20 @@ mod tests {
     fn a_failed_seal_yields_no_row() {
         let body = br#"{"event":"job.succeeded","job_id":"j-1","manifest":{"a":1}}"#;
         let redactor = Redactor::new(&crate::redact::RedactSettings::default(), &[1; 32]);
-        let sealed = Delivery::parse(body)
-            .unwrap()
-            .seal(&redactor, &KeyRing::refusing_to_seal());
+        let sealed = Delivery::parse(body).unwrap().seal(
+            &crate::subjects::SubjectIndexer::new(
+                crate::subjects::SubjectFields::new(
+                    &crate::config::SubjectsSettings {
+                        fields: vec!["email".into()],
+                        hash_rule_fields: true,
+                    },
+                    &crate::redact::RedactSettings::default(),
+                ),
+                crate::subjects::SubjectKey::new(&[1; 32]),
+            ),
+            &redactor,
+            &KeyRing::refusing_to_seal(),
+        );
         assert!(matches!(sealed, Err(SealError)), "{sealed:?}");
     }
 

@@ -37,11 +37,14 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Unavailable,
     Internal,
+    Unauthorized,
+    InvalidCursor,
+    InvalidParameter,
 }
 
 impl ErrorCode {
     /// Every code, for metrics registered before their first use.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::Forbidden,
         Self::RateLimited,
         Self::PayloadTooLarge,
@@ -56,6 +59,9 @@ impl ErrorCode {
         Self::MethodNotAllowed,
         Self::Unavailable,
         Self::Internal,
+        Self::Unauthorized,
+        Self::InvalidCursor,
+        Self::InvalidParameter,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +80,9 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal_error",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidCursor => "invalid_cursor",
+            Self::InvalidParameter => "invalid_parameter",
         }
     }
 }
@@ -121,10 +130,28 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("the service cannot store events right now; retry later")]
     Unavailable,
-    /// A fault of ours (e.g. the payload could not be sealed); the detail
-    /// is logged where it happened, never sent.
-    #[error("the event could not be stored because of an internal error")]
+    /// Results API: no usable bearer token (missing, malformed, unknown or
+    /// revoked; the message never says which, nor echoes it).
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// Results API: the token lacks the scope this route needs.
+    #[error("the token lacks the {0} scope")]
+    MissingScope(&'static str),
+    #[error("the cursor is not one this service issued")]
+    InvalidCursor,
+    /// Results API: a parameter out of range or malformed; names it.
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("no stored event for this job")]
+    JobNotFound,
+    /// A fault of ours, neither the caller's nor transient (a payload that
+    /// cannot be sealed, a row no configured key opens). The detail is
+    /// logged where it happened, never sent.
+    #[error("internal error (logged with this request's id)")]
     Internal,
+    /// Results API: the database cannot answer right now.
+    #[error("the service cannot read events right now; retry later")]
+    StoreUnavailable,
 }
 
 impl AppError {
@@ -147,7 +174,12 @@ impl AppError {
             Self::Timeout => ErrorCode::RequestTimeout,
             Self::NotFound => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
-            Self::Unavailable => ErrorCode::Unavailable,
+            Self::Unavailable | Self::StoreUnavailable => ErrorCode::Unavailable,
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::MissingScope(_) => ErrorCode::Forbidden,
+            Self::InvalidCursor => ErrorCode::InvalidCursor,
+            Self::InvalidParameter(_) => ErrorCode::InvalidParameter,
+            Self::JobNotFound => ErrorCode::NotFound,
             Self::Internal => ErrorCode::Internal,
         }
     }
@@ -163,7 +195,11 @@ impl AppError {
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::MissingScope(_) => StatusCode::FORBIDDEN,
+            Self::InvalidCursor | Self::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            Self::JobNotFound => StatusCode::NOT_FOUND,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -173,7 +209,7 @@ impl AppError {
             Self::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            Self::Unavailable => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::Unavailable | Self::StoreUnavailable => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -188,6 +224,10 @@ impl IntoResponse for AppError {
         if let Some(secs) = self.retry_after() {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, Self::Unauthorized) {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Self::RateLimited {
             retry_after_secs,

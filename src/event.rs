@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::crypto::Sealed;
+use crate::subjects::SubjectHash;
 
 /// The plaintext columns of a stored event (validated by `delivery`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,9 @@ pub struct NewEvent {
     /// When the delivery was received: kept through the spool, so a late
     /// commit does not make an event younger than it is.
     pub received_at: DateTime<Utc>,
+    /// Keyed hashes of the data subjects it names (taken before redaction),
+    /// stored beside it for erasure.
+    pub subjects: Vec<SubjectHash>,
 }
 
 /// What an insert did.

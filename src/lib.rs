@@ -4,12 +4,14 @@
 //! signature → JSON → payload fields → timestamp freshness → redact →
 //! encrypt → store. Each stage has its own module.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod error;
 pub mod event;
+pub mod feed;
 pub mod http;
 pub mod json;
 pub mod metrics;
@@ -21,4 +23,6 @@ pub mod security;
 pub mod spool;
 pub mod startup;
 pub mod store;
+pub mod subjects;
 pub mod telemetry;
+pub mod tokens;

@@ -34,6 +34,7 @@ pub const SPOOL_DRAINED: &str = "imggo_spool_drained_total";
 pub const QUARANTINED: &str = "imggo_quarantined_total";
 pub const API_REQUESTS: &str = "imggo_api_requests_total";
 pub const FEED_LAG: &str = "imggo_feed_lag_seconds";
+pub const FEED_WAITERS: &str = "imggo_feed_waiters";
 
 /// Rows per batch: powers of two up to the largest sensible batch.
 const BATCH_BUCKETS: &[f64] = &[
@@ -112,6 +113,19 @@ fn describe() {
     );
     describe_gauge!(BUILD_INFO, "Build information");
     describe_histogram!(BATCH_SIZE, "Rows committed per group-commit transaction");
+    describe_counter!(
+        API_REQUESTS,
+        "Results API requests by route template and outcome (ok or error code)"
+    );
+    describe_gauge!(
+        FEED_LAG,
+        Unit::Seconds,
+        "Age of the oldest committed event the feed cannot show yet (held back by an older open transaction); 0 when none"
+    );
+    describe_gauge!(
+        FEED_WAITERS,
+        "Long-polls of GET /v1/events waiting for an event (no database connection held)"
+    );
     describe_counter!(
         QUEUE_FULL,
         "Deliveries refused with 503 because the write queue was full"
@@ -295,6 +309,12 @@ pub fn record_request(route: &str, webhook: bool, outcome: Outcome, latency: Dur
         });
         series[i].record(latency);
     });
+}
+
+/// Records one finished Results API request (route template, outcome code).
+pub fn record_api_request(route: &str, outcome: Outcome) {
+    metrics::counter!(API_REQUESTS, "route" => route.to_owned(), "outcome" => outcome.as_str())
+        .increment(1);
 }
 
 pub fn database_error(operation: &'static str) {

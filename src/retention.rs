@@ -53,11 +53,23 @@ pub async fn purge_once(
     result
 }
 
+/// Deletes audit records older than `max_age` (`audit.max_age`): the only
+/// way audit records ever go.
+pub async fn purge_audit_once(store: &Store, max_age: Duration) -> Result<u64, StoreError> {
+    let rows = store.purge_audit(max_age).await?;
+    if rows > 0 {
+        tracing::info!(rows, "retention pass deleted expired audit records");
+    }
+    Ok(rows)
+}
+
 /// Runs passes until `shutdown`; the wait between them is cancellable, and a
-/// pass cut short by shutdown loses nothing (each batch is atomic).
+/// pass cut short by shutdown loses nothing (each batch is atomic). Each
+/// pass also deletes audit records older than `audit_max_age`.
 pub async fn run(
     store: Store,
     settings: RetentionSettings,
+    audit_max_age: Duration,
     first_delay: Duration,
     shutdown: CancellationToken,
 ) {
@@ -74,6 +86,9 @@ pub async fn run(
                 }
             }
             () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = purge_audit_once(&store, audit_max_age).await {
+            tracing::error!(error = %e, retry_in = ?settings.purge_interval, "audit retention pass failed");
         }
         wait = settings.purge_interval;
     }

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::crypto::{KeyId, Sealed};
 use crate::event::{Envelope, InsertOutcome, NewEvent};
 use crate::store::{Store, StoreError};
+use crate::subjects::SubjectHash;
 
 /// Most deliveries written to the spool per transaction.
 const MAX_BATCH: usize = 512;
@@ -62,6 +63,8 @@ CREATE TABLE IF NOT EXISTS spooled_events (
     key_id      TEXT    NOT NULL,
     nonce       BLOB    NOT NULL,
     ciphertext  BLOB    NOT NULL,
+    -- The delivery's subject hashes (32 bytes each), for erasure.
+    subjects    BLOB    NOT NULL DEFAULT x'',
     UNIQUE (job_id, event)
 )";
 
@@ -264,7 +267,7 @@ impl Spool {
     /// Up to [`DRAIN_BATCH`] spooled rows after `seq`, oldest first.
     async fn read_after(&self, seq: i64) -> Result<Batch, DrainError> {
         let rows = sqlx::query(
-            "SELECT seq, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext \
+            "SELECT seq, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, subjects \
              FROM spooled_events WHERE seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(seq)
@@ -408,8 +411,8 @@ async fn insert(
         }
         let affected = sqlx::query(
             "INSERT INTO spooled_events \
-               (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
+               (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, subjects) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
         )
         .bind(&e.job_id)
         .bind(&e.event)
@@ -419,6 +422,7 @@ async fn insert(
         .bind(s.key_id.as_str())
         .bind(&s.nonce)
         .bind(&s.ciphertext)
+        .bind(job.event.subjects.iter().flat_map(|h| h.0).collect::<Vec<u8>>())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -449,6 +453,11 @@ fn spooled_event(row: &sqlx::sqlite::SqliteRow) -> Result<NewEvent, sqlx::Error>
             ciphertext: row.try_get("ciphertext")?,
         },
         received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
+        subjects: row
+            .try_get::<Vec<u8>, _>("subjects")?
+            .chunks_exact(32)
+            .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(SubjectHash))
+            .collect(),
     })
 }
 

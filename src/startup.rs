@@ -12,6 +12,8 @@ use secrecy::SecretString;
 
 use crate::config::secrets::{database_label, Secrets};
 use crate::config::Settings;
+use crate::feed::FeedWatcher;
+use crate::http::api::ApiState;
 use crate::http::server::ServeOptions;
 use crate::http::{self, AppState, DeliveryGate, Ingest, Shared};
 use crate::redact::Redactor;
@@ -21,6 +23,7 @@ use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
 use crate::spool::Spool;
 use crate::store::batch::BatchOptions;
 use crate::store::{BatchWriter, Store};
+use crate::subjects::{SubjectFields, SubjectIndexer, SubjectKey};
 
 /// How long writers get to commit what is queued once serving has stopped.
 const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -31,6 +34,8 @@ pub struct Application {
     admin_listener: TcpListener,
     /// Where events are stored, password hidden (for the start-up line).
     store_label: String,
+    /// The Results API listener, unless `api.bind = ""`.
+    api_listener: Option<TcpListener>,
     state: AppState,
     writers: tokio::task::JoinHandle<()>,
     /// The spool's writer, when there is a spool.
@@ -72,6 +77,14 @@ impl Application {
         let admin_listener = TcpListener::bind(settings.admin.bind)
             .await
             .with_context(|| format!("cannot bind admin.bind = {}", settings.admin.bind))?;
+        let api_listener = match settings.api.bind_addr() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind api.bind = {addr}"))?,
+            ),
+            None => None,
+        };
         let allowlist = Allowlist::new(settings.network.allowed_ips.clone());
         if allowlist.is_open() {
             tracing::warn!(
@@ -104,6 +117,10 @@ impl Application {
                 verifier: SignatureVerifier::new(&secrets.webhook),
             },
             ingest: Ingest {
+                subjects: SubjectIndexer::new(
+                    SubjectFields::new(&settings.subjects, &settings.redact),
+                    SubjectKey::new(secrets.hash_key.expose()),
+                ),
                 redactor: Redactor::new(&settings.redact, secrets.hash_key.expose()),
                 keys: secrets.keys,
                 writer,
@@ -118,6 +135,7 @@ impl Application {
             listener,
             admin_listener,
             store_label,
+            api_listener,
             state,
             writers,
             spool_writer,
@@ -133,6 +151,11 @@ impl Application {
         self.admin_listener.local_addr()
     }
 
+    /// Address of the Results API listener, when it is on.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn store(&self) -> &Store {
         &self.state.store
     }
@@ -146,6 +169,7 @@ impl Application {
             listener,
             admin_listener,
             store_label,
+            api_listener,
             state,
             writers,
             spool_writer,
@@ -158,13 +182,14 @@ impl Application {
             shutdown_timeout: server.shutdown_timeout,
             max_connections: server.max_connections as usize,
         };
-        // One line says what this process runs on. The Results API
-        // listener's address joins it (as `api`) once `api.bind` exists.
+        // One line says what this process runs on.
+        let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             store = %store_label,
             public = %listener.local_addr()?,
             admin = %admin_listener.local_addr()?,
+            api = api_addr.map(tracing::field::display),
             path = %state.settings.webhook.path,
             "listening"
         );
@@ -182,9 +207,11 @@ impl Application {
         let upkeep = tokio::spawn(crate::metrics::upkeep(metrics, shutdown.clone()));
         let limiter = state.gate.rate_limit.limiter();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
+        let api = api_listener.map(|l| spawn_api(l, state.clone()));
         let retention = tokio::spawn(retention::run(
             store.clone(),
             state.settings.retention.clone(),
+            state.settings.audit.max_age,
             retention::FIRST_PASS_DELAY.min(state.settings.retention.purge_interval),
             shutdown.clone(),
         ));
@@ -228,12 +255,16 @@ impl Application {
                 tracing::warn!("spool writer still busy at exit");
             }
         }
+        let api_tasks = api.into_iter().flatten().map(|t| ("results api", t));
         for (name, task) in [
             ("admin listener", admin),
             ("metrics upkeep", upkeep),
             ("rate-limit pruner", pruner),
             ("retention", retention),
-        ] {
+        ]
+        .into_iter()
+        .chain(api_tasks)
+        {
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "background task failed");
             }
@@ -251,6 +282,29 @@ pub fn database_context(url: &SecretString) -> String {
         "cannot use the database named by DATABASE_URL ({})",
         database_label(url)
     )
+}
+
+/// Starts the Results API: its feed watcher and its own listener, with its
+/// own timeout and connection cap.
+fn spawn_api(listener: TcpListener, state: AppState) -> [tokio::task::JoinHandle<()>; 2] {
+    let shutdown = state.shutdown.clone();
+    let api = &state.settings.api;
+    let opts = ServeOptions {
+        header_read_timeout: api.request_timeout,
+        shutdown_timeout: state.settings.server.shutdown_timeout,
+        max_connections: api.max_connections as usize,
+    };
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| String::new(), |a| a.to_string());
+    let (watcher, feed) = FeedWatcher::new(state.store.clone());
+    let watcher = tokio::spawn(watcher.run(shutdown.clone()));
+    let router = http::api::router(ApiState::new(state, feed, addr));
+    let server = tokio::spawn(
+        http::server::serve_router(listener, router, shutdown, opts)
+            .instrument(tracing::info_span!("serve", listener = "api")),
+    );
+    [watcher, server]
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

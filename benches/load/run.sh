@@ -18,6 +18,9 @@
 #      a 2xx from the spool;
 #   6. the drain of what phase 5 spooled (100,000+ rows) into Postgres once
 #      the forwarder is back, timed until imggo_spool_depth is 0.
+# Right after phase 3, on the same server and database, the Results API
+# feed is drained (GET /v1/events?limit=1000, following `next`) of
+# everything phase 3 stored, in events/s, with the receiver's peak RSS.
 # Peak RSS of the receiver is read from /proc (VmHWM) after each phase.
 #
 # Knobs (environment): BENCH_SECONDS (30), BENCH_CONNECTIONS (64),
@@ -58,7 +61,8 @@ LOADGEN=target/release/examples/loadgen
 export IMGGO_WEBHOOK_SECRETS="whsec_bench_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export IMGGO_ENCRYPTION_KEYS="kbench:$($BIN keygen)"
 export IMGGO_HASH_KEY="$($BIN keygen)"
-export IMGGO__SERVER__BIND=127.0.0.1:$PORT IMGGO__ADMIN__BIND=127.0.0.1:$ADMIN
+API=$((PORT + 3))
+export IMGGO__SERVER__BIND=127.0.0.1:$PORT IMGGO__ADMIN__BIND=127.0.0.1:$ADMIN IMGGO__API__BIND=127.0.0.1:$API
 # One load generator address: lift the per-IP limit, keep everything else default.
 export IMGGO__RATE_LIMIT__PER_SECOND=10000000 IMGGO__RATE_LIMIT__BURST=10000000
 
@@ -95,6 +99,25 @@ stop() { kill "$PID"; wait "$PID" || true; PID=; }
 rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$PID/status"; }
 rows() { psql "$DATABASE_URL" -Atc "SELECT count(*) FROM webhook_events"; }
 
+# Follows the feed from the start with limit=1000 until a page comes back
+# empty; prints "<events> <seconds>".
+drain_feed() {
+  local token after="" n=0 c code t0 t1
+  token=$($BIN token create "bench-$RANDOM" --scope events:read 2>/dev/null)
+  t0=$(date +%s.%N)
+  while :; do
+    code=$(curl -s -H "Authorization: Bearer $token" -o "$WORK/page.json" -w '%{http_code}' \
+      "http://127.0.0.1:$API/v1/events?limit=1000${after:+&after=$after}")
+    [ "$code" = 200 ] || { echo "drain: HTTP $code" >&2; break; }
+    c=$(grep -o '"cursor":' "$WORK/page.json" | wc -l)
+    [ "$c" -eq 0 ] && break
+    n=$((n + c))
+    after=$(tail -c 200 "$WORK/page.json" | sed -n 's/.*"next":"\([^"]*\)".*/\1/p')
+  done
+  t1=$(date +%s.%N)
+  echo "$n $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b-a}')"
+}
+
 say "1/6 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
 fresh_db; start
 OPEN_OUT=$($LOADGEN open-loop "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/open.tsv" "$RATE" "$OPEN_SECONDS")
@@ -122,6 +145,10 @@ COMPLETED=$(field completed); BAD=$(field non2xx_or_errors); RATE_W=$(field rate
 OK=$((COMPLETED - BAD))
 THRU_RSS=$(rss_mib)
 BATCH=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^imggo_write_batch_size_sum/ {s=$2} /^imggo_write_batch_size_count/ {c=$2} END {if (c) printf "%.1f", s/c}')
+say "3b feed drain: GET /v1/events?limit=1000 of everything just stored"
+read -r FEED_N FEED_S <<<"$(drain_feed)"
+FEED_RATE=$(awk -v n="$FEED_N" -v s="$FEED_S" 'BEGIN {if (s > 0) printf "%.0f", n/s}')
+FEED_RSS=$(rss_mib)
 stop
 STORED=$(rows)
 if [ "$COMPLETED" -gt "$COUNT" ]; then
@@ -190,6 +217,7 @@ throughput (wrk, $CONNS connections, ${SECONDS_}s): $RATE_W deliveries/s
 open loop: $OPEN_OUT
   receiver peak RSS: ${OPEN_RSS} MiB
 $LONE_OUT
+feed drain (limit=1000): $FEED_N events in ${FEED_S}s = $FEED_RATE events/s -> drain/ingest = $(awk -v a="$FEED_RATE" -v b="$RATE_W" 'BEGIN {if (b > 0) printf "%.2f", a/b}')x, receiver peak RSS through ingest and drain: ${FEED_RSS} MiB
 pgbench single-row INSERT ceiling (32 clients): $PGB rows/s -> receiver/pgbench = $(awk -v a="$RATE_W" -v b="$PGB" 'BEGIN {if (b > 0) printf "%.2f", a/b; else printf "n/a "}')x
 spool, Postgres unreachable (wrk, $CONNS connections, ${SPOOL_SECONDS}s): $SPOOL_RATE deliveries/s, non-2xx/errors: $SPOOL_BAD -> spool/normal = $(awk -v a="$SPOOL_RATE" -v b="$RATE_W" 'BEGIN {if (b > 0) printf "%.2f", a/b}')x
 drain: $DRAINED spooled deliveries into Postgres at $DRAIN_RATE/s -> drain/normal = $(awk -v a="$DRAIN_RATE" -v b="$RATE_W" 'BEGIN {if (b > 0) printf "%.2f", a/b}')x, receiver peak RSS ${SPOOL_RSS} MiB

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::Command;
+use crate::audit::{Action, Actor, AuditEntry};
 use crate::config::secrets::{self, ProcessEnv, Secrets, WebhookSecrets};
 use crate::config::{duration, Settings};
 use crate::crypto;
@@ -57,6 +58,10 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
         Command::Rejected(command) => {
             super::rejected::run(command, &settings, &connect(&settings).await?).await
         }
+        Command::Token { command } => super::tokens::run(&settings, command).await,
+        Command::Export { after, limit } => super::export::run(&settings, after, limit).await,
+        Command::Forget { value } => super::erasure::run(&settings, value).await,
+        Command::Audit { since } => super::audit::run(&settings, since).await,
         Command::Keygen | Command::Init | Command::Sign { .. } => unreachable!("handled before"),
     }
 }
@@ -166,6 +171,7 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
+    let total = rows.len();
     for row in rows {
         let plaintext = match keys.open(
             &row.job_id,
@@ -213,6 +219,11 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
         line.extend_from_slice(payload);
         line.extend_from_slice(b"}\n");
         out.write_all(&line)?;
+    }
+    let shown = (total - failed) as u64;
+    if shown > 0 {
+        let entry = AuditEntry::new(Actor::Cli, Action::JobRead, Some(job_id.to_owned()));
+        store.append_audit(&entry.count(shown)).await?;
     }
     if failed > 0 {
         bail!("{failed} event(s) could not be decrypted with IMGGO_ENCRYPTION_KEYS");

@@ -1,7 +1,11 @@
 //! The command line: `imggo-receiver [--config PATH] <command>`.
 
+mod audit;
 mod commands;
+mod erasure;
+mod export;
 mod rejected;
+mod tokens;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -60,6 +64,32 @@ pub enum Command {
     /// Signed deliveries refused by validation, kept in quarantine.
     #[command(subcommand)]
     Rejected(rejected::RejectedCommand),
+    /// Results API tokens: create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
+    /// Print events as JSON lines in feed order (the API's event shape).
+    Export {
+        /// Start after this cursor (an event's `cursor`); default: the oldest.
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
+        /// Print at most N events.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+    /// Erasure: delete every event indexed under a data subject's value
+    /// (`-` reads it from stdin).
+    Forget {
+        /// The value (e.g. an email address), or `-` for stdin.
+        value: String,
+    },
+    /// Print audit records as JSON lines, oldest first.
+    Audit {
+        /// Only records from the last DURATION (e.g. 24h, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+    },
 }
 
 /// Loads `./.env` (this directory only) into the environment; variables

@@ -17,6 +17,7 @@ use crate::event::InsertOutcome;
 use crate::redact::Redactor;
 use crate::store::quarantine::Quarantined;
 use crate::store::Store;
+use crate::subjects::{SubjectFields, SubjectIndexer, SubjectKey};
 
 #[derive(Debug, Subcommand)]
 pub enum RejectedCommand {
@@ -116,7 +117,11 @@ async fn replay(
     // The body was redacted before it was quarantined; redacting it again
     // changes nothing, and hashes need the same key.
     let redactor = Redactor::new(&settings.redact, secrets.hash_key.expose());
-    let mut event = delivery.seal(&redactor, &secrets.keys)?;
+    let subjects = SubjectIndexer::new(
+        SubjectFields::new(&settings.subjects, &settings.redact),
+        SubjectKey::new(secrets.hash_key.expose()),
+    );
+    let mut event = delivery.seal(&subjects, &redactor, &secrets.keys)?;
     event.received_at = row.entry.received_at;
     let outcome = store.insert(&event).await?;
     store.release_quarantined(id).await?;

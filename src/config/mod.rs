@@ -53,6 +53,12 @@ pub struct Settings {
     pub spool: SpoolSettings,
     /// Signed deliveries refused by validation, kept for replay.
     pub quarantine: QuarantineSettings,
+    /// The Results API listener (CONTRACT §9).
+    pub api: ApiSettings,
+    /// Which fields identify a data subject for erasure.
+    pub subjects: SubjectsSettings,
+    /// How long audit records are kept.
+    pub audit: AuditSettings,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -185,6 +191,44 @@ impl TryFrom<String> for LogFormat {
             )),
         }
     }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Address of the Results API listener; "" turns the API off.
+    pub bind: String,
+    /// Longest an API request may take; a long-poll `wait` ends 1 s before it.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Most API connections open at once (each long-poll holds one).
+    pub max_connections: u32,
+}
+
+impl ApiSettings {
+    /// The address to bind, or `None` when the API is off (validated at load).
+    pub fn bind_addr(&self) -> Option<SocketAddr> {
+        self.bind.trim().parse().ok()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectsSettings {
+    /// Field names (normalised as the redaction rules are) whose values
+    /// identify a data subject, at any depth.
+    #[serde(deserialize_with = "string_list")]
+    pub fields: Vec<String>,
+    /// Also index every field a `hash` redaction rule names.
+    pub hash_rule_fields: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Audit records older than this are deleted by the retention task.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
 }
 
 /// Why the settings could not be loaded. The message names the key.
@@ -322,6 +366,32 @@ impl Settings {
             return fail("quarantine.max_rows", "must be at least 1");
         }
         self.redact.validate().map_err(ConfigError)?;
+        if !self.api.bind.trim().is_empty() && self.api.bind_addr().is_none() {
+            return fail(
+                "api.bind",
+                "must be an address like 127.0.0.1:8081, or \"\" to turn the API off",
+            );
+        }
+        if self.api.request_timeout < Duration::from_secs(2) {
+            return fail("api.request_timeout", "must be at least 2s");
+        }
+        if self.api.max_connections == 0 {
+            return fail("api.max_connections", "must be at least 1");
+        }
+        if let Some(name) = self
+            .subjects
+            .fields
+            .iter()
+            .find(|n| crate::redact::normalize_name(n).is_empty())
+        {
+            return fail(
+                "subjects.fields",
+                &format!("{name:?} has no letter or digit"),
+            );
+        }
+        if self.audit.max_age.is_zero() || self.audit.max_age > MAX_RETENTION {
+            return fail("audit.max_age", "must be between 1s and 100 years");
+        }
         Ok(())
     }
 }
@@ -345,6 +415,26 @@ fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
         .filter(|s| !s.is_empty())
         .map(|s| parse_network(s).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// A TOML list of strings or one comma-separated string (an environment
+/// variable); items are trimmed and empty ones dropped.
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    let items = match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::String(s) => s.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address. IPv4-mapped IPv6

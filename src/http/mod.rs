@@ -4,6 +4,7 @@
 
 mod access_log;
 pub mod admin;
+pub mod api;
 pub mod health;
 pub mod pipeline;
 pub mod server;
@@ -29,6 +30,7 @@ use crate::security::rate_limit::RateLimit;
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
 use crate::spool::Spool;
 use crate::store::{BatchWriter, Store};
+use crate::subjects::SubjectIndexer;
 
 pub use pipeline::REQUEST_ID_HEADER;
 
@@ -70,8 +72,11 @@ pub struct DeliveryGate {
     pub verifier: SignatureVerifier,
 }
 
-/// Redaction, sealing and the group-commit queue of verified deliveries.
+/// Subject indexing, redaction, sealing and the group-commit queue of
+/// verified deliveries.
 pub struct Ingest {
+    /// Indexes each delivery's data subjects (before redaction).
+    pub subjects: SubjectIndexer,
     pub redactor: Redactor,
     pub keys: KeyRing,
     /// Group-commit queue in front of the store.

@@ -27,6 +27,18 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Longest request id kept from a client (a UUID is 36 bytes).
 const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// Which listener and route family a request was served on: decides its
+/// metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// The webhook route (delivery metrics).
+    Webhook,
+    /// Any other route of the public listener.
+    Public,
+    /// The Results API listener.
+    Api,
+}
+
 /// A request as first seen: who sent it, its id, and when it started.
 pub struct Started {
     pub request_id: HeaderValue,
@@ -54,7 +66,7 @@ impl Started {
         self,
         method: &Method,
         route: &str,
-        webhook: bool,
+        served: Served,
         envelope: Option<&Envelope>,
         res: &mut Response,
     ) {
@@ -75,23 +87,45 @@ impl Started {
             elapsed,
         }
         .write();
-        crate::metrics::record_request(route, webhook, outcome, elapsed);
+        match served {
+            Served::Api => crate::metrics::record_api_request(route, outcome),
+            _ => crate::metrics::record_request(route, served == Served::Webhook, outcome, elapsed),
+        }
         res.headers_mut().insert(REQUEST_ID_HEADER, self.request_id);
     }
 }
 
-/// Runs `work` within `server.request_timeout` (slow bodies included).
+/// Runs `work` within `timeout` (slow bodies included).
 pub async fn within_timeout<T, E: From<AppError>>(
-    state: &AppState,
+    timeout: std::time::Duration,
     work: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    tokio::time::timeout(state.settings.server.request_timeout, work)
+    tokio::time::timeout(timeout, work)
         .await
         .unwrap_or_else(|_| Err(AppError::Timeout.into()))
 }
 
-/// The pipeline as a router middleware, for every route but the webhook's.
-pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// The pipeline as a router middleware, for the public listener's routes
+/// but the webhook's.
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let timeout = state.settings.server.request_timeout;
+    around(&state, timeout, Served::Public, req, next).await
+}
+
+/// The pipeline as the Results API listener's middleware: its own timeout
+/// (`api.request_timeout`, above the longest long-poll) and metrics.
+pub async fn api_layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let timeout = state.settings.api.request_timeout;
+    around(&state, timeout, Served::Api, req, next).await
+}
+
+async fn around(
+    state: &AppState,
+    timeout: std::time::Duration,
+    served: Served,
+    mut req: Request,
+    next: Next,
+) -> Response {
     // Without ConnectInfo (in-process tests that forget it) the request is
     // treated as coming from an unspecified address, never trusted.
     let peer = req
@@ -100,18 +134,21 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ConnectInfo(a)| {
             a.ip()
         });
-    let started = Started::new(&state, peer, req.headers());
+    let started = Started::new(state, peer, req.headers());
     req.extensions_mut().insert(ClientIp(started.client_ip));
+    // Handlers that record the request id (the audit trail) read it here.
+    req.headers_mut()
+        .insert(REQUEST_ID_HEADER, started.request_id.clone());
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let method = req.method().clone();
-    let mut res = within_timeout(&state, async { Ok::<_, AppError>(next.run(req).await) })
+    let mut res = within_timeout(timeout, async { Ok::<_, AppError>(next.run(req).await) })
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let route = route.as_deref().unwrap_or("<unmatched>");
-    started.finish(&method, route, false, None, &mut res);
+    started.finish(&method, route, served, None, &mut res);
     res
 }
 

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::pipeline::{within_timeout, Started};
+use super::pipeline::{within_timeout, Served, Started};
 use super::AppState;
 use crate::delivery::{check_freshness, Delivery};
 use crate::error::{AppError, Outcome};
@@ -48,8 +48,11 @@ where
         Err(e) => (e.into_response(), None),
         Ok(quota) => {
             let request_id = started.request_id.to_str().unwrap_or("");
-            let processed =
-                within_timeout(&state, process(&state, &parts.headers, body, request_id)).await;
+            let processed = within_timeout(
+                state.settings.server.request_timeout,
+                process(&state, &parts.headers, body, request_id),
+            )
+            .await;
             let (mut res, envelope) = match processed {
                 Ok((outcome, envelope)) => (stored(outcome), Some(envelope)),
                 Err(Refused { error, envelope }) => (error.into_response(), envelope),
@@ -61,7 +64,13 @@ where
         }
     };
     let route = &state.settings.webhook.path;
-    started.finish(&parts.method, route, true, envelope.as_ref(), &mut res);
+    started.finish(
+        &parts.method,
+        route,
+        Served::Webhook,
+        envelope.as_ref(),
+        &mut res,
+    );
     res
 }
 
@@ -158,7 +167,7 @@ where
         return Err(refused(error));
     }
     let ingest = &state.ingest;
-    let row = delivery.seal(&ingest.redactor, &ingest.keys).map_err(|e| {
+    let row = delivery.seal(&ingest.subjects, &ingest.redactor, &ingest.keys).map_err(|e| {
         tracing::error!(error = %e, job_id = %envelope.job_id, "the payload could not be sealed");
         metrics::counter!(crate::metrics::SEAL_FAILURES).increment(1);
         refused(AppError::Internal)

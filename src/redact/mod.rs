@@ -41,6 +41,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 pub use rules::{default_rules, normalize_name};
+// The subject index (`crate::subjects`) hashes exactly as the `hash` action.
+pub(crate) use mask::canonical;
+pub(crate) use rules::normalize_into;
 
 use crate::json::Json;
 
@@ -134,6 +137,12 @@ impl RedactSettings {
     }
 }
 
+/// The normalised names the `hash` action applies to under `settings`
+/// (defaults included, overrides applied).
+pub fn hash_rule_names(settings: &RedactSettings) -> Vec<String> {
+    rules::NameTable::new(settings).names_with(Action::Hash)
+}
+
 /// Applies the redaction rules; built once at start-up, shared by requests.
 pub struct Redactor {
     names: rules::NameTable,
@@ -204,7 +213,7 @@ impl Redactor {
 /// than the 64-byte block is hashed first, a shorter one zero-padded); done
 /// here because `Hmac::new` over a full block cannot fail, whereas
 /// `new_from_slice` returns a `Result` we would have to unwrap.
-fn keyed_hmac(key: &[u8]) -> Hmac<Sha256> {
+pub(crate) fn keyed_hmac(key: &[u8]) -> Hmac<Sha256> {
     // HMAC takes a key of any length (longer ones are hashed first).
     #[allow(clippy::expect_used)]
     <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")

@@ -173,6 +173,18 @@ impl NameTable {
         self.actions.get(normalised).copied()
     }
 
+    /// Every normalised name whose action is `action`, sorted.
+    pub(crate) fn names_with(&self, action: Action) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .actions
+            .iter()
+            .filter(|(_, a)| **a == action)
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.actions.len()
     }

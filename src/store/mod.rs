@@ -149,6 +149,16 @@ macro_rules! on_backend {
 }
 pub(crate) use on_backend;
 
+// The Results API's SQL, each concern in its own file (`impl Store` blocks
+// using `on_backend!`, so declared after it).
+mod audit;
+pub mod feed;
+mod subjects;
+mod tokens;
+
+pub use feed::{FeedEvent, FeedFilter};
+pub use tokens::LAST_USED_GRANULARITY_MICROS;
+
 impl Store {
     /// Connects by URL scheme (`postgres://`, `sqlite://`), waiting up to
     /// `database.connect_timeout` for a server.

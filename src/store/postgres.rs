@@ -78,9 +78,10 @@ impl PgStore {
         let mut backoff = Duration::from_millis(200);
         loop {
             // The batch writers open their `writers` connections from their
-            // own thread (`own_pool`): the rest of the budget is this pool's.
+            // own thread (`own_pool`), and the feed watcher one for LISTEN
+            // (`store::feed`): the rest of the budget is this pool's.
             let attempt = PgPoolOptions::new()
-                .max_connections(db.max_connections.saturating_sub(db.writers).max(1))
+                .max_connections(db.max_connections.saturating_sub(db.writers + 1).max(1))
                 .acquire_timeout(db.acquire_timeout)
                 .connect_with(options.clone())
                 .await;
@@ -311,7 +312,14 @@ async fn insert_rows<'c>(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    // Subject hashes, one entry per (event, subject), keyed by (job_id, event).
+    let (mut subject_jobs, mut subject_events, mut subjects) = (Vec::new(), Vec::new(), Vec::new());
     for e in events {
+        for s in &e.subjects {
+            subject_jobs.push(e.envelope.job_id.as_str());
+            subject_events.push(e.envelope.event.as_str());
+            subjects.push(s.as_bytes());
+        }
         job_ids.push(e.envelope.job_id.as_str());
         names.push(e.envelope.event.as_str());
         patterns.push(e.envelope.pattern_id.as_deref());
@@ -321,13 +329,23 @@ async fn insert_rows<'c>(
         ciphertexts.push(e.sealed.ciphertext.as_slice());
         received.push(e.received_at);
     }
+    // One statement: the events, and the subject rows of the events it
+    // actually inserted (a duplicate's subjects are already indexed).
     let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO webhook_events \
-           (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                              $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[]) \
-         ON CONFLICT (job_id, event) DO NOTHING \
-         RETURNING job_id, event",
+        "WITH ins AS ( \
+           INSERT INTO webhook_events \
+             (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at) \
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                                $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[]) \
+           ON CONFLICT (job_id, event) DO NOTHING \
+           RETURNING id, job_id, event), \
+         subj AS ( \
+           INSERT INTO event_subjects (subject, event_id) \
+           SELECT s.subject, ins.id \
+           FROM UNNEST($9::text[], $10::text[], $11::bytea[]) AS s(job_id, event, subject) \
+           JOIN ins ON ins.job_id = s.job_id AND ins.event = s.event \
+           ON CONFLICT DO NOTHING) \
+         SELECT job_id, event FROM ins",
     )
     .bind(&job_ids)
     .bind(&names)
@@ -337,6 +355,9 @@ async fn insert_rows<'c>(
     .bind(&nonces)
     .bind(&ciphertexts)
     .bind(&received)
+    .bind(&subject_jobs)
+    .bind(&subject_events)
+    .bind(&subjects)
     .fetch_all(executor)
     .await?;
     Ok(claim_outcomes(events, inserted))

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
@@ -26,6 +27,8 @@ const COLUMNS: &str =
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Pinged after each committed insert: wakes the feed watcher.
+    commits: Arc<tokio::sync::Notify>,
 }
 
 impl SqliteStore {
@@ -64,7 +67,15 @@ impl SqliteStore {
             .acquire_timeout(db.acquire_timeout)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            commits: Arc::default(),
+        })
+    }
+
+    /// What the feed watcher waits on for this process's commits.
+    pub fn commits(&self) -> Arc<tokio::sync::Notify> {
+        self.commits.clone()
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -85,11 +96,11 @@ impl SqliteStore {
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
             let (e, s) = (&event.envelope, &event.sealed);
-            let affected = sqlx::query(
+            let inserted: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO webhook_events \
                    (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (job_id, event) DO NOTHING",
+                 ON CONFLICT (job_id, event) DO NOTHING RETURNING id",
             )
             .bind(&e.job_id)
             .bind(&e.event)
@@ -99,16 +110,18 @@ impl SqliteStore {
             .bind(s.key_id.as_str())
             .bind(&s.nonce)
             .bind(&s.ciphertext)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            outcomes.push(if affected == 1 {
-                InsertOutcome::Inserted
-            } else {
-                InsertOutcome::Duplicate
+            .fetch_optional(&mut *tx)
+            .await?;
+            outcomes.push(match inserted {
+                Some(id) => {
+                    super::subjects::insert_sqlite(&mut tx, id, &event.subjects).await?;
+                    InsertOutcome::Inserted
+                }
+                None => InsertOutcome::Duplicate,
             });
         }
         tx.commit().await?;
+        self.commits.notify_one();
         Ok(outcomes)
     }
 

@@ -116,7 +116,7 @@ async fn insert_waits_on_lock(db: &TestDb) {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND query LIKE 'INSERT INTO webhook_events%'",
+             AND query LIKE '%INSERT INTO webhook_events%'",
         )
         .fetch_one(&db.pool)
         .await

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_support;
 mod helpers;
 
 mod batch;
@@ -9,6 +10,8 @@ mod cli;
 mod deploy;
 mod edge;
 mod embedded;
+mod erasure;
+mod feed;
 mod idempotency;
 mod metrics;
 mod operator;
@@ -16,6 +19,8 @@ mod outage;
 mod payloads;
 mod quarantine;
 mod redaction;
+mod results_api;
+mod results_cli;
 mod retention;
 mod routing;
 mod serve;

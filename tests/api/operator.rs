@@ -356,6 +356,7 @@ fn the_start_up_line_names_version_store_and_listeners_and_each_drain_its_listen
     env.extend([
         ("IMGGO__SERVER__BIND", public.as_str()),
         ("IMGGO__ADMIN__BIND", admin.as_str()),
+        ("IMGGO__API__BIND", ""),
     ]);
     let mut server = Server::start(isolated(dir.path(), &env));
     server.wait_for("listening");

@@ -123,6 +123,7 @@ pub fn test_settings() -> Settings {
     let mut s = Settings::load_with_env(None, Vec::new()).unwrap();
     s.server.bind = "127.0.0.1:0".parse().unwrap();
     s.admin.bind = "127.0.0.1:0".parse().unwrap();
+    s.api.bind = "127.0.0.1:0".to_owned();
     s.database.acquire_timeout = std::time::Duration::from_secs(1);
     s.database.connect_timeout = std::time::Duration::from_secs(5);
     // Tests send bursts from one address; the limiter has its own tests.
@@ -136,6 +137,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The Results API listener (on unless a test turns it off).
+    pub api_addr: Option<SocketAddr>,
     pub db: TestDb,
     pub store: Store,
     pub shutdown: CancellationToken,
@@ -180,12 +183,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Options)) -> TestApp {
         .await
         .unwrap();
     let admin_addr = app.admin_addr().unwrap();
+    let api_addr = app.api_addr();
     let store = app.store().clone();
     let server = tokio::spawn(app.run());
     TestApp {
         dir,
         addr,
         admin_addr,
+        api_addr,
         db,
         store,
         shutdown,
@@ -431,6 +436,7 @@ pub fn sealed_event_with(
         },
         sealed: ring.seal(job, event, payload).unwrap(),
         received_at: chrono::Utc::now(),
+        subjects: Vec::new(),
     }
 }
 

@@ -20,6 +20,9 @@ pub fn command(dir: &Path, env: &[(String, String)]) -> Command {
             cmd.env_remove(k);
         }
     }
+    // Tests run side by side: the Results API's fixed default port is off
+    // unless a test gives it one (`env` wins).
+    cmd.env("IMGGO__API__BIND", "");
     cmd.envs(env.iter().cloned());
     cmd
 }

@@ -1,0 +1,35 @@
+//! `forget VALUE`: erasure by data subject from the command line (CONTRACT
+//! §9). The value is hashed with the hash key at once and only the hash is
+//! used or recorded (the audit target). `forget -` reads the value from
+//! stdin, keeping it out of shell history and `ps`.
+
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::audit::{Action, Actor, AuditEntry};
+use crate::config::secrets::{HashKey, ProcessEnv};
+use crate::config::Settings;
+use crate::subjects::SubjectKey;
+
+pub async fn run(settings: &Settings, value: String) -> anyhow::Result<ExitCode> {
+    let value = if value == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .context("cannot read the value from stdin")?;
+        buf.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        value
+    };
+    let key = SubjectKey::new(HashKey::load(&ProcessEnv)?.expose());
+    let Some(subject) = key.hash(&value) else {
+        anyhow::bail!("the value has no letter or digit: nothing can be indexed under it");
+    };
+    let store = super::commands::connect(settings).await?;
+    let entry = AuditEntry::new(Actor::Cli, Action::Erasure, Some(subject.to_hex()));
+    let deleted = store.forget_subject(&subject, &entry).await?;
+    println!("deleted {deleted} event(s)");
+    Ok(ExitCode::SUCCESS)
+}

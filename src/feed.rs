@@ -1,0 +1,263 @@
+//! The event feed of the Results API: feed positions, the opaque cursors
+//! that carry them, and the per-replica watcher that long-polls wait on.
+//!
+//! **Positions.** Postgres: `(tx, id)`, the writing transaction's 64-bit
+//! xid and the row id; pages are read only below the oldest transaction
+//! still in flight (`store/feed.rs`), so a cursor never moves past a row
+//! that commits later. SQLite: the id alone (one writer at a time holds the
+//! database lock through commit, so ids are commit order); `tx` is 0.
+//!
+//! **Cursors** are `base64url("v1.<tx>.<id>")` (Postgres) or
+//! `base64url("v1.<id>")` (SQLite): opaque to clients, versioned, and a
+//! cursor of the other backend's form is refused like any malformed one.
+//!
+//! **Watcher.** One task per replica publishes the feed head (the newest
+//! position a page could return) on a `tokio::sync::watch`. Waiting
+//! requests hold no database connection: they await the watch and query
+//! again once the head has passed their cursor. On Postgres the task wakes
+//! on `LISTEN imggo_events` (a statement trigger notifies at each commit of
+//! an insert; a wake-up, never data), on a reconnect, and on a short timer
+//! while committed rows are held back behind an older open transaction; it
+//! also reports `imggo_feed_lag_seconds`. On SQLite the insert path pings
+//! it after each commit, and a timer covers rows written by other
+//! processes (`rejected replay` from the command line).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Store, StoreError};
+
+/// A place in the feed: rows strictly after it come next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Postgres: the writing transaction's xid8; SQLite: 0.
+    pub tx: i64,
+    pub id: i64,
+}
+
+/// Which cursor form a store speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorForm {
+    Postgres,
+    Sqlite,
+}
+
+impl CursorForm {
+    pub fn of(store: &Store) -> Self {
+        match store {
+            Store::Postgres(_) => Self::Postgres,
+            Store::Sqlite(_) => Self::Sqlite,
+        }
+    }
+}
+
+/// Longest cursor accepted (a real one is under 60 characters).
+const MAX_CURSOR_LEN: usize = 128;
+
+/// The opaque cursor of `pos`.
+pub fn encode(form: CursorForm, pos: Position) -> String {
+    let text = match form {
+        CursorForm::Postgres => format!("v1.{}.{}", pos.tx, pos.id),
+        CursorForm::Sqlite => format!("v1.{}", pos.id),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+/// The position of a cursor this store issued; `None` for anything else.
+pub fn decode(form: CursorForm, cursor: &str) -> Option<Position> {
+    if cursor.is_empty() || cursor.len() > MAX_CURSOR_LEN {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let mut parts = text.strip_prefix("v1.")?.split('.');
+    let number = |p: Option<&str>| -> Option<i64> {
+        let p = p?;
+        // Digits only: no sign, no spaces, no leading zeros but "0".
+        if p.is_empty()
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || (p.len() > 1 && p.starts_with('0'))
+        {
+            return None;
+        }
+        p.parse().ok()
+    };
+    let pos = match form {
+        CursorForm::Postgres => Position {
+            tx: number(parts.next())?,
+            id: number(parts.next())?,
+        },
+        CursorForm::Sqlite => Position {
+            tx: 0,
+            id: number(parts.next())?,
+        },
+    };
+    parts.next().is_none().then_some(pos)
+}
+
+/// What the watcher last saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FeedHead {
+    /// The newest position a page may return now (zero when empty).
+    pub position: Position,
+    /// Seconds the oldest committed row not yet readable has waited (0
+    /// when none is held back).
+    pub lag_seconds: f64,
+}
+
+/// The shared side of the watcher: waiting requests subscribe here.
+#[derive(Clone, Debug)]
+pub struct FeedWatch {
+    head: watch::Receiver<Position>,
+}
+
+impl FeedWatch {
+    /// A receiver of the feed head; subscribe **before** querying, so that
+    /// a commit between the query and the wait is not missed.
+    pub fn subscribe(&self) -> watch::Receiver<Position> {
+        self.head.clone()
+    }
+}
+
+/// The task side of the watcher.
+pub struct FeedWatcher {
+    store: Store,
+    head: watch::Sender<Position>,
+    /// SQLite: pinged by the insert path after each commit.
+    commits: Option<Arc<Notify>>,
+}
+
+/// How often the head is read again with nothing to wake the watcher:
+/// covers lost notifications and writes by other processes.
+const IDLE_RECHECK: Duration = Duration::from_millis(500);
+/// How often while committed rows are held back behind an open transaction
+/// (which may never insert, so no notification would come).
+const HELD_RECHECK: Duration = Duration::from_millis(50);
+
+impl FeedWatcher {
+    pub fn new(store: Store) -> (Self, FeedWatch) {
+        let (head, rx) = watch::channel(Position::default());
+        let commits = match &store {
+            Store::Sqlite(s) => Some(s.commits()),
+            Store::Postgres(_) => None,
+        };
+        (
+            Self {
+                store,
+                head,
+                commits,
+            },
+            FeedWatch { head: rx },
+        )
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wakeups = Arc::new(Notify::new());
+        let listener = match &self.store {
+            Store::Postgres(pg) => Some(tokio::spawn(crate::store::feed::listen_for_commits(
+                pg.clone(),
+                wakeups.clone(),
+                shutdown.clone(),
+            ))),
+            Store::Sqlite(_) => None,
+        };
+        let commits = self.commits.clone().unwrap_or_else(|| wakeups.clone());
+        let mut held = false;
+        let mut refreshed = tokio::time::Instant::now();
+        loop {
+            // Under a burst of commits nobody may be waiting: then the head
+            // (and the lag gauge) is read on the timer only, not per commit.
+            // The one receiver `FeedWatch` keeps is not a waiter.
+            let waiters = self.head.receiver_count() > 1;
+            if waiters || held || refreshed.elapsed() >= IDLE_RECHECK {
+                self.refresh(&mut held).await;
+                refreshed = tokio::time::Instant::now();
+            }
+            let wait = if held { HELD_RECHECK } else { IDLE_RECHECK };
+            tokio::select! {
+                () = commits.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        if let Some(task) = listener {
+            task.abort();
+        }
+    }
+
+    async fn refresh(&self, held: &mut bool) {
+        match self.store.feed_head().await {
+            Ok(head) => {
+                *held = head.lag_seconds > 0.0;
+                metrics::gauge!(crate::metrics::FEED_LAG).set(head.lag_seconds);
+                self.head.send_if_modified(|current| {
+                    let changed = *current != head.position;
+                    *current = head.position;
+                    changed
+                });
+            }
+            Err(e) => {
+                // Waiters keep their own timeout; try again at the next tick.
+                if !matches!(e, StoreError::Unavailable(_)) {
+                    tracing::warn!(error = %e, "cannot read the feed head");
+                }
+                *held = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_the_other_form() {
+        let p = Position {
+            tx: 7_000_123,
+            id: 42,
+        };
+        let c = encode(CursorForm::Postgres, p);
+        assert_eq!(decode(CursorForm::Postgres, &c), Some(p));
+        assert_eq!(decode(CursorForm::Sqlite, &c), None);
+        let s = Position { tx: 0, id: 9 };
+        let c = encode(CursorForm::Sqlite, s);
+        assert_eq!(decode(CursorForm::Sqlite, &c), Some(s));
+        assert_eq!(decode(CursorForm::Postgres, &c), None);
+    }
+
+    #[test]
+    fn malformed_cursors_are_refused() {
+        let b = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
+        for bad in [
+            String::new(),
+            "!!!".into(),
+            "djEuMS4y=".into(),
+            b("v2.1.2"),
+            b("v1.1"),
+            b("v1.1.2.3"),
+            b("v1.-1.2"),
+            b("v1.+1.2"),
+            b("v1.01.2"),
+            b("v1. 1.2"),
+            b("v1.99999999999999999999.2"),
+            b("v1..2"),
+            "a".repeat(200),
+        ] {
+            assert_eq!(decode(CursorForm::Postgres, &bad), None, "{bad}");
+        }
+        assert_eq!(decode(CursorForm::Sqlite, &b("v1.x")), None);
+        assert_eq!(
+            decode(CursorForm::Sqlite, &b("v1.0")),
+            Some(Position::default())
+        );
+    }
+}

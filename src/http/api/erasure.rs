@@ -1,0 +1,94 @@
+//! `POST /v1/erasure` `{"value":"..."}`: deletes every event (and, through
+//! `Store::forget_subject`, every spooled and quarantined delivery) indexed
+//! under that data subject. The value is hashed at once (the subject index
+//! holds keyed hashes only) and never logged, echoed or audited: the audit
+//! record's target is the hash.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use bytes::Bytes;
+use utoipa::ToSchema;
+
+use super::auth::{store_error, Caller};
+use super::jobs::Deleted;
+use super::ApiState;
+use crate::audit::Action;
+use crate::error::AppError;
+use crate::json::Json;
+use crate::tokens::Scope;
+
+/// Largest erasure body accepted.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// Whom to erase.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErasureRequest {
+    /// A value of one of `subjects.fields` (e.g. an email address), as it
+    /// appeared in deliveries; compared after canonicalisation (letters and
+    /// digits only, uppercased).
+    pub value: String,
+}
+
+/// Erasure by data subject.
+#[utoipa::path(
+    post,
+    path = "/v1/erasure",
+    tag = "erasure",
+    request_body = ErasureRequest,
+    responses(
+        (status = 200, description = "How many events were deleted", body = Deleted),
+        (status = 400, description = "`invalid_json` or `invalid_parameter`", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
+        (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = ["events:delete"]))
+)]
+pub async fn erase(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Deleted>, AppError> {
+    caller.require(Scope::EventsDelete)?;
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) if e.status().as_u16() == 413 => {
+            AppError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+        }
+        _ => AppError::BadBody,
+    })?;
+    let value = erasure_value(&body)?;
+    let subject = state
+        .app
+        .ingest
+        .subjects
+        .key
+        .hash(&value)
+        .ok_or_else(|| AppError::InvalidParameter("value has no letter or digit".into()))?;
+    let entry = caller.audit(Action::Erasure, Some(subject.to_hex()));
+    let deleted = state
+        .app
+        .store
+        .forget_subject(&subject, &entry)
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(Deleted { deleted }))
+}
+
+/// The `value` of `{"value": ...}` (a string, or a number as written).
+fn erasure_value(body: &[u8]) -> Result<String, AppError> {
+    let parsed =
+        Json::parse(body).map_err(|_| AppError::InvalidJson("the body is not valid JSON"))?;
+    if !matches!(parsed, Json::Object(_)) {
+        return Err(AppError::InvalidJson("the body must be a JSON object"));
+    }
+    match parsed.get("value") {
+        Some(Json::String(s)) if !s.is_empty() => Ok(s.to_string()),
+        Some(Json::Number(s)) => Ok(s.to_string()),
+        _ => Err(AppError::InvalidParameter(
+            "value must be a non-empty string".into(),
+        )),
+    }
+}

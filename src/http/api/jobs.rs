@@ -1,0 +1,104 @@
+//! `GET /v1/jobs/{job_id}` (a job's events) and `DELETE /v1/jobs/{job_id}`
+//! (deletes them; audited in the same transaction).
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use utoipa::ToSchema;
+
+use super::auth::{store_error, Caller};
+use super::render::{self, ApiEvent};
+use super::ApiState;
+use crate::audit::Action;
+use crate::error::AppError;
+use crate::tokens::Scope;
+
+/// Every stored event of one job.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct JobEvents {
+    pub events: Vec<ApiEvent>,
+}
+
+/// How many events a delete removed.
+#[derive(serde::Serialize, ToSchema)]
+pub struct Deleted {
+    pub deleted: u64,
+}
+
+fn job_id(path: Result<Path<String>, PathRejection>) -> Result<String, AppError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| AppError::InvalidParameter("job_id is not a valid path segment".into()))
+}
+
+/// A job's stored events, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}",
+    tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job's events", body = JobEvents),
+        (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
+        (status = 403, description = "`forbidden`: the token lacks `events:read`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: no stored event for this job", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = ["events:read"]))
+)]
+pub async fn get(
+    State(state): State<ApiState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, AppError> {
+    caller.require(Scope::EventsRead)?;
+    let job_id = job_id(path)?;
+    let store = &state.app.store;
+    let events = store.job_events(&job_id).await.map_err(store_error)?;
+    if events.is_empty() {
+        return Err(AppError::JobNotFound);
+    }
+    let mut body = Vec::with_capacity(64 + events.len() * 1024);
+    body.extend_from_slice(b"{\"events\":");
+    render::write_events(
+        &mut body,
+        &state.app.ingest.keys,
+        state.form,
+        events.iter().map(|e| (e.position, &e.row)),
+    )?;
+    body.push(b'}');
+    let entry = caller
+        .audit(Action::JobRead, Some(job_id))
+        .count(events.len() as u64);
+    store.append_audit(&entry).await.map_err(store_error)?;
+    Ok(render::json_response(body))
+}
+
+/// Deletes every stored event of a job.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{job_id}",
+    tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "How many events were deleted (0 when none)", body = Deleted),
+        (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
+        (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::openapi::ErrorBody),
+    ),
+    security(("bearer" = ["events:delete"]))
+)]
+pub async fn delete(
+    State(state): State<ApiState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<axum::Json<Deleted>, AppError> {
+    caller.require(Scope::EventsDelete)?;
+    let job_id = job_id(path)?;
+    let entry = caller.audit(Action::JobDelete, Some(job_id.clone()));
+    let deleted = state
+        .app
+        .store
+        .delete_job(&job_id, &entry)
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(Deleted { deleted }))
+}

@@ -1,0 +1,243 @@
+//! The feed's SQL: pages in commit order, the feed head, and (Postgres) the
+//! one `LISTEN` connection per replica that wakes the watcher.
+//!
+//! Postgres pages are read in `(tx, id)` order and only below
+//! `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still
+//! in flight: every row below it is committed (or gone), and every row
+//! committed later belongs to a transaction at or above it, so it sorts in
+//! front of any cursor handed out now. A long transaction anywhere in the
+//! cluster holds rows back (delays them, never loses them); the watcher
+//! reports how long as `imggo_feed_lag_seconds`. SQLite commits one writer
+//! at a time, so its ids are commit order already.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
+use sqlx::postgres::PgListener;
+use sqlx::Row as _;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{PgStore, Store, StoreError, StoredEvent};
+use crate::feed::{FeedHead, Position};
+
+/// The Postgres channel the insert trigger notifies.
+pub const CHANNEL: &str = "imggo_events";
+
+/// Exact-match filters of `GET /v1/events`.
+#[derive(Clone, Debug, Default)]
+pub struct FeedFilter {
+    pub event: Option<String>,
+    pub pattern_id: Option<String>,
+}
+
+/// A stored row and its place in the feed.
+#[derive(Clone, Debug)]
+pub struct FeedEvent {
+    pub position: Position,
+    pub row: StoredEvent,
+}
+
+// The xid8 leaves as `feed_tx` (bigint): an output column named `tx` would
+// be what ORDER BY sorts by, a sort of every remaining row instead of a walk
+// of the (tx, id) index.
+const PG_PAGE: &str = "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pattern_id, status, \
+       received_at, key_id, nonce, ciphertext \
+     FROM webhook_events \
+     WHERE (tx, id) > ($1::bigint::text::xid8, $2) \
+       AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
+       AND ($3::text IS NULL OR event = $3) \
+       AND ($4::text IS NULL OR pattern_id = $4) \
+     ORDER BY tx, id LIMIT $5";
+
+const SQLITE_PAGE: &str = "SELECT id, job_id, event, pattern_id, status, received_at, key_id, \
+       nonce, ciphertext \
+     FROM webhook_events \
+     WHERE id > ?1 AND (?2 IS NULL OR event = ?2) AND (?3 IS NULL OR pattern_id = ?3) \
+     ORDER BY id LIMIT ?4";
+
+/// The newest readable position and the oldest held-back row's age.
+const PG_HEAD: &str =
+    "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon_xid) \
+     SELECT \
+       (SELECT w.tx::text::bigint FROM webhook_events w, horizon WHERE w.tx < horizon_xid \
+          ORDER BY w.tx DESC, w.id DESC LIMIT 1) AS feed_tx, \
+       (SELECT w.id FROM webhook_events w, horizon WHERE w.tx < horizon_xid \
+          ORDER BY w.tx DESC, w.id DESC LIMIT 1) AS id, \
+       (SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(received_at))::float8 \
+          FROM webhook_events, horizon WHERE tx >= horizon_xid) AS lag";
+
+impl Store {
+    /// Up to `limit` events after `after`, in feed order.
+    pub async fn feed_page(
+        &self,
+        after: Position,
+        limit: u32,
+        filter: &FeedFilter,
+    ) -> Result<Vec<FeedEvent>, StoreError> {
+        match self {
+            Store::Postgres(s) => {
+                let rows = sqlx::query(PG_PAGE)
+                    .bind(after.tx)
+                    .bind(after.id)
+                    .bind(filter.event.as_deref())
+                    .bind(filter.pattern_id.as_deref())
+                    .bind(i64::from(limit))
+                    .fetch_all(s.pool())
+                    .await?;
+                rows.iter().map(pg_event).collect()
+            }
+            Store::Sqlite(s) => {
+                let rows = sqlx::query(SQLITE_PAGE)
+                    .bind(after.id)
+                    .bind(filter.event.as_deref())
+                    .bind(filter.pattern_id.as_deref())
+                    .bind(i64::from(limit))
+                    .fetch_all(s.pool())
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let row = sqlite_event(r)?;
+                        Ok(FeedEvent {
+                            position: Position { tx: 0, id: row.id },
+                            row,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Every event of a job with its feed position, oldest first.
+    pub async fn job_events(&self, job_id: &str) -> Result<Vec<FeedEvent>, StoreError> {
+        match self {
+            Store::Postgres(s) => {
+                let rows = sqlx::query(
+                    "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pattern_id, status, \
+                       received_at, key_id, nonce, ciphertext \
+                     FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
+                )
+                .bind(job_id)
+                .fetch_all(s.pool())
+                .await?;
+                rows.iter().map(pg_event).collect()
+            }
+            Store::Sqlite(_) => Ok(self
+                .events_for_job(job_id)
+                .await?
+                .into_iter()
+                .map(|row| FeedEvent {
+                    position: Position { tx: 0, id: row.id },
+                    row,
+                })
+                .collect()),
+        }
+    }
+
+    /// Where the feed ends now, and how long rows have been held back.
+    pub async fn feed_head(&self) -> Result<FeedHead, StoreError> {
+        match self {
+            Store::Postgres(s) => {
+                let (tx, id, lag): (Option<i64>, Option<i64>, Option<f64>) =
+                    sqlx::query_as(PG_HEAD).fetch_one(s.pool()).await?;
+                Ok(FeedHead {
+                    position: Position {
+                        tx: tx.unwrap_or(0),
+                        id: id.unwrap_or(0),
+                    },
+                    lag_seconds: lag.unwrap_or(0.0).max(0.0),
+                })
+            }
+            Store::Sqlite(s) => {
+                let id: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM webhook_events")
+                    .fetch_one(s.pool())
+                    .await?;
+                Ok(FeedHead {
+                    position: Position {
+                        tx: 0,
+                        id: id.unwrap_or(0),
+                    },
+                    lag_seconds: 0.0,
+                })
+            }
+        }
+    }
+}
+
+fn pg_event(r: &sqlx::postgres::PgRow) -> Result<FeedEvent, StoreError> {
+    Ok(FeedEvent {
+        position: Position {
+            tx: r.try_get("feed_tx")?,
+            id: r.try_get("id")?,
+        },
+        row: <StoredEvent as sqlx::FromRow<_>>::from_row(r)?,
+    })
+}
+
+fn sqlite_event(r: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+    let micros: i64 = r.try_get("received_at")?;
+    Ok(StoredEvent {
+        id: r.try_get("id")?,
+        job_id: r.try_get("job_id")?,
+        event: r.try_get("event")?,
+        pattern_id: r.try_get("pattern_id")?,
+        status: r.try_get("status")?,
+        received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
+        key_id: r.try_get("key_id")?,
+        nonce: r.try_get("nonce")?,
+        ciphertext: r.try_get("ciphertext")?,
+    })
+}
+
+/// Holds the replica's one `LISTEN imggo_events` connection (a pool of its
+/// own, so it never takes a connection requests need) and pings `wake` on
+/// every notification and after every reconnect (notifications sent while
+/// disconnected are lost: the watcher reads the head again instead).
+pub async fn listen_for_commits(pg: PgStore, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let own = pg.own_pool(1);
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect_with(own.pool()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "feed listener cannot connect; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "feed listener cannot LISTEN; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        // Connected: whatever committed before now is read by the next refresh.
+        wake.notify_one();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => {
+                    // A burst of commits is one refresh.
+                    while listener.next_buffered().is_some() {}
+                    wake.notify_one();
+                }
+                // Reconnected (eagerly, by sqlx): notifications may be lost.
+                Ok(None) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "feed listener lost its connection");
+                    wake.notify_one();
+                    break;
+                }
+            }
+        }
+    }
+    own.pool().close().await;
+}
