@@ -44,6 +44,10 @@ pub enum Action {
     Erasure,
     TokenCreate,
     TokenRevoke,
+    /// A quarantined body read (`rejected show`).
+    RejectedRead,
+    /// A quarantined delivery replayed (`rejected replay`).
+    RejectedReplay,
 }
 
 impl Action {
@@ -55,6 +59,8 @@ impl Action {
             Self::Erasure => "erasure",
             Self::TokenCreate => "token.create",
             Self::TokenRevoke => "token.revoke",
+            Self::RejectedRead => "rejected.read",
+            Self::RejectedReplay => "rejected.replay",
         }
     }
 }

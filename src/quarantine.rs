@@ -13,6 +13,7 @@ use crate::error::AppError;
 use crate::json::Json;
 use crate::redact::Redactor;
 use crate::store::quarantine::NewQuarantined;
+use crate::subjects::SubjectIndexer;
 
 /// The reason a refusal is quarantined under, when it is one that is.
 pub fn reason(error: &AppError) -> Option<&'static str> {
@@ -24,15 +25,24 @@ pub fn reason(error: &AppError) -> Option<&'static str> {
     }
 }
 
-/// Redacts and seals a refused body as a quarantine row.
+/// Indexes (for erasure, before redaction), redacts and seals a refused
+/// body as a quarantine row.
 pub fn seal(
     body: &[u8],
     reason: &'static str,
     request_id: &str,
+    subjects: &SubjectIndexer,
     redactor: &Redactor,
     keys: &KeyRing,
 ) -> Result<NewQuarantined, SealError> {
-    let redacted = redact(body, redactor);
+    let (redacted, subjects) = match Json::parse(body) {
+        Ok(mut tree) => {
+            let found = subjects.index(&tree);
+            redactor.redact_json(&mut tree);
+            (tree.to_vec(), found)
+        }
+        Err(_) => (redact(body, redactor), Vec::new()),
+    };
     let seal_id = uuid::Uuid::new_v4().simple().to_string();
     let sealed = keys.seal_quarantined(&seal_id, &redacted)?;
     Ok(NewQuarantined {
@@ -42,6 +52,7 @@ pub fn seal(
         bytes: body.len() as u64,
         seal_id,
         sealed,
+        subjects,
     })
 }
 

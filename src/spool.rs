@@ -249,7 +249,18 @@ impl Spool {
                     None => Ok(()),
                 };
             };
-            let refs: Vec<&NewEvent> = batch.events.iter().collect();
+            // A subject erased (on any replica) after a delivery was
+            // spooled: that delivery is dropped, not stored.
+            let erased = self.erased_in(store, &batch).await?;
+            let refs: Vec<&NewEvent> = batch
+                .events
+                .iter()
+                .filter(|e| {
+                    !e.subjects
+                        .iter()
+                        .any(|s| erased.get(s).is_some_and(|at| *at >= e.received_at))
+                })
+                .collect();
             let spool_side = async {
                 if let Some(done) = committed.take() {
                     self.forget(done).await?;
@@ -262,6 +273,27 @@ impl Spool {
             committed = Some(batch);
             batch = next?;
         }
+    }
+
+    /// The subjects of `batch` erased since its oldest delivery was received.
+    async fn erased_in(
+        &self,
+        store: &Store,
+        batch: &Batch,
+    ) -> Result<std::collections::HashMap<SubjectHash, chrono::DateTime<chrono::Utc>>, DrainError>
+    {
+        let subjects: Vec<SubjectHash> = batch
+            .events
+            .iter()
+            .flat_map(|e| e.subjects.iter().copied())
+            .collect();
+        let Some(oldest) = batch.events.iter().map(|e| e.received_at).min() else {
+            return Ok(Default::default());
+        };
+        store
+            .erased_since(&subjects, oldest)
+            .await
+            .map_err(DrainError::Database)
     }
 
     /// Up to [`DRAIN_BATCH`] spooled rows after `seq`, oldest first.

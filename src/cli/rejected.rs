@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::json;
 
+use crate::audit::{Action, Actor, AuditEntry};
 use crate::config::secrets::{self, ProcessEnv};
 use crate::config::Settings;
 use crate::crypto::KeyRing;
@@ -65,8 +66,15 @@ pub async fn run(
                 eprintln!("no quarantined delivery {id}");
                 return Ok(ExitCode::FAILURE);
             };
+            let body = open(&keys, &row)?;
+            store
+                .append_audit(
+                    &AuditEntry::new(Actor::Cli, Action::RejectedRead, Some(id.to_string()))
+                        .count(1),
+                )
+                .await?;
             let mut out = std::io::stdout().lock();
-            out.write_all(&open(&keys, &row)?)?;
+            out.write_all(&body)?;
             writeln!(out)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -125,6 +133,11 @@ async fn replay(
     event.received_at = row.entry.received_at;
     let outcome = store.insert(&event).await?;
     store.release_quarantined(id).await?;
+    store
+        .append_audit(
+            &AuditEntry::new(Actor::Cli, Action::RejectedReplay, Some(id.to_string())).count(1),
+        )
+        .await?;
     println!(
         "{}",
         match outcome {

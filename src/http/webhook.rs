@@ -225,15 +225,21 @@ async fn quarantine(state: &AppState, body: &[u8], error: &AppError, request_id:
         return;
     };
     let ingest = &state.ingest;
-    let kept =
-        match crate::quarantine::seal(body, reason, request_id, &ingest.redactor, &ingest.keys) {
-            Ok(row) => state
-                .store
-                .quarantine(&row, state.settings.quarantine.max_rows)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+    let kept = match crate::quarantine::seal(
+        body,
+        reason,
+        request_id,
+        &ingest.subjects,
+        &ingest.redactor,
+        &ingest.keys,
+    ) {
+        Ok(row) => state
+            .store
+            .quarantine(&row, state.settings.quarantine.max_rows)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     match kept {
         Ok(id) => {
             metrics::counter!(crate::metrics::QUARANTINED, "reason" => reason).increment(1);

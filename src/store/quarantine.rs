@@ -7,6 +7,7 @@ use sqlx::Row as _;
 
 use super::{Store, StoreError};
 use crate::crypto::Sealed;
+use crate::subjects::SubjectHash;
 
 /// A refused delivery, redacted and sealed, ready to be kept.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct NewQuarantined {
     /// Bound into the ciphertext's associated data.
     pub seal_id: String,
     pub sealed: Sealed,
+    /// Subject hashes of the body (when it parsed), for erasure.
+    pub subjects: Vec<SubjectHash>,
 }
 
 /// A quarantined delivery as listed (`rejected list`).
@@ -52,6 +55,8 @@ impl Store {
         const INSERT: &str = "INSERT INTO quarantined_deliveries \
              (received_at, reason, request_id, bytes, seal_id, key_id, nonce, ciphertext) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+        const SUBJECT: &str = "INSERT INTO quarantine_subjects (subject, quarantine_id) \
+             VALUES ($1, $2) ON CONFLICT DO NOTHING";
         const TRIM: &str = "DELETE FROM quarantined_deliveries WHERE id <= \
              (SELECT id FROM quarantined_deliveries ORDER BY id DESC LIMIT 1 OFFSET $1)";
         let bytes = i64::try_from(row.bytes).unwrap_or(i64::MAX);
@@ -69,6 +74,13 @@ impl Store {
                     .bind(&row.sealed.ciphertext)
                     .fetch_one(&mut *tx)
                     .await?;
+                for subject in &row.subjects {
+                    sqlx::query(SUBJECT)
+                        .bind(subject.as_bytes())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 sqlx::query(TRIM)
                     .bind(i64::from(max_rows))
                     .execute(&mut *tx)
@@ -129,6 +141,23 @@ impl Store {
     /// Deletes quarantined deliveries received before `cutoff` (retention;
     /// the table is capped, so one statement).
     pub(super) async fn purge_quarantined(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        // Erasure tombstones only matter for deliveries still spooled, which
+        // are younger than the retention window: they age out alike.
+        const TOMBSTONES: &str = "DELETE FROM erased_subjects WHERE erased_at < $1";
+        match self {
+            Store::Postgres(s) => {
+                sqlx::query(TOMBSTONES)
+                    .bind(cutoff)
+                    .execute(s.pool())
+                    .await?;
+            }
+            Store::Sqlite(s) => {
+                sqlx::query(TOMBSTONES)
+                    .bind(cutoff.timestamp_micros())
+                    .execute(s.pool())
+                    .await?;
+            }
+        }
         const SQL: &str = "DELETE FROM quarantined_deliveries WHERE received_at < $1";
         Ok(match self {
             Store::Postgres(s) => sqlx::query(SQL)

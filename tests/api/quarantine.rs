@@ -253,10 +253,18 @@ fn quarantine_works_on_sqlite() {
             &Default::default(),
             b"0123456789abcdef0123456789abcdef",
         );
+        let indexer = imggo_receiver::subjects::SubjectIndexer::new(
+            imggo_receiver::subjects::SubjectFields::new(
+                &test_settings().subjects,
+                &Default::default(),
+            ),
+            imggo_receiver::subjects::SubjectKey::new(b"0123456789abcdef0123456789abcdef"),
+        );
         let row = imggo_receiver::quarantine::seal(
             &stale_body("sqlite-late"),
             "stale_timestamp",
             "req-sqlite",
+            &indexer,
             &redactor,
             &test_ring(KEY_A),
         )
@@ -277,4 +285,63 @@ fn quarantine_works_on_sqlite() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "received");
     let out = run(command(dir.path(), &env), &["show", "sqlite-late"]);
     assert!(out.status.success());
+}
+
+#[tokio::test]
+async fn erasure_reaches_quarantined_deliveries_and_rejected_reads_are_audited() {
+    let app = spawn_app().await;
+    // Refused (no job_id), about alice: kept in quarantine, indexed.
+    let body =
+        json!({"event":"job.succeeded","manifest":{"customer":{"email":"alice@example.com"}}})
+            .to_string()
+            .into_bytes();
+    assert_eq!(
+        post_with_id(&app, &body, Some(prod_signature(&body)), "q-alice").await,
+        422
+    );
+    let other = json!({"event":"job.succeeded","manifest":{"email":"bob@example.com"}})
+        .to_string()
+        .into_bytes();
+    assert_eq!(
+        post_with_id(&app, &other, Some(prod_signature(&other)), "q-bob").await,
+        422
+    );
+    let list = listed(&app);
+    assert_eq!(list.len(), 2);
+    let shown = rejected(&app, &["show", &list[1]["id"].to_string()], &[]);
+    assert!(shown.status.success());
+
+    let forget = {
+        let mut env: Vec<(String, String)> = secret_env(&app.db.url).into_iter().collect();
+        env.push(("IMGGO__API__BIND".into(), String::new()));
+        let dir = tempfile::tempdir().unwrap();
+        run(command(dir.path(), &env), &["forget", "Alice@Example.com"])
+    };
+    assert!(
+        forget.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forget.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&forget.stdout).trim(),
+        "deleted 1 event(s)"
+    );
+    let left = listed(&app);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["request_id"], "q-bob");
+
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(actions.contains(&"rejected.read".to_owned()), "{actions:?}");
+    assert!(actions.contains(&"erasure".to_owned()), "{actions:?}");
+    let dump: Vec<String> = sqlx::query_scalar("SELECT row_to_json(a)::text FROM audit_log a")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        dump.iter().all(|r| !r.to_lowercase().contains("alice")),
+        "{dump:?}"
+    );
 }

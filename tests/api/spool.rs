@@ -229,3 +229,62 @@ async fn a_spool_left_by_kill_9_drains_at_the_next_start() {
     let (status, _) = server.terminate();
     assert!(status.success());
 }
+
+/// An erasure while Postgres is away (made on any replica) reaches what a
+/// spool holds: the drainer drops that subject's spooled deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_spooled_before_an_erasure_never_reach_postgres() {
+    let proxy = Proxy::start(upstream_addr()).await;
+    let proxy_addr = proxy.addr;
+    let app = spawn_app_with(|o| {
+        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
+    })
+    .await;
+    proxy.set_up(false);
+    let about = |job: &str, email: &str| {
+        serde_json::json!({"event":"job.succeeded","job_id":job,
+            "manifest":{"customer":{"email":email}}})
+        .to_string()
+        .into_bytes()
+    };
+    assert_eq!(
+        app.post_signed(about("spooled-alice", "alice@example.com"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.post_signed(about("spooled-bob", "bob@example.com"))
+            .await
+            .status(),
+        200
+    );
+
+    // The erasure commits in Postgres directly (another replica, or the CLI).
+    let store = imggo_receiver::store::Store::Postgres(imggo_receiver::store::PgStore::from_pool(
+        app.db.pool.clone(),
+    ));
+    let key = imggo_receiver::subjects::SubjectKey::new(&base64_decode(HASH_KEY));
+    let subject = key.hash("alice@example.com").unwrap();
+    let entry = imggo_receiver::audit::AuditEntry::new(
+        imggo_receiver::audit::Actor::Cli,
+        imggo_receiver::audit::Action::Erasure,
+        Some(subject.to_hex()),
+    );
+    store.forget_subject(&subject, &entry).await.unwrap();
+
+    proxy.set_up(true);
+    until_stored(&app.db, &BTreeSet::from(["spooled-bob".to_owned()])).await;
+    eventually("the spool emptied", || async {
+        (spool_rows(&app.dir.path().join("spool.db")).await == 0).then_some(())
+    })
+    .await;
+    assert!(app.events("spooled-alice").await.is_empty());
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
