@@ -399,20 +399,8 @@ impl Settings {
 /// Accepts a TOML list or one comma-separated string (what an environment
 /// variable can carry). Bare addresses become host networks (/32, /128).
 fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        String(String),
-    }
-    let items = match ListOrString::deserialize(d)? {
-        ListOrString::List(v) => v,
-        ListOrString::String(s) => s.split(',').map(str::to_owned).collect(),
-    };
-    items
+    string_list(d)?
         .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
         .map(|s| parse_network(s).map_err(serde::de::Error::custom))
         .collect()
 }
