@@ -30,14 +30,8 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Store, StoreError};
-
-/// A place in the feed: rows strictly after it come next.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Position {
-    /// Postgres: the writing transaction's xid8; SQLite: 0.
-    pub tx: i64,
-    pub id: i64,
-}
+// The positions are the store's (its queries produce them); named here too.
+pub use crate::store::feed::{FeedHead, Position};
 
 /// Which cursor form a store speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,16 +93,6 @@ pub fn decode(form: CursorForm, cursor: &str) -> Option<Position> {
         },
     };
     parts.next().is_none().then_some(pos)
-}
-
-/// What the watcher last saw.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct FeedHead {
-    /// The newest position a page may return now (zero when empty).
-    pub position: Position,
-    /// Seconds the oldest committed row not yet readable has waited (0
-    /// when none is held back).
-    pub lag_seconds: f64,
 }
 
 /// The shared side of the watcher: waiting requests subscribe here.

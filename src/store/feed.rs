@@ -20,7 +20,24 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{PgStore, Store, StoreError, StoredEvent};
-use crate::feed::{FeedHead, Position};
+
+/// A place in the feed: rows strictly after it come next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Postgres: the writing transaction's xid8; SQLite: 0.
+    pub tx: i64,
+    pub id: i64,
+}
+
+/// What the watcher last saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FeedHead {
+    /// The newest position a page may return now (zero when empty).
+    pub position: Position,
+    /// Seconds the oldest committed row not yet readable has waited (0
+    /// when none is held back).
+    pub lag_seconds: f64,
+}
 
 /// The Postgres channel the insert trigger notifies.
 pub const CHANNEL: &str = "imggo_events";
