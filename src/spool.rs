@@ -234,10 +234,10 @@ impl Spool {
         }
     }
 
-    /// Moves every spooled row into `store`, oldest first, a batch per
-    /// transaction on each side. The spool's work for the next batch (read
-    /// it, forget the last one) runs while Postgres commits this one, so a
-    /// backlog drains at the pace of Postgres' commits.
+    /// Moves every spooled row into `store`, oldest first, each batch in two
+    /// concurrent Postgres transactions. The spool's work for the next batch
+    /// (read it, forget the last one) runs while Postgres commits this one,
+    /// so a backlog drains at the pace of Postgres' commits.
     async fn drain_once(&self, store: &Store) -> Result<(), DrainError> {
         let mut batch = self.read_after(0).await?;
         // Committed in Postgres, not yet deleted from the spool.
@@ -267,8 +267,18 @@ impl Spool {
                 }
                 self.read_after(last).await
             };
-            let (inserted, next) = tokio::join!(store.insert_batch(&refs), spool_side);
-            inserted.map_err(DrainError::Database)?;
+            // Two transactions at once, on two connections: one commits
+            // while Postgres works on the other. Both must commit before the
+            // spool forgets either half (a crash between re-sends them;
+            // Postgres answers duplicate).
+            let (older, newer) = refs.split_at(refs.len() / 2);
+            let (first, second, next) = tokio::join!(
+                store.insert_batch(older),
+                store.insert_batch(newer),
+                spool_side
+            );
+            first.map_err(DrainError::Database)?;
+            second.map_err(DrainError::Database)?;
             // Only once Postgres committed it may the spool forget it.
             committed = Some(batch);
             batch = next?;
