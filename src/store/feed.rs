@@ -215,10 +215,15 @@ pub async fn listen_for_commits(pg: PgStore, wake: Arc<Notify>, shutdown: Cancel
     let own = pg.own_pool(1);
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        let mut listener = match PgListener::connect_with(own.pool()).await {
+        let connected = async {
+            let mut listener = PgListener::connect_with(own.pool()).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match connected.await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, "feed listener cannot connect; retrying");
+                tracing::warn!(error = %e, "feed listener cannot LISTEN; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = shutdown.cancelled() => break,
@@ -227,15 +232,6 @@ pub async fn listen_for_commits(pg: PgStore, wake: Arc<Notify>, shutdown: Cancel
                 continue;
             }
         };
-        if let Err(e) = listener.listen(CHANNEL).await {
-            tracing::warn!(error = %e, "feed listener cannot LISTEN; retrying");
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = shutdown.cancelled() => break,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            continue;
-        }
         backoff = Duration::from_millis(100);
         // Connected: whatever committed before now is read by the next refresh.
         wake.notify_one();
