@@ -89,7 +89,11 @@ impl Server {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let status = self.child.wait().unwrap();
-        self.seen.extend(self.lines.try_iter());
+        // The reader thread may still hold lines the child wrote before it
+        // exited; the channel closes when that thread reaches EOF.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push(line);
+        }
         (status, self.seen.join("\n"))
     }
 }
