@@ -9,7 +9,7 @@
 use chrono::Utc;
 
 use crate::crypto::{KeyRing, SealError};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::json::Json;
 use crate::redact::Redactor;
 use crate::store::quarantine::NewQuarantined;
@@ -23,6 +23,18 @@ pub fn reason(error: &AppError) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// A reason as read back (from the spool), when it is one of ours.
+pub fn known_reason(text: &str) -> Option<&'static str> {
+    [
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidPayload,
+        ErrorCode::StaleTimestamp,
+    ]
+    .into_iter()
+    .map(ErrorCode::as_str)
+    .find(|reason| *reason == text)
 }
 
 /// Indexes (for erasure, before redaction), redacts and seals a refused

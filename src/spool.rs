@@ -16,6 +16,9 @@
 //!   Postgres answers duplicate), keeping `received_at`. A spool left by a
 //!   crash drains at the next start.
 //! - `spool.max_bytes` bounds it: past it, deliveries get 503 as before.
+//! - Quarantine rows (signed deliveries refused by validation) that
+//!   Postgres cannot take are kept here too, and moved into the quarantine
+//!   after the deliveries.
 //!
 //! What it does not protect against: the loss of this replica's disk (mount
 //! a volume), or a replica that never starts again (its spool waits for it).
@@ -26,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -37,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crypto::{KeyId, Sealed};
 use crate::event::{Envelope, InsertOutcome, NewEvent};
+use crate::store::quarantine::NewQuarantined;
 use crate::store::{Store, StoreError};
 use crate::subjects::SubjectHash;
 
@@ -67,6 +71,24 @@ CREATE TABLE IF NOT EXISTS spooled_events (
     subjects    BLOB    NOT NULL DEFAULT x'',
     UNIQUE (job_id, event)
 )";
+
+/// Quarantine rows (refused signed deliveries) that Postgres could not
+/// take: kept here as the deliveries are, and moved after them.
+const QUARANTINE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS spooled_quarantine (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    reason      TEXT    NOT NULL,
+    request_id  TEXT    NOT NULL,
+    bytes       INTEGER NOT NULL,
+    seal_id     TEXT    NOT NULL UNIQUE,
+    key_id      TEXT    NOT NULL,
+    nonce       BLOB    NOT NULL,
+    ciphertext  BLOB    NOT NULL,
+    subjects    BLOB    NOT NULL DEFAULT x''
+)";
+/// Quarantine rows moved into Postgres per pass (each its own transaction).
+const QUARANTINE_DRAIN_BATCH: i64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -140,9 +162,12 @@ impl Spool {
             .await
             .with_context(|| format!("cannot open the spool {}", path.display()))?;
         sqlx::query(SCHEMA).execute(&pool).await?;
+        sqlx::query(QUARANTINE_SCHEMA).execute(&pool).await?;
         let row = sqlx::query(
-            "SELECT count(*), coalesce(sum(length(ciphertext) + length(job_id) + length(event)), 0) \
-             FROM spooled_events",
+            "SELECT count(*), coalesce(sum(size), 0) FROM ( \
+               SELECT length(ciphertext) + length(job_id) + length(event) AS size FROM spooled_events \
+               UNION ALL \
+               SELECT length(ciphertext) + length(request_id) + length(reason) FROM spooled_quarantine)",
         )
         .fetch_one(&pool)
         .await?;
@@ -184,7 +209,7 @@ impl Spool {
         self.shared.wake.notify_one();
     }
 
-    /// Rows waiting to be drained.
+    /// Rows waiting to be drained (deliveries and quarantine rows).
     pub fn depth(&self) -> u64 {
         self.shared.depth.load(Ordering::Relaxed)
     }
@@ -208,11 +233,55 @@ impl Spool {
         answer.await.unwrap_or(Err(SpoolError::Stopped))
     }
 
+    /// Keeps a refused delivery's quarantine row (CONTRACT §10) until
+    /// Postgres can take it, committed durably before returning. Refused
+    /// when the spool is full.
+    pub async fn keep_quarantined(&self, row: &NewQuarantined) -> Result<(), SpoolError> {
+        let size = quarantined_size(row);
+        if self.shared.bytes.load(Ordering::Relaxed) + size > self.shared.max_bytes {
+            self.shared.full.store(true, Ordering::Relaxed);
+            return Err(SpoolError::Full);
+        }
+        sqlx::query(
+            "INSERT INTO spooled_quarantine \
+               (received_at, reason, request_id, bytes, seal_id, key_id, nonce, ciphertext, subjects) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(row.received_at.timestamp_micros())
+        .bind(row.reason)
+        .bind(&row.request_id)
+        .bind(i64::try_from(row.bytes).unwrap_or(i64::MAX))
+        .bind(&row.seal_id)
+        .bind(row.sealed.key_id.as_str())
+        .bind(&row.sealed.nonce)
+        .bind(&row.sealed.ciphertext)
+        .bind(subject_bytes(&row.subjects))
+        .execute(&self.shared.pool)
+        .await
+        .map_err(SpoolError::Failed)?;
+        self.shared.depth.fetch_add(1, Ordering::Relaxed);
+        self.shared.bytes.fetch_add(size, Ordering::Relaxed);
+        self.shared.publish_depth();
+        metrics::counter!(crate::metrics::SPOOLED).increment(1);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
     /// Moves spooled rows into `store` until `shutdown`: whenever rows
     /// arrive, and every [`RETRY_INTERVAL`] while Postgres is unreachable.
-    pub async fn drain_into(self, store: Store, shutdown: CancellationToken) {
+    /// Quarantine rows go in capped at `quarantine_max_rows`.
+    pub async fn drain_into(
+        self,
+        store: Store,
+        quarantine_max_rows: u32,
+        shutdown: CancellationToken,
+    ) {
         loop {
-            match self.drain_once(&store).await {
+            let drained = async {
+                self.drain_once(&store).await?;
+                self.drain_quarantined(&store, quarantine_max_rows).await
+            };
+            match drained.await {
                 Ok(()) => {
                     self.shared.database_down.store(false, Ordering::Relaxed);
                     // Wait for rows (or a missed wake-up) before looking again.
@@ -255,11 +324,7 @@ impl Spool {
             let refs: Vec<&NewEvent> = batch
                 .events
                 .iter()
-                .filter(|e| {
-                    !e.subjects
-                        .iter()
-                        .any(|s| erased.get(s).is_some_and(|at| *at >= e.received_at))
-                })
+                .filter(|e| !is_erased(&erased, e.received_at, &e.subjects))
                 .collect();
             let spool_side = async {
                 if let Some(done) = committed.take() {
@@ -286,24 +351,67 @@ impl Spool {
     }
 
     /// The subjects of `batch` erased since its oldest delivery was received.
-    async fn erased_in(
-        &self,
-        store: &Store,
-        batch: &Batch,
-    ) -> Result<std::collections::HashMap<SubjectHash, chrono::DateTime<chrono::Utc>>, DrainError>
-    {
-        let subjects: Vec<SubjectHash> = batch
-            .events
-            .iter()
-            .flat_map(|e| e.subjects.iter().copied())
-            .collect();
-        let Some(oldest) = batch.events.iter().map(|e| e.received_at).min() else {
-            return Ok(Default::default());
-        };
-        store
-            .erased_since(&subjects, oldest)
+    async fn erased_in(&self, store: &Store, batch: &Batch) -> Result<Erased, DrainError> {
+        erased_among(
+            store,
+            batch.events.iter().map(|e| (e.received_at, &e.subjects)),
+        )
+        .await
+    }
+
+    /// Moves every spooled quarantine row into `store`, oldest first, each
+    /// in its own transaction and forgotten only once committed (a crash
+    /// in between moves it again; its `seal_id` keeps it once). A row whose
+    /// subject was erased after it arrived is dropped.
+    async fn drain_quarantined(&self, store: &Store, max_rows: u32) -> Result<(), DrainError> {
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, received_at, reason, request_id, bytes, seal_id, key_id, nonce, ciphertext, subjects \
+                 FROM spooled_quarantine ORDER BY seq LIMIT ?",
+            )
+            .bind(QUARANTINE_DRAIN_BATCH)
+            .fetch_all(&self.shared.pool)
             .await
-            .map_err(DrainError::Database)
+            .map_err(DrainError::Spool)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let rows = rows
+                .iter()
+                .map(|r| Ok((r.try_get::<i64, _>("seq")?, spooled_quarantined(r)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(DrainError::Spool)?;
+            let erased = erased_among(
+                store,
+                rows.iter().map(|(_, q)| (q.received_at, &q.subjects)),
+            )
+            .await?;
+            for (seq, row) in &rows {
+                if !is_erased(&erased, row.received_at, &row.subjects) {
+                    store
+                        .quarantine(row, max_rows)
+                        .await
+                        .map_err(DrainError::Database)?;
+                }
+                sqlx::query("DELETE FROM spooled_quarantine WHERE seq = ?")
+                    .bind(seq)
+                    .execute(&self.shared.pool)
+                    .await
+                    .map_err(DrainError::Spool)?;
+                self.shared.depth.fetch_sub(1, Ordering::Relaxed);
+                self.shared
+                    .bytes
+                    .fetch_sub(quarantined_size(row), Ordering::Relaxed);
+                self.shared.full.store(false, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::SPOOL_DRAINED).increment(1);
+            }
+            self.shared.publish_depth();
+            tracing::info!(
+                rows = rows.len(),
+                left = self.depth(),
+                "spooled quarantine rows moved into Postgres"
+            );
+        }
     }
 
     /// Up to [`DRAIN_BATCH`] spooled rows after `seq`, oldest first.
@@ -356,6 +464,37 @@ impl Spool {
         );
         Ok(())
     }
+}
+
+/// When each erased subject among some spooled rows was erased.
+type Erased = std::collections::HashMap<SubjectHash, DateTime<Utc>>;
+
+/// The subjects among `rows` (received at, subjects) erased since the
+/// oldest of them was received.
+async fn erased_among<'a>(
+    store: &Store,
+    rows: impl Iterator<Item = (DateTime<Utc>, &'a Vec<SubjectHash>)>,
+) -> Result<Erased, DrainError> {
+    let mut subjects = Vec::new();
+    let mut oldest: Option<DateTime<Utc>> = None;
+    for (received_at, of_row) in rows {
+        subjects.extend(of_row.iter().copied());
+        oldest = Some(oldest.map_or(received_at, |o| o.min(received_at)));
+    }
+    let Some(oldest) = oldest else {
+        return Ok(Erased::default());
+    };
+    store
+        .erased_since(&subjects, oldest)
+        .await
+        .map_err(DrainError::Database)
+}
+
+/// Whether a subject of a row received at `received_at` was erased after.
+fn is_erased(erased: &Erased, received_at: DateTime<Utc>, subjects: &[SubjectHash]) -> bool {
+    subjects
+        .iter()
+        .any(|s| erased.get(s).is_some_and(|at| *at >= received_at))
 }
 
 /// Spooled rows read for one drain transaction.
@@ -464,7 +603,7 @@ async fn insert(
         .bind(s.key_id.as_str())
         .bind(&s.nonce)
         .bind(&s.ciphertext)
-        .bind(job.event.subjects.iter().flat_map(|h| h.0).collect::<Vec<u8>>())
+        .bind(subject_bytes(&job.event.subjects))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -495,12 +634,47 @@ fn spooled_event(row: &sqlx::sqlite::SqliteRow) -> Result<NewEvent, sqlx::Error>
             ciphertext: row.try_get("ciphertext")?,
         },
         received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
-        subjects: row
-            .try_get::<Vec<u8>, _>("subjects")?
-            .chunks_exact(32)
-            .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(SubjectHash))
-            .collect(),
+        subjects: subjects_of(row)?,
     })
+}
+
+fn spooled_quarantined(row: &sqlx::sqlite::SqliteRow) -> Result<NewQuarantined, sqlx::Error> {
+    let key_id: String = row.try_get("key_id")?;
+    let reason: String = row.try_get("reason")?;
+    let micros: i64 = row.try_get("received_at")?;
+    Ok(NewQuarantined {
+        received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
+        reason: crate::quarantine::known_reason(&reason).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown quarantine reason {reason:?}").into())
+        })?,
+        request_id: row.try_get("request_id")?,
+        bytes: row.try_get::<i64, _>("bytes")?.unsigned_abs(),
+        seal_id: row.try_get("seal_id")?,
+        sealed: Sealed {
+            key_id: KeyId::new(&key_id).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            nonce: row.try_get("nonce")?,
+            ciphertext: row.try_get("ciphertext")?,
+        },
+        subjects: subjects_of(row)?,
+    })
+}
+
+/// Subject hashes as stored: 32 bytes each, back to back.
+fn subject_bytes(subjects: &[SubjectHash]) -> Vec<u8> {
+    subjects.iter().flat_map(|h| h.0).collect()
+}
+
+fn subjects_of(row: &sqlx::sqlite::SqliteRow) -> Result<Vec<SubjectHash>, sqlx::Error> {
+    Ok(row
+        .try_get::<Vec<u8>, _>("subjects")?
+        .chunks_exact(32)
+        .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(SubjectHash))
+        .collect())
+}
+
+/// What a quarantine row is counted as against `spool.max_bytes`.
+fn quarantined_size(row: &NewQuarantined) -> u64 {
+    (row.sealed.ciphertext.len() + row.request_id.len() + row.reason.len()) as u64 + ROW_OVERHEAD
 }
 
 /// What a row is counted as against `spool.max_bytes`.

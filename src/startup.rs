@@ -215,11 +215,10 @@ impl Application {
             retention::FIRST_PASS_DELAY.min(state.settings.retention.purge_interval),
             shutdown.clone(),
         ));
-        let drainer = state
-            .ingest
-            .spool
-            .clone()
-            .map(|spool| tokio::spawn(spool.drain_into(store.clone(), shutdown.clone())));
+        let quarantine_max_rows = state.settings.quarantine.max_rows;
+        let drainer = state.ingest.spool.clone().map(|spool| {
+            tokio::spawn(spool.drain_into(store.clone(), quarantine_max_rows, shutdown.clone()))
+        });
         let public = http::PublicService::per_connection(state);
         http::server::serve(listener, public, shutdown, opts)
             .instrument(tracing::info_span!("serve", listener = "public"))

@@ -8,7 +8,7 @@ CREATE TABLE quarantined_deliveries (
     reason      TEXT    NOT NULL,
     request_id  TEXT    NOT NULL,
     bytes       INTEGER NOT NULL,
-    seal_id     TEXT    NOT NULL,
+    seal_id     TEXT    NOT NULL UNIQUE,
     key_id      TEXT    NOT NULL,
     nonce       BLOB    NOT NULL,
     ciphertext  BLOB    NOT NULL

@@ -28,6 +28,7 @@ use crate::event::{Envelope, InsertOutcome};
 use crate::security::rate_limit::Admitted;
 use crate::security::{SignatureError, SIGNATURE_HEADER};
 use crate::spool::{Spool, SpoolError};
+use crate::store::quarantine::NewQuarantined;
 use crate::store::{NotCommitted, SubmitError};
 
 /// Serves one request for the webhook path, whatever its method.
@@ -218,14 +219,16 @@ async fn to_spool(spool: &Spool, row: NewEvent) -> Result<InsertOutcome, AppErro
 }
 
 /// Keeps a genuine delivery refused by validation in quarantine
-/// (CONTRACT §10). It keeps its 4xx either way: a quarantine that cannot be
-/// written is logged with the request id (never silently dropped).
+/// (CONTRACT §10): in the database, or in the spool while it is active or
+/// when the database cannot take it. It keeps its 4xx either way: a
+/// quarantine row that neither can keep is logged with the request id
+/// (never silently dropped).
 async fn quarantine(state: &AppState, body: &[u8], error: &AppError, request_id: &str) {
     let Some(reason) = crate::quarantine::reason(error) else {
         return;
     };
     let ingest = &state.ingest;
-    let kept = match crate::quarantine::seal(
+    let row = match crate::quarantine::seal(
         body,
         reason,
         request_id,
@@ -233,28 +236,66 @@ async fn quarantine(state: &AppState, body: &[u8], error: &AppError, request_id:
         &ingest.redactor,
         &ingest.keys,
     ) {
-        Ok(row) => state
+        Ok(row) => row,
+        Err(error) => {
+            metrics::counter!(crate::metrics::SEAL_FAILURES).increment(1);
+            return tracing::error!(
+                %error, reason, request_id,
+                "a genuine delivery was refused and could not be sealed for quarantine"
+            );
+        }
+    };
+    let spool = ingest.spool.as_ref();
+    let kept = match spool.filter(|s| s.is_active()) {
+        // A database found down is not waited on again.
+        Some(spool) => spool_quarantined(spool, &row).await,
+        None => match state
             .store
             .quarantine(&row, state.settings.quarantine.max_rows)
             .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        {
+            Ok(id) => Ok(Some(id)),
+            Err(error) => match spool {
+                Some(spool) => {
+                    tracing::warn!(%error, request_id, "quarantine row goes to the spool");
+                    spool.database_failed();
+                    spool_quarantined(spool, &row).await
+                }
+                None => Err(error.to_string()),
+            },
+        },
     };
     match kept {
         Ok(id) => {
             metrics::counter!(crate::metrics::QUARANTINED, "reason" => reason).increment(1);
-            tracing::info!(
-                id,
-                reason,
-                request_id,
-                "refused delivery kept in quarantine"
-            );
+            match id {
+                Some(id) => tracing::info!(
+                    id,
+                    reason,
+                    request_id,
+                    "refused delivery kept in quarantine"
+                ),
+                None => tracing::info!(
+                    reason,
+                    request_id,
+                    "refused delivery kept in the spool, for quarantine once Postgres answers"
+                ),
+            }
         }
         Err(error) => tracing::error!(
             %error, reason, request_id,
             "a genuine delivery was refused and could not be kept in quarantine"
         ),
     }
+}
+
+/// A quarantine row kept in the spool until Postgres takes it (no id yet).
+async fn spool_quarantined(spool: &Spool, row: &NewQuarantined) -> Result<Option<i64>, String> {
+    spool
+        .keep_quarantined(row)
+        .await
+        .map(|()| None)
+        .map_err(|e| e.to_string())
 }
 
 /// Reads the body once, refusing it as soon as it passes `limit` (declared

@@ -50,11 +50,13 @@ const COLUMNS: &str =
 
 impl Store {
     /// Keeps a refused delivery, then drops the oldest beyond `max_rows`,
-    /// in one transaction. Returns its id.
+    /// in one transaction. Returns its id. A row already kept under the
+    /// same `seal_id` (moved from the spool twice) is kept once.
     pub async fn quarantine(&self, row: &NewQuarantined, max_rows: u32) -> Result<i64, StoreError> {
         const INSERT: &str = "INSERT INTO quarantined_deliveries \
              (received_at, reason, request_id, bytes, seal_id, key_id, nonce, ciphertext) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (seal_id) DO NOTHING RETURNING id";
+        const KEPT: &str = "SELECT id FROM quarantined_deliveries WHERE seal_id = $1";
         const SUBJECT: &str = "INSERT INTO quarantine_subjects (subject, quarantine_id) \
              VALUES ($1, $2) ON CONFLICT DO NOTHING";
         const TRIM: &str = "DELETE FROM quarantined_deliveries WHERE id <= \
@@ -63,7 +65,7 @@ impl Store {
         macro_rules! insert {
             ($pool:expr, $received_at:expr) => {{
                 let mut tx = $pool.begin().await?;
-                let id: i64 = sqlx::query_scalar(INSERT)
+                let inserted: Option<i64> = sqlx::query_scalar(INSERT)
                     .bind($received_at)
                     .bind(row.reason)
                     .bind(&row.request_id)
@@ -72,8 +74,16 @@ impl Store {
                     .bind(row.sealed.key_id.as_str())
                     .bind(&row.sealed.nonce)
                     .bind(&row.sealed.ciphertext)
-                    .fetch_one(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                let Some(id) = inserted else {
+                    let id: i64 = sqlx::query_scalar(KEPT)
+                        .bind(&row.seal_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(id);
+                };
                 for subject in &row.subjects {
                     sqlx::query(SUBJECT)
                         .bind(subject.as_bytes())

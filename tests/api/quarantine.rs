@@ -345,3 +345,94 @@ async fn erasure_reaches_quarantined_deliveries_and_rejected_reads_are_audited()
         "{dump:?}"
     );
 }
+
+/// Rows the spool holds for the quarantine, straight from its file.
+async fn spooled_quarantine_rows(path: &std::path::Path) -> i64 {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let n = sqlx::query_scalar("SELECT count(*) FROM spooled_quarantine")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// A signed delivery refused while Postgres is unreachable is not lost: its
+/// quarantine row is spooled (sealed, redacted) and moved into Postgres
+/// when it answers again, with its reason, request id and received time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_while_postgres_is_down_reach_the_quarantine_through_the_spool() {
+    let proxy = Proxy::start(upstream_addr()).await;
+    let proxy_addr = proxy.addr;
+    let app = spawn_app_with(|o| {
+        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
+    })
+    .await;
+    proxy.set_up(false);
+    let before = chrono::Utc::now();
+    let stale = stale_body("stale-while-down");
+    let broken = b"{\"job_id\":\"j-1\",\"card\":\"4111 1111 1111 1111\",".to_vec();
+    // The first finds Postgres down; the second finds the spool active.
+    for (body, id) in [(&stale, "down-0"), (&broken, "down-1")] {
+        let got = post_with_id(&app, body, Some(prod_signature(body)), id).await;
+        assert_eq!(got, 400, "{id} keeps its refusal");
+    }
+    let spool_path = app.dir.path().join("spool.db");
+    assert_eq!(spooled_quarantine_rows(&spool_path).await, 2);
+    let mut on_disk = std::fs::read(&spool_path).unwrap();
+    if let Ok(wal) = std::fs::read(app.dir.path().join("spool.db-wal")) {
+        on_disk.extend(wal);
+    }
+    for plain in [&b"4111 1111"[..], b"stale-while-down", b"manifest"] {
+        assert!(
+            !on_disk.windows(plain.len()).any(|w| w == plain),
+            "the spool holds plaintext {}",
+            String::from_utf8_lossy(plain)
+        );
+    }
+
+    proxy.set_up(true);
+    eventually("the spooled refusals in quarantine", || async {
+        (spooled_quarantine_rows(&spool_path).await == 0).then_some(())
+    })
+    .await;
+    let list = listed(&app);
+    assert_eq!(list.len(), 2, "each kept once: {list:?}");
+    let reasons: Vec<(&str, &str)> = list
+        .iter()
+        .map(|e| {
+            (
+                e["request_id"].as_str().unwrap(),
+                e["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [("down-0", "stale_timestamp"), ("down-1", "invalid_json")]
+    );
+    let received: chrono::DateTime<chrono::Utc> =
+        list[0]["received_at"].as_str().unwrap().parse().unwrap();
+    assert!(received >= before - chrono::Duration::seconds(1));
+    let shown = rejected(&app, &["show", &list[0]["id"].to_string()], &[]);
+    assert_eq!(shown.stdout.trim_ascii_end(), stale.as_slice());
+    let shown = rejected(&app, &["show", &list[1]["id"].to_string()], &[]);
+    let text = String::from_utf8(shown.stdout).unwrap();
+    assert!(!text.contains("4111 1111 1111 1111"), "{text}");
+    assert!(text.contains("\"job_id\":\"j-1\""), "{text}");
+
+    // The refused stale delivery replays into an event once Postgres is back.
+    let out = rejected(
+        &app,
+        &["replay", &list[0]["id"].to_string(), "--ignore-timestamp"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.events("stale-while-down").await.len(), 1);
+}

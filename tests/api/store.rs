@@ -67,6 +67,31 @@ async fn insert_is_idempotent_per_job_and_event() {
     }
 }
 
+/// The spool's drainer may move a quarantine row twice (a crash between
+/// Postgres' commit and the spool's trim): it is kept once, same id.
+#[tokio::test]
+async fn a_quarantine_row_kept_twice_is_stored_once() {
+    for (store, _keep) in each_store().await {
+        let name = crate::helpers::backend_name(&store);
+        let sealed = sealed_event("q").sealed;
+        let row = |seal_id: &str| imggo_receiver::store::quarantine::NewQuarantined {
+            received_at: chrono::Utc::now(),
+            reason: "invalid_json",
+            request_id: "req-q".into(),
+            bytes: 3,
+            seal_id: seal_id.into(),
+            sealed: sealed.clone(),
+            subjects: Vec::new(),
+        };
+        let first = store.quarantine(&row("seal-1"), 10).await.unwrap();
+        let again = store.quarantine(&row("seal-1"), 10).await.unwrap();
+        assert_eq!(first, again, "{name}");
+        let other = store.quarantine(&row("seal-2"), 10).await.unwrap();
+        assert_ne!(first, other, "{name}");
+        assert_eq!(store.quarantined().await.unwrap().len(), 2, "{name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_insert_once() {
     for (store, _keep) in each_store().await {
