@@ -239,21 +239,29 @@ async fn long_poll_wakes_within_100ms_of_a_commit() {
     let dir = tempfile::tempdir().unwrap();
     let lite = app_on(Some(dir.path())).await;
     let token = make_token(&lite.store, "reader", "events:read").await;
-    let latency = wake_latency(&lite, &token).await;
-    assert!(latency < Duration::from_millis(100), "sqlite: {latency:?}");
+    let best = best_wake_latency(&lite, &token).await;
+    assert!(best < Duration::from_millis(100), "sqlite: {best:?}");
     // Postgres: NOTIFY at commit wakes the replica's one listener. Other
     // tests' CREATE DATABASE can hold the cluster's horizon for a moment
-    // (a delay, documented), so the best of five attempts must make it.
+    // (a delay, documented).
     let pg = spawn_app().await;
     let token = make_token(&pg.store, "reader", "events:read").await;
+    let best = best_wake_latency(&pg, &token).await;
+    assert!(best < Duration::from_millis(100), "postgres: {best:?}");
+}
+
+/// The best of up to five wake-ups: a waiter woken by the commit makes it
+/// in one try on a quiet machine; one woken by a poll never does, while a
+/// CI machine busy with other tests can delay any single try.
+async fn best_wake_latency(app: &TestApp, token: &str) -> Duration {
     let mut best = Duration::MAX;
     for _ in 0..5 {
-        best = best.min(wake_latency(&pg, &token).await);
+        best = best.min(wake_latency(app, token).await);
         if best < Duration::from_millis(100) {
             break;
         }
     }
-    assert!(best < Duration::from_millis(100), "postgres: {best:?}");
+    best
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
