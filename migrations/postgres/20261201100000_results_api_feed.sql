@@ -58,3 +58,13 @@ CREATE TABLE audit_log (
     request_id TEXT
 );
 CREATE INDEX audit_log_at_idx ON audit_log (at);
+-- The database holds the service to it: no UPDATE, no TRUNCATE.
+CREATE FUNCTION audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit records are never changed (%)', TG_OP;
+END
+$$;
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_is_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_is_append_only();

@@ -37,3 +37,8 @@ CREATE TABLE audit_log (
     request_id TEXT
 );
 CREATE INDEX audit_log_at_idx ON audit_log (at);
+-- The database holds the service to it: no UPDATE.
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are never changed (UPDATE)');
+END;

@@ -67,6 +67,41 @@ async fn insert_is_idempotent_per_job_and_event() {
     }
 }
 
+/// The audit trail is append-only in the database itself: an UPDATE (or,
+/// on Postgres, a TRUNCATE) is refused; retention's DELETE still works.
+#[tokio::test]
+async fn the_database_refuses_to_change_audit_records() {
+    for (store, _keep) in each_store().await {
+        let name = crate::helpers::backend_name(&store);
+        let entry = imggo_receiver::audit::AuditEntry::new(
+            imggo_receiver::audit::Actor::Cli,
+            imggo_receiver::audit::Action::Erasure,
+            Some("target".into()),
+        );
+        store.append_audit(&entry).await.unwrap();
+        const UPDATE: &str = "UPDATE audit_log SET target = 'rewritten'";
+        let refused = match &store {
+            Store::Postgres(s) => {
+                sqlx::query(UPDATE).execute(s.pool()).await.is_err()
+                    && sqlx::query("TRUNCATE audit_log")
+                        .execute(s.pool())
+                        .await
+                        .is_err()
+            }
+            Store::Sqlite(s) => sqlx::query(UPDATE).execute(s.pool()).await.is_err(),
+        };
+        assert!(refused, "{name}: an audit record was changed");
+        let records = store.audit_since(0).await.unwrap();
+        assert_eq!(records.len(), 1, "{name}");
+        assert_eq!(records[0].target.as_deref(), Some("target"), "{name}");
+        assert_eq!(
+            store.purge_audit(std::time::Duration::ZERO).await.unwrap(),
+            1,
+            "{name}"
+        );
+    }
+}
+
 /// The spool's drainer may move a quarantine row twice (a crash between
 /// Postgres' commit and the spool's trim): it is kept once, same id.
 #[tokio::test]
