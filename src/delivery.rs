@@ -20,24 +20,42 @@ use crate::error::AppError;
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 impl Envelope {
+    pub const EVENT_RULE: &'static str = "event must match ^[A-Za-z0-9_.-]{1,64}$";
+    pub const JOB_ID_RULE: &'static str = "job_id must match ^[A-Za-z0-9_.:-]{1,128}$";
+
+    /// Whether `text` can be a stored `event` (CONTRACT §2).
+    pub fn is_event(text: &str) -> bool {
+        valid_token(text, 64, b"_.-")
+    }
+
+    /// Whether `text` can be a stored `job_id` (CONTRACT §2).
+    pub fn is_job_id(text: &str) -> bool {
+        valid_token(text, 128, b"_.:-")
+    }
+
+    /// Whether `text` can be a stored `pattern_id`: at most 128 characters
+    /// and, as it becomes a plaintext column, no NUL (Postgres refuses it
+    /// in text) nor other control characters.
+    pub fn is_pattern_id(text: &str) -> bool {
+        text.chars().count() <= 128 && !text.chars().any(char::is_control)
+    }
+
     /// Reads and validates the envelope of a parsed body (an object).
     pub fn from_object(body: &Json<'_>) -> Result<Self, AppError> {
         let event = required_str(body, "event")?;
-        if !valid_token(event, 64, b"_.-") {
-            return Err(invalid("event must match ^[A-Za-z0-9_.-]{1,64}$"));
+        if !Self::is_event(event) {
+            return Err(invalid(Self::EVENT_RULE));
         }
         let job_id = required_str(body, "job_id")?;
-        if !valid_token(job_id, 128, b"_.:-") {
-            return Err(invalid("job_id must match ^[A-Za-z0-9_.:-]{1,128}$"));
+        if !Self::is_job_id(job_id) {
+            return Err(invalid(Self::JOB_ID_RULE));
         }
         let pattern_id = match body.get("pattern_id") {
             None | Some(Json::Null) => None,
             Some(Json::String(s)) if s.chars().count() > 128 => {
                 return Err(invalid("pattern_id must be at most 128 characters"))
             }
-            // It becomes a plaintext column: no NUL (Postgres refuses it in
-            // text) and no other control characters.
-            Some(Json::String(s)) if s.chars().any(char::is_control) => {
+            Some(Json::String(s)) if !Self::is_pattern_id(s) => {
                 return Err(invalid("pattern_id must not contain control characters"))
             }
             Some(Json::String(s)) => Some(s.to_string()),

@@ -108,14 +108,19 @@ impl From<sqlx::Error> for StoreError {
         let transient = match &e {
             E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::Protocol(_) => true,
             E::WorkerCrashed => true,
-            // Postgres: connection exceptions, shutdowns, resource limits,
-            // conflicts. SQLite: busy, locked, I/O, full, cannot open, read-only.
+            // Postgres: connection exceptions, refused logins, shutdowns,
+            // resource limits, conflicts. SQLite: busy, locked, I/O, full, cannot open, read-only.
             E::Database(db) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => db
                 .code()
                 .and_then(|c| c.parse::<i32>().ok())
                 .is_some_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14)),
+            // A running server whose login is refused (credentials being
+            // rotated, the role disabled) or whose database is gone is
+            // unavailable too: 503, and deliveries go to the spool.
             E::Database(db) => db.code().is_some_and(|c| {
                 c.starts_with("08")
+                    || c.starts_with("28")
+                    || c == "3D000"
                     || c.starts_with("53")
                     || c.starts_with("57P")
                     || c == "40001"

@@ -290,6 +290,11 @@ async fn bad_parameters_are_4xx_never_500() {
         ("wait=inf".into(), "invalid_parameter"),
         ("event=".into(), "invalid_parameter"),
         (format!("pattern_id={long}"), "invalid_parameter"),
+        // Postgres refuses a NUL in text: such a filter never reaches it.
+        ("event=a%00b".into(), "invalid_parameter"),
+        ("event=a%20b".into(), "invalid_parameter"),
+        ("pattern_id=a%00b".into(), "invalid_parameter"),
+        ("pattern_id=a%00b&wait=2".into(), "invalid_parameter"),
     ];
     for (query, code) in cases {
         let res = app.api_get(&format!("/v1/events?{query}"), &token).await;
@@ -336,6 +341,21 @@ async fn bad_parameters_are_4xx_never_500() {
     // A bad job id in the path (invalid UTF-8 escape).
     let res = app.api_get("/v1/jobs/%ff%fe", &token).await;
     assert!(res.status().is_client_error(), "{}", res.status());
+    // A job id no delivery can have (a NUL, a space): none stored.
+    for id in ["a%00b", "a%20b", &"j".repeat(129)] {
+        let res = app.api_get(&format!("/v1/jobs/{id}"), &token).await;
+        assert_eq!(res.status(), 404, "{id}");
+        assert_eq!(error_code(res).await, "not_found");
+        let res = app
+            .client
+            .delete(app.api(&format!("/v1/jobs/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{id}");
+        assert_eq!(res.json::<Value>().await.unwrap()["deleted"], 0);
+    }
     // Nothing was deleted by any of it.
     assert_eq!(app.rows().await, 1);
 }
@@ -484,4 +504,82 @@ fn results_api_settings_are_validated_by_key() {
         .is_none());
     let s = load("IMGGO__SUBJECTS__FIELDS", "member_no, email").unwrap();
     assert_eq!(s.subjects.fields, ["member_no", "email"]);
+}
+
+/// With the database unreachable, every route that needs it answers 503
+/// `unavailable` with `Retry-After`, never 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_503_with_retry_after_on_every_route() {
+    let proxy = Proxy::start(upstream_addr()).await;
+    let proxy_addr = proxy.addr;
+    let app = spawn_app_with(|o| {
+        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
+    })
+    .await;
+    let token = make_token(&app.store, "all", "events:read,events:delete").await;
+    proxy.set_up(false);
+    let requests = [
+        app.client.get(app.api("/v1/events")),
+        app.client.get(app.api("/v1/events?wait=1")),
+        app.client.get(app.api("/v1/jobs/j-1")),
+        app.client.delete(app.api("/v1/jobs/j-1")),
+        app.client
+            .post(app.api("/v1/erasure"))
+            .body(r#"{"value":"alice@example.com"}"#),
+    ];
+    for req in requests {
+        let res = req.bearer_auth(&token).send().await.unwrap();
+        let what = format!("{} {}", res.status(), res.url());
+        assert_eq!(res.status(), 503, "{what}");
+        assert!(res.headers().contains_key("retry-after"), "{what}");
+        assert_eq!(error_code(res).await, "unavailable", "{what}");
+    }
+    proxy.set_up(true);
+}
+
+/// A running replica whose database login is refused (the role disabled,
+/// credentials being rotated) is unavailable, not broken: 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_503_not_500() {
+    let role = format!("imggo_test_role_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url())
+        .await
+        .unwrap();
+    // Superuser: it needs no grants on the test database, and owns nothing.
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN SUPERUSER"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let as_role = role.clone();
+    let app = spawn_app_with(move |o| {
+        let url = o.env["DATABASE_URL"].replacen("postgres@", &format!("{as_role}@"), 1);
+        assert_ne!(
+            url, o.env["DATABASE_URL"],
+            "the test database URL names its user"
+        );
+        o.database_url = Some(url);
+    })
+    .await;
+    let token = make_token(&app.store, "reader", "events:read").await;
+    assert_eq!(app.api_get("/v1/events", &token).await.status(), 200);
+
+    sqlx::query(&format!("ALTER ROLE {role} NOLOGIN"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+        .bind(&role)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let res = app.api_get("/v1/jobs/j-1", &token).await;
+    let status = res.status();
+    assert_eq!(status, 503, "{}", res.text().await.unwrap());
+
+    app.shutdown.cancel();
+    drop(app);
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }

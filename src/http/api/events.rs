@@ -13,6 +13,7 @@ use super::render::{self, ApiEvent};
 use super::ApiState;
 use crate::audit::Action;
 use crate::error::AppError;
+use crate::event::Envelope;
 use crate::feed::{self, Position};
 use crate::store::FeedFilter;
 use crate::tokens::Scope;
@@ -22,8 +23,6 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 /// Longest `wait`, in seconds.
 const MAX_WAIT_SECS: f64 = 30.0;
-/// Longest `event` / `pattern_id` filter (stored values are shorter).
-const MAX_FILTER_LEN: usize = 256;
 
 /// A page of the feed.
 #[derive(ToSchema)]
@@ -187,17 +186,21 @@ fn parse_query(state: &ApiState, raw: &str) -> Result<FeedQuery, AppError> {
                     .saturating_sub(std::time::Duration::from_secs(1));
                 q.wait = std::time::Duration::from_secs_f64(secs).min(ceiling);
             }
-            field => {
-                if value.is_empty() || value.len() > MAX_FILTER_LEN {
-                    return Err(AppError::InvalidParameter(format!(
-                        "{field} must be 1 to {MAX_FILTER_LEN} bytes"
-                    )));
+            // A filter no stored event can match is a mistake, not an
+            // empty feed: the caller hears which rule it breaks.
+            "event" => {
+                if !Envelope::is_event(value) {
+                    return Err(AppError::InvalidParameter(Envelope::EVENT_RULE.into()));
                 }
-                if field == "event" {
-                    q.filter.event = Some(value.clone());
-                } else {
-                    q.filter.pattern_id = Some(value.clone());
+                q.filter.event = Some(value.clone());
+            }
+            _ => {
+                if value.is_empty() || !Envelope::is_pattern_id(value) {
+                    return Err(AppError::InvalidParameter(
+                        "pattern_id must be 1 to 128 characters, without control characters".into(),
+                    ));
                 }
+                q.filter.pattern_id = Some(value.clone());
             }
         }
     }
