@@ -169,7 +169,9 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
         eprintln!("no stored event for job {job_id}");
         return Ok(ExitCode::FAILURE);
     }
-    let mut out = std::io::stdout().lock();
+    // Every line is made (decrypted) and audited before the first is
+    // written: a reader that stops early has still read them.
+    let mut lines = Vec::with_capacity(rows.len());
     let mut failed = 0;
     let total = rows.len();
     for row in rows {
@@ -218,12 +220,16 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
         line.extend_from_slice(b",\"payload\":");
         line.extend_from_slice(payload);
         line.extend_from_slice(b"}\n");
-        out.write_all(&line)?;
+        lines.push(line);
     }
     let shown = (total - failed) as u64;
     if shown > 0 {
         let entry = AuditEntry::new(Actor::Cli, Action::JobRead, Some(job_id.to_owned()));
         store.append_audit(&entry.count(shown)).await?;
+    }
+    let mut out = std::io::stdout().lock();
+    for line in &lines {
+        out.write_all(line)?;
     }
     if failed > 0 {
         bail!("{failed} event(s) could not be decrypted with IMGGO_ENCRYPTION_KEYS");

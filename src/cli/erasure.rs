@@ -19,7 +19,14 @@ pub async fn run(settings: &Settings, value: String) -> anyhow::Result<ExitCode>
         std::io::stdin()
             .read_to_string(&mut buf)
             .context("cannot read the value from stdin")?;
-        buf.trim_end_matches(['\n', '\r']).to_owned()
+        let line = buf.strip_suffix('\n').unwrap_or(&buf);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        // Several values joined would erase a subject nobody named.
+        anyhow::ensure!(
+            !line.contains(['\n', '\r']),
+            "`forget -` reads one value: stdin held more than one line; run it once per value"
+        );
+        line.to_owned()
     } else {
         value
     };

@@ -104,14 +104,20 @@ async fn replay(
         return Ok(ExitCode::FAILURE);
     };
     let body = open(&secrets.keys, &row)?;
-    let still_refused = |why: String| {
+    // Decrypting it was a read of a quarantined body: a replay that still
+    // fails is audited too, with nothing stored (count 0).
+    let audit = |count| {
+        AuditEntry::new(Actor::Cli, Action::RejectedReplay, Some(id.to_string())).count(count)
+    };
+    let still_refused = |why: String| async move {
+        store.append_audit(&audit(0)).await?;
         println!("{why}");
         eprintln!("quarantined delivery {id} still fails; kept (fix the cause and replay again)");
         Ok(ExitCode::FAILURE)
     };
     let delivery = match Delivery::parse(&body) {
         Ok(delivery) => delivery,
-        Err(e) => return still_refused(format!("{}: {e}", e.code())),
+        Err(e) => return still_refused(format!("{}: {e}", e.code())).await,
     };
     if !ignore_timestamp {
         let age = settings.webhook.max_timestamp_age;
@@ -119,7 +125,8 @@ async fn replay(
             return still_refused(format!(
                 "{}: {e} (replay with --ignore-timestamp to accept it)",
                 e.code()
-            ));
+            ))
+            .await;
         }
     }
     // The body was redacted before it was quarantined; redacting it again
@@ -133,11 +140,7 @@ async fn replay(
     event.received_at = row.entry.received_at;
     let outcome = store.insert(&event).await?;
     store.release_quarantined(id).await?;
-    store
-        .append_audit(
-            &AuditEntry::new(Actor::Cli, Action::RejectedReplay, Some(id.to_string())).count(1),
-        )
-        .await?;
+    store.append_audit(&audit(1)).await?;
     println!(
         "{}",
         match outcome {

@@ -18,8 +18,9 @@ pub enum TokenCommand {
     Create {
         /// A name for the token (letters, digits, - _ .; at most 64).
         name: String,
-        /// `events:read` and/or `events:delete`; repeat it or give a comma list.
-        #[arg(long = "scope", required = true, value_name = "SCOPE")]
+        /// `events:read` and/or `events:delete`: `--scope A B`, a comma
+        /// list, or `--scope` repeated.
+        #[arg(long = "scope", required = true, value_name = "SCOPE", num_args = 1..)]
         scopes: Vec<String>,
     },
     /// One JSON line per token (never the token itself).

@@ -372,6 +372,22 @@ impl Settings {
                 "must be an address like 127.0.0.1:8081, or \"\" to turn the API off",
             );
         }
+        // Each listener its own socket: the Results API is never the public
+        // listener, and a clash would only surface as "address in use".
+        let listeners = [
+            ("server.bind", Some(self.server.bind)),
+            ("admin.bind", Some(self.admin.bind)),
+            ("api.bind", self.api.bind_addr()),
+        ];
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            for (other, other_addr) in &listeners[..i] {
+                if let (Some(a), Some(b)) = (addr, other_addr) {
+                    if overlaps(*a, *b) {
+                        return fail(key, &format!("must not be the address of {other} ({b})"));
+                    }
+                }
+            }
+        }
         if self.api.request_timeout < Duration::from_secs(2) {
             return fail("api.request_timeout", "must be at least 2s");
         }
@@ -394,6 +410,14 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Whether two listeners would want the same socket: the same port (not 0,
+/// which picks a free one) on the same address or on a wildcard.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Accepts a TOML list or one comma-separated string (what an environment

@@ -119,10 +119,52 @@ fn bad_values_name_their_key() {
             &[("IMGGO__RETENTION__BATCH_SIZE", "0")],
             "retention.batch_size",
         ),
+        // Listeners on one socket: the API is never the public listener.
+        (
+            &[
+                ("IMGGO__SERVER__BIND", "127.0.0.1:19110"),
+                ("IMGGO__API__BIND", "127.0.0.1:19110"),
+            ],
+            "api.bind: must not be the address of server.bind",
+        ),
+        (
+            &[
+                ("IMGGO__SERVER__BIND", "0.0.0.0:19111"),
+                ("IMGGO__ADMIN__BIND", "127.0.0.1:19111"),
+            ],
+            "admin.bind: must not be the address of server.bind",
+        ),
+        (
+            &[
+                ("IMGGO__ADMIN__BIND", "127.0.0.1:19112"),
+                ("IMGGO__API__BIND", "[::]:19112"),
+            ],
+            "api.bind: must not be the address of admin.bind",
+        ),
     ];
     for (pairs, key) in cases {
         let msg = load_err(None, pairs);
         assert!(msg.contains(key), "{pairs:?}: {msg}");
+    }
+}
+
+#[test]
+fn listeners_on_different_ports_or_addresses_are_fine() {
+    for pairs in [
+        &[
+            ("IMGGO__SERVER__BIND", "127.0.0.1:19110"),
+            ("IMGGO__API__BIND", "127.0.0.1:19113"),
+        ][..],
+        &[
+            ("IMGGO__SERVER__BIND", "127.0.0.1:19110"),
+            ("IMGGO__API__BIND", "127.0.0.2:19110"),
+        ],
+        &[
+            ("IMGGO__SERVER__BIND", "127.0.0.1:0"),
+            ("IMGGO__API__BIND", "127.0.0.1:0"),
+        ],
+    ] {
+        Settings::load_with_env(None, env(pairs)).unwrap();
     }
 }
 

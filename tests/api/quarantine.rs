@@ -156,6 +156,17 @@ async fn replay_stores_once_the_cause_is_gone_and_keeps_the_row_otherwise() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("job_id"));
     assert_eq!(listed(&app).len(), 2, "failed replays keep their rows");
     assert_eq!(app.rows().await, 0);
+    // Each failed replay decrypted a body: audited, with nothing stored.
+    let audit = app.store.audit_since(0).await.unwrap();
+    let replays: Vec<(Option<&str>, i64)> = audit
+        .iter()
+        .filter(|r| r.action == "rejected.replay")
+        .map(|r| (r.target.as_deref(), r.count))
+        .collect();
+    assert_eq!(
+        replays,
+        [(Some(stale_id.as_str()), 0), (Some(broken_id.as_str()), 0)]
+    );
 
     // The cause gone: the freshness check turned off by configuration.
     let out = rejected(

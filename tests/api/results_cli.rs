@@ -141,6 +141,44 @@ async fn cli_round_trip(db_url: String, dir: &std::path::Path) {
         "deleted 1 event(s)"
     );
     assert_eq!(run(cli(&[]), &["show", &jobs[0]]).status.code(), Some(1));
+    // Two lines on stdin are two values, not one: refused, nothing erased.
+    let mut two = cli(&["forget", "-"]);
+    two.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = two.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"x@y.z\nsecond@line\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one value"));
+
+    // A reader that stops early (`| head -1`) ends the command quietly,
+    // even with stderr on the same closed pipe, and what it read is audited.
+    let mut early = cli(&["audit"]);
+    early
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = early.spawn().unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    assert!(child.wait().unwrap().success(), "audit into a closed pipe");
+
+    // Scopes as a list after one --scope.
+    let out = run_ok(
+        cli(&[]),
+        &[
+            "token",
+            "create",
+            "both",
+            "--scope",
+            "events:read",
+            "events:delete",
+        ],
+    );
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("igr_"));
+    let listed = lines(&run_ok(cli(&[]), &["token", "list"]).stdout);
+    let both = listed.iter().find(|t| t["name"] == "both").unwrap();
+    assert_eq!(both["scopes"], json!(["events:read", "events:delete"]));
 
     // revoke: the very next request is refused; unknown names exit 1.
     run_ok(cli(&[]), &["token", "revoke", "etl"]);
