@@ -50,6 +50,9 @@ const MAX_BATCH: usize = 512;
 const QUEUE_CAPACITY: usize = 8192;
 /// Rows moved into Postgres per transaction by the drainer.
 const DRAIN_BATCH: i64 = 2000;
+/// Longest a drain batch may wait for Postgres' commit (a healthy one takes
+/// a fraction of a second) before the pass is given up and retried.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the drainer looks again while Postgres is unreachable (and,
 /// when idle, in case a row arrived without waking it).
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
@@ -337,13 +340,17 @@ impl Spool {
             // spool forgets either half (a crash between re-sends them;
             // Postgres answers duplicate).
             let (older, newer) = refs.split_at(refs.len() / 2);
-            let (first, second, next) = tokio::join!(
-                store.insert_batch(older),
-                store.insert_batch(newer),
-                spool_side
-            );
-            first.map_err(DrainError::Database)?;
-            second.map_err(DrainError::Database)?;
+            // A database that hangs (a stalled network sends no reset)
+            // must not hold the drainer: the pass fails and is retried.
+            let postgres_side = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                let (first, second) =
+                    tokio::join!(store.insert_batch(older), store.insert_batch(newer));
+                first.and(second)
+            });
+            let (committed_both, next) = tokio::join!(postgres_side, spool_side);
+            committed_both
+                .map_err(|_| DrainError::Timeout)?
+                .map_err(DrainError::Database)?;
             // Only once Postgres committed it may the spool forget it.
             committed = Some(batch);
             batch = next?;
@@ -388,9 +395,9 @@ impl Spool {
             .await?;
             for (seq, row) in &rows {
                 if !is_erased(&erased, row.received_at, &row.subjects) {
-                    store
-                        .quarantine(row, max_rows)
+                    tokio::time::timeout(DRAIN_TIMEOUT, store.quarantine(row, max_rows))
                         .await
+                        .map_err(|_| DrainError::Timeout)?
                         .map_err(DrainError::Database)?;
                 }
                 sqlx::query("DELETE FROM spooled_quarantine WHERE seq = ?")
@@ -511,6 +518,8 @@ impl Batch {
 
 #[derive(Debug, thiserror::Error)]
 enum DrainError {
+    #[error("Postgres did not commit within {DRAIN_TIMEOUT:?}")]
+    Timeout,
     #[error("the spool could not be read or trimmed: {0}")]
     Spool(#[source] sqlx::Error),
     #[error("Postgres did not commit: {0}")]

@@ -125,6 +125,10 @@ impl Application {
                 keys: secrets.keys,
                 writer,
                 spool,
+                commit_deadline: settings
+                    .database
+                    .acquire_timeout
+                    .min(settings.server.request_timeout / 2),
             },
             settings,
             store,

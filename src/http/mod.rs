@@ -84,6 +84,10 @@ pub struct Ingest {
     /// Where deliveries go while Postgres cannot commit (Postgres store
     /// with `spool.path` set).
     pub spool: Option<Spool>,
+    /// How long a delivery waits for Postgres' commit before, with a
+    /// spool, it goes there: a database that hangs (a lock, a stalled
+    /// network) must not run the request into its timeout.
+    pub commit_deadline: std::time::Duration,
 }
 
 /// The public application router: every route but the webhook's, which

@@ -29,7 +29,7 @@ use crate::security::rate_limit::Admitted;
 use crate::security::{SignatureError, SIGNATURE_HEADER};
 use crate::spool::{Spool, SpoolError};
 use crate::store::quarantine::NewQuarantined;
-use crate::store::{NotCommitted, SubmitError};
+use crate::store::SubmitError;
 
 /// Serves one request for the webhook path, whatever its method.
 pub async fn handle<B>(state: AppState, peer: SocketAddr, req: Request<B>) -> Response
@@ -181,31 +181,48 @@ where
 
 impl super::Ingest {
     /// Commits a sealed delivery: to Postgres through the batch writers, or
-    /// to the spool while it is active or when the writers could not
-    /// commit it. 503 only when neither can.
+    /// to the spool while it is active, when the writers could not commit
+    /// it, or when Postgres has not answered within `commit_deadline`.
+    /// 503 only when neither can.
     async fn commit(&self, row: NewEvent) -> Result<InsertOutcome, AppError> {
-        let spool = match &self.spool {
-            Some(spool) if spool.is_active() => return to_spool(spool, row).await,
-            spool => spool,
+        let Some(spool) = &self.spool else {
+            return self.writer.submit(row).await.map_err(|not_committed| {
+                if not_committed.reason == SubmitError::QueueFull {
+                    metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
+                }
+                AppError::Unavailable
+            });
         };
-        let NotCommitted { reason, event } = match self.writer.submit(row).await {
-            Ok(outcome) => return Ok(outcome),
-            Err(not_committed) => not_committed,
-        };
+        if spool.is_active() {
+            return to_spool(spool, row).await;
+        }
+        // Kept for the spool: a batch that hangs never gives its rows back.
+        // Should that batch commit after all, the drainer finds the row
+        // there and Postgres answers duplicate.
+        let kept = row.clone();
+        let not_committed =
+            match tokio::time::timeout(self.commit_deadline, self.writer.submit(row)).await {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Err(not_committed)) => not_committed,
+                Err(_) => {
+                    if !spool.is_active() {
+                        tracing::warn!(
+                            deadline = ?self.commit_deadline,
+                            "Postgres did not commit in time; deliveries go to the spool"
+                        );
+                    }
+                    spool.database_failed();
+                    return to_spool(spool, kept).await;
+                }
+            };
         // The writer logs a failed batch once; a full queue has only its
         // metric: a line per refusal would double the log under overload.
-        if reason == SubmitError::QueueFull {
+        if not_committed.reason == SubmitError::QueueFull {
             metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
+        } else {
+            spool.database_failed();
         }
-        match (spool, event) {
-            (Some(spool), Some(event)) => {
-                if reason != SubmitError::QueueFull {
-                    spool.database_failed();
-                }
-                to_spool(spool, event).await
-            }
-            _ => Err(AppError::Unavailable),
-        }
+        to_spool(spool, not_committed.event.unwrap_or(kept)).await
     }
 }
 

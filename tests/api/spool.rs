@@ -288,3 +288,32 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+/// Postgres that hangs rather than fails (a lock held on the table, a
+/// stalled network): a delivery waits `database.acquire_timeout` for the
+/// commit, then goes to the spool and is answered 200, never 408. When the
+/// hang ends each delivery is in Postgres once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_database_sends_deliveries_to_the_spool_not_into_a_timeout() {
+    let app = spawn_app().await;
+    let mut lock = app.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE webhook_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut acked = BTreeSet::new();
+    for i in 0..3 {
+        let job = format!("hang-{i}");
+        let res = app.post_signed(prod_body(&job)).await;
+        assert_eq!(res.status(), 200, "{job}");
+        assert_eq!(res.json::<Value>().await.unwrap()["status"], "received");
+        acked.insert(job);
+    }
+    assert!(spool_rows(&app.dir.path().join("spool.db")).await >= 3);
+    lock.rollback().await.unwrap();
+    until_stored(&app.db, &acked).await;
+    eventually("the spool emptied", || async {
+        (spool_rows(&app.dir.path().join("spool.db")).await == 0).then_some(())
+    })
+    .await;
+}
