@@ -82,15 +82,18 @@ impl Envelope {
 pub struct Delivery<'a> {
     pub body: Json<'a>,
     pub envelope: Envelope,
-    /// Length of the body as received: redaction changes it little, so the
-    /// written-out payload gets about this much room up front.
-    size: usize,
+    /// The body as received: stored as it is when redaction changes
+    /// nothing (its whitespace and key order included, CONTRACT §1).
+    raw: &'a [u8],
+    /// Whether `body` holds all of `raw` (no repeated key was folded away:
+    /// redaction never saw a folded value, so its text must not be kept).
+    whole: bool,
 }
 
 impl<'a> Delivery<'a> {
     /// Parses a body whose signature has been verified.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, AppError> {
-        let body = Json::parse(bytes).map_err(|e| match e {
+        let (body, whole) = Json::parse_whole(bytes).map_err(|e| match e {
             JsonError::TooDeep => AppError::InvalidJson("the body nests deeper than 128 levels"),
             JsonError::Syntax { .. } => AppError::InvalidJson("the body is not valid JSON"),
         })?;
@@ -101,7 +104,8 @@ impl<'a> Delivery<'a> {
         Ok(Self {
             body,
             envelope,
-            size: bytes.len(),
+            raw: bytes,
+            whole,
         })
     }
 
@@ -117,10 +121,18 @@ impl<'a> Delivery<'a> {
         keys: &KeyRing,
     ) -> Result<NewEvent, SealError> {
         let subjects = subjects.index(&self.body);
-        redactor.redact_json(&mut self.body);
-        let mut plaintext = Vec::with_capacity(self.size + self.size / 8 + 64);
-        self.body.write_to(&mut plaintext);
-        let sealed = keys.seal(&self.envelope.job_id, &self.envelope.event, &plaintext)?;
+        let written;
+        let changed = redactor.redact_json(&mut self.body);
+        let plaintext: &[u8] = if changed || !self.whole {
+            // Redaction changes the size little: room for it up front.
+            let mut out = Vec::with_capacity(self.raw.len() + self.raw.len() / 8 + 64);
+            self.body.write_to(&mut out);
+            written = out;
+            &written
+        } else {
+            self.raw
+        };
+        let sealed = keys.seal(&self.envelope.job_id, &self.envelope.event, plaintext)?;
         Ok(NewEvent {
             envelope: self.envelope,
             sealed,
@@ -134,7 +146,7 @@ impl std::fmt::Debug for Delivery<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
             .field("envelope", &self.envelope)
-            .field("bytes", &self.size)
+            .field("bytes", &self.raw.len())
             .field("body", &self.body)
             .finish()
     }

@@ -47,11 +47,10 @@ pub fn seal(
     redactor: &Redactor,
     keys: &KeyRing,
 ) -> Result<NewQuarantined, SealError> {
-    let (redacted, subjects) = match Json::parse(body) {
-        Ok(mut tree) => {
+    let (redacted, subjects) = match Json::parse_whole(body) {
+        Ok((mut tree, whole)) => {
             let found = subjects.index(&tree);
-            redactor.redact_json(&mut tree);
-            (tree.to_vec(), found)
+            (redacted_text(body, (&mut tree, whole), redactor), found)
         }
         Err(_) => (redact(body, redactor), Vec::new()),
     };
@@ -71,13 +70,25 @@ pub fn seal(
 /// The body as it may be stored: a JSON document redacted as a delivery
 /// would be; anything else as text with card numbers and SSNs masked.
 pub fn redact(body: &[u8], redactor: &Redactor) -> Vec<u8> {
-    match Json::parse(body) {
-        Ok(mut tree) => {
-            redactor.redact_json(&mut tree);
-            tree.to_vec()
-        }
+    match Json::parse_whole(body) {
+        Ok((mut tree, whole)) => redacted_text(body, (&mut tree, whole), redactor),
         Err(_) => redactor
             .redact_text(&String::from_utf8_lossy(body))
             .into_bytes(),
+    }
+}
+
+/// `tree` (parsed from `body`; `whole` when no repeated key was folded)
+/// redacted and written out, or `body` itself when redaction changed
+/// nothing in a whole tree: its text stays as the sender wrote it.
+fn redacted_text(
+    body: &[u8],
+    (tree, whole): (&mut Json<'_>, bool),
+    redactor: &Redactor,
+) -> Vec<u8> {
+    if redactor.redact_json(tree) || !whole {
+        tree.to_vec()
+    } else {
+        body.to_vec()
     }
 }

@@ -64,8 +64,9 @@ fn same_key(a: &JsonStr<'_>, b: &JsonStr<'_>) -> bool {
     }
 }
 
-/// Folds repeated keys into the first entry, keeping the last value.
-pub(super) fn dedup_keys(entries: &mut Vec<(JsonStr<'_>, Json<'_>)>) {
+/// Folds repeated keys into the first entry, keeping the last value;
+/// true when there were any.
+pub(super) fn dedup_keys(entries: &mut Vec<(JsonStr<'_>, Json<'_>)>) -> bool {
     let has_duplicates = if entries.len() <= PAIRWISE_MAX {
         (1..entries.len()).any(|i| entries[..i].iter().any(|(k, _)| same_key(k, &entries[i].0)))
     } else {
@@ -73,7 +74,7 @@ pub(super) fn dedup_keys(entries: &mut Vec<(JsonStr<'_>, Json<'_>)>) {
         !entries.iter().all(|(k, _)| seen.insert(KeyId::of(k)))
     };
     if !has_duplicates {
-        return;
+        return false;
     }
     // For each entry, the index of the first entry with its key.
     let first_of: Vec<usize> = {
@@ -97,4 +98,5 @@ pub(super) fn dedup_keys(entries: &mut Vec<(JsonStr<'_>, Json<'_>)>) {
         }
     }
     *entries = kept;
+    true
 }

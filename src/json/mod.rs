@@ -185,6 +185,13 @@ impl<'a> Json<'a> {
     /// Parses one JSON document (surrounding whitespace allowed, nothing
     /// else), nested at most [`MAX_DEPTH`] levels.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, JsonError> {
+        parse::document(bytes).map(|(value, _)| value)
+    }
+
+    /// [`Self::parse`], and whether the value holds everything the text
+    /// does: false when repeated keys were folded (the last value kept), so
+    /// the text itself must not stand in for the value.
+    pub fn parse_whole(bytes: &'a [u8]) -> Result<(Self, bool), JsonError> {
         parse::document(bytes)
     }
 

@@ -6,7 +6,9 @@ use super::keys::dedup_keys;
 use super::{Json, JsonError, JsonStr, LoneSurrogates, Repr, MAX_DEPTH};
 
 /// One JSON document (surrounding whitespace allowed, nothing else).
-pub(super) fn document(bytes: &[u8]) -> Result<Json<'_>, JsonError> {
+/// The document, and whether it holds everything the text does (false
+/// when repeated keys were folded).
+pub(super) fn document(bytes: &[u8]) -> Result<(Json<'_>, bool), JsonError> {
     let text = std::str::from_utf8(bytes).map_err(|e| JsonError::Syntax {
         at: e.valid_up_to(),
     })?;
@@ -14,6 +16,7 @@ pub(super) fn document(bytes: &[u8]) -> Result<Json<'_>, JsonError> {
         text,
         bytes,
         pos: 0,
+        folded: false,
     };
     parser.skip_whitespace();
     let value = parser.value(0)?;
@@ -21,7 +24,7 @@ pub(super) fn document(bytes: &[u8]) -> Result<Json<'_>, JsonError> {
     if parser.pos != bytes.len() {
         return Err(parser.error());
     }
-    Ok(value)
+    Ok((value, !parser.folded))
 }
 
 /// A recursive-descent reader over text already checked as UTF-8. Every
@@ -31,6 +34,8 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// Repeated keys were folded somewhere.
+    folded: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -149,7 +154,7 @@ impl<'a> Parser<'a> {
                 }
                 Some(b'}') => {
                     self.pos += 1;
-                    dedup_keys(&mut entries);
+                    self.folded |= dedup_keys(&mut entries);
                     return Ok(Json::Object(entries));
                 }
                 _ => return Err(self.error()),

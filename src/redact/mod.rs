@@ -171,9 +171,11 @@ impl Redactor {
         }
     }
 
-    /// Redacts a whole delivery body in place.
-    pub fn redact_json(&self, payload: &mut Json<'_>) {
-        walk::Walker::new(self).payload(payload);
+    /// Redacts a whole delivery body in place; true when anything in it
+    /// changed (when not, the body's own text may be stored as it came).
+    #[must_use = "an unchanged body is stored as its own text"]
+    pub fn redact_json(&self, payload: &mut Json<'_>) -> bool {
+        walk::Walker::new(self).payload(payload)
     }
 
     /// [`Self::redact_json`] for a `serde_json::Value` (tools and tests;
@@ -183,7 +185,7 @@ impl Redactor {
         let text = payload.to_string();
         // Text a Value wrote always parses back, both ways.
         if let Ok(mut tree) = Json::parse(text.as_bytes()) {
-            self.redact_json(&mut tree);
+            let _changed = self.redact_json(&mut tree);
             if let Ok(redacted) = serde_json::from_slice(&tree.to_vec()) {
                 *payload = redacted;
             }

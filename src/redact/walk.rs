@@ -45,6 +45,8 @@ pub(crate) struct Walker<'r> {
     /// Reused for every key's normalised form.
     name: String,
     scanner: Scanner,
+    /// Whether anything was rewritten, dropped or hashed.
+    changed: bool,
 }
 
 impl<'r> Walker<'r> {
@@ -53,14 +55,17 @@ impl<'r> Walker<'r> {
             redactor,
             name: String::new(),
             scanner: Scanner::default(),
+            changed: false,
         }
     }
 
-    pub(crate) fn payload(&mut self, payload: &mut Json<'_>) {
+    /// Redacts `payload` in place; true when anything in it changed.
+    pub(crate) fn payload(&mut self, payload: &mut Json<'_>) -> bool {
         match payload {
             Json::Object(entries) => self.object(entries, Mode::Detect, true),
             other => self.value(other, Mode::Detect),
         }
+        self.changed
     }
 
     // Recursion depth equals the JSON nesting depth, which the parser caps
@@ -86,6 +91,7 @@ impl<'r> Walker<'r> {
                 // number or SSN beside an unpaired surrogate escape).
                 if let Some(replacement) = replacement {
                     *text = JsonStr::from(replacement);
+                    self.changed = true;
                 }
             }
             Json::Number(number) => {
@@ -97,6 +103,7 @@ impl<'r> Walker<'r> {
                 };
                 if let Some(replacement) = replacement {
                     *value = Json::String(JsonStr::from(replacement));
+                    self.changed = true;
                 }
             }
             Json::Null | Json::Bool(_) => {}
@@ -148,6 +155,7 @@ impl<'r> Walker<'r> {
         if changes.is_empty() {
             return;
         }
+        self.changed = true;
         // Every removal first (the other keys keep their order), so a
         // `<key>_hash` already present is replaced where it stands.
         let mut hashed = Vec::new();

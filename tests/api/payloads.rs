@@ -201,3 +201,66 @@ async fn the_stored_payload_is_the_body_as_received() {
         .replace("1e400", "1e+400");
     assert_eq!(serde_json::to_string(&stored).unwrap(), expected);
 }
+
+/// The plaintext stored for a job's one event, as bytes.
+async fn stored_text(app: &TestApp, job_id: &str) -> Vec<u8> {
+    let row = app.events(job_id).await.remove(0);
+    test_ring(KEY_A)
+        .open(
+            &row.job_id,
+            &row.event,
+            &row.key_id,
+            &row.nonce,
+            &row.ciphertext,
+        )
+        .unwrap()
+}
+
+/// `JSON.stringify(body, null, 2)` and `(body, null, "\t")` are bodies the
+/// sender can write: with nothing to redact the text is stored and read
+/// back as sent, indentation included. A repeated key is never stored as
+/// sent (redaction saw only its last value).
+#[tokio::test]
+async fn a_body_with_nothing_to_redact_is_stored_as_sent() {
+    let app = spawn_app().await;
+    let token = crate::api_support::make_token(&app.store, "r", "events:read").await;
+    let two = "{\n  \"event\": \"job.succeeded\",\n  \"job_id\": \"indent-2\",\n  \"manifest\": {\n    \"total\": 12.50,\n    \"items\": [\n      1,\n      \"a\"\n    ]\n  }\n}";
+    let tab =
+        "{\n\t\"event\": \"job.succeeded\",\n\t\"job_id\": \"indent-tab\",\n\t\"manifest\": {}\n}";
+    for (job, body) in [("indent-2", two), ("indent-tab", tab)] {
+        assert_eq!(
+            app.post_signed(body.as_bytes().to_vec()).await.status(),
+            200
+        );
+        assert_eq!(stored_text(&app, job).await, body.as_bytes(), "{job}");
+        let text = app
+            .api_get(&format!("/v1/jobs/{job}"), &token)
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains(body), "{job}: {text}");
+        let page: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            page["events"][0]["payload"],
+            serde_json::from_str::<Value>(body).unwrap()
+        );
+    }
+    // Redacted: written out anew (compact), the card masked.
+    let card = "{\n  \"event\": \"job.succeeded\",\n  \"job_id\": \"indent-card\",\n  \"card\": \"4111111111111111\"\n}";
+    assert_eq!(
+        app.post_signed(card.as_bytes().to_vec()).await.status(),
+        200
+    );
+    let stored = String::from_utf8(stored_text(&app, "indent-card").await).unwrap();
+    assert!(
+        !stored.contains("4111111111111111") && !stored.contains('\n'),
+        "{stored}"
+    );
+    // A repeated key hides a card number behind a harmless last value.
+    let hidden =
+        br#"{"event":"job.succeeded","job_id":"dup-keys","note":"4111 1111 1111 1111","note":"x"}"#;
+    assert_eq!(app.post_signed(hidden.to_vec()).await.status(), 200);
+    let stored = String::from_utf8(stored_text(&app, "dup-keys").await).unwrap();
+    assert!(!stored.contains("4111"), "{stored}");
+}

@@ -59,14 +59,23 @@ impl std::ops::Deref for ApiState {
     }
 }
 
-/// One event in the API's shape (what `export` prints per line).
+/// One event in the API's shape, on one line (what `export` prints).
 pub fn render_event_line(
     out: &mut Vec<u8>,
     keys: &crate::crypto::KeyRing,
     form: CursorForm,
     event: &crate::store::FeedEvent,
 ) -> Result<(), AppError> {
-    render::write_event(out, keys, form, event.position, &event.row)
+    let start = out.len();
+    render::write_event(out, keys, form, event.position, &event.row)?;
+    // A payload stored as it was sent may have line breaks between its
+    // tokens (strings escape theirs): a line needs it written compactly.
+    if out[start..].iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        let line = out.split_off(start);
+        let tree = crate::json::Json::parse(&line).map_err(|_| AppError::Internal)?;
+        tree.write_to(out);
+    }
+    Ok(())
 }
 
 /// The API router with its layers.
