@@ -59,10 +59,16 @@ impl Envelope {
             Some(Json::String(s)) => Some(s.to_string()),
             Some(_) => return Err(invalid("pattern_id must be a string")),
         };
-        // `status` is informational; a plaintext column only takes a short,
-        // printable value (the full one stays in the sealed payload).
+        // `status` is informational; a plaintext column only takes a short
+        // (1-64 characters), printable value in any script; anything else
+        // leaves the column empty (the payload keeps it).
         let status = match body.get("status") {
-            Some(Json::String(s)) if !s.is_empty() && valid_token(s, 64, b"_.:- ") => {
+            Some(Json::String(s))
+                if (1..=64).contains(&s.chars().count())
+                    && !s
+                        .chars()
+                        .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER) =>
+            {
                 Some(s.to_string())
             }
             _ => None,
@@ -294,6 +300,18 @@ mod tests {
         let e = Envelope::from_object(&obj(docs)).unwrap();
         assert_eq!(e.job_id, "job_abc:123");
         assert_eq!(e.status.as_deref(), Some("completed"));
+        let status = |v: Value| {
+            Envelope::from_object(&obj(json!({"event":"e","job_id":"j","status":v})))
+                .unwrap()
+                .status
+        };
+        assert_eq!(status(json!("réussi")).as_deref(), Some("réussi"));
+        assert_eq!(status(json!("完了")).as_deref(), Some("完了"));
+        assert_eq!(status(json!("s".repeat(64))), Some("s".repeat(64)));
+        assert_eq!(status(json!("s".repeat(65))), None);
+        assert_eq!(status(json!("a\nb")), None);
+        assert_eq!(status(json!("")), None);
+        assert_eq!(status(json!(7)), None);
     }
 
     #[test]
