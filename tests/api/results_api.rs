@@ -409,6 +409,35 @@ async fn openapi_document_is_valid_and_covers_every_route() {
     }
     // Every $ref resolves to a schema or security scheme in the document.
     let v: Value = serde_json::from_str(&text).unwrap();
+    // Every event field is always present (null where empty), as served.
+    let required = &v["components"]["schemas"]["ApiEvent"]["required"];
+    for field in [
+        "cursor",
+        "job_id",
+        "event",
+        "pattern_id",
+        "status",
+        "received_at",
+        "payload",
+    ] {
+        assert!(
+            required.as_array().unwrap().iter().any(|f| f == field),
+            "{field} not required: {required}"
+        );
+    }
+    // A database outage is a documented answer of every data route.
+    for (path, method) in [
+        ("/v1/events", "get"),
+        ("/v1/jobs/{job_id}", "get"),
+        ("/v1/jobs/{job_id}", "delete"),
+        ("/v1/erasure", "post"),
+    ] {
+        let responses = &v["paths"][path][method]["responses"];
+        assert!(
+            responses.get("503").is_some(),
+            "{method} {path}: {responses}"
+        );
+    }
     let mut refs = Vec::new();
     collect_refs(&v, &mut refs);
     assert!(refs.len() >= 5, "{refs:?}");

@@ -26,7 +26,8 @@ pub const MAX_BODY_BYTES: usize = 4096;
 pub struct ErasureRequest {
     /// A value of one of `subjects.fields` (e.g. an email address), as it
     /// appeared in deliveries; compared after canonicalisation (letters and
-    /// digits only, uppercased).
+    /// digits only, uppercased). A JSON number is accepted too and
+    /// matched by its text (a numeric `customer_id`).
     pub value: String,
 }
 
@@ -42,6 +43,7 @@ pub struct ErasureRequest {
         (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
         (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::openapi::ErrorBody),
         (status = 413, description = "`payload_too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody),
     ),
     security(("bearer" = ["events:delete"]))
 )]

@@ -58,6 +58,7 @@ struct FeedQuery {
         (status = 400, description = "`invalid_cursor` or `invalid_parameter`", body = super::openapi::ErrorBody),
         (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
         (status = 403, description = "`forbidden`: the token lacks `events:read`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody),
     ),
     security(("bearer" = ["events:read"]))
 )]

@@ -44,9 +44,11 @@ fn job_id(path: Result<Path<String>, PathRejection>) -> Result<(String, bool), A
     params(("job_id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job's events", body = JobEvents),
+        (status = 400, description = "`invalid_parameter`: the path is not a valid job id segment", body = super::openapi::ErrorBody),
         (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
         (status = 403, description = "`forbidden`: the token lacks `events:read`", body = super::openapi::ErrorBody),
         (status = 404, description = "`not_found`: no stored event for this job", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody),
     ),
     security(("bearer" = ["events:read"]))
 )]
@@ -89,8 +91,10 @@ pub async fn get(
     params(("job_id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "How many events were deleted (0 when none)", body = Deleted),
+        (status = 400, description = "`invalid_parameter`: the path is not a valid job id segment", body = super::openapi::ErrorBody),
         (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
         (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody),
     ),
     security(("bearer" = ["events:delete"]))
 )]

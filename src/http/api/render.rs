@@ -23,7 +23,11 @@ pub struct ApiEvent {
     pub cursor: String,
     pub job_id: String,
     pub event: String,
+    /// Always present; `null` when the delivery had none.
+    #[schema(required = true)]
     pub pattern_id: Option<String>,
+    /// Always present; `null` when the delivery had none.
+    #[schema(required = true)]
     pub status: Option<String>,
     /// RFC 3339, UTC, microseconds.
     pub received_at: String,
