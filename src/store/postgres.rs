@@ -18,7 +18,7 @@ const PURGE_LOCK_KEY: i64 = 0x696d_6767_6f2d_7075;
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Whether a failed connection attempt can succeed later: the server is not
-/// answering yet (refused or reset connections, I/O errors, the pool's own
+/// answering yet (refused, reset or cut connections, I/O errors, the pool's own
 /// wait running out), is starting up (57P03 `cannot_connect_now`) or is full
 /// (53300 `too_many_connections`). A missing database, wrong credentials, an
 /// unknown host or TLS trouble stay as they are however long we wait.
@@ -26,6 +26,9 @@ fn worth_retrying(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut => true,
         sqlx::Error::Io(io) => !is_unknown_host(io),
+        // A connection closed before the server spoke (a proxy or load
+        // balancer in front of a Postgres that is down) reads as garbage.
+        sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
         _ => false,
     }
@@ -61,6 +64,21 @@ fn refused(e: &sqlx::Error) -> StoreError {
     StoreError::Refused(why)
 }
 
+fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Refused(format!("not a valid Postgres URL: {e}")))?
+        .application_name("imggo-receiver"))
+}
+
+/// The shared pool's options. The batch writers open their `writers`
+/// connections from their own thread (`own_pool`), and the feed watcher one
+/// for LISTEN (`store::feed`): the rest of the budget is this pool's.
+fn pool_options(db: &DatabaseSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(db.max_connections.saturating_sub(db.writers + 1).max(1))
+        .acquire_timeout(db.acquire_timeout)
+}
+
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
@@ -71,20 +89,11 @@ impl PgStore {
     /// while waiting can help (see [`worth_retrying`]); a refusal that
     /// waiting cannot fix ends it at once with [`StoreError::Refused`].
     pub async fn connect(url: &str, db: &DatabaseSettings) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Refused(format!("not a valid Postgres URL: {e}")))?
-            .application_name("imggo-receiver");
+        let options = connect_options(url)?;
         let deadline = tokio::time::Instant::now() + db.connect_timeout;
         let mut backoff = Duration::from_millis(200);
         loop {
-            // The batch writers open their `writers` connections from their
-            // own thread (`own_pool`), and the feed watcher one for LISTEN
-            // (`store::feed`): the rest of the budget is this pool's.
-            let attempt = PgPoolOptions::new()
-                .max_connections(db.max_connections.saturating_sub(db.writers + 1).max(1))
-                .acquire_timeout(db.acquire_timeout)
-                .connect_with(options.clone())
-                .await;
+            let attempt = pool_options(db).connect_with(options.clone()).await;
             match attempt {
                 Ok(pool) => return Ok(Self { pool }),
                 Err(e) if !worth_retrying(&e) => return Err(refused(&e)),
