@@ -357,19 +357,6 @@ async fn erasure_reaches_quarantined_deliveries_and_rejected_reads_are_audited()
     );
 }
 
-/// Rows the spool holds for the quarantine, straight from its file.
-async fn spooled_quarantine_rows(path: &std::path::Path) -> i64 {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let n = sqlx::query_scalar("SELECT count(*) FROM spooled_quarantine")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    n
-}
-
 /// A signed delivery refused while Postgres is unreachable is not lost: its
 /// quarantine row is spooled (sealed, redacted) and moved into Postgres
 /// when it answers again, with its reason, request id and received time.
@@ -391,7 +378,7 @@ async fn refusals_while_postgres_is_down_reach_the_quarantine_through_the_spool(
         assert_eq!(got, 400, "{id} keeps its refusal");
     }
     let spool_path = app.dir.path().join("spool.db");
-    assert_eq!(spooled_quarantine_rows(&spool_path).await, 2);
+    assert_eq!(spooled_rows(&spool_path, "spooled_quarantine").await, 2);
     let mut on_disk = std::fs::read(&spool_path).unwrap();
     if let Ok(wal) = std::fs::read(app.dir.path().join("spool.db-wal")) {
         on_disk.extend(wal);
@@ -406,7 +393,7 @@ async fn refusals_while_postgres_is_down_reach_the_quarantine_through_the_spool(
 
     proxy.set_up(true);
     eventually("the spooled refusals in quarantine", || async {
-        (spooled_quarantine_rows(&spool_path).await == 0).then_some(())
+        (spooled_rows(&spool_path, "spooled_quarantine").await == 0).then_some(())
     })
     .await;
     let list = listed(&app);

@@ -114,14 +114,7 @@ async fn a_database_outage_under_load_loses_nothing_and_answers_only_2xx() {
 }
 
 async fn spool_rows(path: &std::path::Path) -> i64 {
-    let url = format!("sqlite://{}", path.display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let n = sqlx::query_scalar("SELECT count(*) FROM spooled_events")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    n
+    spooled_rows(path, "spooled_events").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
