@@ -11,6 +11,8 @@
 //! receiver's CPU.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::request::Parts;
@@ -185,44 +187,48 @@ impl super::Ingest {
     /// it, or when Postgres has not answered within `commit_deadline`.
     /// 503 only when neither can.
     async fn commit(&self, row: NewEvent) -> Result<InsertOutcome, AppError> {
-        let Some(spool) = &self.spool else {
-            return self.writer.submit(row).await.map_err(|not_committed| {
-                if not_committed.reason == SubmitError::QueueFull {
-                    metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
-                }
-                AppError::Unavailable
-            });
+        let spool = match &self.spool {
+            Some(spool) if spool.is_active() => return to_spool(spool, row).await,
+            spool => spool.as_ref(),
         };
-        if spool.is_active() {
-            return to_spool(spool, row).await;
-        }
-        // Kept for the spool: a batch that hangs never gives its rows back.
-        // Should that batch commit after all, the drainer finds the row
-        // there and Postgres answers duplicate.
-        let kept = row.clone();
-        let not_committed =
-            match tokio::time::timeout(self.commit_deadline, self.writer.submit(row)).await {
-                Ok(Ok(outcome)) => return Ok(outcome),
-                Ok(Err(not_committed)) => not_committed,
-                Err(_) => {
-                    if !spool.is_active() {
-                        tracing::warn!(
-                            deadline = ?self.commit_deadline,
-                            "Postgres did not commit in time; deliveries go to the spool"
-                        );
-                    }
-                    spool.database_failed();
-                    return to_spool(spool, kept).await;
-                }
-            };
+        // Shared with the writer, not copied: the spool may need it back.
+        let row = Arc::new(row);
+        let answer = self.writer.submit(Arc::clone(&row));
+        // Only with a spool is there somewhere better to go than waiting.
+        let deadline = match spool {
+            Some(_) => self.commit_deadline,
+            None => Duration::MAX,
+        };
+        let refused = match tokio::time::timeout(deadline, answer).await {
+            Ok(Ok(outcome)) => return Ok(outcome),
+            Ok(Err(reason)) => Some(reason),
+            Err(_) => None, // no answer in time: a database that hangs
+        };
         // The writer logs a failed batch once; a full queue has only its
         // metric: a line per refusal would double the log under overload.
-        if not_committed.reason == SubmitError::QueueFull {
+        if refused == Some(SubmitError::QueueFull) {
             metrics::counter!(crate::metrics::QUEUE_FULL).increment(1);
-        } else {
-            spool.database_failed();
         }
-        to_spool(spool, not_committed.event.unwrap_or(kept)).await
+        let Some(spool) = spool else {
+            return Err(AppError::Unavailable);
+        };
+        match refused {
+            Some(SubmitError::QueueFull) => {}
+            Some(_) => spool.database_failed(),
+            None => {
+                if !spool.is_active() {
+                    tracing::warn!(
+                        deadline = ?self.commit_deadline,
+                        "Postgres did not commit in time; deliveries go to the spool"
+                    );
+                }
+                spool.database_failed();
+            }
+        }
+        // Should a hung batch commit after all, the drainer finds the row
+        // in Postgres and it answers duplicate.
+        let row = Arc::try_unwrap(row).unwrap_or_else(|shared| NewEvent::clone(&shared));
+        to_spool(spool, row).await
     }
 }
 

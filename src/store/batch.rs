@@ -43,15 +43,7 @@ impl BatchOptions {
     }
 }
 
-/// An event the writers did not commit, handed back with why, so that it
-/// can be kept elsewhere (the spool). `event` is `None` only when the
-/// writer stopped without answering.
-#[derive(Debug)]
-pub struct NotCommitted {
-    pub reason: SubmitError,
-    pub event: Option<NewEvent>,
-}
-
+/// Why the writers did not commit an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     #[error("the write queue is full")]
@@ -63,17 +55,16 @@ pub enum SubmitError {
 }
 
 struct Job {
-    event: NewEvent,
-    reply: oneshot::Sender<Result<InsertOutcome, NotCommitted>>,
+    /// Shared with the submitter, which keeps it for the spool: a batch
+    /// that hangs never hands its rows back.
+    event: Arc<NewEvent>,
+    reply: oneshot::Sender<Result<InsertOutcome, SubmitError>>,
 }
 
 impl Job {
     /// Answers that the batch holding this event was not committed.
     fn fail(self) {
-        let _ = self.reply.send(Err(NotCommitted {
-            reason: SubmitError::Failed,
-            event: Some(self.event),
-        }));
+        let _ = self.reply.send(Err(SubmitError::Failed));
     }
 }
 
@@ -129,24 +120,23 @@ impl BatchWriter {
         (Self { queue }, handle)
     }
 
-    /// Queues `event` and waits until its batch is committed; an event not
-    /// committed comes back with the reason.
-    pub async fn submit(&self, event: NewEvent) -> Result<InsertOutcome, NotCommitted> {
+    /// Queues `event` and waits until its batch is committed, or says why
+    /// it was not. A caller that may need the event afterwards (to spool
+    /// it) passes a clone of its `Arc`.
+    pub async fn submit(
+        &self,
+        event: impl Into<Arc<NewEvent>>,
+    ) -> Result<InsertOutcome, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Job { event, reply }).map_err(|e| {
-            let (reason, job) = match e {
-                mpsc::error::TrySendError::Full(job) => (SubmitError::QueueFull, job),
-                mpsc::error::TrySendError::Closed(job) => (SubmitError::Stopped, job),
-            };
-            NotCommitted {
-                reason,
-                event: Some(job.event),
-            }
+        let job = Job {
+            event: event.into(),
+            reply,
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
         })?;
-        answer.await.unwrap_or(Err(NotCommitted {
-            reason: SubmitError::Stopped,
-            event: None,
-        }))
+        answer.await.unwrap_or(Err(SubmitError::Stopped))
     }
 
     /// Rows waiting for a writer right now.
@@ -214,7 +204,7 @@ async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max
         if received == 0 {
             return; // every sender is gone and the queue is empty
         }
-        let events: Vec<&NewEvent> = jobs.iter().map(|j| &j.event).collect();
+        let events: Vec<&NewEvent> = jobs.iter().map(|j| &*j.event).collect();
         let result = store.insert_batch_held(&mut held, &events).await;
         metrics::histogram!(crate::metrics::BATCH_SIZE).record(jobs.len() as f64);
         match result {

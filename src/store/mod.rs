@@ -16,7 +16,7 @@ use crate::config::DatabaseSettings;
 use crate::crypto::Sealed;
 pub use crate::event::{InsertOutcome, NewEvent};
 
-pub use batch::{BatchWriter, NotCommitted, SubmitError};
+pub use batch::{BatchWriter, SubmitError};
 pub use postgres::{HeldConnection, PgStore};
 pub use sqlite::SqliteStore;
 
