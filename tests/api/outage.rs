@@ -7,11 +7,8 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_gives_503_then_recovers_without_restart() {
-    let proxy = Proxy::start(upstream_addr()).await;
-    let proxy_addr = proxy.addr;
-    let app = spawn_app_with(|o| {
+    let (app, proxy) = spawn_app_behind_proxy(|o| {
         o.settings.spool.path = String::new();
-        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
     })
     .await;
 

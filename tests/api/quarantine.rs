@@ -362,12 +362,7 @@ async fn erasure_reaches_quarantined_deliveries_and_rejected_reads_are_audited()
 /// when it answers again, with its reason, request id and received time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_while_postgres_is_down_reach_the_quarantine_through_the_spool() {
-    let proxy = Proxy::start(upstream_addr()).await;
-    let proxy_addr = proxy.addr;
-    let app = spawn_app_with(|o| {
-        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
-    })
-    .await;
+    let (app, proxy) = spawn_app_behind_proxy(|_| {}).await;
     proxy.set_up(false);
     let before = chrono::Utc::now();
     let stale = stale_body("stale-while-down");

@@ -539,12 +539,7 @@ fn results_api_settings_are_validated_by_key() {
 /// `unavailable` with `Retry-After`, never 500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_503_with_retry_after_on_every_route() {
-    let proxy = Proxy::start(upstream_addr()).await;
-    let proxy_addr = proxy.addr;
-    let app = spawn_app_with(|o| {
-        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
-    })
-    .await;
+    let (app, proxy) = spawn_app_behind_proxy(|_| {}).await;
     let token = make_token(&app.store, "all", "events:read,events:delete").await;
     proxy.set_up(false);
     let requests = [

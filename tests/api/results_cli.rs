@@ -15,6 +15,17 @@ fn lines(out: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `cmd` with `input` on its stdin; its output, collected.
+fn with_stdin(mut cmd: Command, input: &[u8]) -> std::process::Output {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 async fn cli_round_trip(db_url: String, dir: &std::path::Path) {
     let (port, admin, api) = (free_port(), free_port(), free_port());
     let mut env: Vec<(String, String)> = secret_env(&db_url).into_iter().collect();
@@ -129,26 +140,14 @@ async fn cli_round_trip(db_url: String, dir: &std::path::Path) {
         String::from_utf8_lossy(&out.stdout).trim(),
         "deleted 1 event(s)"
     );
-    let mut from_stdin = cli(&["forget", "-"]);
-    from_stdin
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = from_stdin.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"dave@example.com\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(cli(&["forget", "-"]), b"dave@example.com\n");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "deleted 1 event(s)"
     );
     assert_eq!(run(cli(&[]), &["show", &jobs[0]]).status.code(), Some(1));
     // Two lines on stdin are two values, not one: refused, nothing erased.
-    let mut two = cli(&["forget", "-"]);
-    two.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = two.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"x@y.z\nsecond@line\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(cli(&["forget", "-"]), b"x@y.z\nsecond@line\n");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("one value"));
 

@@ -33,12 +33,7 @@ async fn until_stored(db: &TestDb, expected: &BTreeSet<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_under_load_loses_nothing_and_answers_only_2xx() {
-    let proxy = Proxy::start(upstream_addr()).await;
-    let proxy_addr = proxy.addr;
-    let app = spawn_app_with(|o| {
-        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
-    })
-    .await;
+    let (app, proxy) = spawn_app_behind_proxy(|_| {}).await;
     let metrics_url = format!("http://{}/metrics", app.admin_addr);
     let before = reqwest::get(&metrics_url)
         .await
@@ -119,12 +114,9 @@ async fn spool_rows(path: &std::path::Path) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_answers_503_and_a_spooled_redelivery_is_a_duplicate() {
-    let proxy = Proxy::start(upstream_addr()).await;
-    let proxy_addr = proxy.addr;
-    let app = spawn_app_with(|o| {
+    let (app, proxy) = spawn_app_behind_proxy(|o| {
         // Room for one or two deliveries (sealed, compressed: about 1 KB each).
         o.settings.spool.max_bytes = 2000;
-        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
     })
     .await;
     proxy.set_up(false);
@@ -227,12 +219,7 @@ async fn a_spool_left_by_kill_9_drains_at_the_next_start() {
 /// spool holds: the drainer drops that subject's spooled deliveries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_spooled_before_an_erasure_never_reach_postgres() {
-    let proxy = Proxy::start(upstream_addr()).await;
-    let proxy_addr = proxy.addr;
-    let app = spawn_app_with(|o| {
-        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
-    })
-    .await;
+    let (app, proxy) = spawn_app_behind_proxy(|_| {}).await;
     proxy.set_up(false);
     let about = |job: &str, email: &str| {
         serde_json::json!({"event":"job.succeeded","job_id":job,

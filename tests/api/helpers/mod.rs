@@ -158,6 +158,19 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// An app whose Postgres is reached through a [`Proxy`] the test can cut;
+/// `configure` as for [`spawn_app_with`].
+pub async fn spawn_app_behind_proxy(configure: impl FnOnce(&mut Options)) -> (TestApp, Arc<Proxy>) {
+    let proxy = Proxy::start(upstream_addr()).await;
+    let proxy_addr = proxy.addr;
+    let app = spawn_app_with(|o| {
+        configure(o);
+        o.database_url = Some(via_proxy(&o.env["DATABASE_URL"], proxy_addr));
+    })
+    .await;
+    (app, proxy)
+}
+
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Options)) -> TestApp {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
