@@ -262,11 +262,7 @@ impl Spool {
         .execute(&self.shared.pool)
         .await
         .map_err(SpoolError::Failed)?;
-        self.shared.depth.fetch_add(1, Ordering::Relaxed);
-        self.shared.bytes.fetch_add(size, Ordering::Relaxed);
-        self.shared.publish_depth();
-        metrics::counter!(crate::metrics::SPOOLED).increment(1);
-        self.shared.wake.notify_one();
+        self.shared.added(1, size);
         Ok(())
     }
 
@@ -405,14 +401,8 @@ impl Spool {
                     .execute(&self.shared.pool)
                     .await
                     .map_err(DrainError::Spool)?;
-                self.shared.depth.fetch_sub(1, Ordering::Relaxed);
-                self.shared
-                    .bytes
-                    .fetch_sub(quarantined_size(row), Ordering::Relaxed);
-                self.shared.full.store(false, Ordering::Relaxed);
-                metrics::counter!(crate::metrics::SPOOL_DRAINED).increment(1);
+                self.shared.removed(1, quarantined_size(row));
             }
-            self.shared.publish_depth();
             tracing::info!(
                 rows = rows.len(),
                 left = self.depth(),
@@ -459,11 +449,7 @@ impl Spool {
             .map_err(DrainError::Spool)?;
         let n = done.events.len() as u64;
         let freed: u64 = done.events.iter().map(row_size).sum();
-        self.shared.depth.fetch_sub(n, Ordering::Relaxed);
-        self.shared.bytes.fetch_sub(freed, Ordering::Relaxed);
-        self.shared.full.store(false, Ordering::Relaxed);
-        self.shared.publish_depth();
-        metrics::counter!(crate::metrics::SPOOL_DRAINED).increment(n);
+        self.shared.removed(n, freed);
         tracing::info!(
             rows = n,
             left = self.depth(),
@@ -527,6 +513,25 @@ enum DrainError {
 }
 
 impl Shared {
+    /// Counts `rows` (of `bytes`) committed to the spool and wakes the
+    /// drainer.
+    fn added(&self, rows: u64, bytes: u64) {
+        self.depth.fetch_add(rows, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.publish_depth();
+        metrics::counter!(crate::metrics::SPOOLED).increment(rows);
+        self.wake.notify_one();
+    }
+
+    /// Counts `rows` (of `bytes`) moved out of the spool: there is room again.
+    fn removed(&self, rows: u64, bytes: u64) {
+        self.depth.fetch_sub(rows, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.full.store(false, Ordering::Relaxed);
+        self.publish_depth();
+        metrics::counter!(crate::metrics::SPOOL_DRAINED).increment(rows);
+    }
+
     fn publish_depth(&self) {
         metrics::gauge!(crate::metrics::SPOOL_DEPTH).set(self.depth.load(Ordering::Relaxed) as f64);
     }
@@ -554,11 +559,7 @@ async fn write_batches(shared: Arc<Shared>, mut queue: mpsc::Receiver<Job>) {
                     }
                     let _ = job.reply.send(outcome);
                 }
-                shared.depth.fetch_add(added, Ordering::Relaxed);
-                shared.bytes.fetch_add(bytes, Ordering::Relaxed);
-                shared.publish_depth();
-                metrics::counter!(crate::metrics::SPOOLED).increment(added);
-                shared.wake.notify_one();
+                shared.added(added, bytes);
             }
             Err(e) => {
                 tracing::error!(error = %e, rows = jobs.len(), "the spool could not commit");
