@@ -182,6 +182,15 @@ where
 }
 
 impl super::Ingest {
+    /// How long a write waits for Postgres: `commit_deadline` with a spool
+    /// to go to instead, else as long as the request may take.
+    fn commit_wait(&self) -> Duration {
+        match self.spool {
+            Some(_) => self.commit_deadline,
+            None => Duration::MAX,
+        }
+    }
+
     /// Commits a sealed delivery: to Postgres through the batch writers, or
     /// to the spool while it is active, when the writers could not commit
     /// it, or when Postgres has not answered within `commit_deadline`.
@@ -194,12 +203,7 @@ impl super::Ingest {
         // Shared with the writer, not copied: the spool may need it back.
         let row = Arc::new(row);
         let answer = self.writer.submit(Arc::clone(&row));
-        // Only with a spool is there somewhere better to go than waiting.
-        let deadline = match spool {
-            Some(_) => self.commit_deadline,
-            None => Duration::MAX,
-        };
-        let refused = match tokio::time::timeout(deadline, answer).await {
+        let refused = match tokio::time::timeout(self.commit_wait(), answer).await {
             Ok(Ok(outcome)) => return Ok(outcome),
             Ok(Err(reason)) => Some(reason),
             Err(_) => None, // no answer in time: a database that hangs
@@ -272,11 +276,7 @@ async fn quarantine(state: &AppState, body: &[u8], error: &AppError, request_id:
     let kept = match spool.filter(|s| s.is_active()) {
         // A database found down is not waited on again.
         Some(spool) => spool_quarantined(spool, &row).await,
-        None => match state
-            .store
-            .quarantine(&row, state.settings.quarantine.max_rows)
-            .await
-        {
+        None => match quarantine_within(state, &row).await {
             Ok(id) => Ok(Some(id)),
             Err(error) => match spool {
                 Some(spool) => {
@@ -309,6 +309,20 @@ async fn quarantine(state: &AppState, body: &[u8], error: &AppError, request_id:
             %error, reason, request_id,
             "a genuine delivery was refused and could not be kept in quarantine"
         ),
+    }
+}
+
+/// The quarantine insert; with a spool, bounded by `commit_deadline` as a
+/// delivery's commit is: a database that hangs must not turn the refusal
+/// into a timeout (and the row into nothing).
+async fn quarantine_within(state: &AppState, row: &NewQuarantined) -> Result<i64, String> {
+    let insert = state
+        .store
+        .quarantine(row, state.settings.quarantine.max_rows);
+    let deadline = state.ingest.commit_wait();
+    match tokio::time::timeout(deadline, insert).await {
+        Ok(kept) => kept.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no commit within {deadline:?}")),
     }
 }
 

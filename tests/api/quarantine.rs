@@ -429,3 +429,25 @@ async fn refusals_while_postgres_is_down_reach_the_quarantine_through_the_spool(
     );
     assert_eq!(app.events("stale-while-down").await.len(), 1);
 }
+
+/// A quarantine insert that hangs (the table locked) does not turn the
+/// refusal into a timeout: the 400 comes after `database.acquire_timeout`
+/// and the row reaches the quarantine through the spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_quarantine_insert_keeps_the_refusal_and_the_row() {
+    let app = spawn_app().await;
+    let mut lock = app.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE quarantined_deliveries IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let stale = stale_body("stale-while-locked");
+    let got = post_with_id(&app, &stale, Some(prod_signature(&stale)), "locked-0").await;
+    assert_eq!(got, 400);
+    lock.rollback().await.unwrap();
+    eventually("the refusal in quarantine", || async {
+        let list = listed(&app);
+        (list.len() == 1 && list[0]["request_id"] == "locked-0").then_some(())
+    })
+    .await;
+}
