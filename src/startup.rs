@@ -219,6 +219,7 @@ impl Application {
             retention::FIRST_PASS_DELAY.min(state.settings.retention.purge_interval),
             shutdown.clone(),
         ));
+        spawn_key_check(&state);
         let quarantine_max_rows = state.settings.quarantine.max_rows;
         let drainer = state.ingest.spool.clone().map(|spool| {
             tokio::spawn(spool.drain_into(store.clone(), quarantine_max_rows, shutdown.clone()))
@@ -289,6 +290,26 @@ pub fn database_context(url: &SecretString) -> String {
 
 /// Starts the Results API: its feed watcher and its own listener, with its
 /// own timeout and connection cap.
+/// Warns, once and in the background (it reads every row's key id), about
+/// rows sealed under a key that is missing from the ring: they can no
+/// longer be read (a rotation that removed a key before `reencrypt`).
+fn spawn_key_check(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let spool = state
+            .ingest
+            .spool
+            .as_ref()
+            .map(|_| std::path::Path::new(&state.settings.spool.path));
+        match crate::reencrypt::missing_keys(&state.store, &state.ingest.keys, spool).await {
+            Ok(missing) => crate::reencrypt::warn_missing(&missing),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check which keys sealed the stored rows")
+            }
+        }
+    });
+}
+
 fn spawn_api(listener: TcpListener, state: AppState) -> [tokio::task::JoinHandle<()>; 2] {
     let shutdown = state.shutdown.clone();
     let api = &state.settings.api;

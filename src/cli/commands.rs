@@ -53,7 +53,7 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
         Command::Show { job_id } => show(settings, &job_id).await,
         Command::Purge { dry_run } => purge(&settings, dry_run).await,
         Command::Reencrypt => reencrypt(&settings).await,
-        Command::CheckConfig => check_config(&settings),
+        Command::CheckConfig => check_config(&settings).await,
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Rejected(command) => {
             super::rejected::run(command, &settings, &connect(&settings).await?).await
@@ -113,10 +113,13 @@ async fn purge(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode> {
 async fn reencrypt(settings: &Settings) -> anyhow::Result<ExitCode> {
     let keys = secrets::load_key_ring(&ProcessEnv)?;
     let store = connect(settings).await?;
-    let report = crate::reencrypt::reencrypt(&store, &keys).await?;
+    let spool = local_spool(settings, &store);
+    let report = crate::reencrypt::reencrypt(&store, &keys, spool).await?;
     println!(
-        "re-encrypted {} event(s) under key `{}`",
-        report.reencrypted,
+        "re-encrypted {} event(s), {} quarantined delivery(ies), {} spooled row(s) under key `{}`",
+        report.events,
+        report.quarantine,
+        report.spool,
         keys.current()
     );
     if report.skipped.is_empty() {
@@ -124,8 +127,8 @@ async fn reencrypt(settings: &Settings) -> anyhow::Result<ExitCode> {
     }
     for row in &report.skipped {
         eprintln!(
-            "skipped row {} (key `{}`): {}",
-            row.id, row.key_id, row.reason
+            "skipped row {} ({}, key `{}`): {}",
+            row.id, row.kind, row.key_id, row.reason
         );
     }
     eprintln!(
@@ -133,6 +136,17 @@ async fn reencrypt(settings: &Settings) -> anyhow::Result<ExitCode> {
         report.skipped.len()
     );
     Ok(ExitCode::FAILURE)
+}
+
+/// This replica's spool file, when the store is Postgres and
+/// `spool.path` is set (the spool backs Postgres only).
+fn local_spool<'a>(settings: &'a Settings, store: &Store) -> Option<&'a Path> {
+    match store {
+        Store::Postgres(_) if !settings.spool.path.is_empty() => {
+            Some(Path::new(&settings.spool.path))
+        }
+        _ => None,
+    }
 }
 
 fn keygen() -> anyhow::Result<ExitCode> {
@@ -237,7 +251,7 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
+async fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::load(&ProcessEnv)?;
     let effective = toml::to_string_pretty(settings).context("cannot render the settings")?;
     let ids: Vec<&str> = secrets.keys.ids().map(|k| k.as_str()).collect();
@@ -269,8 +283,40 @@ fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
         secrets::DATABASE_URL,
         secrets::database_label(&secrets.database_url)
     );
+    warn_missing_keys(settings, &secrets).await;
     eprintln!("configuration OK");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `check-config`'s warning about rows that no key in the ring can open:
+/// a store that is not there (yet) or does not answer within a few
+/// seconds is mentioned, never an error of the configuration.
+async fn warn_missing_keys(settings: &Settings, secrets: &Secrets) {
+    const WAIT: Duration = Duration::from_secs(5);
+    let mut db = settings.database.clone();
+    db.connect_timeout = db.connect_timeout.min(WAIT);
+    let check = async {
+        let store = Store::open_migrated(&secrets.database_url, &db).await?;
+        let spool = local_spool(settings, &store);
+        let missing = crate::reencrypt::missing_keys(&store, &secrets.keys, spool).await;
+        store.close().await;
+        missing
+    };
+    match tokio::time::timeout(WAIT * 2, check).await {
+        Ok(Ok(missing)) => {
+            for (kind, key_id, rows) in missing {
+                eprintln!(
+                    "warning: {rows} {kind} row(s) are sealed under key `{key_id}`, which is not in {}: \
+                     they cannot be read until it is back (run `reencrypt` before removing a key)",
+                    secrets::ENCRYPTION_KEYS
+                );
+            }
+        }
+        Ok(Err(e)) => eprintln!("note: the stored rows' keys were not checked: {e}"),
+        Err(_) => {
+            eprintln!("note: the stored rows' keys were not checked: the store did not answer")
+        }
+    }
 }
 
 /// A tiny HTTP/1.1 GET so container images need no curl.

@@ -158,10 +158,12 @@ pub(crate) use on_backend;
 // using `on_backend!`, so declared after it).
 mod audit;
 pub mod feed;
+mod keys;
 mod subjects;
 mod tokens;
 
 pub use feed::{FeedEvent, FeedFilter};
+pub use keys::SealedTable;
 pub use tokens::LAST_USED_GRANULARITY_MICROS;
 
 impl Store {
@@ -286,32 +288,6 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         on_backend!(self, s => s.sealed_under_other_keys(current_key, after, limit).await)
-    }
-
-    /// Writes re-sealed payloads in one transaction; returns rows changed.
-    /// Each update applies only if the row still holds the nonce it was
-    /// read with.
-    pub async fn reseal(&self, rows: &[Resealed]) -> Result<u64, StoreError> {
-        on_backend!(self, s => {
-            let mut tx = s.pool().begin().await?;
-            let mut changed = 0;
-            for row in rows {
-                changed += sqlx::query(
-                    "UPDATE webhook_events SET key_id = $1, nonce = $2, ciphertext = $3 \
-                     WHERE id = $4 AND nonce = $5",
-                )
-                .bind(row.sealed.key_id.as_str())
-                .bind(&row.sealed.nonce)
-                .bind(&row.sealed.ciphertext)
-                .bind(row.id)
-                .bind(&row.old_nonce)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            tx.commit().await?;
-            Ok(changed)
-        })
     }
 
     /// Opens an existing, migrated store for commands that read it: creates

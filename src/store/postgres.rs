@@ -15,6 +15,11 @@ use crate::config::DatabaseSettings;
 /// Advisory lock id held by the replica that is purging ("imggo-pu").
 const PURGE_LOCK_KEY: i64 = 0x696d_6767_6f2d_7075;
 
+/// Advisory lock id that orders erasure against inserts ("imggo-er"):
+/// every insert transaction holds it shared, an erasure (or a job delete)
+/// holds it exclusively. See [`lock_out_inserts`].
+const ERASURE_LOCK_KEY: i64 = 0x696d_6767_6f2d_6572;
+
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Whether a failed connection attempt can succeed later: the server is not
@@ -150,7 +155,8 @@ impl PgStore {
         &self,
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        insert_rows(&self.pool, events).await
+        let mut conn = self.pool.acquire().await?;
+        insert_rows(&mut conn, events).await
     }
 
     /// [`Self::insert_batch`] on the connection in `held`, checking one out
@@ -170,7 +176,7 @@ impl PgStore {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         let held = &mut held.0;
         if let Some(conn) = held {
-            match insert_rows(&mut **conn, events).await {
+            match insert_rows(conn, events).await {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(StoreError::Unavailable(e)) => {
                     tracing::debug!(error = %e, "kept connection failed; retrying on a fresh one");
@@ -183,7 +189,7 @@ impl PgStore {
             }
         }
         let mut conn = self.pool.acquire().await?;
-        let outcomes = insert_rows(&mut *conn, events).await?;
+        let outcomes = insert_rows(&mut conn, events).await?;
         *held = Some(conn);
         Ok(outcomes)
     }
@@ -301,13 +307,65 @@ fn claim_outcomes(events: &[&NewEvent], inserted: Vec<(String, String)>) -> Vec<
         .collect()
 }
 
-/// One `INSERT … SELECT FROM UNNEST` for the whole batch: one statement, one
-/// transaction, one commit.
+/// Holds every insert off until the calling transaction ends, after
+/// waiting for the inserts in flight to commit: an erasure that deletes
+/// after this sees every event committed before it, and every insert that
+/// commits after it sees its tombstones (PITFALLS "Erasure").
+pub(crate) async fn lock_out_inserts(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(ERASURE_LOCK_KEY)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The batch statement. An event is *barred*, stored nowhere and answered
+/// as a duplicate, when its (job_id, event) was erased or deleted before,
+/// or when one of its subjects was erased at or after its receipt (it was
+/// received before the erasure answered, and commits after it). A barred
+/// key is remembered like an erased one. The rest are inserted once per
+/// (job_id, event), with the subject rows of the events actually inserted
+/// (a duplicate's subjects are already indexed).
+const INSERT_BATCH: &str = "\
+    WITH batch AS ( \
+      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                           $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[]) \
+        AS b(job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at)), \
+    subj AS ( \
+      SELECT * FROM UNNEST($9::text[], $10::text[], $11::bytea[]) AS s(job_id, event, subject)), \
+    barred AS ( \
+      SELECT b.job_id, b.event FROM batch b \
+      WHERE EXISTS (SELECT 1 FROM erased_events x \
+                    WHERE x.job_id = b.job_id AND x.event = b.event) \
+         OR EXISTS (SELECT 1 FROM subj s JOIN erased_subjects es ON es.subject = s.subject \
+                    WHERE s.job_id = b.job_id AND s.event = b.event \
+                      AND es.erased_at >= b.received_at)), \
+    ins AS ( \
+      INSERT INTO webhook_events \
+        (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at) \
+      SELECT * FROM batch b \
+      WHERE NOT EXISTS (SELECT 1 FROM barred x WHERE x.job_id = b.job_id AND x.event = b.event) \
+      ON CONFLICT (job_id, event) DO NOTHING \
+      RETURNING id, job_id, event), \
+    subj_ins AS ( \
+      INSERT INTO event_subjects (subject, event_id) \
+      SELECT s.subject, ins.id FROM subj s \
+      JOIN ins ON ins.job_id = s.job_id AND ins.event = s.event \
+      ON CONFLICT DO NOTHING), \
+    remembered AS ( \
+      INSERT INTO erased_events (job_id, event, erased_at) \
+      SELECT DISTINCT job_id, event, now() FROM barred \
+      ON CONFLICT (job_id, event) DO NOTHING) \
+    SELECT job_id, event FROM ins";
+
+/// One statement for the whole batch, in one transaction that holds the
+/// erasure lock shared (see [`lock_out_inserts`]): one commit.
 #[instrument(skip_all, fields(rows = events.len()))]
-async fn insert_rows<'c>(
-    executor: impl sqlx::PgExecutor<'c>,
+async fn insert_rows(
+    conn: &mut sqlx::PgConnection,
     events: &[&NewEvent],
 ) -> Result<Vec<InsertOutcome>, StoreError> {
+    use sqlx::Connection as _;
     let n = events.len();
     let (mut job_ids, mut names, mut patterns, mut statuses) = (
         Vec::with_capacity(n),
@@ -338,37 +396,29 @@ async fn insert_rows<'c>(
         ciphertexts.push(e.sealed.ciphertext.as_slice());
         received.push(e.received_at);
     }
-    // One statement: the events, and the subject rows of the events it
-    // actually inserted (a duplicate's subjects are already indexed).
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "WITH ins AS ( \
-           INSERT INTO webhook_events \
-             (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at) \
-           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                                $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[]) \
-           ON CONFLICT (job_id, event) DO NOTHING \
-           RETURNING id, job_id, event), \
-         subj AS ( \
-           INSERT INTO event_subjects (subject, event_id) \
-           SELECT s.subject, ins.id \
-           FROM UNNEST($9::text[], $10::text[], $11::bytea[]) AS s(job_id, event, subject) \
-           JOIN ins ON ins.job_id = s.job_id AND ins.event = s.event \
-           ON CONFLICT DO NOTHING) \
-         SELECT job_id, event FROM ins",
-    )
-    .bind(&job_ids)
-    .bind(&names)
-    .bind(&patterns)
-    .bind(&statuses)
-    .bind(&key_ids)
-    .bind(&nonces)
-    .bind(&ciphertexts)
-    .bind(&received)
-    .bind(&subject_jobs)
-    .bind(&subject_events)
-    .bind(&subjects)
-    .fetch_all(executor)
-    .await?;
+    let mut tx = conn.begin().await?;
+    // Shared: inserts never wait for each other, only for an erasure.
+    // Taken before the statement, so the statement's snapshot is newer
+    // than any erasure that held the lock.
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(ERASURE_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    let inserted: Vec<(String, String)> = sqlx::query_as(INSERT_BATCH)
+        .bind(&job_ids)
+        .bind(&names)
+        .bind(&patterns)
+        .bind(&statuses)
+        .bind(&key_ids)
+        .bind(&nonces)
+        .bind(&ciphertexts)
+        .bind(&received)
+        .bind(&subject_jobs)
+        .bind(&subject_events)
+        .bind(&subjects)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(claim_outcomes(events, inserted))
 }
 

@@ -141,6 +141,60 @@ impl Store {
         }
     }
 
+    /// The subject hashes a quarantined delivery was indexed under when it
+    /// arrived, taken from its body before redaction: a replay stores its
+    /// event under them (the redacted body no longer holds the values).
+    pub async fn quarantined_subjects(&self, id: i64) -> Result<Vec<SubjectHash>, StoreError> {
+        const SQL: &str =
+            "SELECT subject FROM quarantine_subjects WHERE quarantine_id = $1 ORDER BY subject";
+        let rows: Vec<Vec<u8>> = super::on_backend!(self, s => sqlx::query_scalar(SQL)
+            .bind(id)
+            .fetch_all(s.pool())
+            .await?);
+        Ok(rows
+            .iter()
+            .filter_map(|b| <[u8; 32]>::try_from(b.as_slice()).ok().map(SubjectHash))
+            .collect())
+    }
+
+    /// Up to `limit` quarantined deliveries with `id > after` not sealed
+    /// under `current_key`, oldest first (`reencrypt`).
+    pub async fn quarantined_under_other_keys(
+        &self,
+        current_key: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Quarantined>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM quarantined_deliveries \
+             WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3"
+        );
+        match self {
+            Store::Postgres(s) => {
+                let rows = sqlx::query(&sql)
+                    .bind(current_key)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(s.pool())
+                    .await?;
+                rows.iter()
+                    .map(|r| sealed(r, entry(r, r.try_get("received_at")?)?))
+                    .collect()
+            }
+            Store::Sqlite(s) => {
+                let rows = sqlx::query(&sql)
+                    .bind(current_key)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(s.pool())
+                    .await?;
+                rows.iter()
+                    .map(|r| sealed(r, entry(r, micros(r.try_get("received_at")?))?))
+                    .collect()
+            }
+        }
+    }
+
     /// Removes a quarantined delivery (replayed); false when it was gone.
     pub async fn release_quarantined(&self, id: i64) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM quarantined_deliveries WHERE id = $1";
@@ -153,19 +207,25 @@ impl Store {
     pub(super) async fn purge_quarantined(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         // Erasure tombstones only matter for deliveries still spooled, which
         // are younger than the retention window: they age out alike.
-        const TOMBSTONES: &str = "DELETE FROM erased_subjects WHERE erased_at < $1";
-        match self {
-            Store::Postgres(s) => {
-                sqlx::query(TOMBSTONES)
-                    .bind(cutoff)
-                    .execute(s.pool())
-                    .await?;
-            }
-            Store::Sqlite(s) => {
-                sqlx::query(TOMBSTONES)
-                    .bind(cutoff.timestamp_micros())
-                    .execute(s.pool())
-                    .await?;
+        // An erased event's key is remembered as long as the event itself
+        // could have been kept.
+        for tombstones in [
+            "DELETE FROM erased_subjects WHERE erased_at < $1",
+            "DELETE FROM erased_events WHERE erased_at < $1",
+        ] {
+            match self {
+                Store::Postgres(s) => {
+                    sqlx::query(tombstones)
+                        .bind(cutoff)
+                        .execute(s.pool())
+                        .await?;
+                }
+                Store::Sqlite(s) => {
+                    sqlx::query(tombstones)
+                        .bind(cutoff.timestamp_micros())
+                        .execute(s.pool())
+                        .await?;
+                }
             }
         }
         const SQL: &str = "DELETE FROM quarantined_deliveries WHERE received_at < $1";

@@ -86,7 +86,13 @@ impl SqliteStore {
         &MIGRATOR
     }
 
-    /// Inserts a batch in one transaction: one fsync for all of it.
+    /// Inserts a batch in one transaction: one fsync for all of it. An
+    /// event is barred (stored nowhere, answered as a duplicate, its key
+    /// remembered) when its (job_id, event) was erased or deleted before,
+    /// or when one of its subjects was erased at or after its receipt. The
+    /// first statement writes, so the transaction holds SQLite's write lock
+    /// (and reads the latest commits, a `forget` from another process
+    /// included) before it checks any tombstone.
     #[instrument(skip_all, fields(rows = events.len()))]
     pub async fn insert_batch(
         &self,
@@ -99,7 +105,8 @@ impl SqliteStore {
             let inserted: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO webhook_events \
                    (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
+                 WHERE NOT EXISTS (SELECT 1 FROM erased_events WHERE job_id = ?1 AND event = ?2) \
                  ON CONFLICT (job_id, event) DO NOTHING RETURNING id",
             )
             .bind(&e.job_id)
@@ -112,13 +119,31 @@ impl SqliteStore {
             .bind(&s.ciphertext)
             .fetch_optional(&mut *tx)
             .await?;
-            outcomes.push(match inserted {
-                Some(id) => {
-                    super::subjects::insert_sqlite(&mut tx, id, &event.subjects).await?;
-                    InsertOutcome::Inserted
-                }
-                None => InsertOutcome::Duplicate,
-            });
+            let Some(id) = inserted else {
+                outcomes.push(InsertOutcome::Duplicate);
+                continue;
+            };
+            if super::subjects::erased_since_sqlite(&mut tx, &event.subjects, event.received_at)
+                .await?
+            {
+                sqlx::query("DELETE FROM webhook_events WHERE id = ?")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO erased_events (job_id, event, erased_at) VALUES (?, ?, ?) \
+                     ON CONFLICT (job_id, event) DO NOTHING",
+                )
+                .bind(&e.job_id)
+                .bind(&e.event)
+                .bind(Utc::now().timestamp_micros())
+                .execute(&mut *tx)
+                .await?;
+                outcomes.push(InsertOutcome::Duplicate);
+                continue;
+            }
+            super::subjects::insert_sqlite(&mut tx, id, &event.subjects).await?;
+            outcomes.push(InsertOutcome::Inserted);
         }
         tx.commit().await?;
         self.commits.notify_one();

@@ -8,32 +8,59 @@ use crate::audit::AuditEntry;
 use crate::subjects::SubjectHash;
 
 impl Store {
-    /// Deletes every event of `job_id`; records `audit` with the count.
+    /// Deletes every event of `job_id`; records `audit` with the count, and
+    /// remembers each deleted (job_id, event) so that it is not stored again.
     pub async fn delete_job(&self, job_id: &str, audit: &AuditEntry) -> Result<u64, StoreError> {
-        on_backend!(self, s => {
-            let mut tx = s.pool().begin().await?;
-            let n = sqlx::query("DELETE FROM webhook_events WHERE job_id = $1")
-                .bind(job_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            super::audit::append(&mut *tx, &audit.clone().count(n)).await?;
-            tx.commit().await?;
-            Ok(n)
-        })
+        const REMEMBER: &str = "INSERT INTO erased_events (job_id, event, erased_at) \
+             SELECT job_id, event, $2 FROM webhook_events WHERE job_id = $1 \
+             ON CONFLICT (job_id, event) DO UPDATE SET erased_at = excluded.erased_at";
+        const DELETE: &str = "DELETE FROM webhook_events WHERE job_id = $1";
+        let now = chrono::Utc::now();
+        macro_rules! delete {
+            ($s:expr, $now:expr, $lock:expr) => {{
+                let mut tx = $s.pool().begin().await?;
+                $lock(&mut tx).await?;
+                sqlx::query(REMEMBER)
+                    .bind(job_id)
+                    .bind($now)
+                    .execute(&mut *tx)
+                    .await?;
+                let n = sqlx::query(DELETE)
+                    .bind(job_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                super::audit::append(&mut *tx, &audit.clone().count(n)).await?;
+                tx.commit().await?;
+                Ok(n)
+            }};
+        }
+        match self {
+            Store::Postgres(s) => delete!(s, now, lock_postgres),
+            Store::Sqlite(s) => delete!(s, now.timestamp_micros(), lock_sqlite),
+        }
     }
 
     /// Erasure: deletes every event and every quarantined delivery indexed
-    /// under `subject`, and leaves its hash in `erased_subjects` so that
-    /// every replica's spool drops the subject's spooled deliveries as it
-    /// drains (a spool is on its replica's own disk). Records `audit` (whose
-    /// target is the subject's hash, never its value) with the count, all
-    /// in one transaction.
+    /// under `subject`, remembers each deleted event's (job_id, event) so it
+    /// is never stored again, and leaves the subject's hash in
+    /// `erased_subjects`: an insert of the subject's data received before
+    /// now and committed after (a batch in flight, a spool draining on any
+    /// replica) is refused. Records `audit` (whose target is the subject's
+    /// hash, never its value) with the count, all in one transaction, after
+    /// the inserts in flight have committed (Postgres: [`lock_out_inserts`];
+    /// SQLite has one writer).
+    ///
+    /// [`lock_out_inserts`]: super::postgres::lock_out_inserts
     pub async fn forget_subject(
         &self,
         subject: &SubjectHash,
         audit: &AuditEntry,
     ) -> Result<u64, StoreError> {
+        const REMEMBER: &str = "INSERT INTO erased_events (job_id, event, erased_at) \
+             SELECT job_id, event, $2 FROM webhook_events WHERE id IN \
+             (SELECT event_id FROM event_subjects WHERE subject = $1) \
+             ON CONFLICT (job_id, event) DO UPDATE SET erased_at = excluded.erased_at";
         const EVENTS: &str = "DELETE FROM webhook_events WHERE id IN \
              (SELECT event_id FROM event_subjects WHERE subject = $1)";
         const QUARANTINED: &str = "DELETE FROM quarantined_deliveries WHERE id IN \
@@ -42,8 +69,14 @@ impl Store {
              ON CONFLICT (subject) DO UPDATE SET erased_at = excluded.erased_at";
         let now = chrono::Utc::now();
         macro_rules! forget {
-            ($pool:expr, $now:expr) => {{
-                let mut tx = $pool.begin().await?;
+            ($s:expr, $now:expr, $lock:expr) => {{
+                let mut tx = $s.pool().begin().await?;
+                $lock(&mut tx).await?;
+                sqlx::query(REMEMBER)
+                    .bind(subject.as_bytes())
+                    .bind($now)
+                    .execute(&mut *tx)
+                    .await?;
                 let mut n = 0;
                 for sql in [EVENTS, QUARANTINED] {
                     n += sqlx::query(sql)
@@ -63,8 +96,8 @@ impl Store {
             }};
         }
         match self {
-            Store::Postgres(s) => forget!(s.pool(), now),
-            Store::Sqlite(s) => forget!(s.pool(), now.timestamp_micros()),
+            Store::Postgres(s) => forget!(s, now, lock_postgres),
+            Store::Sqlite(s) => forget!(s, now.timestamp_micros(), lock_sqlite),
         }
     }
 
@@ -110,6 +143,37 @@ impl Store {
             .await?);
         Ok(n.unsigned_abs())
     }
+}
+
+async fn lock_postgres(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    super::postgres::lock_out_inserts(tx).await
+}
+
+/// SQLite's one writer connection (and its file lock, for other processes)
+/// already orders an erasure against inserts.
+async fn lock_sqlite(_tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// SQLite: whether any of `subjects` was erased at or after `received_at`.
+pub(crate) async fn erased_since_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    subjects: &[SubjectHash],
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, StoreError> {
+    for subject in subjects {
+        let erased: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM erased_subjects WHERE subject = ? AND erased_at >= ?",
+        )
+        .bind(subject.as_bytes())
+        .bind(received_at.timestamp_micros())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if erased.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// SQLite: indexes a just-inserted event's subjects, in its transaction.

@@ -222,8 +222,8 @@ async fn rows_under_unknown_keys_are_reported_and_kept() {
         .await
         .unwrap();
     let ring = test_ring(&format!("{KEY_B},{KEY_A}"));
-    let report = reencrypt(&app.store, &ring).await.unwrap();
-    assert_eq!(report.reencrypted, 1);
+    let report = reencrypt(&app.store, &ring, None).await.unwrap();
+    assert_eq!(report.events, 1);
     assert_eq!(report.skipped.len(), 1);
     assert_eq!(report.skipped[0].key_id, "kz");
     assert_eq!(app.rows().await, 2, "never deleted");
@@ -275,9 +275,9 @@ async fn reencrypt_under_write_load_loses_nothing() {
         acked
     });
     let ring = test_ring(&ring_21);
-    let report = reencrypt(&app.store, &ring).await.unwrap();
+    let report = reencrypt(&app.store, &ring, None).await.unwrap();
     let acked = writer.await.unwrap();
-    assert_eq!(report.reencrypted, 1500);
+    assert_eq!(report.events, 1500);
     assert!(report.skipped.is_empty());
     assert_eq!(acked.len(), 300);
 

@@ -23,6 +23,8 @@
 //! What it does not protect against: the loss of this replica's disk (mount
 //! a volume), or a replica that never starts again (its spool waits for it).
 
+pub mod keys;
+
 use std::path::Path;
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,7 +61,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Bytes a row costs beyond its payload (columns, index entries, pages).
 const ROW_OVERHEAD: u64 = 256;
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spooled_events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id      TEXT    NOT NULL,
@@ -77,7 +79,7 @@ CREATE TABLE IF NOT EXISTS spooled_events (
 
 /// Quarantine rows (refused signed deliveries) that Postgres could not
 /// take: kept here as the deliveries are, and moved after them.
-const QUARANTINE_SCHEMA: &str = "
+pub(crate) const QUARANTINE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spooled_quarantine (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at INTEGER NOT NULL,
@@ -317,14 +319,10 @@ impl Spool {
                     None => Ok(()),
                 };
             };
-            // A subject erased (on any replica) after a delivery was
-            // spooled: that delivery is dropped, not stored.
-            let erased = self.erased_in(store, &batch).await?;
-            let refs: Vec<&NewEvent> = batch
-                .events
-                .iter()
-                .filter(|e| !is_erased(&erased, e.received_at, &e.subjects))
-                .collect();
+            // A delivery whose subject was erased (on any replica) after it
+            // was spooled is refused by the insert itself, which remembers
+            // its key: checked here, a racing erasure could slip between.
+            let refs: Vec<&NewEvent> = batch.events.iter().collect();
             let spool_side = async {
                 if let Some(done) = committed.take() {
                     self.forget(done).await?;
@@ -351,15 +349,6 @@ impl Spool {
             committed = Some(batch);
             batch = next?;
         }
-    }
-
-    /// The subjects of `batch` erased since its oldest delivery was received.
-    async fn erased_in(&self, store: &Store, batch: &Batch) -> Result<Erased, DrainError> {
-        erased_among(
-            store,
-            batch.events.iter().map(|e| (e.received_at, &e.subjects)),
-        )
-        .await
     }
 
     /// Moves every spooled quarantine row into `store`, oldest first, each
