@@ -260,6 +260,14 @@ async fn deliveries_spooled_before_an_erasure_never_reach_postgres() {
     })
     .await;
     assert!(app.events("spooled-alice").await.is_empty());
+    // Dropped at the drain, its key is remembered as an erased one's is:
+    // the same delivery again is a duplicate and stays unstored.
+    let again = app
+        .post_signed(about("spooled-alice", "alice@example.com"))
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap()["status"], "duplicate");
+    assert!(app.events("spooled-alice").await.is_empty());
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

@@ -390,6 +390,19 @@ pub async fn backdate_rows(store: &Store, job_ids: &[&str], secs: i64) {
     .await;
 }
 
+/// Moves every erasure tombstone (erased keys and subjects) back in time by
+/// `secs`.
+pub async fn backdate_tombstones(store: &Store, secs: i64) {
+    for table in ["erased_events", "erased_subjects"] {
+        exec(
+            store,
+            &format!("UPDATE {table} SET erased_at = erased_at - make_interval(secs => {secs})"),
+            &format!("UPDATE {table} SET erased_at = erased_at - {secs} * 1000000"),
+        )
+        .await;
+    }
+}
+
 /// A fresh, migrated store of each backend, with what keeps it alive.
 pub enum Backing {
     Postgres(TestDb),
