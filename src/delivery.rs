@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::crypto::{KeyRing, SealError};
 use crate::event::{Envelope, NewEvent};
 use crate::json::{Json, JsonError};
-use crate::redact::Redactor;
+use crate::redact::{holds_card_or_ssn, Redactor};
 use crate::subjects::SubjectIndexer;
 use chrono::{DateTime, Utc};
 
@@ -54,20 +54,23 @@ impl Envelope {
             Some(Json::String(s)) if s.chars().count() > 128 => {
                 return Err(invalid("pattern_id must be at most 128 characters"))
             }
-            // A NUL cannot be a text column; the payload keeps it.
-            Some(Json::String(s)) if !Self::is_pattern_id(s) => None,
+            // A NUL cannot be a text column, nor may a card or SSN be in
+            // plaintext; the payload keeps it (masked, for the latter).
+            Some(Json::String(s)) if !Self::is_pattern_id(s) || holds_card_or_ssn(s) => None,
             Some(Json::String(s)) => Some(s.to_string()),
             Some(_) => return Err(invalid("pattern_id must be a string")),
         };
         // `status` is informational; a plaintext column only takes a short
-        // (1-64 characters), printable value in any script; anything else
-        // leaves the column empty (the payload keeps it).
+        // (1-64 characters), printable value in any script that holds no
+        // card or SSN; anything else leaves the column empty (the payload
+        // keeps it, masked by value detection).
         let status = match body.get("status") {
             Some(Json::String(s))
                 if (1..=64).contains(&s.chars().count())
                     && !s
                         .chars()
-                        .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER) =>
+                        .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
+                    && !holds_card_or_ssn(s) =>
             {
                 Some(s.to_string())
             }
@@ -312,6 +315,21 @@ mod tests {
         assert_eq!(status(json!("a\nb")), None);
         assert_eq!(status(json!("")), None);
         assert_eq!(status(json!(7)), None);
+        // A card or SSN never reaches a plaintext column (issue 21).
+        assert_eq!(status(json!("4111 1111 1111 1111")), None);
+        assert_eq!(status(json!("held: 123-45-6789")), None);
+        assert_eq!(
+            status(json!("batch 2026-11-24 #12")).as_deref(),
+            Some("batch 2026-11-24 #12")
+        );
+        let pattern = |v: Value| {
+            Envelope::from_object(&obj(json!({"event":"e","job_id":"j","pattern_id":v})))
+                .unwrap()
+                .pattern_id
+        };
+        assert_eq!(pattern(json!("123-45-6789")), None);
+        assert_eq!(pattern(json!("4111-1111-1111-1111")), None);
+        assert_eq!(pattern(json!("pat_x")).as_deref(), Some("pat_x"));
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //!   ([`normalize_name`]) and looked up: `hash` replaces `X` by `X_hash` (a
 //!   keyed HMAC of the canonical value), `mask_last4` keeps only the last
 //!   four digits, `drop` removes the field, `keep` cancels a default.
-//! * **Value detection** — every other string (and integer) is scanned for
-//!   Luhn-valid card numbers and US SSNs, which are masked in place. The
-//!   top-level envelope fields (`event`, `job_id`, `pattern_id`, `status`,
-//!   `timestamp`, `created_at`, `completed_at`) are stored in plaintext
-//!   beside the payload and are not rewritten.
+//! * **Value detection** — every other string (and every number whose value
+//!   is an integer, however written) is scanned for Luhn-valid card numbers
+//!   and US SSNs, which are masked in place. Only the top-level identifiers
+//!   `event` and `job_id` are not rewritten: they are the idempotency key,
+//!   held to strict patterns, and stored beside the payload as they are.
+//!   `pattern_id` and `status` are scanned like any string, and their
+//!   plaintext columns are left empty when they hold a card or SSN.
 //!
 //! Choices the contract leaves open:
 //!
@@ -209,6 +211,13 @@ impl Redactor {
         mac.update(mask::canonical(value).as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
+}
+
+/// Whether value detection finds a card number or a US SSN in `text`: such
+/// a text never goes to a plaintext column (whatever `detect_values` says:
+/// a column is not sealed).
+pub fn holds_card_or_ssn(text: &str) -> bool {
+    detect::Scanner::default().redact_text(text).is_some() || luhn::mask_card_number(text).is_some()
 }
 
 /// HMAC-SHA256 keyed with `key` exactly as RFC 2104 does it (a key longer

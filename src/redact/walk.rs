@@ -9,17 +9,14 @@ use super::mask::{is_hash_hex, mask_last4};
 use super::rules::normalize_into;
 use super::{Action, Redactor};
 
-/// Top-level fields that identify the delivery and are stored in plaintext
-/// beside the payload: value detection must not rewrite them.
-const ENVELOPE: &[&str] = &[
-    "event",
-    "job_id",
-    "pattern_id",
-    "status",
-    "timestamp",
-    "created_at",
-    "completed_at",
-];
+/// Top-level fields that identify the delivery: `(job_id, event)` is the
+/// idempotency key and the seal's associated data, each held to a strict
+/// pattern (CONTRACT §2), stored beside the payload as they are. Value
+/// detection leaves them alone so that the payload and its columns agree.
+/// Every other envelope field (`pattern_id`, `status`, the timestamps) is
+/// scanned like any string; its column is left empty when it holds a card
+/// or SSN ([`super::holds_card_or_ssn`]).
+const IDENTIFIERS: &[&str] = &["event", "job_id"];
 
 /// What happens to the scalars of a subtree.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -143,11 +140,12 @@ impl<'r> Walker<'r> {
                 Some(Action::Keep) => Mode::Detect,
                 None => mode,
             };
-            // Envelope strings are stored beside the payload as they are; a
+            // The identifiers are stored beside the payload as they are; a
             // number (or anything else) under those names gets no pass.
-            let envelope_scalar =
-                top_level && matches!(value, Json::String(_)) && ENVELOPE.contains(&key.as_str());
-            if child_mode == Mode::Detect && envelope_scalar {
+            let identifier = top_level
+                && matches!(value, Json::String(_))
+                && IDENTIFIERS.contains(&key.as_str());
+            if child_mode == Mode::Detect && identifier {
                 continue;
             }
             self.value(value, child_mode);

@@ -209,7 +209,7 @@ fn integers_that_are_cards() {
                 "b": ["*********2222", "***************0001", "************1111"],
                 "c": 4111111111111112u64,
                 "d": 411111111111u64,
-                "e": 4111111111111111.0,
+                "e": "************1111",
                 "f": 123456789,
                 "g": 41111111111111110000.0
             }
@@ -218,7 +218,7 @@ fn integers_that_are_cards() {
 }
 
 #[test]
-fn envelope_fields_are_not_scanned_at_the_top_level_only() {
+fn only_the_identifiers_are_not_scanned_and_at_the_top_level_only() {
     let mut payload = json!({
         "event": "job.succeeded 4111111111111111",
         "job_id": "4111-1111-1111-1111",
@@ -232,7 +232,12 @@ fn envelope_fields_are_not_scanned_at_the_top_level_only() {
     });
     let mut want = payload.clone();
     want["error"] = json!("card ************1111 declined");
-    // Only envelope *strings* are exempt: a number there is scanned like any other.
+    // `status`, `pattern_id` and the timestamps are scanned (issue 21).
+    want["status"] = json!("***-**-6789");
+    for ts in ["timestamp", "created_at", "completed_at"] {
+        want[ts] = json!("************1111");
+    }
+    // Only identifier *strings* are exempt: a number there is scanned like any other.
     want["pattern_id"] = json!("************1111");
     want["manifest"] = json!({"job_id": "************1111", "status": "***-**-6789"});
     redactor().redact(&mut payload);

@@ -10,15 +10,8 @@ use serde_json::{json, Map, Value};
 
 const KEY: &[u8] = b"prop-hash-key-0123456789abcdefghij";
 
-const ENVELOPE: &[&str] = &[
-    "event",
-    "job_id",
-    "pattern_id",
-    "status",
-    "timestamp",
-    "created_at",
-    "completed_at",
-];
+/// The top-level identifiers value detection leaves alone (CONTRACT §4).
+const ENVELOPE: &[&str] = &["event", "job_id"];
 
 // ---------------------------------------------------------------- oracle
 
@@ -126,12 +119,29 @@ fn leftover_in_text(text: &str) -> Option<String> {
 }
 
 fn leftover_in_number(n: &serde_json::Number) -> Option<String> {
-    let text = n
-        .as_u64()
-        .map(|u| u.to_string())
-        .or_else(|| n.as_i64().map(|i| i.unsigned_abs().to_string()))?;
-    let digits: Vec<u32> = text.chars().map(|c| c.to_digit(10).unwrap()).collect();
-    ((13..=19).contains(&digits.len()) && luhn(&digits)).then(|| format!("card integer {n}"))
+    // The number's value, read from its text (kept by `arbitrary_precision`)
+    // by moving the decimal point: `4.111111111111111E15` is a card too.
+    let text = n.to_string();
+    let text = text.trim_start_matches('-');
+    let (mantissa, exponent) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
+    let exponent: i64 = exponent.trim_start_matches('+').parse().ok()?;
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int}{frac}");
+    let point = i64::try_from(int.len()).unwrap() + exponent;
+    if !(0..=40).contains(&point) {
+        return None;
+    }
+    let point = point as usize;
+    let mut integer: String = all.chars().take(point).collect();
+    while integer.len() < point {
+        integer.push('0');
+    }
+    if all.chars().skip(point).any(|c| c != '0') {
+        return None;
+    }
+    let integer = integer.trim_start_matches('0');
+    let digits: Vec<u32> = integer.chars().map(|c| c.to_digit(10).unwrap()).collect();
+    ((13..=19).contains(&digits.len()) && luhn(&digits)).then(|| format!("card number {n}"))
 }
 
 fn leftover(value: &Value, top_level_key: Option<&str>) -> Option<String> {
@@ -271,9 +281,26 @@ fn tree() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A card number written as a JSON number that is not a plain integer:
+/// `D.0`, `De0`, `d.dddE+15`, `D0E-1`, negative or not.
+fn spelled_card() -> impl Strategy<Value = (String, Value)> {
+    (card_digits(), 0..5usize, any::<bool>()).prop_map(|(d, style, negative)| {
+        let sign = if negative { "-" } else { "" };
+        let text = match style {
+            0 => format!("{sign}{d}.0"),
+            1 => format!("{sign}{d}e0"),
+            2 => format!("{sign}{}.{}E{}", &d[..1], &d[1..], d.len() - 1),
+            3 => format!("{sign}{}.{}e+{}", &d[..1], &d[1..], d.len() - 1),
+            _ => format!("{sign}{d}00E-2"),
+        };
+        (d, serde_json::from_str(&text).unwrap())
+    })
+}
+
 /// One secret to place in the tree: its plain digits (or SSN text) and the value holding it.
 fn injected() -> impl Strategy<Value = (String, Value)> {
     prop_oneof![
+        spelled_card(),
         secret_text().prop_map(|(plain, text)| (plain, Value::String(text))),
         card_digits().prop_map(|d| {
             let n = d.parse::<u64>().unwrap();
