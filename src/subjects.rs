@@ -11,7 +11,7 @@
 //! This module owns the field list, the hashing and the walk; the spool and
 //! the quarantine index their rows through [`index`] too.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use hmac::{Hmac, Mac};
@@ -42,28 +42,95 @@ impl fmt::Debug for SubjectHash {
     }
 }
 
-/// The normalised names whose values identify a data subject.
+/// How a subject field's value is made canonical before it is hashed
+/// (CONTRACT §9): so that one person's spellings meet, and two people never
+/// do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SubjectKind {
+    /// A `hash`-rule name (§4): letters and digits only, uppercased
+    /// (`123-45-6789` and `123456789` are one). The digest is the one the
+    /// `hash` action stores as `X_hash`, and the one every subject row was
+    /// indexed under before kinds existed: it is not tagged.
+    Hash,
+    /// A name containing `email`: trimmed and lower-cased, nothing more
+    /// (`jo.hn@ex-ample.com` is not `john@example.com`).
+    Email,
+    /// A name containing `phone`: its ASCII digits only.
+    Phone,
+    /// Any other field: trimmed.
+    Identifier,
+}
+
+impl SubjectKind {
+    pub const ALL: [SubjectKind; 4] = [Self::Hash, Self::Email, Self::Phone, Self::Identifier];
+
+    /// The kind of a normalised field name, `hash_rules` being the
+    /// normalised `hash`-rule names.
+    fn of(name: &str, hash_rules: &HashSet<String>) -> Self {
+        if hash_rules.contains(name) {
+            Self::Hash
+        } else if name.contains("email") {
+            Self::Email
+        } else if name.contains("phone") {
+            Self::Phone
+        } else {
+            Self::Identifier
+        }
+    }
+
+    /// What goes into the HMAC: the canonical value, behind a tag naming the
+    /// kind (none for `Hash`, whose digests predate kinds), so that an email
+    /// and an identifier with the same text are two subjects. `None` when
+    /// the canonical value is empty.
+    fn hmac_input(self, value: &str) -> Option<Vec<u8>> {
+        let (tag, canonical): (&[u8], String) = match self {
+            Self::Hash => (b"", redact::canonical(value)),
+            Self::Email => (b"email\0", value.trim().to_lowercase()),
+            Self::Phone => (
+                b"phone\0",
+                value.chars().filter(char::is_ascii_digit).collect(),
+            ),
+            Self::Identifier => (b"id\0", value.trim().to_owned()),
+        };
+        if canonical.is_empty() {
+            return None;
+        }
+        let mut input = Vec::with_capacity(tag.len() + canonical.len());
+        input.extend_from_slice(tag);
+        input.extend_from_slice(canonical.as_bytes());
+        Some(input)
+    }
+}
+
+/// The normalised names whose values identify a data subject, each with
+/// its kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SubjectFields(HashSet<String>);
+pub struct SubjectFields(HashMap<String, SubjectKind>);
 
 impl SubjectFields {
     /// `subjects.fields`, plus every `hash`-rule name of the redaction
-    /// settings when `subjects.hash_rule_fields` is on.
+    /// settings when `subjects.hash_rule_fields` is on. A listed name that
+    /// is a `hash`-rule name is of the `Hash` kind either way.
     pub fn new(settings: &SubjectsSettings, redact: &RedactSettings) -> Self {
-        let mut names: HashSet<String> = settings
+        let hash_rules: HashSet<String> = redact::hash_rule_names(redact).into_iter().collect();
+        let mut names: HashMap<String, SubjectKind> = settings
             .fields
             .iter()
             .map(|n| normalize_name(n))
             .filter(|n| !n.is_empty())
+            .map(|n| {
+                let kind = SubjectKind::of(&n, &hash_rules);
+                (n, kind)
+            })
             .collect();
         if settings.hash_rule_fields {
-            names.extend(redact::hash_rule_names(redact));
+            names.extend(hash_rules.into_iter().map(|n| (n, SubjectKind::Hash)));
         }
         Self(names)
     }
 
-    fn contains(&self, normalised: &str) -> bool {
-        self.0.contains(normalised)
+    fn kind(&self, normalised: &str) -> Option<SubjectKind> {
+        self.0.get(normalised).copied()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,16 +155,31 @@ impl SubjectKey {
         Self(redact::keyed_hmac(hash_key))
     }
 
-    /// The subject hash of `value` (canonicalised first), or `None` when its
-    /// canonical form is empty (nothing to identify anyone by).
+    /// The subject hash of `value` as a `hash`-rule field's (§4's canonical
+    /// value), or `None` when that is empty (no letter or digit). An
+    /// erasure's audit target: the same digest as before kinds existed.
     pub fn hash(&self, value: &str) -> Option<SubjectHash> {
-        let canonical = redact::canonical(value);
-        if canonical.is_empty() {
-            return None;
-        }
+        self.hash_as(SubjectKind::Hash, value)
+    }
+
+    /// The subject hash of `value` in a field of `kind`, or `None` when its
+    /// canonical form is empty (nothing to identify anyone by).
+    pub fn hash_as(&self, kind: SubjectKind, value: &str) -> Option<SubjectHash> {
+        let input = kind.hmac_input(value)?;
         let mut mac = self.0.clone();
-        mac.update(canonical.as_bytes());
+        mac.update(&input);
         Some(SubjectHash(mac.finalize().into_bytes().into()))
+    }
+
+    /// Every hash an erasure of `value` looks up: one per kind, distinct.
+    pub fn lookups(&self, value: &str) -> Vec<SubjectHash> {
+        let mut found: Vec<SubjectHash> = SubjectKind::ALL
+            .into_iter()
+            .filter_map(|kind| self.hash_as(kind, value))
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
     }
 }
 
@@ -119,12 +201,13 @@ impl SubjectIndexer {
 }
 
 /// The distinct subject hashes of an unredacted body: for every field named
-/// in `fields`, at any depth, every string and number inside its value.
+/// in `fields`, at any depth, every string and number inside its value,
+/// canonicalised by the kind of the nearest named field around it.
 pub fn index(body: &Json<'_>, fields: &SubjectFields, key: &SubjectKey) -> Vec<SubjectHash> {
     let mut found = Vec::new();
     if !fields.is_empty() {
         let mut name = String::new();
-        walk(body, fields, key, false, &mut name, &mut found);
+        walk(body, fields, key, None, &mut name, &mut found);
         found.sort_unstable();
         found.dedup();
     }
@@ -136,23 +219,23 @@ fn walk(
     value: &Json<'_>,
     fields: &SubjectFields,
     key: &SubjectKey,
-    named: bool,
+    kind: Option<SubjectKind>,
     name: &mut String,
     found: &mut Vec<SubjectHash>,
 ) {
-    match value {
-        Json::String(text) if named => found.extend(key.hash(text)),
-        Json::Number(text) if named => found.extend(key.hash(text)),
-        Json::Array(items) => {
+    match (value, kind) {
+        (Json::String(text), Some(kind)) => found.extend(key.hash_as(kind, text)),
+        (Json::Number(text), Some(kind)) => found.extend(key.hash_as(kind, text)),
+        (Json::Array(items), _) => {
             for item in items {
-                walk(item, fields, key, named, name, found);
+                walk(item, fields, key, kind, name, found);
             }
         }
-        Json::Object(entries) => {
+        (Json::Object(entries), _) => {
             for (k, v) in entries {
                 redact::normalize_into(k, name);
-                let is_field = fields.contains(name);
-                walk(v, fields, key, named || is_field, name, found);
+                let inner = fields.kind(name).or(kind);
+                walk(v, fields, key, inner, name, found);
             }
         }
         _ => {}
@@ -182,16 +265,60 @@ mod tests {
     #[test]
     fn finds_fields_at_any_depth_and_spelling() {
         let (fields, key) = indexer(&["email", "customer_id"], false);
-        let alice = key.hash("alice@example.com").unwrap();
-        let id = key.hash("C-42").unwrap();
-        let body = r#"{"manifest":{"Customer":{"E-Mail":"Alice@Example.com"},
+        let alice = key
+            .hash_as(SubjectKind::Email, "alice@example.com")
+            .unwrap();
+        let id = key.hash_as(SubjectKind::Identifier, "c 42").unwrap();
+        let body = r#"{"manifest":{"Customer":{"E-Mail":" Alice@Example.com"},
             "rows":[{"customerId":"c 42"},{"other":"alice@example.com"}]}}"#;
         let mut expected = vec![alice, id];
         expected.sort();
         assert_eq!(hashes(body, &fields, &key), expected);
-        // Canonical value: letters and digits only, uppercased.
-        assert_eq!(key.hash("ALICEEXAMPLECOM"), Some(alice));
         assert_eq!(key.hash("--"), None);
+    }
+
+    #[test]
+    fn each_kind_has_its_own_canonical_form_and_two_people_stay_two() {
+        use SubjectKind::*;
+        let (_, key) = indexer(&[], false);
+        let same = |kind, a: &str, b: &str| key.hash_as(kind, a) == key.hash_as(kind, b);
+        // An email: trimmed and lower-cased, nothing more.
+        assert!(same(Email, " John@Example.COM ", "john@example.com"));
+        assert!(!same(Email, "john@example.com", "jo.hn@ex-ample.com"));
+        assert!(!same(Email, "john@example.com", "JOHNEXAMPLE.COM"));
+        // A phone keeps its digits.
+        assert!(same(Phone, "+1 (555) 010-0199", "15550100199"));
+        assert!(!same(Phone, "555-0100", "555-0101"));
+        // An identifier is trimmed.
+        assert!(same(Identifier, " C-42 ", "C-42"));
+        assert!(!same(Identifier, "C-42", "c42"));
+        // A hash-rule value: §4's canonical form, as before.
+        assert!(same(Hash, "123-45-6789", "123456789"));
+        // One text under two kinds is two subjects.
+        assert_ne!(
+            key.hash_as(Email, "a@b.c"),
+            key.hash_as(Identifier, "a@b.c")
+        );
+        assert_eq!(key.hash_as(Phone, "no digits"), None);
+        // An erasure looks the value up under every kind.
+        let lookups = key.lookups("John@Example.com");
+        let kinds = SubjectKind::ALL.map(|kind| key.hash_as(kind, "John@Example.com"));
+        assert_eq!(kinds.iter().flatten().count(), 3, "no digit: no phone");
+        assert!(kinds.iter().flatten().all(|h| lookups.contains(h)));
+        assert!(!lookups.contains(&key.hash_as(Email, "jo.hn@ex-ample.com").unwrap()));
+    }
+
+    #[test]
+    fn names_get_their_kind() {
+        let (fields, _) = indexer(
+            &["Contact-Email", "mobile_phone", "member-no", "SSN"],
+            false,
+        );
+        assert_eq!(fields.kind("contactemail"), Some(SubjectKind::Email));
+        assert_eq!(fields.kind("mobilephone"), Some(SubjectKind::Phone));
+        assert_eq!(fields.kind("memberno"), Some(SubjectKind::Identifier));
+        assert_eq!(fields.kind("ssn"), Some(SubjectKind::Hash));
+        assert_eq!(fields.kind("passport"), None);
     }
 
     #[test]

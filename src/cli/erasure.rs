@@ -1,6 +1,7 @@
 //! `forget VALUE`: erasure by data subject from the command line (CONTRACT
-//! §9). The value is hashed with the hash key at once and only the hash is
-//! used or recorded (the audit target). `forget -` reads the value from
+//! §9). The value is hashed with the hash key at once, under each kind's
+//! canonical form, and only the hashes are used or recorded (the audit
+//! target is its §4 digest). `forget -` reads the value from
 //! stdin, keeping it out of shell history and `ps`.
 
 use std::io::Read as _;
@@ -31,12 +32,13 @@ pub async fn run(settings: &Settings, value: String) -> anyhow::Result<ExitCode>
         value
     };
     let key = SubjectKey::new(HashKey::load(&ProcessEnv)?.expose());
-    let Some(subject) = key.hash(&value) else {
+    // The audit target: the value's §4 digest, as before kinds existed.
+    let Some(target) = key.hash(&value) else {
         anyhow::bail!("the value has no letter or digit: nothing can be indexed under it");
     };
     let store = super::commands::connect(settings).await?;
-    let entry = AuditEntry::new(Actor::Cli, Action::Erasure, Some(subject.to_hex()));
-    let deleted = store.forget_subject(&subject, &entry).await?;
+    let entry = AuditEntry::new(Actor::Cli, Action::Erasure, Some(target.to_hex()));
+    let deleted = store.forget_subject(&key.lookups(&value), &entry).await?;
     println!("deleted {deleted} event(s)");
     Ok(ExitCode::SUCCESS)
 }

@@ -42,9 +42,10 @@ impl Store {
     }
 
     /// Erasure: deletes every event and every quarantined delivery indexed
-    /// under `subject`, remembers each deleted event's (job_id, event) so it
+    /// under any of `subjects` (one value's hash under each kind of
+    /// canonical form, `SubjectKey::lookups`), remembers each deleted event's (job_id, event) so it
     /// is never stored again, and leaves the subject's hash in
-    /// `erased_subjects`: an insert of the subject's data received before
+    /// `erased_subjects` (each of them): an insert of the subject's data received before
     /// now and committed after (a batch in flight, a spool draining on any
     /// replica) is refused. Records `audit` (whose target is the subject's
     /// hash, never its value) with the count, all in one transaction, after
@@ -54,7 +55,7 @@ impl Store {
     /// [`lock_out_inserts`]: super::postgres::lock_out_inserts
     pub async fn forget_subject(
         &self,
-        subject: &SubjectHash,
+        subjects: &[SubjectHash],
         audit: &AuditEntry,
     ) -> Result<u64, StoreError> {
         const REMEMBER: &str = "INSERT INTO erased_events (job_id, event, erased_at) \
@@ -72,24 +73,26 @@ impl Store {
             ($s:expr, $now:expr, $lock:expr) => {{
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
-                sqlx::query(REMEMBER)
-                    .bind(subject.as_bytes())
-                    .bind($now)
-                    .execute(&mut *tx)
-                    .await?;
                 let mut n = 0;
-                for sql in [EVENTS, QUARANTINED] {
-                    n += sqlx::query(sql)
+                for subject in subjects {
+                    sqlx::query(REMEMBER)
                         .bind(subject.as_bytes())
+                        .bind($now)
                         .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
+                        .await?;
+                    for sql in [EVENTS, QUARANTINED] {
+                        n += sqlx::query(sql)
+                            .bind(subject.as_bytes())
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                    }
+                    sqlx::query(TOMBSTONE)
+                        .bind(subject.as_bytes())
+                        .bind($now)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                sqlx::query(TOMBSTONE)
-                    .bind(subject.as_bytes())
-                    .bind($now)
-                    .execute(&mut *tx)
-                    .await?;
                 super::audit::append(&mut *tx, &audit.clone().count(n)).await?;
                 tx.commit().await?;
                 Ok(n)

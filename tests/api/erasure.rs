@@ -4,6 +4,8 @@
 
 use serde_json::{json, Value};
 
+use imggo_receiver::subjects::SubjectKind::Email;
+
 use crate::api_support::*;
 use crate::helpers::*;
 
@@ -105,14 +107,14 @@ async fn erasure_across_events(sqlite: Option<&std::path::Path>) {
     // Subject rows went with their events; bob's stay.
     assert_eq!(
         app.store
-            .count_subject(&key.hash("alice@example.com").unwrap())
+            .count_subject(&key.hash_as(Email, "alice@example.com").unwrap())
             .await
             .unwrap(),
         0
     );
     assert_eq!(
         app.store
-            .count_subject(&key.hash("bob@example.com").unwrap())
+            .count_subject(&key.hash_as(Email, "bob@example.com").unwrap())
             .await
             .unwrap(),
         1
@@ -125,7 +127,7 @@ async fn erasure_across_events(sqlite: Option<&std::path::Path>) {
         .unwrap();
     assert_eq!(
         app.store
-            .count_subject(&key.hash("bob@example.com").unwrap())
+            .count_subject(&key.hash_as(Email, "bob@example.com").unwrap())
             .await
             .unwrap(),
         0

@@ -251,7 +251,10 @@ async fn deliveries_spooled_before_an_erasure_never_reach_postgres() {
         imggo_receiver::audit::Action::Erasure,
         Some(subject.to_hex()),
     );
-    store.forget_subject(&subject, &entry).await.unwrap();
+    store
+        .forget_subject(&key.lookups("alice@example.com"), &entry)
+        .await
+        .unwrap();
 
     proxy.set_up(true);
     until_stored(&app.db, &BTreeSet::from(["spooled-bob".to_owned()])).await;

@@ -25,9 +25,11 @@ pub const MAX_BODY_BYTES: usize = 4096;
 #[allow(dead_code)]
 pub struct ErasureRequest {
     /// A value of one of `subjects.fields` (e.g. an email address), as it
-    /// appeared in deliveries; compared after canonicalisation (letters and
-    /// digits only, uppercased). A JSON number is accepted too and
-    /// matched by its text (a numeric `customer_id`).
+    /// appeared in deliveries; looked up under each kind's canonical form
+    /// (a `hash`-rule field's letters and digits uppercased, an email
+    /// trimmed and lower-cased, a phone's digits, any other field trimmed).
+    /// A JSON number is accepted too and matched by its text (a numeric
+    /// `customer_id`).
     pub value: String,
 }
 
@@ -62,18 +64,16 @@ pub async fn erase(
         _ => AppError::BadBody,
     })?;
     let value = erasure_value(&body)?;
-    let subject = state
-        .app
-        .ingest
-        .subjects
-        .key
+    let key = &state.app.ingest.subjects.key;
+    // The audit target: the value's §4 digest, as before kinds existed.
+    let target = key
         .hash(&value)
         .ok_or_else(|| AppError::InvalidParameter("value has no letter or digit".into()))?;
-    let entry = caller.audit(Action::Erasure, Some(subject.to_hex()));
+    let entry = caller.audit(Action::Erasure, Some(target.to_hex()));
     let deleted = state
         .app
         .store
-        .forget_subject(&subject, &entry)
+        .forget_subject(&key.lookups(&value), &entry)
         .await
         .map_err(store_error)?;
     Ok(axum::Json(Deleted { deleted }))
