@@ -2,8 +2,10 @@
 //! validation refused (`invalid_json`, `invalid_payload`,
 //! `stale_timestamp`) keeps its 4xx and is also kept, so that no genuine
 //! result is lost to a validation rule: redacted (by the §4 rules when it
-//! parses as JSON, else by value detection over its raw text), sealed, and
-//! stored with its reason and request id, for `rejected list/show/replay`.
+//! parses as JSON, else by the tolerant tokenizer of `redact`, which needs
+//! no tree and has no depth limit), indexed for erasure the same two ways,
+//! sealed, and stored with its reason and request id, for `rejected
+//! list/show/replay`.
 //! Unsigned and badly signed requests never get here.
 
 use chrono::Utc;
@@ -52,7 +54,11 @@ pub fn seal(
             let found = subjects.index(&tree);
             (redacted_text(body, (&mut tree, whole), redactor), found)
         }
-        Err(_) => (redact(body, redactor), Vec::new()),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let found = subjects.index_unparsed(&text);
+            (redactor.redact_unparsed(&text).into_bytes(), found)
+        }
     };
     let seal_id = uuid::Uuid::new_v4().simple().to_string();
     let sealed = keys.seal_quarantined(&seal_id, &redacted)?;
@@ -68,12 +74,13 @@ pub fn seal(
 }
 
 /// The body as it may be stored: a JSON document redacted as a delivery
-/// would be; anything else as text with card numbers and SSNs masked.
+/// would be; anything else by the tolerant tokenizer (name rules on every
+/// key it can read, value detection, unreadable digit runs masked).
 pub fn redact(body: &[u8], redactor: &Redactor) -> Vec<u8> {
     match Json::parse_whole(body) {
         Ok((mut tree, whole)) => redacted_text(body, (&mut tree, whole), redactor),
         Err(_) => redactor
-            .redact_text(&String::from_utf8_lossy(body))
+            .redact_unparsed(&String::from_utf8_lossy(body))
             .into_bytes(),
     }
 }

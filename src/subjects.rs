@@ -11,6 +11,8 @@
 //! This module owns the field list, the hashing and the walk; the spool and
 //! the quarantine index their rows through [`index`] too.
 
+mod unparsed;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -198,6 +200,11 @@ impl SubjectIndexer {
     pub fn index(&self, body: &Json<'_>) -> Vec<SubjectHash> {
         index(body, &self.fields, &self.key)
     }
+
+    /// [`index`] for a body that does not parse: every field it can read.
+    pub fn index_unparsed(&self, text: &str) -> Vec<SubjectHash> {
+        unparsed::index(text, &self.fields, &self.key)
+    }
 }
 
 /// The distinct subject hashes of an unredacted body: for every field named
@@ -319,6 +326,23 @@ mod tests {
         assert_eq!(fields.kind("memberno"), Some(SubjectKind::Identifier));
         assert_eq!(fields.kind("ssn"), Some(SubjectKind::Hash));
         assert_eq!(fields.kind("passport"), None);
+    }
+
+    #[test]
+    fn a_body_that_does_not_parse_is_indexed_as_far_as_it_can_be_read() {
+        let (fields, key) = indexer(&["customer_email", "customer_id"], true);
+        let deep = "[".repeat(200);
+        let body = format!(
+            r#"{{"x":{deep}{{"customer_email":"Bob@Example.com","ssn":"123-45-6789","rows":{{"customer_id":["C-1", 7]}},"customer_email":"cut@exa"#
+        );
+        let mut expected = vec![
+            key.hash_as(SubjectKind::Email, "bob@example.com").unwrap(),
+            key.hash("123456789").unwrap(),
+            key.hash_as(SubjectKind::Identifier, "C-1").unwrap(),
+            key.hash_as(SubjectKind::Identifier, "7").unwrap(),
+        ];
+        expected.sort();
+        assert_eq!(unparsed::index(&body, &fields, &key), expected);
     }
 
     #[test]

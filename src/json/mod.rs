@@ -21,6 +21,7 @@
 //! `preserve_order` does, and what most readers of the stored JSON do.
 
 mod keys;
+pub mod lex;
 mod parse;
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,7 @@ mod detect;
 mod luhn;
 mod mask;
 mod rules;
+mod tolerant;
 mod walk;
 
 use std::fmt;
@@ -202,6 +203,14 @@ impl Redactor {
         detect::Scanner::default()
             .redact_text(text)
             .unwrap_or_else(|| text.to_owned())
+    }
+
+    /// Raw text that does not parse as JSON, redacted by the tolerant
+    /// tokenizer ([`tolerant`]): name rules on every key it can read, value
+    /// detection on every string and number, and every digit run that could
+    /// be a card masked in what it cannot read.
+    pub fn redact_unparsed(&self, text: &str) -> String {
+        tolerant::redact(self, text)
     }
 
     /// Lowercase hex HMAC-SHA256(hash key, canonical(value)), as stored by
