@@ -18,6 +18,7 @@ mod metrics;
 mod operator;
 mod outage;
 mod payloads;
+mod pii_hardening;
 mod quarantine;
 mod redaction;
 mod results_api;
