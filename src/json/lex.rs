@@ -22,7 +22,7 @@ pub enum Token<'a> {
     /// A number by RFC 8259's grammar, followed by a delimiter (a number at
     /// the very end may have been cut short: it is [`Token::Unreadable`]).
     Number(&'a str),
-    /// `true`, `false` or `null`, followed by a delimiter.
+    /// `true`, `false` or `null` (whole words: nothing personal, even cut).
     Literal(&'a str),
     /// Bytes that are none of the above, up to the next delimiter.
     Unreadable(&'a str),
@@ -174,7 +174,7 @@ impl<'a> Iterator for Lexer<'a> {
                 let whole = end < self.text.len();
                 let token = if whole && is_number(word) {
                     Token::Number(word)
-                } else if whole && matches!(word, "true" | "false" | "null") {
+                } else if matches!(word, "true" | "false" | "null") {
                     Token::Literal(word)
                 } else {
                     Token::Unreadable(word)

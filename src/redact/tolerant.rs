@@ -5,7 +5,9 @@
 //!
 //! * Every key it can read gets the §4 name rules, as the tree walk applies
 //!   them: `drop` removes the key and its value (a container value up to
-//!   its closing bracket, or to the end of the text); `hash` turns
+//!   its closing bracket, or to the end of the text) and one comma beside
+//!   it, leaving a space so that its neighbours do not run together; `hash`
+//!   turns
 //!   `"X":"v"` into `"X_hash":"<digest>"`; `mask_last4` masks; `keep`
 //!   cancels. Under a hashed or masked container every leaf is hashed or
 //!   masked, and nested rules still apply.
@@ -58,7 +60,7 @@ pub(super) fn redact(redactor: &Redactor, text: &str) -> String {
         stack: Vec::new(),
         dropping: None,
         pending: None,
-        eat_comma: false,
+        after_drop: None,
         scanner: Scanner::default(),
         name: String::new(),
     };
@@ -79,8 +81,9 @@ struct Walk<'r, 'a> {
     /// Inside a dropped container opened at this depth: nothing is written.
     dropping: Option<usize>,
     pending: Option<Pending<'a>>,
-    /// A dropped field was first in its container: the comma after it goes.
-    eat_comma: bool,
+    /// Just after a dropped field: the position in `bare` of the comma
+    /// before it, if any (see [`Walk::after_drop`]).
+    after_drop: Option<Option<usize>>,
     scanner: Scanner,
     name: String,
 }
@@ -98,20 +101,16 @@ impl<'a> Walk<'_, 'a> {
                     self.stack.pop();
                     if self.stack.len() <= depth {
                         self.dropping = None;
+                        self.after_drop = Some(self.comma_before());
                     }
                 }
                 _ => {}
             }
             return;
         }
-        if self.eat_comma {
-            match token {
-                Token::Between(",") => {
-                    self.eat_comma = false;
-                    return;
-                }
-                Token::Between(_) => {}
-                _ => self.eat_comma = false,
+        if let Some(comma) = self.after_drop {
+            if !self.after_drop(comma, &token) {
+                return;
             }
         }
         if let Some(mut pending) = self.pending.take() {
@@ -149,15 +148,37 @@ impl<'a> Walk<'_, 'a> {
         }
     }
 
-    /// A dropped field takes one comma with it: the one before it, or when
-    /// it is first, the one after it.
-    fn drop_separator(&mut self) {
+    /// Where in `bare` the comma before a field just dropped is, if any.
+    fn comma_before(&self) -> Option<usize> {
         let before = self.bare.trim_end_matches([' ', '\t', '\n', '\r']);
-        if before.ends_with(',') {
-            self.bare.truncate(before.len() - 1);
-        } else {
-            self.eat_comma = true;
+        before.ends_with(',').then(|| before.len() - 1)
+    }
+
+    /// A dropped field takes one comma with it: the one after it, or when it
+    /// was last in its container, the one before it (at the end of the text,
+    /// neither: a number left last would read as cut short next time).
+    /// Whether `token` is still to be handled.
+    fn after_drop(&mut self, comma: Option<usize>, token: &Token<'_>) -> bool {
+        match token {
+            Token::Between(",") => {
+                // A space stands for the field and its comma: the tokens on
+                // either side must not read as one word next time.
+                self.bare.push(' ');
+                self.after_drop = None;
+                return false;
+            }
+            Token::Between(s) if s.trim().is_empty() => return true,
+            Token::Close(_) => {
+                if let Some(at) = comma {
+                    self.bare.remove(at);
+                }
+            }
+            // Not valid JSON here: kept apart from what came before the
+            // dropped field, so the two do not read as one word next time.
+            _ => self.bare.push(' '),
         }
+        self.after_drop = None;
+        true
     }
 
     fn unchanged_key(&mut self, pending: &Pending<'_>) {
@@ -169,10 +190,11 @@ impl<'a> Walk<'_, 'a> {
     fn value_after(&mut self, pending: Pending<'a>, value: Token<'a>) {
         let action = pending.action;
         if action == Some(Action::Drop) {
-            self.drop_separator();
             if let Token::Open(_) = value {
                 self.stack.push(Mode::Detect);
                 self.dropping = Some(self.stack.len() - 1);
+            } else {
+                self.after_drop = Some(self.comma_before());
             }
             return;
         }
@@ -295,13 +317,20 @@ impl<'a> Walk<'_, 'a> {
     }
 
     fn finish(mut self) -> String {
+        let mut dropped_last = self.dropping.is_some() || self.after_drop.is_some();
         if let Some(pending) = self.pending.take() {
             // A dropped name with its value cut off goes too.
             if pending.action == Some(Action::Drop) {
-                self.drop_separator();
+                dropped_last = true;
             } else {
                 self.unchanged_key(&pending);
             }
+        }
+        if dropped_last {
+            // What came before the dropped field was not cut short: a space
+            // keeps it from reading so next time (a number last in the text
+            // is taken for part of a longer one).
+            self.bare.push(' ');
         }
         self.flush();
         self.out
