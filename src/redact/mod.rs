@@ -195,16 +195,6 @@ impl Redactor {
         }
     }
 
-    /// Raw text that is not JSON (a quarantined body that does not parse),
-    /// with every card number and SSN detected by value masked. Names
-    /// cannot be matched in text that does not parse; value detection
-    /// applies whatever `detect_values` says, since nothing else can.
-    pub fn redact_text(&self, text: &str) -> String {
-        detect::Scanner::default()
-            .redact_text(text)
-            .unwrap_or_else(|| text.to_owned())
-    }
-
     /// Raw text that does not parse as JSON, redacted by the tolerant
     /// tokenizer ([`tolerant`]): name rules on every key it can read, value
     /// detection on every string and number, and every digit run that could
