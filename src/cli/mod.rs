@@ -88,7 +88,7 @@ pub enum Command {
     /// Print audit records as JSON lines, oldest first.
     Audit {
         /// Only records from the last DURATION (e.g. 24h, 7d).
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::duration::parse)]
         since: Option<std::time::Duration>,
     },
 }

@@ -39,9 +39,54 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(*d))
 }
 
-/// See [`serialize`].
+/// See [`serialize`]. A bare number (`30`, from `IMGGO__RETENTION__MAX_AGE=30`
+/// or `max_age = 30` in a file) has no unit to guess: the error shows the
+/// same number with one.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    humantime_serde::deserialize(d)
+    d.deserialize_any(Visitor)
+}
+
+struct Visitor;
+
+impl serde::de::Visitor<'_> for Visitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a duration with a unit, e.g. 30d, 1h, 90s or 500ms")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+        parse(text).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+        Err(E::custom(no_unit(&n.to_string())))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+        Err(E::custom(no_unit(&n.to_string())))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+        Err(E::custom(no_unit(&n.to_string())))
+    }
+}
+
+/// humantime's parse, with messages that show what to write instead.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(no_unit(trimmed));
+    }
+    humantime::parse_duration(trimmed)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 30d, 1h, 90s or 500ms"))
+}
+
+fn no_unit(number: &str) -> String {
+    format!(
+        "`{number}` has no unit; write a duration with one, e.g. {number}d \
+         (units: ms, s, m, h, d)"
+    )
 }
 
 #[cfg(test)]
@@ -68,6 +113,14 @@ mod tests {
         for (d, text) in cases {
             assert_eq!(format(d), text);
         }
+    }
+
+    #[test]
+    fn a_bare_number_is_refused_with_an_example() {
+        let e = parse("30").unwrap_err();
+        assert!(e.contains("e.g. 30d"), "{e}");
+        assert!(parse("abc").unwrap_err().contains("e.g. 30d"));
+        assert_eq!(parse("30d").unwrap(), Duration::from_secs(30 * 86_400));
     }
 
     #[test]

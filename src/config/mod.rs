@@ -199,7 +199,7 @@ pub struct ApiSettings {
     /// Address of the Results API listener; "" turns the API off.
     pub bind: String,
     /// Longest an API request may take; a long-poll `wait` ends 1 s before it.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub request_timeout: Duration,
     /// Most API connections open at once (each long-poll holds one).
     pub max_connections: u32,
@@ -227,7 +227,7 @@ pub struct SubjectsSettings {
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
     /// Audit records older than this are deleted by the retention task.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub max_age: Duration,
 }
 
