@@ -51,9 +51,17 @@ impl Application {
         listener: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let store = Store::connect(&secrets.database_url, &settings.database)
-            .await
-            .with_context(|| database_context(&secrets.database_url))?;
+        let store_location = crate::store::location::describe(&secrets.database_url);
+        tracing::info!(store = %store_location, "connecting to the store");
+        // A signal ends the wait for the database at once: a server that
+        // never started has nothing to drain.
+        let connect = Store::connect(&secrets.database_url, &settings.database);
+        let store = tokio::select! {
+            store = connect => store.with_context(|| database_context(&secrets.database_url))?,
+            () = shutdown.cancelled() => anyhow::bail!(
+                "stopped by a signal while waiting for the database ({store_location}); nothing was served"
+            ),
+        };
         store.migrate().await.context("cannot apply migrations")?;
         Self::with_store(settings, secrets, store, listener, shutdown).await
     }

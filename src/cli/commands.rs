@@ -75,10 +75,22 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One line on stderr naming the store a command works on: a second
+/// terminal without the server's `DATABASE_URL` reads another store, and
+/// must say so rather than answer "nothing there" from the wrong one.
+fn say_which_store(url: &secrecy::SecretString) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "store: {}",
+        crate::store::location::describe(url)
+    );
+}
+
 /// The store as `migrate` needs it: an embedded database is created when
 /// missing.
 async fn connect_or_create(settings: &Settings) -> anyhow::Result<Store> {
     let url = secrets::database_url(&ProcessEnv)?;
+    say_which_store(&url);
     Store::connect(&url, &settings.database)
         .await
         .with_context(|| database_context(&url))
@@ -89,6 +101,7 @@ async fn connect_or_create(settings: &Settings) -> anyhow::Result<Store> {
 /// an empty `./data/imggo.db` behind.
 pub(super) async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let url = secrets::database_url(&ProcessEnv)?;
+    say_which_store(&url);
     Store::open_migrated(&url, &settings.database)
         .await
         .with_context(|| database_context(&url))

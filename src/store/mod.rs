@@ -3,6 +3,7 @@
 //! embedded for a single instance with nothing to install.
 
 pub mod batch;
+pub mod location;
 pub mod postgres;
 pub mod quarantine;
 pub mod sqlite;
@@ -82,8 +83,10 @@ pub struct Resealed {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or cannot commit now; retry later.
+    // The cause is part of the text, not a `source`: an error chain
+    // printed whole (`{:#}`) would say it twice.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(sqlx::Error),
     /// Migrations are missing or behind this binary.
     #[error(
         "the database has no schema for this version yet: run `imggo-receiver migrate` (or `serve`) first"
@@ -94,11 +97,15 @@ pub enum StoreError {
     /// text says which, never the password.
     #[error("{0}")]
     Refused(String),
+    /// No connection could be made within `database.connect_timeout`; the
+    /// text says what happened (refused, no answer, TLS) and what to check.
+    #[error("{0}")]
+    Unreachable(String),
     /// Anything else the database refused.
     #[error("database error: {0}")]
-    Other(#[source] sqlx::Error),
+    Other(sqlx::Error),
     /// Applying migrations failed.
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 

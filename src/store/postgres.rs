@@ -4,7 +4,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::Connection as _;
 use tracing::instrument;
 
 use chrono::{DateTime, Utc};
@@ -64,9 +65,45 @@ fn refused(e: &sqlx::Error) -> StoreError {
         sqlx::Error::Io(io) if is_unknown_host(io) => {
             format!("{io}; check the host name in DATABASE_URL")
         }
+        sqlx::Error::Tls(tls) => format!(
+            "TLS failure: {tls}; check sslmode (and sslrootcert) in DATABASE_URL and the server's certificate"
+        ),
         other => other.to_string(),
     };
     StoreError::Refused(why)
+}
+
+/// Why no connection came within `waited`, once, in the operator's words:
+/// what happened and what to check, as [`refused`] does. `last` is the
+/// last attempt's error; `None` when the attempt itself got no answer.
+fn unreachable(last: Option<&sqlx::Error>, waited: Duration) -> StoreError {
+    let waited = crate::config::duration::format(waited);
+    let why = match last {
+        None => format!(
+            "no answer from the server within {waited}; check the host and port in \
+             DATABASE_URL and that no firewall drops the connection"
+        ),
+        Some(sqlx::Error::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!(
+                "connection refused (retried for {waited}): nothing listens at that host and \
+                 port; check that Postgres is running, and the host and port in DATABASE_URL"
+            )
+        }
+        Some(sqlx::Error::Io(io)) => format!(
+            "{io} (retried for {waited}); check that Postgres is running and reachable \
+             at the host and port in DATABASE_URL"
+        ),
+        Some(sqlx::Error::Protocol(_)) => format!(
+            "the connection was closed before Postgres answered (retried for {waited}); \
+             check that the host and port in DATABASE_URL are Postgres' and that it is up"
+        ),
+        Some(sqlx::Error::Database(db)) => format!(
+            "{} (retried for {waited}); the server is starting or full: check its state",
+            db.message()
+        ),
+        Some(other) => format!("{other} (retried for {waited})"),
+    };
+    StoreError::Unreachable(why)
 }
 
 fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
@@ -98,16 +135,25 @@ impl PgStore {
         let deadline = tokio::time::Instant::now() + db.connect_timeout;
         let mut backoff = Duration::from_millis(200);
         loop {
-            let attempt = pool_options(db).connect_with(options.clone()).await;
+            // One plain connection first: its error says why (refused, no
+            // such host, TLS), where a pool's says only that it timed out.
+            let attempt = tokio::time::timeout_at(deadline, PgConnection::connect_with(&options));
+            let Ok(attempt) = attempt.await else {
+                return Err(unreachable(None, db.connect_timeout));
+            };
             match attempt {
-                Ok(pool) => return Ok(Self { pool }),
+                Ok(conn) => {
+                    let _ = conn.close().await;
+                    let pool = pool_options(db).connect_lazy_with(options);
+                    return Ok(Self { pool });
+                }
                 Err(e) if !worth_retrying(&e) => return Err(refused(&e)),
                 Err(e) if tokio::time::Instant::now() + backoff < deadline => {
                     tracing::warn!(error = %e, "database not reachable yet; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Err(e) => return Err(StoreError::from(e)),
+                Err(e) => return Err(unreachable(Some(&e), db.connect_timeout)),
             }
         }
     }

@@ -31,3 +31,4 @@ mod signatures;
 mod spool;
 mod store;
 mod stringify;
+mod walk;

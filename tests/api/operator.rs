@@ -18,7 +18,7 @@ use crate::helpers::*;
 const BIN: &str = env!("CARGO_BIN_EXE_imggo-receiver");
 
 /// The binary in `dir` with nothing but `env` in its environment.
-fn isolated(dir: &Path, env: &[(&str, &str)]) -> Command {
+pub(crate) fn isolated(dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .current_dir(dir)
@@ -27,20 +27,20 @@ fn isolated(dir: &Path, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-fn run(mut cmd: Command, args: &[&str]) -> Output {
+pub(crate) fn run(mut cmd: Command, args: &[&str]) -> Output {
     cmd.args(args).stdin(Stdio::null()).output().unwrap()
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The secrets every command needs, without DATABASE_URL.
-fn secrets() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn secrets() -> Vec<(&'static str, &'static str)> {
     vec![
         ("IMGGO_WEBHOOK_SECRETS", SECRET),
         ("IMGGO_ENCRYPTION_KEYS", KEY_A),

@@ -85,6 +85,28 @@ impl Server {
         }
     }
 
+    /// Sends `signal` and waits at most `within` for the process to exit
+    /// (its stderr closes when it does); `None` when it is still running.
+    pub fn signal_and_wait(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        within: Duration,
+    ) -> Option<(std::process::ExitStatus, String)> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+            }
+        }
+        let status = self.child.wait().unwrap();
+        Some((status, self.seen.join("\n")))
+    }
+
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
