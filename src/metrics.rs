@@ -166,13 +166,23 @@ fn describe() {
     );
 }
 
-/// Outcomes of the webhook route: the 200 answers and every error code
-/// (`not_found` is the router's, never the webhook's).
+/// Codes the webhook route never answers with: `not_found` is the
+/// router's; the rest are the Results API's (tokens, cursors, query
+/// parameters), on its own listener.
+const NOT_FROM_THE_WEBHOOK: [ErrorCode; 4] = [
+    ErrorCode::NotFound,
+    ErrorCode::Unauthorized,
+    ErrorCode::InvalidCursor,
+    ErrorCode::InvalidParameter,
+];
+
+/// Outcomes of the webhook route: the 200 answers and every error code it
+/// can answer with, so its series carry nothing it could never produce.
 fn webhook_outcomes() -> impl Iterator<Item = Outcome> {
     [Outcome::Received, Outcome::Duplicate].into_iter().chain(
         ErrorCode::ALL
             .into_iter()
-            .filter(|c| *c != ErrorCode::NotFound)
+            .filter(|c| !NOT_FROM_THE_WEBHOOK.contains(c))
             .map(Outcome::Refused),
     )
 }

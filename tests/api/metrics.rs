@@ -252,3 +252,72 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `(route, outcome)` of every sample of `metric` in Prometheus text.
+fn route_outcomes(text: &str, metric: &str) -> Vec<(String, String)> {
+    let label = |labels: &str, name: &str| {
+        let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = labels[start..].find('"')? + start;
+        Some(labels[start..end].to_owned())
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix('{'))
+        .filter_map(|labels| Some((label(labels, "route")?, label(labels, "outcome")?)))
+        .collect()
+}
+
+/// Each route's request series, declared at start-up, carry only the
+/// outcomes that route can answer with: the Results API's codes are not
+/// the webhook's.
+#[tokio::test]
+async fn each_route_declares_only_the_outcomes_it_can_produce() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let mut env = serve_env(&db, port, admin);
+    env.push((
+        "IMGGO__API__BIND".into(),
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    let mut server = Server::start(command(dir.path(), &env));
+    server.wait_for("listening");
+    let text = scrape(admin).await;
+
+    let webhook: std::collections::BTreeSet<String> =
+        route_outcomes(&text, "imggo_http_requests_total")
+            .into_iter()
+            .map(|(route, outcome)| {
+                assert_eq!(route, "/webhooks/imggo", "{outcome}");
+                outcome
+            })
+            .collect();
+    let expected: std::collections::BTreeSet<String> = [
+        "received",
+        "duplicate",
+        "forbidden",
+        "rate_limited",
+        "payload_too_large",
+        "missing_signature",
+        "invalid_signature",
+        "invalid_json",
+        "invalid_payload",
+        "stale_timestamp",
+        "bad_request",
+        "request_timeout",
+        "method_not_allowed",
+        "unavailable",
+        "internal_error",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(webhook, expected);
+
+    let api = route_outcomes(&text, "imggo_api_requests_total");
+    assert!(!api.is_empty(), "{text}");
+    for (route, outcome) in api {
+        assert!(route.starts_with("/v1/"), "{route}");
+        assert_eq!(outcome, "ok", "{route}");
+    }
+    server.terminate();
+}
