@@ -12,31 +12,83 @@ use crate::store::{PurgeOutcome, Store, StoreError};
 /// Delay before the first pass, so start-up and readiness come first.
 pub const FIRST_PASS_DELAY: Duration = Duration::from_secs(5);
 
-/// One pass now; logs and counts its result, rows and duration
-/// (`imggo_purge_*`, and `imggo_database_errors_total{operation="purge"}`
-/// when it fails).
-pub async fn purge_once(
+/// Rows of each kind one pass deleted, or (dry run) would delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Stored events past `retention.max_age`.
+    pub events: u64,
+    /// Quarantined deliveries past `retention.max_age`.
+    pub quarantine: u64,
+    /// Audit records past `audit.max_age`.
+    pub audit: u64,
+}
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Deleted(Counts),
+    /// `--dry-run`: what a real pass would delete.
+    WouldDelete(Counts),
+    /// Another replica is purging; this pass did nothing.
+    Skipped,
+}
+
+/// One retention pass, the same for the server's task and `purge`: events
+/// and quarantined deliveries past `retention.max_age`, then audit records
+/// past `audit_max_age` (skipped with the rest when another replica is
+/// purging). Logs and counts its result, rows and duration (`imggo_purge_*`,
+/// and `imggo_database_errors_total{operation="purge"}` when it fails).
+pub async fn pass(
     store: &Store,
     settings: &RetentionSettings,
+    audit_max_age: Duration,
     dry_run: bool,
-) -> Result<PurgeOutcome, StoreError> {
+) -> Result<Pass, StoreError> {
     let start = Instant::now();
-    let result = store
-        .purge(settings.max_age, settings.batch_size, dry_run)
-        .await;
+    let result = async {
+        let (events, quarantine) = store
+            .purge_counted(settings.max_age, settings.batch_size, dry_run)
+            .await?;
+        Ok(match events {
+            PurgeOutcome::Skipped => Pass::Skipped,
+            PurgeOutcome::WouldDelete(events) => Pass::WouldDelete(Counts {
+                events,
+                quarantine,
+                audit: store.count_audit_older_than(audit_max_age).await?,
+            }),
+            PurgeOutcome::Deleted(events) => Pass::Deleted(Counts {
+                events,
+                quarantine,
+                audit: store.purge_audit(audit_max_age).await?,
+            }),
+        })
+    }
+    .await;
     let elapsed = start.elapsed();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let label = match &result {
-        Ok(PurgeOutcome::Deleted(rows)) => {
-            tracing::info!(rows, duration_ms, "retention pass deleted expired events");
-            metrics::counter!(crate::metrics::PURGE_ROWS).increment(*rows);
+        Ok(Pass::Deleted(n)) => {
+            tracing::info!(
+                events = n.events,
+                quarantine = n.quarantine,
+                audit = n.audit,
+                duration_ms,
+                "retention pass deleted expired rows"
+            );
+            metrics::counter!(crate::metrics::PURGE_ROWS).increment(n.events);
             "completed"
         }
-        Ok(PurgeOutcome::WouldDelete(rows)) => {
-            tracing::info!(rows, duration_ms, "retention dry run");
+        Ok(Pass::WouldDelete(n)) => {
+            tracing::info!(
+                events = n.events,
+                quarantine = n.quarantine,
+                audit = n.audit,
+                duration_ms,
+                "retention dry run"
+            );
             "dry_run"
         }
-        Ok(PurgeOutcome::Skipped) => {
+        Ok(Pass::Skipped) => {
             tracing::info!(
                 duration_ms,
                 "retention pass skipped: another replica is purging"
@@ -53,19 +105,9 @@ pub async fn purge_once(
     result
 }
 
-/// Deletes audit records older than `max_age` (`audit.max_age`): the only
-/// way audit records ever go.
-pub async fn purge_audit_once(store: &Store, max_age: Duration) -> Result<u64, StoreError> {
-    let rows = store.purge_audit(max_age).await?;
-    if rows > 0 {
-        tracing::info!(rows, "retention pass deleted expired audit records");
-    }
-    Ok(rows)
-}
-
 /// Runs passes until `shutdown`; the wait between them is cancellable, and a
 /// pass cut short by shutdown loses nothing (each batch is atomic). Each
-/// pass also deletes audit records older than `audit_max_age`.
+/// pass is [`pass`]: audit records older than `audit_max_age` go too.
 pub async fn run(
     store: Store,
     settings: RetentionSettings,
@@ -80,15 +122,12 @@ pub async fn run(
             () = shutdown.cancelled() => return,
         }
         tokio::select! {
-            result = purge_once(&store, &settings, false) => {
+            result = pass(&store, &settings, audit_max_age, false) => {
                 if let Err(e) = result {
                     tracing::error!(error = %e, retry_in = ?settings.purge_interval, "retention pass failed");
                 }
             }
             () = shutdown.cancelled() => return,
-        }
-        if let Err(e) = purge_audit_once(&store, audit_max_age).await {
-            tracing::error!(error = %e, retry_in = ?settings.purge_interval, "audit retention pass failed");
         }
         wait = settings.purge_interval;
     }

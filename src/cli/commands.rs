@@ -19,7 +19,7 @@ use crate::crypto;
 use crate::retention;
 use crate::security::SignatureVerifier;
 use crate::startup::{cancel_on_signal, database_context, Application};
-use crate::store::{PurgeOutcome, Store};
+use crate::store::Store;
 
 pub fn dispatch(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     match command {
@@ -107,19 +107,36 @@ pub(super) async fn connect(settings: &Settings) -> anyhow::Result<Store> {
         .with_context(|| database_context(&url))
 }
 
+/// The server's retention pass, now: one line per kind of row.
 async fn purge(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode> {
     let store = connect(settings).await?;
-    match retention::purge_once(&store, &settings.retention, dry_run).await? {
-        PurgeOutcome::Deleted(n) => println!(
-            "deleted {n} event(s) older than {}",
-            duration::format(settings.retention.max_age)
-        ),
-        PurgeOutcome::WouldDelete(n) => println!(
-            "would delete {n} event(s) older than {} (dry run)",
-            duration::format(settings.retention.max_age)
-        ),
-        PurgeOutcome::Skipped => println!("skipped: another replica is purging right now"),
-    }
+    let pass = retention::pass(&store, &settings.retention, settings.audit.max_age, dry_run);
+    let (verb, counts, suffix) = match pass.await? {
+        retention::Pass::Deleted(counts) => ("deleted", counts, ""),
+        retention::Pass::WouldDelete(counts) => ("would delete", counts, " (dry run)"),
+        retention::Pass::Skipped => {
+            println!("skipped: another replica is purging right now");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let retention = duration::format(settings.retention.max_age);
+    let audit = duration::format(settings.audit.max_age);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{verb} {} event(s) older than {retention}{suffix}",
+        counts.events
+    )?;
+    writeln!(
+        out,
+        "{verb} {} quarantined delivery(ies) older than {retention}{suffix}",
+        counts.quarantine
+    )?;
+    writeln!(
+        out,
+        "{verb} {} audit record(s) older than {audit}{suffix}",
+        counts.audit
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

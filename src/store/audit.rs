@@ -52,6 +52,16 @@ impl Store {
             .await?))
     }
 
+    /// Records older than `max_age` (a dry run's count).
+    pub async fn count_audit_older_than(&self, max_age: Duration) -> Result<u64, StoreError> {
+        let cutoff = super::retention_cutoff(max_age).timestamp_micros();
+        let n: i64 = on_backend!(self, s => sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE at < $1")
+            .bind(cutoff)
+            .fetch_one(s.pool())
+            .await?);
+        Ok(n.unsigned_abs())
+    }
+
     /// Deletes records older than `max_age`; returns how many.
     pub async fn purge_audit(&self, max_age: Duration) -> Result<u64, StoreError> {
         let cutoff = super::retention_cutoff(max_age).timestamp_micros();

@@ -273,18 +273,32 @@ impl Store {
         batch_size: u32,
         dry_run: bool,
     ) -> Result<PurgeOutcome, StoreError> {
+        Ok(self.purge_counted(max_age, batch_size, dry_run).await?.0)
+    }
+
+    /// [`Self::purge`], also saying how many quarantined deliveries were
+    /// (or would be) deleted with the events.
+    pub async fn purge_counted(
+        &self,
+        max_age: Duration,
+        batch_size: u32,
+        dry_run: bool,
+    ) -> Result<(PurgeOutcome, u64), StoreError> {
         let cutoff = retention_cutoff(max_age);
         if dry_run {
             let n = on_backend!(self, s => s.count_expired(cutoff).await?);
-            return Ok(PurgeOutcome::WouldDelete(n));
+            let quarantined = self.count_quarantined_before(cutoff).await?;
+            return Ok((PurgeOutcome::WouldDelete(n), quarantined));
         }
         let outcome = on_backend!(self, s => s.purge(cutoff, batch_size).await)?;
         // Quarantined deliveries age out with the events (after them: a
         // replica that skipped the events pass skips these too).
-        if outcome != PurgeOutcome::Skipped {
-            self.purge_quarantined(cutoff).await?;
-        }
-        Ok(outcome)
+        let quarantined = if outcome == PurgeOutcome::Skipped {
+            0
+        } else {
+            self.purge_quarantined(cutoff).await?
+        };
+        Ok((outcome, quarantined))
     }
 
     /// Rows after `after` (by id) not sealed under `current_key`, oldest first.

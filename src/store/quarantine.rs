@@ -202,6 +202,29 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Quarantined deliveries received before `cutoff` (a dry run's count).
+    pub(super) async fn count_quarantined_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT count(*) FROM quarantined_deliveries WHERE received_at < $1";
+        let n: i64 = match self {
+            Store::Postgres(s) => {
+                sqlx::query_scalar(SQL)
+                    .bind(cutoff)
+                    .fetch_one(s.pool())
+                    .await?
+            }
+            Store::Sqlite(s) => {
+                sqlx::query_scalar(SQL)
+                    .bind(cutoff.timestamp_micros())
+                    .fetch_one(s.pool())
+                    .await?
+            }
+        };
+        Ok(n.unsigned_abs())
+    }
+
     /// Deletes quarantined deliveries received before `cutoff` (retention;
     /// the table is capped, so one statement).
     pub(super) async fn purge_quarantined(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {

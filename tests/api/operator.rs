@@ -342,7 +342,9 @@ fn check_config_and_purge_say_what_they_run_on_as_default_toml_writes_it() {
     let out = run(isolated(dir.path(), &secrets()), &["purge", "--dry-run"]);
     assert_eq!(
         stdout(&out),
-        "would delete 0 event(s) older than 30d (dry run)\n"
+        "would delete 0 event(s) older than 30d (dry run)\n\
+         would delete 0 quarantined delivery(ies) older than 30d (dry run)\n\
+         would delete 0 audit record(s) older than 400d (dry run)\n"
     );
 }
 

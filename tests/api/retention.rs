@@ -148,6 +148,72 @@ async fn purge_command_reports_and_dry_runs() {
     assert_eq!(job_ids_left(&app).await, vec!["c".to_owned()]);
 }
 
+async fn count(app: &TestApp, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+/// `purge` is the server's own pass: events and quarantined deliveries past
+/// `retention.max_age`, audit records past `audit.max_age`, each counted,
+/// and a dry run counts each without deleting.
+#[tokio::test]
+async fn purge_is_the_servers_whole_pass_and_counts_each_kind() {
+    let app = spawn_app().await;
+    for job in ["old", "new"] {
+        assert_eq!(app.post_signed(prod_body(job)).await.status(), 200);
+    }
+    backdate(&app, &["old".into()], 40 * 86_400).await;
+    for body in ["not json 1", "not json 2"] {
+        let res = app.post_signed(body.as_bytes().to_vec()).await;
+        assert_eq!(res.status(), 400);
+    }
+    sqlx::query(
+        "UPDATE quarantined_deliveries SET received_at = received_at - interval '40 days' \
+         WHERE id = (SELECT min(id) FROM quarantined_deliveries)",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    let now = chrono::Utc::now().timestamp_micros();
+    for at in [now - 401 * 86_400 * 1_000_000, now] {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, count) \
+             VALUES ($1, 'cli', 'job.read', 'x', 1)",
+        )
+        .bind(at)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    }
+    let env = env_with_ring(&app.db.url, KEY_A);
+    let (ok, out, err) = cli(&env, &["purge", "--dry-run"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "would delete 1 event(s) older than 30d (dry run)\n\
+         would delete 1 quarantined delivery(ies) older than 30d (dry run)\n\
+         would delete 1 audit record(s) older than 400d (dry run)\n"
+    );
+    let tables = ["webhook_events", "quarantined_deliveries", "audit_log"];
+    for table in tables {
+        assert_eq!(count(&app, table).await, 2, "{table}: a dry run deleted");
+    }
+    let (ok, out, err) = cli(&env, &["purge"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "deleted 1 event(s) older than 30d\n\
+         deleted 1 quarantined delivery(ies) older than 30d\n\
+         deleted 1 audit record(s) older than 400d\n"
+    );
+    for table in tables {
+        assert_eq!(count(&app, table).await, 1, "{table}");
+    }
+    assert_eq!(job_ids_left(&app).await, vec!["new".to_owned()]);
+}
+
 #[tokio::test]
 async fn key_rotation_end_to_end() {
     let k1 = spawn_app().await;
