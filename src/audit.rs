@@ -48,6 +48,11 @@ pub enum Action {
     RejectedRead,
     /// A quarantined delivery replayed (`rejected replay`).
     RejectedReplay,
+    /// A quarantined delivery replayed with a body an operator supplied in
+    /// place of the signed one (`rejected replay --body`).
+    RejectedReplayOperatorBody,
+    /// A quarantined delivery deleted unreplayed (`rejected discard`).
+    RejectedDiscard,
 }
 
 impl Action {
@@ -61,6 +66,8 @@ impl Action {
             Self::TokenRevoke => "token.revoke",
             Self::RejectedRead => "rejected.read",
             Self::RejectedReplay => "rejected.replay",
+            Self::RejectedReplayOperatorBody => "rejected.replay_operator_body",
+            Self::RejectedDiscard => "rejected.discard",
         }
     }
 }

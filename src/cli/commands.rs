@@ -240,13 +240,17 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
         // the envelope fields are built with serde_json.
         let tree = crate::json::Json::parse(&plaintext)
             .with_context(|| format!("row {} decrypted to something that is not JSON", row.id))?;
-        let envelope: Value = json!({
+        let mut envelope: Value = json!({
             "job_id": row.job_id,
             "event": row.event,
             "pattern_id": row.pattern_id,
             "status": row.status,
             "received_at": row.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         });
+        // Only on events an operator supplied (`rejected replay --body`).
+        if row.operator_supplied {
+            envelope["operator_supplied"] = Value::Bool(true);
+        }
         let envelope = envelope.to_string();
         // Stored payloads are compact; a line break between tokens (never
         // written by this service) would split the line, so such text is

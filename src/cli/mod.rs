@@ -5,6 +5,7 @@ mod commands;
 mod erasure;
 mod export;
 mod rejected;
+mod rejected_fix;
 mod tokens;
 
 use std::collections::HashSet;

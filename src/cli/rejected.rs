@@ -1,6 +1,7 @@
-//! `rejected list | show ID | replay ID [--ignore-timestamp]`: the
-//! quarantine runbook (CONTRACT §8, §10) — see what validation refused,
-//! read it, fix the cause, and run it through validation and storage again.
+//! `rejected list | show ID | replay ID [--ignore-timestamp] [--body FILE]
+//! | discard ID`: the quarantine runbook — see what validation refused,
+//! read it, fix the cause, and run it through validation and storage again
+//! (or, when it can never pass, store a corrected body or discard it).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -37,6 +38,15 @@ pub enum RejectedCommand {
         /// Accept a signed timestamp outside `webhook.max_timestamp_age`.
         #[arg(long)]
         ignore_timestamp: bool,
+        /// Replay this corrected body (`-`: stdin) instead of the one
+        /// received; the event is marked operator-supplied.
+        #[arg(long, value_name = "FILE")]
+        body: Option<std::path::PathBuf>,
+    },
+    /// Delete a quarantined delivery without replaying it (audited).
+    Discard {
+        /// The id `rejected list` printed.
+        id: i64,
     },
 }
 
@@ -81,7 +91,9 @@ pub async fn run(
         RejectedCommand::Replay {
             id,
             ignore_timestamp,
-        } => replay(settings, store, id, ignore_timestamp).await,
+            body,
+        } => replay(settings, store, id, ignore_timestamp, body.as_deref()).await,
+        RejectedCommand::Discard { id } => super::rejected_fix::discard(store, id).await,
     }
 }
 
@@ -97,24 +109,32 @@ async fn replay(
     store: &Store,
     id: i64,
     ignore_timestamp: bool,
+    body_file: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let secrets = secrets::Secrets::load(&ProcessEnv)?;
     let Some(row) = store.quarantined_one(id).await? else {
         eprintln!("no quarantined delivery {id}");
         return Ok(ExitCode::FAILURE);
     };
-    let body = open(&secrets.keys, &row)?;
+    let (body, action) = match body_file {
+        Some(path) => (
+            super::rejected_fix::read_body(path)?,
+            Action::RejectedReplayOperatorBody,
+        ),
+        None => (open(&secrets.keys, &row)?, Action::RejectedReplay),
+    };
     // Decrypting it was a read of a quarantined body: a replay that still
     // fails is audited too, with nothing stored (count 0).
-    let audit = |count| {
-        AuditEntry::new(Actor::Cli, Action::RejectedReplay, Some(id.to_string())).count(count)
-    };
+    let audit = |count| AuditEntry::new(Actor::Cli, action, Some(id.to_string())).count(count);
     let still_refused = |why: String| async move {
         store.append_audit(&audit(0)).await?;
         println!("{why}");
         eprintln!("quarantined delivery {id} still fails; kept (fix the cause and replay again)");
         Ok(ExitCode::FAILURE)
     };
+    if let Err(why) = super::rejected_fix::within_limit(settings, body_file, &body) {
+        return still_refused(why).await;
+    }
     let delivery = match Delivery::parse(&body) {
         Ok(delivery) => delivery,
         Err(e) => return still_refused(format!("{}: {e}", e.code())).await,
@@ -129,8 +149,9 @@ async fn replay(
             .await;
         }
     }
-    // The body was redacted before it was quarantined; redacting it again
-    // changes nothing, and hashes need the same key.
+    // A supplied body is redacted here as a delivery is; a quarantined one
+    // was redacted before it was kept, and again changes nothing (hashes
+    // need the same key).
     let redactor = Redactor::new(&settings.redact, secrets.hash_key.expose());
     let subjects = SubjectIndexer::new(
         SubjectFields::new(&settings.subjects, &settings.redact),
@@ -139,15 +160,21 @@ async fn replay(
     let mut event = delivery.seal(&subjects, &redactor, &secrets.keys)?;
     event.received_at = row.entry.received_at;
     // Indexed at arrival from the unredacted body; `hash` fields are hashes
-    // now, so indexing the redacted body again finds fewer of them.
+    // now, so indexing the redacted body again finds fewer of them. A
+    // corrected body keeps them too: it is the same delivery's subject.
     for subject in store.quarantined_subjects(id).await? {
         if !event.subjects.contains(&subject) {
             event.subjects.push(subject);
         }
     }
-    let outcome = store.insert(&event).await?;
-    store.release_quarantined(id).await?;
-    store.append_audit(&audit(1)).await?;
+    let outcome = if body_file.is_some() {
+        store.store_operator_replay(id, &event, &audit(1)).await?
+    } else {
+        let outcome = store.insert(&event).await?;
+        store.release_quarantined(id).await?;
+        store.append_audit(&audit(1)).await?;
+        outcome
+    };
     println!(
         "{}",
         match outcome {

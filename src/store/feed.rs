@@ -60,7 +60,7 @@ pub struct FeedEvent {
 // be what ORDER BY sorts by, a sort of every remaining row instead of a walk
 // of the (tx, id) index.
 const PG_PAGE: &str = "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pattern_id, status, \
-       received_at, key_id, nonce, ciphertext \
+       received_at, key_id, nonce, ciphertext, operator_supplied \
      FROM webhook_events \
      WHERE (tx, id) > ($1::bigint::text::xid8, $2) \
        AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -69,7 +69,7 @@ const PG_PAGE: &str = "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pa
      ORDER BY tx, id LIMIT $5";
 
 const SQLITE_PAGE: &str = "SELECT id, job_id, event, pattern_id, status, received_at, key_id, \
-       nonce, ciphertext \
+       nonce, ciphertext, operator_supplied \
      FROM webhook_events \
      WHERE id > ?1 AND (?2 IS NULL OR event = ?2) AND (?3 IS NULL OR pattern_id = ?3) \
      ORDER BY id LIMIT ?4";
@@ -204,6 +204,7 @@ fn sqlite_event(r: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> 
         key_id: r.try_get("key_id")?,
         nonce: r.try_get("nonce")?,
         ciphertext: r.try_get("ciphertext")?,
+        operator_supplied: r.try_get::<i64, _>("operator_supplied")? != 0,
     })
 }
 

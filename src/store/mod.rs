@@ -58,6 +58,11 @@ pub struct StoredEvent {
     pub key_id: String,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
+    /// Stored from a body an operator supplied (`rejected replay --body`),
+    /// not the one ImgGo signed. Read where events are shown (`show`, the
+    /// Results API, `export`); false where a query leaves it out.
+    #[sqlx(default)]
+    pub operator_supplied: bool,
 }
 
 /// What a retention pass did.
@@ -166,6 +171,7 @@ pub(crate) use on_backend;
 mod audit;
 pub mod feed;
 mod keys;
+mod rejected;
 mod subjects;
 mod tokens;
 

@@ -243,8 +243,8 @@ impl PgStore {
     #[instrument(skip_all, fields(job_id = %job_id))]
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(sqlx::query_as::<_, StoredEvent>(
-            "SELECT id, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext \
-             FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
+            "SELECT id, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, \
+             operator_supplied FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
         )
         .bind(job_id)
         .fetch_all(&self.pool)

@@ -21,8 +21,8 @@ use crate::config::DatabaseSettings;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
-const COLUMNS: &str =
-    "id, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext";
+const COLUMNS: &str = "id, job_id, event, pattern_id, status, received_at, key_id, nonce, \
+     ciphertext, operator_supplied";
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -224,6 +224,7 @@ fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
         key_id: row.try_get("key_id")?,
         nonce: row.try_get("nonce")?,
         ciphertext: row.try_get("ciphertext")?,
+        operator_supplied: row.try_get::<i64, _>("operator_supplied")? != 0,
     })
 }
 

@@ -21,6 +21,7 @@ mod payloads;
 mod pii_hardening;
 mod quarantine;
 mod redaction;
+mod rejected;
 mod results_api;
 mod results_cli;
 mod retention;

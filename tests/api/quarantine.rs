@@ -22,7 +22,11 @@ async fn post_with_id(app: &TestApp, body: &[u8], signature: Option<String>, id:
 }
 
 /// `rejected ...` through the real binary against the app's database.
-fn rejected(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
+pub(crate) fn rejected(
+    app: &TestApp,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> std::process::Output {
     let mut env: Vec<(String, String)> = secret_env(&app.db.url).into_iter().collect();
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let dir = tempfile::tempdir().unwrap();
@@ -31,7 +35,7 @@ fn rejected(app: &TestApp, args: &[&str], extra: &[(&str, &str)]) -> std::proces
     run(command(dir.path(), &env), &full)
 }
 
-fn listed(app: &TestApp) -> Vec<Value> {
+pub(crate) fn listed(app: &TestApp) -> Vec<Value> {
     let out = rejected(app, &["list"], &[]);
     assert!(
         out.status.success(),

@@ -31,6 +31,9 @@ pub struct ApiEvent {
     pub status: Option<String>,
     /// RFC 3339, UTC, microseconds.
     pub received_at: String,
+    /// Present (`true`) only when the body was supplied by an operator
+    /// (`rejected replay ID --body FILE`) instead of the one ImgGo signed.
+    pub operator_supplied: Option<bool>,
     /// The delivery body as stored (after redaction), decrypted.
     #[schema(value_type = Object)]
     pub payload: (),
@@ -75,6 +78,9 @@ pub fn write_event(
     optional(out, row.status.as_deref());
     out.extend_from_slice(b",\"received_at\":");
     string(out, &received_at);
+    if row.operator_supplied {
+        out.extend_from_slice(b",\"operator_supplied\":true");
+    }
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(payload.trim_ascii());
     out.push(b'}');
