@@ -189,7 +189,10 @@ fn migrate_gives_up_at_once_on_what_waiting_cannot_fix() {
         assert!(!out.status.success(), "{err}");
         assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}: {err}");
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "one line, no retries: {err}");
+        // The store it tried, then one error line: no retries.
+        assert_eq!(lines.len(), 2, "one line, no retries: {err}");
+        assert!(lines[0].starts_with("store: postgres "), "{err}");
+        let lines = &lines[1..];
         assert!(lines[0].starts_with("error: "), "{err}");
         assert!(lines[0].contains("DATABASE_URL"), "{err}");
         assert!(lines[0].contains(cause), "{err}");
@@ -204,7 +207,9 @@ async fn commands_before_any_migration_say_so_and_create_nothing() {
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("no schema"), "{err}");
         assert!(err.contains("imggo-receiver migrate"), "{err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
+        // The store it looked at, then the one error line.
+        assert_eq!(err.lines().count(), 2, "{err}");
+        assert!(err.starts_with("store: "), "{err}");
     };
     let commands: [&[&str]; 4] = [
         &["show", "job-1"],
@@ -222,7 +227,7 @@ async fn commands_before_any_migration_say_so_and_create_nothing() {
     assert!(left.is_empty(), "created {left:?}");
 
     // Postgres: an empty database stays empty.
-    let name = format!("imggo_test_{}", uuid::Uuid::new_v4().simple());
+    let name = test_db_name();
     let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)

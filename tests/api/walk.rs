@@ -198,3 +198,46 @@ fn a_bare_number_for_a_duration_is_refused_with_an_example() {
         assert!(err.contains(part), "{part}: {err}");
     }
 }
+
+async fn database_exists(admin: &mut sqlx::PgConnection, name: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
+
+/// Runs share a Postgres: a run drops the databases it made and, of the
+/// others, only leftovers whose name says they are over a day old.
+#[tokio::test]
+async fn only_day_old_test_databases_of_any_run_are_swept() {
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let id = || uuid::Uuid::new_v4().simple().to_string();
+    let another_runs = format!("imggo_test_{now}_0abc0def_{}", id());
+    let stale = format!(
+        "imggo_test_{}_0abc0def_{}",
+        now - 2 * STALE_AFTER_SECS,
+        id()
+    );
+    let unlike_ours = format!("imggo_test_{}", id());
+    assert!(test_db_name().starts_with(run_prefix()));
+    assert!(test_db_name().len() <= 63);
+    for name in [&another_runs, &stale, &unlike_ours] {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    drop_stale_test_databases(&mut admin).await;
+    assert!(!database_exists(&mut admin, &stale).await);
+    assert!(database_exists(&mut admin, &another_runs).await);
+    assert!(database_exists(&mut admin, &unlike_ours).await);
+    for name in [&another_runs, &unlike_ours] {
+        sqlx::query(&format!("DROP DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}
