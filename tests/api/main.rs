@@ -20,6 +20,7 @@ mod outage;
 mod payloads;
 mod pii_hardening;
 mod quarantine;
+mod readme;
 mod redaction;
 mod rejected;
 mod results_api;
