@@ -407,7 +407,7 @@ const INSERT_BATCH: &str = "\
 /// One statement for the whole batch, in one transaction that holds the
 /// erasure lock shared (see [`lock_out_inserts`]): one commit.
 #[instrument(skip_all, fields(rows = events.len()))]
-async fn insert_rows(
+pub(super) async fn insert_rows(
     conn: &mut sqlx::PgConnection,
     events: &[&NewEvent],
 ) -> Result<Vec<InsertOutcome>, StoreError> {

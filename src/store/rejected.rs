@@ -27,66 +27,53 @@ impl Store {
     }
 
     /// Stores `event`, built from a body an operator supplied for
-    /// quarantined delivery `id`, marked `operator_supplied`; removes the
-    /// quarantined delivery and records `audit` (count 1 when stored, 0 for
-    /// a duplicate), all in one transaction.
+    /// quarantined delivery `id`, through the same insert as a delivery
+    /// (an erased key or subject is refused, answered as a duplicate), and
+    /// marks it `operator_supplied`; removes the quarantined delivery and
+    /// records `audit` (count 1 when stored, 0 for a duplicate), all in one
+    /// transaction.
     pub async fn store_operator_replay(
         &self,
         id: i64,
         event: &NewEvent,
         audit: &AuditEntry,
     ) -> Result<InsertOutcome, StoreError> {
-        const INSERT: &str = "INSERT INTO webhook_events \
-             (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, \
-              operator_supplied) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (job_id, event) DO NOTHING RETURNING id";
-        const SUBJECT: &str =
-            "INSERT INTO event_subjects (subject, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+        const MARK: &str =
+            "UPDATE webhook_events SET operator_supplied = $1 WHERE job_id = $2 AND event = $3";
         const RELEASE: &str = "DELETE FROM quarantined_deliveries WHERE id = $1";
-        let (e, sealed) = (&event.envelope, &event.sealed);
+        let key = (&event.envelope.job_id, &event.envelope.event);
         macro_rules! replay {
-            ($pool:expr, $received_at:expr, $marked:expr) => {{
+            ($pool:expr, $insert:path, $marked:expr) => {{
                 let mut tx = $pool.begin().await?;
-                let inserted: Option<i64> = sqlx::query_scalar(INSERT)
-                    .bind(&e.job_id)
-                    .bind(&e.event)
-                    .bind(&e.pattern_id)
-                    .bind(&e.status)
-                    .bind($received_at)
-                    .bind(sealed.key_id.as_str())
-                    .bind(&sealed.nonce)
-                    .bind(&sealed.ciphertext)
-                    .bind($marked)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(event_id) = inserted {
-                    for subject in &event.subjects {
-                        sqlx::query(SUBJECT)
-                            .bind(subject.as_bytes())
-                            .bind(event_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                // On Postgres the insert's own transaction is a savepoint
+                // inside this one; its erasure lock is held to our commit.
+                let outcome = $insert(&mut *tx, &[event])
+                    .await?
+                    .first()
+                    .copied()
+                    .unwrap_or(InsertOutcome::Duplicate);
+                if outcome == InsertOutcome::Inserted {
+                    sqlx::query(MARK)
+                        .bind($marked)
+                        .bind(key.0)
+                        .bind(key.1)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 sqlx::query(RELEASE).bind(id).execute(&mut *tx).await?;
-                let count = u64::from(inserted.is_some());
+                let count = u64::from(outcome == InsertOutcome::Inserted);
                 super::audit::append(&mut *tx, &audit.clone().count(count)).await?;
                 tx.commit().await?;
-                Ok(match inserted {
-                    Some(_) => InsertOutcome::Inserted,
-                    None => InsertOutcome::Duplicate,
-                })
+                outcome
             }};
         }
-        match self {
-            Store::Postgres(s) => replay!(s.pool(), event.received_at, true),
+        Ok(match self {
+            Store::Postgres(s) => replay!(s.pool(), super::postgres::insert_rows, true),
             Store::Sqlite(s) => {
-                let outcome = replay!(s.pool(), event.received_at.timestamp_micros(), 1_i64);
-                // Long-polls on this process wait for its commits.
-                s.commits().notify_waiters();
+                let outcome = replay!(s.pool(), super::SqliteStore::insert_rows, 1_i64);
+                s.committed();
                 outcome
             }
-        }
+        })
     }
 }

@@ -99,6 +99,24 @@ impl SqliteStore {
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let outcomes = Self::insert_rows(&mut tx, events).await?;
+        tx.commit().await?;
+        self.commits.notify_one();
+        Ok(outcomes)
+    }
+
+    /// Pinged after a commit that inserted events (wakes the feed watcher).
+    pub(super) fn committed(&self) {
+        self.commits.notify_one();
+    }
+
+    /// The batch insert on `tx`, a transaction the caller commits: a key
+    /// erased before, or a subject erased since its receipt, is answered as
+    /// a duplicate and stored nowhere.
+    pub(super) async fn insert_rows(
+        tx: &mut sqlx::SqliteConnection,
+        events: &[&NewEvent],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
             let (e, s) = (&event.envelope, &event.sealed);
@@ -123,7 +141,7 @@ impl SqliteStore {
                 outcomes.push(InsertOutcome::Duplicate);
                 continue;
             };
-            if super::subjects::erased_since_sqlite(&mut tx, &event.subjects, event.received_at)
+            if super::subjects::erased_since_sqlite(&mut *tx, &event.subjects, event.received_at)
                 .await?
             {
                 sqlx::query("DELETE FROM webhook_events WHERE id = ?")
@@ -142,11 +160,9 @@ impl SqliteStore {
                 outcomes.push(InsertOutcome::Duplicate);
                 continue;
             }
-            super::subjects::insert_sqlite(&mut tx, id, &event.subjects).await?;
+            super::subjects::insert_sqlite(&mut *tx, id, &event.subjects).await?;
             outcomes.push(InsertOutcome::Inserted);
         }
-        tx.commit().await?;
-        self.commits.notify_one();
         Ok(outcomes)
     }
 

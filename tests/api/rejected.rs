@@ -114,3 +114,40 @@ async fn a_corrected_body_is_validated_redacted_stored_marked_and_audited() {
     let shown = text(&run_ok(command(dir.path(), &env), &["show", &sent]).stdout);
     assert!(!shown.contains("operator_supplied"), "{shown}");
 }
+
+/// A corrected body goes through the same insert as a delivery: an erased
+/// event does not come back through it.
+#[tokio::test]
+async fn a_corrected_body_cannot_bring_back_an_erased_event() {
+    let app = spawn_app().await;
+    let job = new_job_id();
+    let body = format!(
+        r#"{{"event":"job.succeeded","job_id":"{job}","manifest":{{"email":"erased@example.com"}}}}"#
+    );
+    assert_eq!(
+        app.post_signed(body.clone().into_bytes()).await.status(),
+        200
+    );
+    let env: Vec<(String, String)> = secret_env(&app.db.url).into_iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let forgot = run_ok(command(dir.path(), &env), &["forget", "erased@example.com"]);
+    assert_eq!(text(&forgot.stdout), "deleted 1 event(s)\n");
+
+    let id = quarantined(&app, b"{not json").await;
+    let fixed = dir.path().join("fixed.json");
+    std::fs::write(&fixed, &body).unwrap();
+    let out = rejected(
+        &app,
+        &["replay", &id, "--body", fixed.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "duplicate\n");
+    assert!(
+        app.events(&job).await.is_empty(),
+        "the erased event came back"
+    );
+    let records = audited(&app, "rejected.replay_operator_body");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["count"], 0);
+}
