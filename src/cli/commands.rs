@@ -14,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::Command;
 use crate::audit::{Action, Actor, AuditEntry};
 use crate::config::secrets::{self, ProcessEnv, Secrets, WebhookSecrets};
-use crate::config::{duration, Settings};
+use crate::config::Settings;
 use crate::crypto;
-use crate::retention;
 use crate::security::SignatureVerifier;
 use crate::startup::{cancel_on_signal, database_context, Application};
 use crate::store::Store;
@@ -51,7 +50,7 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { job_id } => show(settings, &job_id).await,
-        Command::Purge { dry_run } => purge(&settings, dry_run).await,
+        Command::Purge { dry_run } => super::purge::run(&settings, dry_run).await,
         Command::Reencrypt => reencrypt(&settings).await,
         Command::CheckConfig => check_config(&settings).await,
         Command::Healthcheck => healthcheck(&settings).await,
@@ -105,39 +104,6 @@ pub(super) async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     Store::open_migrated(&url, &settings.database)
         .await
         .with_context(|| database_context(&url))
-}
-
-/// The server's retention pass, now: one line per kind of row.
-async fn purge(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let store = connect(settings).await?;
-    let pass = retention::pass(&store, &settings.retention, settings.audit.max_age, dry_run);
-    let (verb, counts, suffix) = match pass.await? {
-        retention::Pass::Deleted(counts) => ("deleted", counts, ""),
-        retention::Pass::WouldDelete(counts) => ("would delete", counts, " (dry run)"),
-        retention::Pass::Skipped => {
-            println!("skipped: another replica is purging right now");
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    let retention = duration::format(settings.retention.max_age);
-    let audit = duration::format(settings.audit.max_age);
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{verb} {} event(s) older than {retention}{suffix}",
-        counts.events
-    )?;
-    writeln!(
-        out,
-        "{verb} {} quarantined delivery(ies) older than {retention}{suffix}",
-        counts.quarantine
-    )?;
-    writeln!(
-        out,
-        "{verb} {} audit record(s) older than {audit}{suffix}",
-        counts.audit
-    )?;
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn reencrypt(settings: &Settings) -> anyhow::Result<ExitCode> {

@@ -4,6 +4,7 @@ mod audit;
 mod commands;
 mod erasure;
 mod export;
+mod purge;
 mod rejected;
 mod rejected_fix;
 mod tokens;
