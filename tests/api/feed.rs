@@ -204,7 +204,7 @@ async fn wake_latency(app: &TestApp, token: &str) -> Duration {
 }
 
 /// Waits (bounded) until at least `n` long-polls are waiting.
-async fn wait_for_waiters(app: &TestApp, n: usize) {
+pub async fn wait_for_waiters(app: &TestApp, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = app

@@ -14,6 +14,7 @@ mod erasure;
 mod erasure_lasts;
 mod feed;
 mod idempotency;
+mod long_poll_auth;
 mod metrics;
 mod operator;
 mod outage;

@@ -27,6 +27,8 @@ pub struct Caller {
     pub scopes: Vec<Scope>,
     pub client_ip: Option<IpAddr>,
     pub request_id: Option<String>,
+    /// The token's hash, to look it up again before a late answer.
+    token: TokenHash,
 }
 
 impl Caller {
@@ -36,6 +38,21 @@ impl Caller {
             Ok(())
         } else {
             Err(AppError::MissingScope(scope.as_str()))
+        }
+    }
+
+    /// `Ok` while the token still exists and is not revoked, else `401`.
+    /// A request that waited (a long-poll) checks again before it answers:
+    /// a token revoked meanwhile must not receive, or be audited for, what
+    /// was committed after its revocation.
+    pub async fn still_authorised(&self, store: &crate::store::Store) -> Result<(), AppError> {
+        match store
+            .token_by_hash(&self.token)
+            .await
+            .map_err(store_error)?
+        {
+            Some(_) => Ok(()),
+            None => Err(AppError::Unauthorized),
         }
     }
 
@@ -58,9 +75,10 @@ impl FromRequestParts<ApiState> for Caller {
             return Err(AppError::Unauthorized);
         };
         let token = tokens::from_authorization(value.as_bytes()).ok_or(AppError::Unauthorized)?;
+        let token = TokenHash::of(token);
         let store = &state.app.store;
         let found = store
-            .token_by_hash(&TokenHash::of(token))
+            .token_by_hash(&token)
             .await
             .map_err(store_error)?
             .ok_or(AppError::Unauthorized)?;
@@ -86,6 +104,7 @@ impl FromRequestParts<ApiState> for Caller {
                 .get(crate::http::REQUEST_ID_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            token,
         })
     }
 }

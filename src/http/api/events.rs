@@ -93,7 +93,12 @@ pub async fn list(
             break Vec::new();
         }
     };
+    let waited = waiting.is_some();
     drop(waiting);
+    if waited {
+        // The token may have been revoked while the request waited.
+        caller.still_authorised(store).await?;
+    }
     let next = page.last().map_or(q.after, |e| e.position);
     let mut body = Vec::with_capacity(256 + page.len() * 1024);
     body.extend_from_slice(b"{\"events\":");
