@@ -16,6 +16,7 @@ mod feed;
 mod idempotency;
 mod long_poll_auth;
 mod metrics;
+mod openapi;
 mod operator;
 mod outage;
 mod payloads;

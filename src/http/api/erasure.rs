@@ -20,6 +20,11 @@ use crate::tokens::Scope;
 /// Largest erasure body accepted.
 pub const MAX_BODY_BYTES: usize = 4096;
 
+/// Longest `value`, in characters: even written as `\uXXXX` escapes it
+/// fits in [`MAX_BODY_BYTES`], so a value the document allows is never
+/// refused as too large.
+pub const MAX_VALUE_CHARS: usize = 512;
+
 /// Whom to erase.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -28,8 +33,9 @@ pub struct ErasureRequest {
     /// appeared in deliveries; looked up under each kind's canonical form
     /// (a `hash`-rule field's letters and digits uppercased, an email
     /// trimmed and lower-cased, a phone's digits, any other field trimmed).
-    /// A JSON number is accepted too and matched by its text (a numeric
-    /// `customer_id`).
+    /// It must hold at least one letter or digit. Always a JSON string: a
+    /// numeric `customer_id` is written as its text (`"1042"`).
+    #[schema(min_length = 1, max_length = 512, pattern = r"[\p{L}\p{N}]")]
     pub value: String,
 }
 
@@ -41,11 +47,11 @@ pub struct ErasureRequest {
     request_body = ErasureRequest,
     responses(
         (status = 200, description = "How many events were deleted", body = Deleted),
-        (status = 400, description = "`invalid_json` or `invalid_parameter`", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
+        (status = 400, description = "`invalid_json` (not a JSON object) or `invalid_parameter` (`value` missing, not a string, empty, longer than 512 characters, or without a letter or digit)", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::openapi::ErrorBody),
         (status = 413, description = "`payload_too_large`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = ["events:delete"]))
 )]
@@ -79,7 +85,8 @@ pub async fn erase(
     Ok(axum::Json(Deleted { deleted }))
 }
 
-/// The `value` of `{"value": ...}` (a string, or a number as written).
+/// The `value` of `{"value": "..."}`: a string, never a number (the
+/// document says so, and `1042` and `"1042"` must not both be meant).
 fn erasure_value(body: &[u8]) -> Result<String, AppError> {
     let parsed =
         Json::parse(body).map_err(|_| AppError::InvalidJson("the body is not valid JSON"))?;
@@ -87,10 +94,11 @@ fn erasure_value(body: &[u8]) -> Result<String, AppError> {
         return Err(AppError::InvalidJson("the body must be a JSON object"));
     }
     match parsed.get("value") {
-        Some(Json::String(s)) if !s.is_empty() => Ok(s.to_string()),
-        Some(Json::Number(s)) => Ok(s.to_string()),
-        _ => Err(AppError::InvalidParameter(
-            "value must be a non-empty string".into(),
-        )),
+        Some(Json::String(s)) if !s.is_empty() && s.chars().count() <= MAX_VALUE_CHARS => {
+            Ok(s.to_string())
+        }
+        _ => Err(AppError::InvalidParameter(format!(
+            "value must be a string of 1 to {MAX_VALUE_CHARS} characters"
+        ))),
     }
 }

@@ -47,18 +47,18 @@ struct FeedQuery {
     path = "/v1/events",
     tag = "events",
     params(
-        ("after" = Option<String>, Query, description = "Cursor from a previous `next` or event `cursor`; absent = from the oldest retained event"),
+        ("after" = Option<String>, Query, description = "Cursor from a previous `next` or event `cursor` (opaque; one this service did not issue is `400 invalid_cursor`); absent = from the oldest retained event", min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_-]+$"),
         ("limit" = Option<u32>, Query, description = "Events per page, 1-1000 (default 100)", minimum = 1, maximum = 1000),
-        ("event" = Option<String>, Query, description = "Only events with exactly this `event`"),
-        ("pattern_id" = Option<String>, Query, description = "Only events with exactly this `pattern_id`"),
+        ("event" = Option<String>, Query, description = "Only events with exactly this `event`", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$"),
+        ("pattern_id" = Option<String>, Query, description = "Only events with exactly this `pattern_id` (1-128 characters, no NUL)", min_length = 1, max_length = 128, pattern = r"^[^\u0000]+$"),
         ("wait" = Option<f64>, Query, description = "Seconds (0-30) to hold the request open until an event is there", minimum = 0, maximum = 30),
     ),
     responses(
         (status = 200, description = "A page of events", body = EventsPage),
         (status = 400, description = "`invalid_cursor` or `invalid_parameter`", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`forbidden`: the token lacks `events:read`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = ["events:read"]))
 )]
@@ -203,7 +203,7 @@ fn parse_query(state: &ApiState, raw: &str) -> Result<FeedQuery, AppError> {
             _ => {
                 if value.is_empty() || !Envelope::is_pattern_id(value) {
                     return Err(AppError::InvalidParameter(
-                        "pattern_id must be 1 to 128 characters, without control characters".into(),
+                        "pattern_id must be 1 to 128 characters, without NUL".into(),
                     ));
                 }
                 q.filter.pattern_id = Some(value.clone());

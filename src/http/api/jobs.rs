@@ -45,10 +45,10 @@ fn job_id(path: Result<Path<String>, PathRejection>) -> Result<(String, bool), A
     responses(
         (status = 200, description = "The job's events", body = JobEvents),
         (status = 400, description = "`invalid_parameter`: the path is not a valid job id segment", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`forbidden`: the token lacks `events:read`", body = super::openapi::ErrorBody),
         (status = 404, description = "`not_found`: no stored event for this job", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = ["events:read"]))
 )]
@@ -92,9 +92,9 @@ pub async fn get(
     responses(
         (status = 200, description = "How many events were deleted (0 when none)", body = Deleted),
         (status = 400, description = "`invalid_parameter`: the path is not a valid job id segment", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = ["events:delete"]))
 )]
