@@ -4,6 +4,7 @@
 //! Secrets are not settings: they come from the environment only and live in
 //! [`secrets`].
 
+pub mod dsn;
 pub mod duration;
 mod errors;
 pub mod secrets;

@@ -269,51 +269,7 @@ pub fn database_url(source: &dyn SecretSource) -> Result<SecretString, SecretErr
     Ok(url)
 }
 
-/// Where `url` points, for logs and `check-config`: the kind and location
-/// with any password replaced by `<redacted>`
-/// (`postgres://imggo:<redacted>@db:5432/imggo`); the built-in default is
-/// marked `sqlite://data/imggo.db (default)`.
-pub fn database_label(url: &SecretString) -> String {
-    let url = url.expose_secret();
-    if url == DEFAULT_DATABASE_URL {
-        return format!("{url} (default)");
-    }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // `sqlite:path`: a file name carries no credentials.
-        return url.to_owned();
-    };
-    if scheme == "sqlite" {
-        return url.to_owned();
-    }
-    // Everything up to the last `@` is user info: a password may hold an
-    // unencoded `@`, `/` or `?`, so nothing before it is shown but the user.
-    let (user, rest) = match rest.rsplit_once('@') {
-        Some((info, rest)) => match info.split_once(':') {
-            Some((user, _)) => (format!("{user}:<redacted>@"), rest),
-            None => (format!("{info}@"), rest),
-        },
-        None => (String::new(), rest),
-    };
-    let (location, query) = match rest.split_once('?') {
-        Some((location, query)) => (location, Some(query)),
-        None => (rest, None),
-    };
-    let mut label = format!("{scheme}://{user}{location}");
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
-                    format!("{key}=<redacted>")
-                }
-                _ => param.to_owned(),
-            })
-            .collect();
-        label.push('?');
-        label.push_str(&params.join("&"));
-    }
-    label
-}
+pub use super::dsn::database_label;
 
 /// Everything `serve` needs that must stay secret.
 pub struct Secrets {

@@ -517,7 +517,7 @@ fn every_missing_or_malformed_secret_is_reported_at_once() {
 }
 
 #[test]
-fn the_store_is_shown_without_its_password() {
+fn the_store_is_shown_by_host_port_and_database_only() {
     let label = |url: &str| secrets::database_label(&secrecy::SecretString::from(url));
     assert_eq!(
         label("sqlite://data/imggo.db"),
@@ -525,20 +525,34 @@ fn the_store_is_shown_without_its_password() {
     );
     assert_eq!(label("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
     assert_eq!(
+        label("sqlite:///var/lib/x.db?mode=rwc"),
+        "sqlite:///var/lib/x.db"
+    );
+    // No user, no password (issue 21: a user name identifies someone too).
+    assert_eq!(
         label("postgres://imggo:hunter2pass@db:5432/imggo"),
-        "postgres://imggo:<redacted>@db:5432/imggo"
+        "postgres://db:5432/imggo"
     );
     assert_eq!(
         label("postgres://imggo@db/imggo"),
-        "postgres://imggo@db/imggo"
+        "postgres://db:5432/imggo"
     );
-    // Unencoded `@`, `/` and `?` in a password, and password parameters.
+    // Unencoded `@` in a password, and password parameters.
+    let shown = label("postgresql://u:p@ss@h:1/d?sslmode=require&password=hunter2pass");
+    assert_eq!(shown, "postgresql://h:1/d");
+    // No query parameter, known to sqlx or not.
     assert_eq!(
-        label("postgresql://u:p@ss/w?rd@h:1/d?sslmode=require&password=hunter2pass"),
-        "postgresql://u:<redacted>@h:1/d?sslmode=require&password=<redacted>"
+        label("postgres://h/d?sslpassword=hunter2pass&options=-c%20x%3Dy&zzz=leak"),
+        "postgres://h:5432/d"
     );
+    // A `host`/`port` parameter is where it connects: shown.
     assert_eq!(
-        label("postgres://h/d?sslpassword=hunter2pass"),
-        "postgres://h/d?sslpassword=<redacted>"
+        label("postgres:///d?host=db2&port=6432&user=alice"),
+        "postgres://db2:6432/d"
+    );
+    let broken = label("postgres://u:hunter2pass@h:notaport/d");
+    assert!(
+        !broken.contains("hunter2pass") && !broken.contains("u:"),
+        "{broken}"
     );
 }

@@ -18,8 +18,10 @@ pub fn describe(url: &SecretString) -> String {
             Err(_) => "sqlite (DATABASE_URL cannot be read)".to_owned(),
         };
     }
-    // Parsing reads only the URL and PG* variables, as connecting does.
-    match PgConnectOptions::from_str(url) {
+    // Parsing reads only the URL and PG* variables, as connecting does;
+    // without the parameters sqlx does not know (it would log their values).
+    let (url, _) = crate::config::dsn::known_pg_parameters(url);
+    match PgConnectOptions::from_str(&url) {
         Ok(options) => {
             let at = match options.get_socket() {
                 Some(socket) => socket.display().to_string(),

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod location;
+mod pg_connect;
 pub mod postgres;
 pub mod quarantine;
 pub mod sqlite;
@@ -89,8 +90,9 @@ pub struct Resealed {
 pub enum StoreError {
     /// The database cannot be reached or cannot commit now; retry later.
     // The cause is part of the text, not a `source`: an error chain
-    // printed whole (`{:#}`) would say it twice.
-    #[error("database unavailable: {0}")]
+    // printed whole (`{:#}`) would say it twice. Shown without the
+    // server's text, which may quote the user.
+    #[error("database unavailable: {}", pg_connect::describe(.0))]
     Unavailable(sqlx::Error),
     /// Migrations are missing or behind this binary.
     #[error(

@@ -1,15 +1,15 @@
 //! The Postgres store: several replicas may share it.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection as _;
 use tracing::instrument;
 
 use chrono::{DateTime, Utc};
 
+use super::pg_connect::{connect_options, describe, refused, unreachable, worth_retrying};
 use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent};
 use crate::config::DatabaseSettings;
 
@@ -22,95 +22,6 @@ const PURGE_LOCK_KEY: i64 = 0x696d_6767_6f2d_7075;
 const ERASURE_LOCK_KEY: i64 = 0x696d_6767_6f2d_6572;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
-
-/// Whether a failed connection attempt can succeed later: the server is not
-/// answering yet (refused, reset or cut connections, I/O errors, the pool's own
-/// wait running out), is starting up (57P03 `cannot_connect_now`) or is full
-/// (53300 `too_many_connections`). A missing database, wrong credentials, an
-/// unknown host or TLS trouble stay as they are however long we wait.
-fn worth_retrying(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Io(io) => !is_unknown_host(io),
-        // A connection closed before the server spoke (a proxy or load
-        // balancer in front of a Postgres that is down) reads as garbage.
-        sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
-        _ => false,
-    }
-}
-
-/// A host name that does not resolve. The standard library reports it as
-/// an uncategorised I/O error with the resolver's text; a temporary
-/// failure of the resolver itself (EAI_AGAIN) is worth another try.
-fn is_unknown_host(e: &std::io::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.starts_with("failed to lookup address information")
-        && !text.contains("temporary failure")
-        && !text.contains("try again")
-}
-
-/// The cause of a refusal in the operator's words, with what to change.
-/// Postgres' own message names the database or user, never the password.
-fn refused(e: &sqlx::Error) -> StoreError {
-    let why = match e {
-        sqlx::Error::Database(db) => {
-            let fix = match db.code().as_deref() {
-                Some("3D000") => "; create it, or fix the database name in DATABASE_URL",
-                Some("28P01" | "28000") => "; check the user and password in DATABASE_URL",
-                _ => "",
-            };
-            format!("{}{fix}", db.message())
-        }
-        sqlx::Error::Io(io) if is_unknown_host(io) => {
-            format!("{io}; check the host name in DATABASE_URL")
-        }
-        sqlx::Error::Tls(tls) => format!(
-            "TLS failure: {tls}; check sslmode (and sslrootcert) in DATABASE_URL and the server's certificate"
-        ),
-        other => other.to_string(),
-    };
-    StoreError::Refused(why)
-}
-
-/// Why no connection came within `waited`, once, in the operator's words:
-/// what happened and what to check, as [`refused`] does. `last` is the
-/// last attempt's error; `None` when the attempt itself got no answer.
-fn unreachable(last: Option<&sqlx::Error>, waited: Duration) -> StoreError {
-    let waited = crate::config::duration::format(waited);
-    let why = match last {
-        None => format!(
-            "no answer from the server within {waited}; check the host and port in \
-             DATABASE_URL and that no firewall drops the connection"
-        ),
-        Some(sqlx::Error::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            format!(
-                "connection refused (retried for {waited}): nothing listens at that host and \
-                 port; check that Postgres is running, and the host and port in DATABASE_URL"
-            )
-        }
-        Some(sqlx::Error::Io(io)) => format!(
-            "{io} (retried for {waited}); check that Postgres is running and reachable \
-             at the host and port in DATABASE_URL"
-        ),
-        Some(sqlx::Error::Protocol(_)) => format!(
-            "the connection was closed before Postgres answered (retried for {waited}); \
-             check that the host and port in DATABASE_URL are Postgres' and that it is up"
-        ),
-        Some(sqlx::Error::Database(db)) => format!(
-            "{} (retried for {waited}); the server is starting or full: check its state",
-            db.message()
-        ),
-        Some(other) => format!("{other} (retried for {waited})"),
-    };
-    StoreError::Unreachable(why)
-}
-
-fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    Ok(PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Refused(format!("not a valid Postgres URL: {e}")))?
-        .application_name("imggo-receiver"))
-}
 
 /// The shared pool's options. The batch writers open their `writers`
 /// connections from their own thread (`own_pool`), and the feed watcher one
@@ -149,7 +60,7 @@ impl PgStore {
                 }
                 Err(e) if !worth_retrying(&e) => return Err(refused(&e)),
                 Err(e) if tokio::time::Instant::now() + backoff < deadline => {
-                    tracing::warn!(error = %e, "database not reachable yet; retrying");
+                    tracing::warn!(error = %describe(&e), "database not reachable yet; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -466,48 +377,4 @@ pub(super) async fn insert_rows(
         .await?;
     tx.commit().await?;
     Ok(claim_outcomes(events, inserted))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_what_can_get_better_is_retried() {
-        use std::io::{Error, ErrorKind};
-        let io = |kind, text: &str| sqlx::Error::Io(Error::new(kind, text));
-        let retried = [
-            io(ErrorKind::ConnectionRefused, "connection refused"),
-            io(ErrorKind::ConnectionReset, "connection reset by peer"),
-            io(
-                ErrorKind::Other,
-                "failed to lookup address information: Temporary failure in name resolution",
-            ),
-            sqlx::Error::PoolTimedOut,
-        ];
-        for e in &retried {
-            assert!(worth_retrying(e), "{e}");
-        }
-        let not = [
-            io(
-                ErrorKind::Other,
-                "failed to lookup address information: Name or service not known",
-            ),
-            io(
-                ErrorKind::Other,
-                "failed to lookup address information: Name does not resolve",
-            ),
-            sqlx::Error::Configuration("bad".into()),
-            sqlx::Error::Tls("certificate".into()),
-        ];
-        for e in &not {
-            assert!(!worth_retrying(e), "{e}");
-        }
-        let unknown = io(
-            ErrorKind::Other,
-            "failed to lookup address information: Name or service not known",
-        );
-        let msg = refused(&unknown).to_string();
-        assert!(msg.contains("check the host name in DATABASE_URL"), "{msg}");
-    }
 }

@@ -44,8 +44,13 @@ impl SqliteStore {
     }
 
     async fn open(url: &str, db: &DatabaseSettings, create: bool) -> Result<Self, StoreError> {
+        // sqlx's refusal quotes the parameter (and its value): not shown.
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(StoreError::Other)?
+            .map_err(|_| {
+                StoreError::Refused(
+                    "DATABASE_URL is not a valid SQLite URL (sqlite://path/to/file.db)".into(),
+                )
+            })?
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)

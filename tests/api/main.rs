@@ -7,6 +7,7 @@ mod helpers;
 
 mod batch;
 mod cli;
+mod database_url;
 mod deploy;
 mod edge;
 mod embedded;

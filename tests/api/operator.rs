@@ -335,11 +335,13 @@ fn check_config_and_purge_say_what_they_run_on_as_default_toml_writes_it() {
     let mut env = secrets();
     env.push(("DATABASE_URL", "postgres://imggo:hunter2pw@db:5432/imggo"));
     let text = stdout(&run(isolated(dir.path(), &env), &["check-config"]));
+    // Host, port and database only: not the user either (issue 21).
+    assert!(text.contains("postgres://db:5432/imggo"), "{text}");
+    assert!(!text.contains("hunter2pw"));
     assert!(
-        text.contains("postgres://imggo:<redacted>@db:5432/imggo"),
+        !text.contains("imggo@") && !text.contains("imggo:<"),
         "{text}"
     );
-    assert!(!text.contains("hunter2pw"));
     assert!(!text.contains("sqlite://"), "{text}");
 
     let migrated = run(isolated(dir.path(), &secrets()), &["migrate"]);
