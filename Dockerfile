@@ -34,6 +34,10 @@ USER 65532:65532
 ENV IMGGO__SERVER__BIND=0.0.0.0:8080
 EXPOSE 8080
 STOPSIGNAL SIGTERM
+# File descriptors (`nofile`) are the runtime's to set, not the image's:
+# `docker run --ulimit nofile=16384:16384`, Compose `ulimits` (see
+# docker-compose.yml). At start-up the receiver raises its soft limit to the
+# hard one and sizes its connection caps from it (`file descriptors` line).
 # The binary probes its own /healthz: distroless has no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=40s --retries=3 \
   CMD ["/usr/local/bin/imggo-receiver", "healthcheck"]

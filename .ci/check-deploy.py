@@ -2,6 +2,7 @@
 """Cheap checks of the container files (no Docker engine needed)."""
 import re
 import sys
+import tomllib
 
 import yaml
 
@@ -37,6 +38,17 @@ need(any(src in (compose.get("volumes") or {}) and spool.startswith(dst.rstrip("
 api_ports = [str(p) for p in rx.get("ports", []) if str(p).split(":")[-1] == "8081"]
 need(api_ports == ["127.0.0.1:8081:8081"], "the API port 8081 must be published on 127.0.0.1 only")
 need(str(env.get("IMGGO__API__BIND", "")).endswith(":8081"), "receiver sets IMGGO__API__BIND to port 8081")
+# File descriptors: a hard `nofile` with room for every listener's cap and
+# what is set aside beside them (src/limits.rs), at the shipped defaults.
+defaults = tomllib.load(open("config/default.toml", "rb"))
+wanted = (defaults["server"]["max_connections"] + defaults["api"]["max_connections"]
+          + 64 + 64 + defaults["database"]["max_connections"])
+nofile = (rx.get("ulimits") or {}).get("nofile")
+hard = nofile.get("hard") if isinstance(nofile, dict) else nofile
+need(isinstance(hard, int) and hard >= wanted,
+     f"receiver needs ulimits.nofile.hard >= {wanted} (the listeners' caps and the reserve)")
+if isinstance(nofile, dict):
+    need(nofile.get("soft", 0) <= nofile.get("hard", 0), "ulimits.nofile.soft must not exceed hard")
 
 docker = open("Dockerfile").read()
 need(re.search(r"cargo build --release --locked", docker), "build stage must use cargo build --release --locked")
@@ -45,6 +57,7 @@ need(re.search(r"^USER (?!root|0)", docker, re.M), "runtime must run as non-root
 need(re.search(r"^HEALTHCHECK .*\n?.*healthcheck", docker, re.M), "HEALTHCHECK must use the healthcheck subcommand")
 need("STOPSIGNAL SIGTERM" in docker, "STOPSIGNAL SIGTERM")
 need("EXPOSE 8080" in docker, "EXPOSE 8080")
+need(re.search(r"^#.*nofile", docker, re.M), "the Dockerfile must say how nofile is set")
 need(re.search(r"^COPY --from=builder --chown=65532:65532 \S+ /app/data$", docker, re.M),
      "the runtime's /app/data must be owned by UID 65532 (the spool's default place)")
 need(not re.search(r"^(ENV|ARG) .*(SECRET|KEYS|HASH_KEY|PASSWORD)", docker, re.M), "no secret in any layer")

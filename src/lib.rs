@@ -14,6 +14,7 @@ pub mod event;
 pub mod feed;
 pub mod http;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod quarantine;
 pub mod redact;

@@ -16,6 +16,7 @@ use crate::feed::FeedWatcher;
 use crate::http::api::ApiState;
 use crate::http::server::ServeOptions;
 use crate::http::{self, AppState, DeliveryGate, Ingest, Shared};
+use crate::limits::ConnectionCaps;
 use crate::redact::Redactor;
 use crate::retention;
 use crate::security::rate_limit::{self, RateLimit};
@@ -40,6 +41,8 @@ pub struct Application {
     writers: tokio::task::JoinHandle<()>,
     /// The spool's writer, when there is a spool.
     spool_writer: Option<tokio::task::JoinHandle<()>>,
+    /// Each listener's connection cap, from the file-descriptor budget.
+    caps: ConnectionCaps,
 }
 
 impl Application {
@@ -76,6 +79,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         // First, so that what start-up records (the spool's depth) is kept.
         let metrics = crate::metrics::install(&settings.webhook.path);
+        let caps = ConnectionCaps::at_start_up(&settings);
         let listener = match listener {
             Some(l) => l,
             None => TcpListener::bind(settings.server.bind)
@@ -151,6 +155,7 @@ impl Application {
             state,
             writers,
             spool_writer,
+            caps,
         })
     }
 
@@ -185,6 +190,7 @@ impl Application {
             state,
             writers,
             spool_writer,
+            caps,
         } = self;
         let shutdown = state.shutdown.clone();
         let store = state.store.clone();
@@ -192,7 +198,7 @@ impl Application {
         let opts = ServeOptions {
             header_read_timeout: server.request_timeout,
             shutdown_timeout: server.shutdown_timeout,
-            max_connections: server.max_connections as usize,
+            max_connections: caps.public,
         };
         // One line says what this process runs on.
         let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -212,14 +218,17 @@ impl Application {
                 admin_listener,
                 http::admin::router(metrics.clone()),
                 shutdown.clone(),
-                opts,
+                ServeOptions {
+                    max_connections: caps.admin,
+                    ..opts
+                },
             )
             .instrument(tracing::info_span!("serve", listener = "admin")),
         );
         let upkeep = tokio::spawn(crate::metrics::upkeep(metrics, shutdown.clone()));
         let limiter = state.gate.rate_limit.limiter();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
-        let api = api_listener.map(|l| spawn_api(l, state.clone()));
+        let api = api_listener.map(|l| spawn_api(l, state.clone(), caps.api));
         let retention = tokio::spawn(retention::run(
             store.clone(),
             state.settings.retention.clone(),
@@ -296,8 +305,6 @@ pub fn database_context(url: &SecretString) -> String {
     )
 }
 
-/// Starts the Results API: its feed watcher and its own listener, with its
-/// own timeout and connection cap.
 /// Warns, once and in the background (it reads every row's key id), about
 /// rows sealed under a key that is missing from the ring: they can no
 /// longer be read (a rotation that removed a key before `reencrypt`).
@@ -318,13 +325,19 @@ fn spawn_key_check(state: &AppState) {
     });
 }
 
-fn spawn_api(listener: TcpListener, state: AppState) -> [tokio::task::JoinHandle<()>; 2] {
+/// Starts the Results API: its feed watcher and its own listener, with its
+/// own timeout and connection cap (`max_connections`, from the budget).
+fn spawn_api(
+    listener: TcpListener,
+    state: AppState,
+    max_connections: usize,
+) -> [tokio::task::JoinHandle<()>; 2] {
     let shutdown = state.shutdown.clone();
     let api = &state.settings.api;
     let opts = ServeOptions {
         header_read_timeout: api.request_timeout,
         shutdown_timeout: state.settings.server.shutdown_timeout,
-        max_connections: api.max_connections as usize,
+        max_connections,
     };
     let addr = listener
         .local_addr()

@@ -13,6 +13,7 @@ mod edge;
 mod embedded;
 mod erasure;
 mod erasure_lasts;
+mod fd_budget;
 mod feed;
 mod idempotency;
 mod long_poll_auth;

@@ -27,6 +27,24 @@ pub fn command(dir: &Path, env: &[(String, String)]) -> Command {
     cmd
 }
 
+/// [`command`] run with soft and hard `RLIMIT_NOFILE` both `limit` (the
+/// server raises soft to hard: a low hard limit is what makes it small).
+pub fn command_with_nofile(dir: &Path, env: &[(String, String)], limit: u32) -> Command {
+    let plain = command(dir, env);
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir)
+        .arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+        .arg(BIN);
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
