@@ -121,16 +121,29 @@ async fn personal_data_in_unparsable_bodies_never_reaches_storage() {
         "{parsed}"
     );
 
-    // The whole database, every column as text: no plaintext anywhere.
-    let dump: Vec<String> = sqlx::query_scalar(
-        "SELECT row_to_json(q)::text FROM quarantined_deliveries q \
-         UNION ALL SELECT encode(ciphertext, 'escape') FROM quarantined_deliveries",
+    // The whole table, every column as text: no plaintext anywhere. The
+    // random nonce and ciphertext are left out of the short search (their
+    // hex holds any four digits now and then) and searched for the long
+    // forms only.
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT (to_jsonb(q) - 'nonce' - 'ciphertext')::text FROM quarantined_deliveries q",
     )
     .fetch_all(&app.db.pool)
     .await
     .unwrap();
-    for text in &dump {
+    for text in &columns {
         for secret in ["4111", "123-45-6789", "123456789"] {
+            assert!(!text.contains(secret), "{secret} stored: {text}");
+        }
+    }
+    let sealed: Vec<String> = sqlx::query_scalar(
+        "SELECT encode(nonce, 'escape') || encode(ciphertext, 'escape') FROM quarantined_deliveries",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    for text in &sealed {
+        for secret in ["4111 1111", "4111111111111111", "123-45-6789", "123456789"] {
             assert!(!text.contains(secret), "{secret} stored: {text}");
         }
     }
