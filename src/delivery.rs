@@ -12,6 +12,7 @@ use crate::event::{Envelope, NewEvent};
 use crate::json::{Json, JsonError};
 use crate::redact::{holds_card_or_ssn, Redactor};
 use crate::subjects::SubjectIndexer;
+use crate::validation::{Schemas, Verdict};
 use chrono::{DateTime, Utc};
 
 use crate::error::AppError;
@@ -118,6 +119,13 @@ impl<'a> Delivery<'a> {
         })
     }
 
+    /// The verdict of its pattern's schema on its extracted data. Taken
+    /// before [`Self::seal`], which redacts: a masked card or a keyed hash
+    /// would fail the schema that describes the original.
+    pub fn verdict(&self, schemas: &Schemas) -> Verdict {
+        schemas.check(self.envelope.pattern_id.as_deref(), &self.body)
+    }
+
     /// Indexes the body's data subjects (before redaction: the values are
     /// about to be hashed or masked), redacts it, writes it out once and
     /// seals it under the envelope's (job_id, event): the row to store. A
@@ -147,6 +155,7 @@ impl<'a> Delivery<'a> {
             sealed,
             received_at: Utc::now(),
             subjects,
+            verdict: Verdict::default(),
         })
     }
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::crypto::Sealed;
 use crate::subjects::SubjectHash;
+use crate::validation::Verdict;
 
 /// The plaintext columns of a stored event (validated by `delivery`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub struct NewEvent {
     /// Keyed hashes of the data subjects it names (taken before redaction),
     /// stored beside it for erasure.
     pub subjects: Vec<SubjectHash>,
+    /// What its pattern's schema said of the extracted data (taken before
+    /// redaction); stored beside it (CONTRACT §12).
+    pub verdict: Verdict,
 }
 
 /// What an insert did.

@@ -27,3 +27,4 @@ pub mod store;
 pub mod subjects;
 pub mod telemetry;
 pub mod tokens;
+pub mod validation;

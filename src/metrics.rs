@@ -35,6 +35,7 @@ pub const QUARANTINED: &str = "imggo_quarantined_total";
 pub const API_REQUESTS: &str = "imggo_api_requests_total";
 pub const FEED_LAG: &str = "imggo_feed_lag_seconds";
 pub const FEED_WAITERS: &str = "imggo_feed_waiters";
+pub const VALIDATION: &str = "imggo_validation_total";
 
 /// Rows per batch: powers of two up to the largest sensible batch.
 const BATCH_BUCKETS: &[f64] = &[
@@ -114,6 +115,10 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Build information");
     describe_histogram!(BATCH_SIZE, "Rows committed per group-commit transaction");
     describe_counter!(
+        VALIDATION,
+        "Deliveries checked against their pattern's JSON Schema, by outcome (valid, invalid, unchecked)"
+    );
+    describe_counter!(
         API_REQUESTS,
         "Results API requests by route template and outcome (ok or error code)"
     );
@@ -154,6 +159,10 @@ fn describe() {
     describe_counter!(
         QUARANTINED,
         "Signed deliveries refused with a 4xx and kept in quarantine, by reason"
+    );
+    describe_counter!(
+        VALIDATION,
+        "Deliveries checked against their pattern's JSON Schema, by outcome (valid, invalid, unchecked)"
     );
     describe_counter!(
         API_REQUESTS,
@@ -233,6 +242,9 @@ fn register_at_zero(webhook_path: &str) {
     }
     for reason in ["invalid_json", "invalid_payload", "stale_timestamp"] {
         let _ = counter!(QUARANTINED, "reason" => reason);
+    }
+    for outcome in ["valid", "invalid", "unchecked"] {
+        let _ = counter!(VALIDATION, "outcome" => outcome);
     }
     for &route in API_ROUTES {
         let _ = counter!(API_REQUESTS, "route" => route, "outcome" => "ok");

@@ -105,6 +105,10 @@ impl Application {
             );
         }
         let rate_limit = RateLimit::new(&settings.rate_limit)?;
+        let schemas = crate::validation::Schemas::load(&settings.validation.schemas_dir)?;
+        if !settings.validation.schemas_dir.is_empty() {
+            tracing::info!(patterns = ?schemas.patterns(), "validation schemas loaded");
+        }
         let store_label = database_label(&secrets.database_url);
         let (writer, writers) = BatchWriter::spawn(
             store.clone(),
@@ -129,6 +133,7 @@ impl Application {
                 verifier: SignatureVerifier::new(&secrets.webhook),
             },
             ingest: Ingest {
+                schemas,
                 subjects: SubjectIndexer::new(
                     SubjectFields::new(&settings.subjects, &settings.redact),
                     SubjectKey::new(secrets.hash_key.expose()),

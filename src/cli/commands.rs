@@ -25,6 +25,9 @@ pub fn dispatch(command: Command, config: Option<&Path>) -> anyhow::Result<ExitC
         Command::Keygen => keygen(),
         Command::Init => init(Path::new(".env")),
         Command::Sign { file } => sign(file.as_deref()),
+        Command::Validate { pattern, file } => {
+            super::validate::run(&Settings::load(config)?, &pattern, &file)
+        }
         command => {
             let settings = Settings::load(config)?;
             let _log_guard = crate::telemetry::init(settings.log.format);
@@ -61,7 +64,9 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
         Command::Export { after, limit } => super::export::run(&settings, after, limit).await,
         Command::Forget { value } => super::erasure::run(&settings, value).await,
         Command::Audit { since } => super::audit::run(&settings, since).await,
-        Command::Keygen | Command::Init | Command::Sign { .. } => unreachable!("handled before"),
+        Command::Keygen | Command::Init | Command::Sign { .. } | Command::Validate { .. } => {
+            unreachable!("handled before")
+        }
     }
 }
 
@@ -206,12 +211,16 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
         // the envelope fields are built with serde_json.
         let tree = crate::json::Json::parse(&plaintext)
             .with_context(|| format!("row {} decrypted to something that is not JSON", row.id))?;
+        let verdict =
+            crate::validation::Verdict::from_columns(row.valid, row.validation_errors.as_deref());
         let mut envelope: Value = json!({
             "job_id": row.job_id,
             "event": row.event,
             "pattern_id": row.pattern_id,
             "status": row.status,
             "received_at": row.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "valid": verdict.valid,
+            "validation_errors": verdict.errors,
         });
         // Only on events an operator supplied (`rejected replay --body`).
         if row.operator_supplied {
@@ -264,6 +273,14 @@ async fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
         secrets::database_label(&secrets.database_url)
     );
     println!("{effective}");
+    let schemas = crate::validation::Schemas::load(&settings.validation.schemas_dir)?;
+    if !settings.validation.schemas_dir.is_empty() {
+        println!(
+            "# Validation: {} pattern schema(s) loaded: {}\n",
+            schemas.patterns().len(),
+            schemas.patterns().join(", ")
+        );
+    }
     println!("# Secrets (from the environment, .env or *_FILE)");
     println!("[secrets]");
     println!(

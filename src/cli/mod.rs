@@ -8,6 +8,7 @@ mod purge;
 mod rejected;
 mod rejected_fix;
 mod tokens;
+mod validate;
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -86,6 +87,15 @@ pub enum Command {
     Forget {
         /// The value (e.g. an email address), or `-` for stdin.
         value: String,
+    },
+    /// Check a sample of extracted data against a pattern's JSON Schema
+    /// (exit 0 valid, 1 invalid, 2 no schema for the pattern).
+    Validate {
+        /// The pattern whose schema (`<ID>.json` in validation.schemas_dir) applies.
+        #[arg(long, value_name = "ID")]
+        pattern: String,
+        /// The extracted data (a manifest), or a whole delivery body.
+        file: PathBuf,
     },
     /// Print audit records as JSON lines, oldest first.
     Audit {

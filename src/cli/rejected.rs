@@ -157,7 +157,11 @@ async fn replay(
         SubjectFields::new(&settings.subjects, &settings.redact),
         SubjectKey::new(secrets.hash_key.expose()),
     );
+    // Validated again, with today's schemas, before redaction.
+    let schemas = crate::validation::Schemas::load(&settings.validation.schemas_dir)?;
+    let verdict = delivery.verdict(&schemas);
     let mut event = delivery.seal(&subjects, &redactor, &secrets.keys)?;
+    event.verdict = verdict;
     event.received_at = row.entry.received_at;
     // Indexed at arrival from the unredacted body; `hash` fields are hashes
     // now, so indexing the redacted body again finds fewer of them. A

@@ -60,6 +60,16 @@ pub struct Settings {
     pub subjects: SubjectsSettings,
     /// How long audit records are kept.
     pub audit: AuditSettings,
+    /// JSON Schemas that each pattern's extracted data is checked against.
+    pub validation: ValidationSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSettings {
+    /// Directory of `<pattern_id>.json` JSON Schema files; empty turns
+    /// validation off (every event's verdict is `null`).
+    pub schemas_dir: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

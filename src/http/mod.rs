@@ -77,6 +77,8 @@ pub struct DeliveryGate {
 pub struct Ingest {
     /// Indexes each delivery's data subjects (before redaction).
     pub subjects: SubjectIndexer,
+    /// Each pattern's JSON Schema, for the verdict stored beside the event.
+    pub schemas: crate::validation::Schemas,
     pub redactor: Redactor,
     pub keys: KeyRing,
     /// Group-commit queue in front of the store.

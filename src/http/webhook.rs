@@ -170,14 +170,19 @@ where
         return Err(refused(error));
     }
     let ingest = &state.ingest;
-    let row = delivery.seal(&ingest.subjects, &ingest.redactor, &ingest.keys).map_err(|e| {
+    // Before redaction: the schema describes the data as extracted.
+    let verdict = delivery.verdict(&ingest.schemas);
+    let mut row = delivery.seal(&ingest.subjects, &ingest.redactor, &ingest.keys).map_err(|e| {
         tracing::error!(error = %e, job_id = %envelope.job_id, "the payload could not be sealed");
         metrics::counter!(crate::metrics::SEAL_FAILURES).increment(1);
         refused(AppError::Internal)
     })?;
     drop(body);
+    let outcome_label = crate::validation::outcome(&verdict);
+    row.verdict = verdict;
 
     let outcome = ingest.commit(row).await.map_err(refused)?;
+    metrics::counter!(crate::metrics::VALIDATION, "outcome" => outcome_label).increment(1);
     Ok((outcome, envelope))
 }
 

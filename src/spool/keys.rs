@@ -35,12 +35,8 @@ async fn open_existing(path: &Path) -> Result<Option<SqliteConnection>, sqlx::Er
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(5));
     let mut conn = SqliteConnection::connect_with(&options).await?;
-    // A spool file from a release without the quarantine table has none
-    // of those rows.
-    sqlx::query(super::SCHEMA).execute(&mut conn).await?;
-    sqlx::query(super::QUARANTINE_SCHEMA)
-        .execute(&mut conn)
-        .await?;
+    // A spool file from an older release is brought up to date first.
+    super::ensure_schema(&mut conn).await?;
     Ok(Some(conn))
 }
 

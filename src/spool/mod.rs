@@ -61,7 +61,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Bytes a row costs beyond its payload (columns, index entries, pages).
 const ROW_OVERHEAD: u64 = 256;
 
-pub(crate) const SCHEMA: &str = "
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spooled_events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id      TEXT    NOT NULL,
@@ -74,12 +74,50 @@ CREATE TABLE IF NOT EXISTS spooled_events (
     ciphertext  BLOB    NOT NULL,
     -- The delivery's subject hashes (32 bytes each), for erasure.
     subjects    BLOB    NOT NULL DEFAULT x'',
+    -- The validation verdict (CONTRACT §12): 1, 0 or NULL, and the errors
+    -- as JSON. Schema version 1.
+    valid             INTEGER,
+    validation_errors TEXT,
     UNIQUE (job_id, event)
 )";
 
+/// The spool file's schema version (`PRAGMA user_version`). A spool left
+/// by a crash of an older release is migrated when it is opened:
+/// 0 → 1 adds the verdict columns to `spooled_events`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Creates the spool's tables, or migrates those of an older release.
+pub(crate) async fn ensure_schema(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(SCHEMA).execute(&mut *conn).await?;
+    sqlx::query(QUARANTINE_SCHEMA).execute(&mut *conn).await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('spooled_events')")
+            .fetch_all(&mut *conn)
+            .await?;
+    for (column, ty) in [("valid", "INTEGER"), ("validation_errors", "TEXT")] {
+        if !columns.iter().any(|c| c == column) {
+            sqlx::query(&format!(
+                "ALTER TABLE spooled_events ADD COLUMN {column} {ty}"
+            ))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    sqlx::query(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Quarantine rows (refused signed deliveries) that Postgres could not
 /// take: kept here as the deliveries are, and moved after them.
-pub(crate) const QUARANTINE_SCHEMA: &str = "
+const QUARANTINE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spooled_quarantine (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at INTEGER NOT NULL,
@@ -166,8 +204,9 @@ impl Spool {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot open the spool {}", path.display()))?;
-        sqlx::query(SCHEMA).execute(&pool).await?;
-        sqlx::query(QUARANTINE_SCHEMA).execute(&pool).await?;
+        ensure_schema(&mut *pool.acquire().await?)
+            .await
+            .with_context(|| format!("cannot migrate the spool {}", path.display()))?;
         let row = sqlx::query(
             "SELECT count(*), coalesce(sum(size), 0) FROM ( \
                SELECT length(ciphertext) + length(job_id) + length(event) AS size FROM spooled_events \
@@ -403,7 +442,8 @@ impl Spool {
     /// Up to [`DRAIN_BATCH`] spooled rows after `seq`, oldest first.
     async fn read_after(&self, seq: i64) -> Result<Batch, DrainError> {
         let rows = sqlx::query(
-            "SELECT seq, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, subjects \
+            "SELECT seq, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, \
+               subjects, valid, validation_errors \
              FROM spooled_events WHERE seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(seq)
@@ -591,8 +631,9 @@ async fn insert(
         }
         let affected = sqlx::query(
             "INSERT INTO spooled_events \
-               (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, subjects) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
+               (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, subjects, \
+                valid, validation_errors) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
         )
         .bind(&e.job_id)
         .bind(&e.event)
@@ -603,6 +644,8 @@ async fn insert(
         .bind(&s.nonce)
         .bind(&s.ciphertext)
         .bind(subject_bytes(&job.event.subjects))
+        .bind(job.event.verdict.valid)
+        .bind(job.event.verdict.errors_json())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -634,6 +677,11 @@ fn spooled_event(row: &sqlx::sqlite::SqliteRow) -> Result<NewEvent, sqlx::Error>
         },
         received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
         subjects: subjects_of(row)?,
+        verdict: crate::validation::Verdict::from_columns(
+            row.try_get("valid")?,
+            row.try_get::<Option<String>, _>("validation_errors")?
+                .as_deref(),
+        ),
     })
 }
 

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::DateTime;
 use sqlx::postgres::PgListener;
 use sqlx::Row as _;
 use tokio::sync::Notify;
@@ -47,6 +46,9 @@ pub const CHANNEL: &str = "imggo_events";
 pub struct FeedFilter {
     pub event: Option<String>,
     pub pattern_id: Option<String>,
+    /// The validation verdict (CONTRACT §12): `Some(false)` never matches
+    /// an unchecked event.
+    pub valid: Option<bool>,
 }
 
 /// A stored row and its place in the feed.
@@ -60,18 +62,20 @@ pub struct FeedEvent {
 // be what ORDER BY sorts by, a sort of every remaining row instead of a walk
 // of the (tx, id) index.
 const PG_PAGE: &str = "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pattern_id, status, \
-       received_at, key_id, nonce, ciphertext, operator_supplied \
+       received_at, key_id, nonce, ciphertext, operator_supplied, valid, validation_errors \
      FROM webhook_events \
      WHERE (tx, id) > ($1::bigint::text::xid8, $2) \
        AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
        AND ($3::text IS NULL OR event = $3) \
        AND ($4::text IS NULL OR pattern_id = $4) \
+       AND ($6::bool IS NULL OR valid = $6) \
      ORDER BY tx, id LIMIT $5";
 
 const SQLITE_PAGE: &str = "SELECT id, job_id, event, pattern_id, status, received_at, key_id, \
-       nonce, ciphertext, operator_supplied \
+       nonce, ciphertext, operator_supplied, valid, validation_errors \
      FROM webhook_events \
      WHERE id > ?1 AND (?2 IS NULL OR event = ?2) AND (?3 IS NULL OR pattern_id = ?3) \
+       AND (?5 IS NULL OR valid = ?5) \
      ORDER BY id LIMIT ?4";
 
 /// The newest readable position and the oldest held-back row's age.
@@ -101,6 +105,7 @@ impl Store {
                     .bind(filter.event.as_deref())
                     .bind(filter.pattern_id.as_deref())
                     .bind(i64::from(limit))
+                    .bind(filter.valid)
                     .fetch_all(s.pool())
                     .await?;
                 rows.iter().map(pg_event).collect()
@@ -111,11 +116,12 @@ impl Store {
                     .bind(filter.event.as_deref())
                     .bind(filter.pattern_id.as_deref())
                     .bind(i64::from(limit))
+                    .bind(filter.valid)
                     .fetch_all(s.pool())
                     .await?;
                 rows.iter()
                     .map(|r| {
-                        let row = sqlite_event(r)?;
+                        let row = super::sqlite::stored_event(r)?;
                         Ok(FeedEvent {
                             position: Position { tx: 0, id: row.id },
                             row,
@@ -132,7 +138,7 @@ impl Store {
             Store::Postgres(s) => {
                 let rows = sqlx::query(
                     "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pattern_id, status, \
-                       received_at, key_id, nonce, ciphertext \
+                       received_at, key_id, nonce, ciphertext, operator_supplied, valid, validation_errors \
                      FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
                 )
                 .bind(job_id)
@@ -189,22 +195,6 @@ fn pg_event(r: &sqlx::postgres::PgRow) -> Result<FeedEvent, StoreError> {
             id: r.try_get("id")?,
         },
         row: <StoredEvent as sqlx::FromRow<_>>::from_row(r)?,
-    })
-}
-
-fn sqlite_event(r: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
-    let micros: i64 = r.try_get("received_at")?;
-    Ok(StoredEvent {
-        id: r.try_get("id")?,
-        job_id: r.try_get("job_id")?,
-        event: r.try_get("event")?,
-        pattern_id: r.try_get("pattern_id")?,
-        status: r.try_get("status")?,
-        received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
-        key_id: r.try_get("key_id")?,
-        nonce: r.try_get("nonce")?,
-        ciphertext: r.try_get("ciphertext")?,
-        operator_supplied: r.try_get::<i64, _>("operator_supplied")? != 0,
     })
 }
 

@@ -64,7 +64,15 @@ pub struct StoredEvent {
     /// Results API, `export`); false where a query leaves it out.
     #[sqlx(default)]
     pub operator_supplied: bool,
+    /// The validation verdict (CONTRACT §12): `None` when unchecked.
+    pub valid: Option<bool>,
+    /// Its errors as a JSON array, `None` when there are none.
+    pub validation_errors: Option<String>,
 }
+
+/// The columns of [`StoredEvent`], in the order every query selects them.
+pub const EVENT_COLUMNS: &str = "id, job_id, event, pattern_id, status, received_at, \
+     key_id, nonce, ciphertext, operator_supplied, valid, validation_errors";
 
 /// What a retention pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use tracing::instrument;
 use chrono::{DateTime, Utc};
 
 use super::pg_connect::{connect_options, describe, refused, unreachable, worth_retrying};
-use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent};
+use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent, EVENT_COLUMNS};
 use crate::config::DatabaseSettings;
 
 /// Advisory lock id held by the replica that is purging ("imggo-pu").
@@ -153,10 +153,9 @@ impl PgStore {
 
     #[instrument(skip_all, fields(job_id = %job_id))]
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(sqlx::query_as::<_, StoredEvent>(
-            "SELECT id, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, \
-             operator_supplied FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
-        )
+        Ok(sqlx::query_as::<_, StoredEvent>(&format!(
+            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id"
+        ))
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?)
@@ -220,10 +219,10 @@ impl PgStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        Ok(sqlx::query_as::<_, StoredEvent>(
-            "SELECT id, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext \
-             FROM webhook_events WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
+        Ok(sqlx::query_as::<_, StoredEvent>(&format!(
+            "SELECT {EVENT_COLUMNS} FROM webhook_events \
+             WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
         .bind(current_key)
         .bind(after)
         .bind(i64::from(limit))
@@ -286,8 +285,10 @@ pub(crate) async fn lock_out_inserts(conn: &mut sqlx::PgConnection) -> Result<()
 const INSERT_BATCH: &str = "\
     WITH batch AS ( \
       SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                           $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[]) \
-        AS b(job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at)), \
+                           $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], \
+                           $12::bool[], $13::text[]) \
+        AS b(job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at, \
+             valid, validation_errors)), \
     subj AS ( \
       SELECT * FROM UNNEST($9::text[], $10::text[], $11::bytea[]) AS s(job_id, event, subject)), \
     barred AS ( \
@@ -299,7 +300,8 @@ const INSERT_BATCH: &str = "\
                       AND es.erased_at >= b.received_at)), \
     ins AS ( \
       INSERT INTO webhook_events \
-        (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at) \
+        (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at, \
+         valid, validation_errors) \
       SELECT * FROM batch b \
       WHERE NOT EXISTS (SELECT 1 FROM barred x WHERE x.job_id = b.job_id AND x.event = b.event) \
       ON CONFLICT (job_id, event) DO NOTHING \
@@ -336,6 +338,7 @@ pub(super) async fn insert_rows(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let (mut valid, mut errors) = (Vec::with_capacity(n), Vec::with_capacity(n));
     // Subject hashes, one entry per (event, subject), keyed by (job_id, event).
     let (mut subject_jobs, mut subject_events, mut subjects) = (Vec::new(), Vec::new(), Vec::new());
     for e in events {
@@ -352,6 +355,8 @@ pub(super) async fn insert_rows(
         nonces.push(e.sealed.nonce.as_slice());
         ciphertexts.push(e.sealed.ciphertext.as_slice());
         received.push(e.received_at);
+        valid.push(e.verdict.valid);
+        errors.push(e.verdict.errors_json());
     }
     let mut tx = conn.begin().await?;
     // Shared: inserts never wait for each other, only for an erasure.
@@ -373,6 +378,8 @@ pub(super) async fn insert_rows(
         .bind(&subject_jobs)
         .bind(&subject_events)
         .bind(&subjects)
+        .bind(&valid)
+        .bind(&errors)
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;

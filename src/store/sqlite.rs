@@ -16,13 +16,10 @@ use sqlx::sqlite::{
 use sqlx::Row as _;
 use tracing::instrument;
 
-use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent};
+use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent, EVENT_COLUMNS};
 use crate::config::DatabaseSettings;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
-
-const COLUMNS: &str = "id, job_id, event, pattern_id, status, received_at, key_id, nonce, \
-     ciphertext, operator_supplied";
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -127,8 +124,9 @@ impl SqliteStore {
             let (e, s) = (&event.envelope, &event.sealed);
             let inserted: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO webhook_events \
-                   (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
+                   (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, \
+                    valid, validation_errors) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
                  WHERE NOT EXISTS (SELECT 1 FROM erased_events WHERE job_id = ?1 AND event = ?2) \
                  ON CONFLICT (job_id, event) DO NOTHING RETURNING id",
             )
@@ -140,6 +138,8 @@ impl SqliteStore {
             .bind(s.key_id.as_str())
             .bind(&s.nonce)
             .bind(&s.ciphertext)
+            .bind(event.verdict.valid)
+            .bind(event.verdict.errors_json())
             .fetch_optional(&mut *tx)
             .await?;
             let Some(id) = inserted else {
@@ -174,7 +174,7 @@ impl SqliteStore {
     #[instrument(skip_all, fields(job_id = %job_id))]
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM webhook_events WHERE job_id = ? ORDER BY received_at, id"
+            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE job_id = ? ORDER BY received_at, id"
         ))
         .bind(job_id)
         .fetch_all(&self.pool)
@@ -222,7 +222,7 @@ impl SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM webhook_events WHERE key_id <> ? AND id > ? ORDER BY id LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE key_id <> ? AND id > ? ORDER BY id LIMIT ?"
         ))
         .bind(current_key)
         .bind(after)
@@ -233,7 +233,7 @@ impl SqliteStore {
     }
 }
 
-fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+pub(super) fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     let micros: i64 = row.try_get("received_at")?;
     Ok(StoredEvent {
         id: row.try_get("id")?,
@@ -246,6 +246,8 @@ fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
         nonce: row.try_get("nonce")?,
         ciphertext: row.try_get("ciphertext")?,
         operator_supplied: row.try_get::<i64, _>("operator_supplied")? != 0,
+        valid: row.try_get("valid")?,
+        validation_errors: row.try_get("validation_errors")?,
     })
 }
 

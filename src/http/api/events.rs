@@ -51,6 +51,7 @@ struct FeedQuery {
         ("limit" = Option<u32>, Query, description = "Events per page, 1-1000 (default 100)", minimum = 1, maximum = 1000),
         ("event" = Option<String>, Query, description = "Only events with exactly this `event`", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$"),
         ("pattern_id" = Option<String>, Query, description = "Only events with exactly this `pattern_id` (1-128 characters, no NUL)", min_length = 1, max_length = 128, pattern = r"^[^\u0000]+$"),
+        ("valid" = Option<bool>, Query, description = "Only events whose validation verdict is `true` (valid) or `false` (invalid); unchecked events (`valid: null`) match neither"),
         ("wait" = Option<f64>, Query, description = "Seconds (0-30) to hold the request open until an event is there", minimum = 0, maximum = 30),
     ),
     responses(
@@ -147,7 +148,7 @@ fn parse_query(state: &ApiState, raw: &str) -> Result<FeedQuery, AppError> {
     };
     let mut seen: Vec<&str> = Vec::new();
     for (key, value) in &pairs {
-        let known = ["after", "limit", "event", "pattern_id", "wait"];
+        let known = ["after", "limit", "event", "pattern_id", "wait", "valid"];
         // Anything else (a `token` in the URL, say) is ignored.
         let Some(name) = known.iter().find(|k| *k == key) else {
             continue;
@@ -191,6 +192,19 @@ fn parse_query(state: &ApiState, raw: &str) -> Result<FeedQuery, AppError> {
                     .request_timeout
                     .saturating_sub(std::time::Duration::from_secs(1));
                 q.wait = std::time::Duration::from_secs_f64(secs).min(ceiling);
+            }
+            // The validation verdict (CONTRACT §12); empty = no filter.
+            "valid" => {
+                q.filter.valid = match value.as_str() {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    "" => None,
+                    _ => {
+                        return Err(AppError::InvalidParameter(
+                            "valid must be true or false".into(),
+                        ))
+                    }
+                };
             }
             // A filter no stored event can match is a mistake, not an
             // empty feed: the caller hears which rule it breaks.

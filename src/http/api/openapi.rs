@@ -61,6 +61,7 @@ impl Modify for BearerAuth {
         super::jobs::Deleted,
         super::erasure::ErasureRequest,
         super::render::ApiEvent,
+        super::render::ApiValidationError,
         ErrorBody,
         ErrorDetail
     )),

@@ -1,5 +1,6 @@
-//! Events as the API writes them: `{"cursor","job_id","event","pattern_id",
-//! "status","received_at","payload"}` with `payload` the stored (redacted)
+//! Events as the API writes them: `{"id","cursor","job_id","event",
+//! "pattern_id","status","received_at","valid","validation_errors",
+//! "payload"}` with `payload` the stored (redacted)
 //! body, decrypted, embedded as the JSON text it is. It is checked to be
 //! one JSON value first, but never re-parsed into `serde_json::Value`:
 //! stored bodies may hold escaped lone surrogates or keys that serde_json
@@ -14,11 +15,14 @@ use crate::error::AppError;
 use crate::feed::{self, CursorForm, Position};
 use crate::json::{escape_str, Json};
 use crate::store::StoredEvent;
+use crate::validation::Verdict;
 
 /// One stored event: the schema of what [`write_event`] writes.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ApiEvent {
+    /// Unique per stored event; never changes (a consumer's dedup key).
+    pub id: String,
     /// Pass as `after` to continue the feed from just after this event.
     pub cursor: String,
     pub job_id: String,
@@ -34,9 +38,26 @@ pub struct ApiEvent {
     /// Present (`true`) only when the body was supplied by an operator
     /// (`rejected replay ID --body FILE`) instead of the one ImgGo signed.
     pub operator_supplied: Option<bool>,
+    /// The verdict of the pattern's JSON Schema on the extracted data:
+    /// `null` when the pattern has no schema.
+    #[schema(required = true)]
+    pub valid: Option<bool>,
+    /// Why it is not valid (at most 20); empty otherwise.
+    pub validation_errors: Vec<ApiValidationError>,
     /// The delivery body as stored (after redaction), decrypted.
     #[schema(value_type = Object)]
     pub payload: (),
+}
+
+/// One failed check of the schema; never a value from the delivery.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ApiValidationError {
+    /// JSON Pointer into the extracted data; keys the schema does not
+    /// declare are written `*`.
+    pub path: String,
+    /// The schema keyword that failed (`type`, `required`, `format`, ...).
+    pub keyword: String,
 }
 
 /// Appends the JSON of one event to `out`, decrypting its payload.
@@ -66,7 +87,9 @@ pub fn write_event(
     let received_at = row
         .received_at
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    out.extend_from_slice(b"{\"cursor\":");
+    out.extend_from_slice(b"{\"id\":");
+    string(out, &row.id.to_string());
+    out.extend_from_slice(b",\"cursor\":");
     string(out, &feed::encode(form, position));
     out.extend_from_slice(b",\"job_id\":");
     string(out, &row.job_id);
@@ -81,6 +104,7 @@ pub fn write_event(
     if row.operator_supplied {
         out.extend_from_slice(b",\"operator_supplied\":true");
     }
+    write_verdict(out, row);
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(payload.trim_ascii());
     out.push(b'}');
@@ -103,6 +127,30 @@ pub fn write_events<'a>(
     }
     out.push(b']');
     Ok(())
+}
+
+/// `,"valid":...,"validation_errors":[...]`, written from the parsed
+/// columns (never their text as stored).
+pub fn write_verdict(out: &mut Vec<u8>, row: &StoredEvent) {
+    let verdict = Verdict::from_columns(row.valid, row.validation_errors.as_deref());
+    out.extend_from_slice(b",\"valid\":");
+    out.extend_from_slice(match verdict.valid {
+        Some(true) => b"true",
+        Some(false) => b"false",
+        None => b"null",
+    });
+    out.extend_from_slice(b",\"validation_errors\":[");
+    for (i, issue) in verdict.errors.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"path\":");
+        string(out, &issue.path);
+        out.extend_from_slice(b",\"keyword\":");
+        string(out, &issue.keyword);
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 pub fn string(out: &mut Vec<u8>, text: &str) {

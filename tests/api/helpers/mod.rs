@@ -409,6 +409,7 @@ pub fn sealed_event_with(
         sealed: ring.seal(job, event, payload).unwrap(),
         received_at: chrono::Utc::now(),
         subjects: Vec::new(),
+        verdict: Default::default(),
     }
 }
 
