@@ -37,4 +37,5 @@ mod signatures;
 mod spool;
 mod store;
 mod stringify;
+mod validation;
 mod walk;
