@@ -17,7 +17,12 @@
 #      between, killed), wrk at the same connections: every answer must be
 #      a 2xx from the spool;
 #   6. the drain of what phase 5 spooled (100,000+ rows) into Postgres once
-#      the forwarder is back, timed until imggo_spool_depth is 0.
+#      the forwarder is back, timed until imggo_spool_depth is 0;
+#   7. validation A/B: wrk throughput with `validation.schemas_dir` off and
+#      on (benches/load/schemas: a realistic invoice schema for the load's
+#      pattern, ~20 properties with required, type, format and pattern),
+#      alternating off/on BENCH_AB_ROUNDS times on fresh databases, with the
+#      receiver's CPU time per stored delivery (utime+stime from /proc).
 # Right after phase 3, on the same server and database, the Results API
 # feed is drained (GET /v1/events?limit=1000, following `next`) of
 # everything phase 3 stored, in events/s, with the receiver's peak RSS.
@@ -25,7 +30,9 @@
 #
 # Knobs (environment): BENCH_SECONDS (30), BENCH_CONNECTIONS (64),
 # BENCH_RATE (5000), BENCH_OPEN_SECONDS (20), BENCH_DELIVERIES (900000),
-# PGURL (postgres://postgres@127.0.0.1:5432), PGSSLMODE (disable).
+# PGURL (postgres://postgres@127.0.0.1:5432), PGSSLMODE (disable),
+# BENCH_AB_SECONDS (15), BENCH_AB_ROUNDS (2), BENCH_ONLY (`validation`:
+# phase 7 alone).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -117,6 +124,49 @@ drain_feed() {
   t1=$(date +%s.%N)
   echo "$n $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b-a}')"
 }
+
+# Receiver CPU seconds so far (utime + stime).
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$PID/stat"; }
+
+# wrk against a fresh database and server, with `validation.schemas_dir` =
+# $1 ("" = off); prints "<stored/s> <receiver µs CPU per stored delivery>".
+ab_round() {
+  local out line cpu0 cpu1 stored t0 t1
+  fresh_db
+  IMGGO__VALIDATION__SCHEMAS_DIR=$1 start
+  cpu0=$(cpu_s); t0=$(date +%s.%N)
+  out=$(wrk -t1 -c"$CONNS" -d"${AB_SECONDS}s" --timeout 10s -s benches/load/wrk.lua \
+    "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 1)
+  t1=$(date +%s.%N); cpu1=$(cpu_s)
+  stop
+  stored=$(rows)
+  line=$(echo "$out" | grep '^WRK ')
+  awk -v n="$stored" -v a="$t0" -v b="$t1" -v c0="$cpu0" -v c1="$cpu1" \
+    'BEGIN {printf "%.0f %.1f", n/(b-a), (n > 0) ? (c1-c0)*1e6/n : 0}'
+}
+
+AB_SECONDS=${BENCH_AB_SECONDS:-15}
+AB_ROUNDS=${BENCH_AB_ROUNDS:-2}
+validation_ab() {
+  local i off on off_sum=0 on_sum=0 off_cpu=0 on_cpu=0
+  say "7/7 validation A/B: off/on x $AB_ROUNDS, ${AB_SECONDS}s each"
+  for i in $(seq 1 "$AB_ROUNDS"); do
+    read -r off off_c <<<"$(ab_round "")"
+    read -r on on_c <<<"$(ab_round "$PWD/benches/load/schemas")"
+    echo "round $i: off $off/s (${off_c} µs CPU/delivery), on $on/s (${on_c} µs CPU/delivery)" >&2
+    off_sum=$((off_sum + off)); on_sum=$((on_sum + on))
+    off_cpu=$(awk -v a="$off_cpu" -v b="$off_c" 'BEGIN {print a + b}')
+    on_cpu=$(awk -v a="$on_cpu" -v b="$on_c" 'BEGIN {print a + b}')
+  done
+  AB_REPORT=$(awk -v a="$on_sum" -v b="$off_sum" -v ca="$on_cpu" -v cb="$off_cpu" -v r="$AB_ROUNDS" \
+    'BEGIN {printf "validation A/B (%d rounds each, alternating): off %.0f/s, on %.0f/s -> on/off = %.3fx; receiver CPU per delivery off %.1f µs, on %.1f µs (+%.1f µs)", r, b/r, a/r, a/b, cb/r, ca/r, (ca-cb)/r}')
+  echo "$AB_REPORT"
+}
+
+if [ "${BENCH_ONLY:-}" = validation ]; then
+  validation_ab
+  exit 0
+fi
 
 say "1/6 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
 fresh_db; start
@@ -222,4 +272,5 @@ pgbench single-row INSERT ceiling (32 clients): $PGB rows/s -> receiver/pgbench 
 spool, Postgres unreachable (wrk, $CONNS connections, ${SPOOL_SECONDS}s): $SPOOL_RATE deliveries/s, non-2xx/errors: $SPOOL_BAD -> spool/normal = $(awk -v a="$SPOOL_RATE" -v b="$RATE_W" 'BEGIN {if (b > 0) printf "%.2f", a/b}')x
 drain: $DRAINED spooled deliveries into Postgres at $DRAIN_RATE/s -> drain/normal = $(awk -v a="$DRAIN_RATE" -v b="$RATE_W" 'BEGIN {if (b > 0) printf "%.2f", a/b}')x, receiver peak RSS ${SPOOL_RSS} MiB
 REPORT
+validation_ab
 [ "$CHECK" = "ok" ] && [ "$SPOOL_BAD" = "0" ]
