@@ -161,10 +161,6 @@ fn describe() {
         "Signed deliveries refused with a 4xx and kept in quarantine, by reason"
     );
     describe_counter!(
-        VALIDATION,
-        "Deliveries checked against their pattern's JSON Schema, by outcome (valid, invalid, unchecked)"
-    );
-    describe_counter!(
         API_REQUESTS,
         "Results API requests by route and outcome (ok or an error code)"
     );

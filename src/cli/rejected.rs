@@ -112,6 +112,11 @@ async fn replay(
     body_file: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let secrets = secrets::Secrets::load(&ProcessEnv)?;
+    // Its subjects first, then the row: an erasure between the two takes
+    // the row (nothing to replay); one after both finds the event barred
+    // by these subjects when it is inserted. Read the other way round, an
+    // erasure between would leave a row whose subjects are gone.
+    let arrival_subjects = store.quarantined_subjects(id).await?;
     let Some(row) = store.quarantined_one(id).await? else {
         eprintln!("no quarantined delivery {id}");
         return Ok(ExitCode::FAILURE);
@@ -166,7 +171,7 @@ async fn replay(
     // Indexed at arrival from the unredacted body; `hash` fields are hashes
     // now, so indexing the redacted body again finds fewer of them. A
     // corrected body keeps them too: it is the same delivery's subject.
-    for subject in store.quarantined_subjects(id).await? {
+    for subject in arrival_subjects {
         if !event.subjects.contains(&subject) {
             event.subjects.push(subject);
         }

@@ -4,7 +4,8 @@
 //! `job_id` and `manifest` or `result`) is accepted too, and its extracted
 //! data is what is checked. Prints `{"pattern_id","valid",
 //! "validation_errors"}`; exit 0 when valid, 1 when not, 2 when the pattern
-//! has no schema in `validation.schemas_dir`.
+//! has no schema in `validation.schemas_dir`. A file that cannot be read or
+//! is not JSON is an error (exit 1, with the reason on stderr).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,18 +34,18 @@ pub fn run(settings: &Settings, pattern: &str, file: &Path) -> anyhow::Result<Ex
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let sample =
         Json::parse(&bytes).map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
-    let data = match extracted_of_delivery(&sample) {
-        Some(data) => {
-            eprintln!(
-                "{} is a delivery: checking its extracted data",
-                file.display()
-            );
-            data
+    let verdict = if is_delivery(&sample) {
+        // As ingest does: `manifest` or `result`, `null` when it has neither.
+        eprintln!(
+            "{} is a delivery: checking its extracted data",
+            file.display()
+        );
+        schemas.check(Some(pattern), &sample)
+    } else {
+        match schemas.check_data(pattern, &sample) {
+            Some(verdict) => verdict,
+            None => return Ok(ExitCode::from(2)),
         }
-        None => &sample,
-    };
-    let Some(verdict) = schemas.check_data(pattern, data) else {
-        return Ok(ExitCode::from(2));
     };
     println!(
         "{}",
@@ -61,12 +62,8 @@ pub fn run(settings: &Settings, pattern: &str, file: &Path) -> anyhow::Result<Ex
     })
 }
 
-/// The extracted data of a whole delivery body, if `sample` is one.
-fn extracted_of_delivery<'b, 'a>(sample: &'b Json<'a>) -> Option<&'b Json<'a>> {
-    let is_delivery = matches!(sample.get("event"), Some(Json::String(_)))
-        && matches!(sample.get("job_id"), Some(Json::String(_)));
-    if !is_delivery {
-        return None;
-    }
-    sample.get("manifest").or_else(|| sample.get("result"))
+/// Whether `sample` is a whole delivery body rather than extracted data.
+fn is_delivery(sample: &Json<'_>) -> bool {
+    matches!(sample.get("event"), Some(Json::String(_)))
+        && matches!(sample.get("job_id"), Some(Json::String(_)))
 }

@@ -282,7 +282,8 @@ async fn quarantine(state: &AppState, body: &[u8], error: &AppError, request_id:
         // A database found down is not waited on again.
         Some(spool) => spool_quarantined(spool, &row).await,
         None => match quarantine_within(state, &row).await {
-            Ok(id) => Ok(Some(id)),
+            Ok(Some(id)) => Ok(Kept::Quarantined(id)),
+            Ok(None) => Ok(Kept::Erased),
             Err(error) => match spool {
                 Some(spool) => {
                     tracing::warn!(%error, request_id, "quarantine row goes to the spool");
@@ -294,22 +295,28 @@ async fn quarantine(state: &AppState, body: &[u8], error: &AppError, request_id:
         },
     };
     match kept {
-        Ok(id) => {
+        Ok(Kept::Quarantined(id)) => {
             metrics::counter!(crate::metrics::QUARANTINED, "reason" => reason).increment(1);
-            match id {
-                Some(id) => tracing::info!(
-                    id,
-                    reason,
-                    request_id,
-                    "refused delivery kept in quarantine"
-                ),
-                None => tracing::info!(
-                    reason,
-                    request_id,
-                    "refused delivery kept in the spool, for quarantine once Postgres answers"
-                ),
-            }
+            tracing::info!(
+                id,
+                reason,
+                request_id,
+                "refused delivery kept in quarantine"
+            );
         }
+        Ok(Kept::Spooled) => {
+            metrics::counter!(crate::metrics::QUARANTINED, "reason" => reason).increment(1);
+            tracing::info!(
+                reason,
+                request_id,
+                "refused delivery kept in the spool, for quarantine once Postgres answers"
+            );
+        }
+        Ok(Kept::Erased) => tracing::info!(
+            reason,
+            request_id,
+            "refused delivery not kept: its data subject was erased while it was stored"
+        ),
         Err(error) => tracing::error!(
             %error, reason, request_id,
             "a genuine delivery was refused and could not be kept in quarantine"
@@ -317,10 +324,19 @@ async fn quarantine(state: &AppState, body: &[u8], error: &AppError, request_id:
     }
 }
 
+/// Where a refused delivery went.
+enum Kept {
+    Quarantined(i64),
+    /// In the spool, for the quarantine once Postgres answers.
+    Spooled,
+    /// Nowhere: an erasure of its subject ran while it was being stored.
+    Erased,
+}
+
 /// The quarantine insert; with a spool, bounded by `commit_deadline` as a
 /// delivery's commit is: a database that hangs must not turn the refusal
 /// into a timeout (and the row into nothing).
-async fn quarantine_within(state: &AppState, row: &NewQuarantined) -> Result<i64, String> {
+async fn quarantine_within(state: &AppState, row: &NewQuarantined) -> Result<Option<i64>, String> {
     let insert = state
         .store
         .quarantine(row, state.settings.quarantine.max_rows);
@@ -332,11 +348,11 @@ async fn quarantine_within(state: &AppState, row: &NewQuarantined) -> Result<i64
 }
 
 /// A quarantine row kept in the spool until Postgres takes it (no id yet).
-async fn spool_quarantined(spool: &Spool, row: &NewQuarantined) -> Result<Option<i64>, String> {
+async fn spool_quarantined(spool: &Spool, row: &NewQuarantined) -> Result<Kept, String> {
     spool
         .keep_quarantined(row)
         .await
-        .map(|()| None)
+        .map(|()| Kept::Spooled)
         .map_err(|e| e.to_string())
 }
 

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -412,18 +412,14 @@ impl Spool {
                 .map(|r| Ok((r.try_get::<i64, _>("seq")?, spooled_quarantined(r)?)))
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(DrainError::Spool)?;
-            let erased = erased_among(
-                store,
-                rows.iter().map(|(_, q)| (q.received_at, &q.subjects)),
-            )
-            .await?;
             for (seq, row) in &rows {
-                if !is_erased(&erased, row.received_at, &row.subjects) {
-                    tokio::time::timeout(DRAIN_TIMEOUT, store.quarantine(row, max_rows))
-                        .await
-                        .map_err(|_| DrainError::Timeout)?
-                        .map_err(DrainError::Database)?;
-                }
+                // A row whose subject was erased after it arrived is
+                // refused by the insert itself (checked in its transaction:
+                // checked here first, an erasure could slip between).
+                tokio::time::timeout(DRAIN_TIMEOUT, store.quarantine(row, max_rows))
+                    .await
+                    .map_err(|_| DrainError::Timeout)?
+                    .map_err(DrainError::Database)?;
                 sqlx::query("DELETE FROM spooled_quarantine WHERE seq = ?")
                     .bind(seq)
                     .execute(&self.shared.pool)
@@ -486,37 +482,6 @@ impl Spool {
         );
         Ok(())
     }
-}
-
-/// When each erased subject among some spooled rows was erased.
-type Erased = std::collections::HashMap<SubjectHash, DateTime<Utc>>;
-
-/// The subjects among `rows` (received at, subjects) erased since the
-/// oldest of them was received.
-async fn erased_among<'a>(
-    store: &Store,
-    rows: impl Iterator<Item = (DateTime<Utc>, &'a Vec<SubjectHash>)>,
-) -> Result<Erased, DrainError> {
-    let mut subjects = Vec::new();
-    let mut oldest: Option<DateTime<Utc>> = None;
-    for (received_at, of_row) in rows {
-        subjects.extend(of_row.iter().copied());
-        oldest = Some(oldest.map_or(received_at, |o| o.min(received_at)));
-    }
-    let Some(oldest) = oldest else {
-        return Ok(Erased::default());
-    };
-    store
-        .erased_since(&subjects, oldest)
-        .await
-        .map_err(DrainError::Database)
-}
-
-/// Whether a subject of a row received at `received_at` was erased after.
-fn is_erased(erased: &Erased, received_at: DateTime<Utc>, subjects: &[SubjectHash]) -> bool {
-    subjects
-        .iter()
-        .any(|s| erased.get(s).is_some_and(|at| *at >= received_at))
 }
 
 /// Spooled rows read for one drain transaction.

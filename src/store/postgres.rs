@@ -275,9 +275,21 @@ pub(crate) async fn lock_out_inserts(conn: &mut sqlx::PgConnection) -> Result<()
     Ok(())
 }
 
+/// Holds the erasure lock shared until the calling transaction ends: an
+/// erasure waits for this transaction, and this transaction's next
+/// statement sees every erasure that committed before.
+pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(ERASURE_LOCK_KEY)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// The batch statement. An event is *barred*, stored nowhere and answered
 /// as a duplicate, when its (job_id, event) was erased or deleted before,
-/// or when one of its subjects was erased at or after its receipt (it was
+/// or when one of its subjects was erased, or its job deleted, at or after
+/// its receipt (it was
 /// received before the erasure answered, and commits after it). A barred
 /// key is remembered like an erased one. The rest are inserted once per
 /// (job_id, event), with the subject rows of the events actually inserted
@@ -297,7 +309,9 @@ const INSERT_BATCH: &str = "\
                     WHERE x.job_id = b.job_id AND x.event = b.event) \
          OR EXISTS (SELECT 1 FROM subj s JOIN erased_subjects es ON es.subject = s.subject \
                     WHERE s.job_id = b.job_id AND s.event = b.event \
-                      AND es.erased_at >= b.received_at)), \
+                      AND es.erased_at >= b.received_at) \
+         OR EXISTS (SELECT 1 FROM erased_jobs j \
+                    WHERE j.job_id = b.job_id AND j.erased_at >= b.received_at)), \
     ins AS ( \
       INSERT INTO webhook_events \
         (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at, \
@@ -362,10 +376,7 @@ pub(super) async fn insert_rows(
     // Shared: inserts never wait for each other, only for an erasure.
     // Taken before the statement, so the statement's snapshot is newer
     // than any erasure that held the lock.
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-        .bind(ERASURE_LOCK_KEY)
-        .execute(&mut *tx)
-        .await?;
+    lock_shared(&mut tx).await?;
     let inserted: Vec<(String, String)> = sqlx::query_as(INSERT_BATCH)
         .bind(&job_ids)
         .bind(&names)

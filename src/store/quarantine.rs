@@ -51,8 +51,16 @@ const COLUMNS: &str =
 impl Store {
     /// Keeps a refused delivery, then drops the oldest beyond `max_rows`,
     /// in one transaction. Returns its id. A row already kept under the
-    /// same `seal_id` (moved from the spool twice) is kept once.
-    pub async fn quarantine(&self, row: &NewQuarantined, max_rows: u32) -> Result<i64, StoreError> {
+    /// same `seal_id` (moved from the spool twice) is kept once. `None`:
+    /// one of its subjects was erased at or after it was received (an
+    /// erasure that ran while this insert was in flight, or while it waited
+    /// in the spool), so it is not kept. On Postgres the insert holds the
+    /// erasure lock shared, as event inserts do.
+    pub async fn quarantine(
+        &self,
+        row: &NewQuarantined,
+        max_rows: u32,
+    ) -> Result<Option<i64>, StoreError> {
         const INSERT: &str = "INSERT INTO quarantined_deliveries \
              (received_at, reason, request_id, bytes, seal_id, key_id, nonce, ciphertext) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (seal_id) DO NOTHING RETURNING id";
@@ -61,10 +69,14 @@ impl Store {
              VALUES ($1, $2) ON CONFLICT DO NOTHING";
         const TRIM: &str = "DELETE FROM quarantined_deliveries WHERE id <= \
              (SELECT id FROM quarantined_deliveries ORDER BY id DESC LIMIT 1 OFFSET $1)";
+        const FORGET: &str = "DELETE FROM quarantined_deliveries WHERE id = $1";
         let bytes = i64::try_from(row.bytes).unwrap_or(i64::MAX);
         macro_rules! insert {
-            ($pool:expr, $received_at:expr) => {{
+            ($pool:expr, $received_at:expr, $lock:expr, $erased:expr) => {{
                 let mut tx = $pool.begin().await?;
+                $lock(&mut tx).await?;
+                // The first statement writes (SQLite: the write lock is
+                // held, and every other process's erasure is visible).
                 let inserted: Option<i64> = sqlx::query_scalar(INSERT)
                     .bind($received_at)
                     .bind(row.reason)
@@ -82,8 +94,13 @@ impl Store {
                         .fetch_one(&mut *tx)
                         .await?;
                     tx.commit().await?;
-                    return Ok(id);
+                    return Ok(Some(id));
                 };
+                if $erased(&mut tx, &row.subjects, row.received_at).await? {
+                    sqlx::query(FORGET).bind(id).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    return Ok(None);
+                }
                 for subject in &row.subjects {
                     sqlx::query(SUBJECT)
                         .bind(subject.as_bytes())
@@ -96,12 +113,22 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(id)
+                Ok(Some(id))
             }};
         }
         match self {
-            Store::Postgres(s) => insert!(s.pool(), row.received_at),
-            Store::Sqlite(s) => insert!(s.pool(), row.received_at.timestamp_micros()),
+            Store::Postgres(s) => insert!(
+                s.pool(),
+                row.received_at,
+                super::subjects::hold_off_erasure,
+                super::subjects::erased_since_pg
+            ),
+            Store::Sqlite(s) => insert!(
+                s.pool(),
+                row.received_at.timestamp_micros(),
+                super::subjects::no_lock_sqlite,
+                super::subjects::erased_since_sqlite
+            ),
         }
     }
 
@@ -235,6 +262,7 @@ impl Store {
         for tombstones in [
             "DELETE FROM erased_subjects WHERE erased_at < $1",
             "DELETE FROM erased_events WHERE erased_at < $1",
+            "DELETE FROM erased_jobs WHERE erased_at < $1",
         ] {
             match self {
                 Store::Postgres(s) => {

@@ -146,9 +146,11 @@ impl SqliteStore {
                 outcomes.push(InsertOutcome::Duplicate);
                 continue;
             };
-            if super::subjects::erased_since_sqlite(&mut *tx, &event.subjects, event.received_at)
-                .await?
-            {
+            let barred =
+                super::subjects::erased_since_sqlite(&mut *tx, &event.subjects, event.received_at)
+                    .await?
+                    || job_deleted_since(&mut *tx, &e.job_id, event.received_at).await?;
+            if barred {
                 sqlx::query("DELETE FROM webhook_events WHERE id = ?")
                     .bind(id)
                     .execute(&mut *tx)
@@ -231,6 +233,21 @@ impl SqliteStore {
         .await?;
         rows.iter().map(stored_event).collect()
     }
+}
+
+/// Whether `job_id` was deleted (`DELETE /v1/jobs`) at or after `received_at`.
+async fn job_deleted_since(
+    conn: &mut sqlx::SqliteConnection,
+    job_id: &str,
+    received_at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let deleted: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM erased_jobs WHERE job_id = ? AND erased_at >= ?")
+            .bind(job_id)
+            .bind(received_at.timestamp_micros())
+            .fetch_optional(conn)
+            .await?;
+    Ok(deleted.is_some())
 }
 
 pub(super) fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {

@@ -15,14 +15,25 @@ impl Store {
              SELECT job_id, event, $2 FROM webhook_events WHERE job_id = $1 \
              ON CONFLICT (job_id, event) DO UPDATE SET erased_at = excluded.erased_at";
         const DELETE: &str = "DELETE FROM webhook_events WHERE job_id = $1";
-        let now = chrono::Utc::now();
+        // Deliveries of the job received before the delete answered, stored
+        // after it (in flight on another replica, spooled) are refused.
+        const JOB: &str = "INSERT INTO erased_jobs (job_id, erased_at) VALUES ($1, $2) \
+             ON CONFLICT (job_id) DO UPDATE SET erased_at = excluded.erased_at";
         macro_rules! delete {
-            ($s:expr, $now:expr, $lock:expr) => {{
+            ($s:expr, $at:expr, $lock:expr) => {{
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
+                // Taken once the inserts in flight have committed: a
+                // delivery received while the delete waited is barred too.
+                let now = $at(chrono::Utc::now());
                 sqlx::query(REMEMBER)
                     .bind(job_id)
-                    .bind($now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(JOB)
+                    .bind(job_id)
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
                 let n = sqlx::query(DELETE)
@@ -36,8 +47,12 @@ impl Store {
             }};
         }
         match self {
-            Store::Postgres(s) => delete!(s, now, lock_postgres),
-            Store::Sqlite(s) => delete!(s, now.timestamp_micros(), lock_sqlite),
+            Store::Postgres(s) => delete!(s, |t| t, lock_postgres),
+            Store::Sqlite(s) => delete!(
+                s,
+                |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros(),
+                lock_sqlite
+            ),
         }
     }
 
@@ -68,16 +83,18 @@ impl Store {
              (SELECT quarantine_id FROM quarantine_subjects WHERE subject = $1)";
         const TOMBSTONE: &str = "INSERT INTO erased_subjects (subject, erased_at) VALUES ($1, $2) \
              ON CONFLICT (subject) DO UPDATE SET erased_at = excluded.erased_at";
-        let now = chrono::Utc::now();
         macro_rules! forget {
-            ($s:expr, $now:expr, $lock:expr) => {{
+            ($s:expr, $at:expr, $lock:expr) => {{
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
+                // Taken once the inserts in flight have committed: a
+                // delivery received while the erasure waited is barred too.
+                let now = $at(chrono::Utc::now());
                 let mut n = 0;
                 for subject in subjects {
                     sqlx::query(REMEMBER)
                         .bind(subject.as_bytes())
-                        .bind($now)
+                        .bind(now)
                         .execute(&mut *tx)
                         .await?;
                     for sql in [EVENTS, QUARANTINED] {
@@ -89,7 +106,7 @@ impl Store {
                     }
                     sqlx::query(TOMBSTONE)
                         .bind(subject.as_bytes())
-                        .bind($now)
+                        .bind(now)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -99,42 +116,13 @@ impl Store {
             }};
         }
         match self {
-            Store::Postgres(s) => forget!(s, now, lock_postgres),
-            Store::Sqlite(s) => forget!(s, now.timestamp_micros(), lock_sqlite),
+            Store::Postgres(s) => forget!(s, |t| t, lock_postgres),
+            Store::Sqlite(s) => forget!(
+                s,
+                |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros(),
+                lock_sqlite
+            ),
         }
-    }
-
-    /// Of `subjects`, those erased at or after `since`, with when (Postgres):
-    /// a draining spool drops what was received before its subject's erasure.
-    pub async fn erased_since(
-        &self,
-        subjects: &[SubjectHash],
-        since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<std::collections::HashMap<SubjectHash, chrono::DateTime<chrono::Utc>>, StoreError>
-    {
-        let Store::Postgres(s) = self else {
-            return Ok(Default::default());
-        };
-        if subjects.is_empty() {
-            return Ok(Default::default());
-        }
-        let wanted: Vec<&[u8]> = subjects.iter().map(SubjectHash::as_bytes).collect();
-        let rows: Vec<(Vec<u8>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-            "SELECT subject, erased_at FROM erased_subjects \
-             WHERE subject = ANY($1) AND erased_at >= $2",
-        )
-        .bind(&wanted)
-        .bind(since)
-        .fetch_all(s.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(b, at)| {
-                <[u8; 32]>::try_from(b.as_slice())
-                    .ok()
-                    .map(|h| (SubjectHash(h), at))
-            })
-            .collect())
     }
 
     /// How many events are indexed under `subject` (tests, tools).
@@ -156,6 +144,36 @@ async fn lock_postgres(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
 /// already orders an erasure against inserts.
 async fn lock_sqlite(_tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
     Ok(())
+}
+
+/// Postgres: holds the erasure lock shared until the transaction ends (an
+/// insert outside the batch statement, e.g. the quarantine's).
+pub(crate) async fn hold_off_erasure(tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    super::postgres::lock_shared(tx).await
+}
+
+/// SQLite's one writer needs no lock (see [`lock_sqlite`]).
+pub(crate) async fn no_lock_sqlite(tx: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    lock_sqlite(tx).await
+}
+
+/// Postgres: whether any of `subjects` was erased at or after `received_at`.
+pub(crate) async fn erased_since_pg(
+    conn: &mut sqlx::PgConnection,
+    subjects: &[SubjectHash],
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, StoreError> {
+    if subjects.is_empty() {
+        return Ok(false);
+    }
+    let wanted: Vec<&[u8]> = subjects.iter().map(SubjectHash::as_bytes).collect();
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM erased_subjects WHERE subject = ANY($1) AND erased_at >= $2)",
+    )
+    .bind(&wanted)
+    .bind(received_at)
+    .fetch_one(conn)
+    .await?)
 }
 
 /// SQLite: whether any of `subjects` was erased at or after `received_at`.

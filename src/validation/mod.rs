@@ -147,7 +147,7 @@ impl PatternSchema {
             .iter_errors(&instance)
             .take(MAX_ERRORS)
             .map(|e| Issue {
-                path: self.safe_pointer(&e.instance_path().to_string()),
+                path: self.safe_pointer(&instance, &e.instance_path().to_string()),
                 keyword: e.kind().keyword().to_owned(),
             })
             .collect();
@@ -157,21 +157,31 @@ impl PatternSchema {
         }
     }
 
-    /// `pointer` with every segment that is data (not an index, not a
-    /// declared name) written as `*`.
-    fn safe_pointer(&self, pointer: &str) -> String {
+    /// `pointer` with every segment that is data written as `*`: a segment
+    /// is shown only when it indexes an array, or names a property the
+    /// schema declares. Judged by walking `instance`, so an object key made
+    /// of digits is not mistaken for an index.
+    fn safe_pointer(&self, instance: &serde_json::Value, pointer: &str) -> String {
+        use serde_json::Value;
         let mut out = String::with_capacity(pointer.len());
+        let mut at = Some(instance);
         for segment in pointer.split('/').skip(1) {
             out.push('/');
             let name = segment.replace("~1", "/").replace("~0", "~");
-            let index = !segment.is_empty()
-                && segment.len() <= 7
-                && segment.bytes().all(|b| b.is_ascii_digit());
-            if index || self.declared.contains(&name) {
+            let (shown, next) = match at {
+                Some(Value::Array(items)) => match name.parse::<usize>() {
+                    Ok(i) if i.to_string() == name => (true, items.get(i)),
+                    _ => (false, None),
+                },
+                Some(Value::Object(map)) => (self.declared.contains(&name), map.get(&name)),
+                _ => (false, None),
+            };
+            if shown {
                 out.push_str(segment);
             } else {
                 out.push('*');
             }
+            at = next;
         }
         out
     }

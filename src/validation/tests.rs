@@ -30,7 +30,7 @@ fn invoice() -> serde_json::Value {
 #[test]
 fn errors_name_the_path_and_keyword_never_the_value() {
     let s = schemas("p1", invoice());
-    let text = r#"{"pattern_id":"p1","manifest":{"total_amount":"12,40","email":"bob at example","card":"4111-1111-1111-1111","lines":[{"qty":1},{"qty":"two"}],"contacts":{"bob@example.com":7}}}"#;
+    let text = r#"{"pattern_id":"p1","manifest":{"total_amount":"12,40","email":"bob at example","card":"4111-1111-1111-1111","lines":[{"qty":1},{"qty":"two"}],"contacts":{"bob@example.com":7,"4111111":8}}}"#;
     let verdict = s.check(Some("p1"), &body(text));
     assert_eq!(verdict.valid, Some(false));
     let pairs: Vec<(&str, &str)> = verdict
@@ -48,6 +48,12 @@ fn errors_name_the_path_and_keyword_never_the_value() {
     ] {
         assert!(pairs.contains(&expected), "{expected:?} in {pairs:?}");
     }
+    // A key made of digits is data too, not an array index.
+    assert_eq!(
+        pairs.iter().filter(|(p, _)| *p == "/contacts/*").count(),
+        2,
+        "{pairs:?}"
+    );
     let stored = verdict.errors_json().unwrap();
     for value in ["12,40", "bob", "4111", "two", "example"] {
         assert!(!stored.contains(value), "{value} in {stored}");

@@ -257,3 +257,183 @@ async fn a_replayed_delivery_keeps_its_subjects() {
     assert_eq!(erase(&app, &token, "x12345678").await["deleted"], 1);
     assert!(app.events(&job2).await.is_empty());
 }
+
+/// Posts `body` signed, in a task of its own.
+fn post_in_background(app: &TestApp, body: Vec<u8>) -> tokio::task::JoinHandle<u16> {
+    let (client, url) = (app.client.clone(), app.webhook_url());
+    let signature = prod_signature(&body);
+    tokio::spawn(async move {
+        client
+            .post(url)
+            .header("x-imggo-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+/// How many other sessions wait on an advisory lock.
+async fn advisory_waiters(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND wait_event = 'advisory'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A delivery that arrives while an erasure (or a job delete) waits for the
+/// inserts in flight is received before the erasure answers: it must not
+/// survive it. Forced: a first batch is stalled on a lock the test holds,
+/// the erasure and the job delete queue behind it, and a second and third
+/// delivery (another writer) queue behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_that_arrive_while_an_erasure_waits_do_not_survive_it() {
+    let app = spawn_app_with(|o| {
+        o.settings.spool.path = String::new();
+        o.settings.server.request_timeout = std::time::Duration::from_secs(60);
+        o.settings.database.writers = 3;
+    })
+    .await;
+    let token = make_token(&app.store, "dpo", "events:read,events:delete").await;
+    let hank = |job: &str, event: &str| {
+        body_with(job, event, json!({"customer_email": "hank@example.com"}))
+    };
+    let (first, second, deleted_job) = (new_job_id(), new_job_id(), new_job_id());
+
+    let mut stall = app.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE event_subjects IN EXCLUSIVE MODE")
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    let a = post_in_background(&app, hank(&first, "job.succeeded"));
+    eventually("the first insert waits on the lock", || async {
+        waiting(&app.db.pool, "Lock", "%INSERT INTO webhook_events%")
+            .await
+            .then_some(())
+    })
+    .await;
+    let erase = {
+        let (client, url, token) = (app.client.clone(), app.api("/v1/erasure"), token.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"value": "hank@example.com"}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    let delete = {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.api(&format!("/v1/jobs/{deleted_job}")),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .delete(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    eventually("the erasure and the delete wait", || async {
+        (advisory_waiters(&app.db.pool).await >= 2).then_some(())
+    })
+    .await;
+    // Received now, while both wait: their inserts queue behind them.
+    let b = post_in_background(&app, hank(&second, "job.succeeded"));
+    let c = post_in_background(
+        &app,
+        body_with(&deleted_job, "job.failed", json!({"note": "late"})),
+    );
+    eventually("both late inserts wait too", || async {
+        (advisory_waiters(&app.db.pool).await >= 4).then_some(())
+    })
+    .await;
+    stall.rollback().await.unwrap();
+
+    let erased = erase.await.unwrap();
+    assert_eq!(delete.await.unwrap(), 200);
+    for (task, what) in [(a, "first"), (b, "second"), (c, "job")] {
+        assert_eq!(task.await.unwrap(), 200, "{what} acknowledged");
+    }
+    assert!(app.events(&first).await.is_empty(), "in flight: taken");
+    assert!(
+        app.events(&second).await.is_empty(),
+        "received while the erasure waited: refused"
+    );
+    assert!(
+        app.events(&deleted_job).await.is_empty(),
+        "received while the job delete waited: refused"
+    );
+    assert_eq!(erased["deleted"], 1);
+}
+
+/// A quarantine insert in flight when an erasure runs is taken by it, as
+/// an event's is (its transaction is stalled on a lock the test holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_takes_the_quarantined_delivery_whose_insert_is_in_flight() {
+    let app = spawn_app_with(|o| {
+        o.settings.spool.path = String::new();
+        o.settings.server.request_timeout = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let token = make_token(&app.store, "dpo", "events:read,events:delete").await;
+    let mut stall = app.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE quarantine_subjects IN EXCLUSIVE MODE")
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    // Signed but stale: refused with 400 and quarantined, indexed by hank.
+    let body = json!({"event": "job.succeeded", "job_id": new_job_id(),
+        "manifest": {"customer_email": "hank@example.com"},
+        "timestamp": "2020-01-01T00:00:00Z"});
+    let refused = post_in_background(&app, serde_json::to_vec(&body).unwrap());
+    eventually("the quarantine insert waits on the lock", || async {
+        waiting(&app.db.pool, "Lock", "%INSERT INTO quarantine_subjects%")
+            .await
+            .then_some(())
+    })
+    .await;
+    let erasure = {
+        let (client, url, token) = (app.client.clone(), app.api("/v1/erasure"), token.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"value": "hank@example.com"}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    eventually("the erasure answered or waits", || async {
+        (erasure.is_finished() || advisory_waiters(&app.db.pool).await >= 1).then_some(())
+    })
+    .await;
+    stall.rollback().await.unwrap();
+    assert_eq!(refused.await.unwrap(), 400);
+    let erased = erasure.await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantined_deliveries")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the quarantined delivery survived the erasure");
+    assert_eq!(erased["deleted"], 1);
+}

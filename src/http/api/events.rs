@@ -193,12 +193,11 @@ fn parse_query(state: &ApiState, raw: &str) -> Result<FeedQuery, AppError> {
                     .saturating_sub(std::time::Duration::from_secs(1));
                 q.wait = std::time::Duration::from_secs_f64(secs).min(ceiling);
             }
-            // The validation verdict (CONTRACT §12); empty = no filter.
+            // The validation verdict (CONTRACT §12).
             "valid" => {
                 q.filter.valid = match value.as_str() {
                     "true" => Some(true),
                     "false" => Some(false),
-                    "" => None,
                     _ => {
                         return Err(AppError::InvalidParameter(
                             "valid must be true or false".into(),
