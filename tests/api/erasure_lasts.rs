@@ -353,13 +353,19 @@ async fn deliveries_that_arrive_while_an_erasure_waits_do_not_survive_it() {
         (advisory_waiters(&app.db.pool).await >= 2).then_some(())
     })
     .await;
-    // Received now, while both wait: their inserts queue behind them.
+    // Received now, while both wait: their inserts queue behind them, each
+    // on a writer of its own (one after the other, so that they do not
+    // share a batch and each wait is seen).
     let b = post_in_background(&app, hank(&second, "job.succeeded"));
+    eventually("the second insert waits too", || async {
+        (advisory_waiters(&app.db.pool).await >= 3).then_some(())
+    })
+    .await;
     let c = post_in_background(
         &app,
         body_with(&deleted_job, "job.failed", json!({"note": "late"})),
     );
-    eventually("both late inserts wait too", || async {
+    eventually("the third insert waits too", || async {
         (advisory_waiters(&app.db.pool).await >= 4).then_some(())
     })
     .await;
