@@ -153,12 +153,16 @@ async fn around(
 }
 
 /// The request id the client (or its load balancer) sent, if it is one we
-/// keep: 1 to 128 visible ASCII characters. Anything else would be echoed
-/// into every log line and response; such a request gets a fresh id.
+/// keep: 1 to 128 visible ASCII characters holding no card number or SSN
+/// (§4's value detection). Anything else would be echoed into every log
+/// line, response, audit record and quarantine row; such a request gets a
+/// fresh id.
 pub fn client_request_id(headers: &HeaderMap) -> Option<&HeaderValue> {
     headers.get(REQUEST_ID_HEADER).filter(|v| {
         let b = v.as_bytes();
-        (1..=MAX_REQUEST_ID_LEN).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
+        (1..=MAX_REQUEST_ID_LEN).contains(&b.len())
+            && b.iter().all(|c| (0x21..=0x7e).contains(c))
+            && !v.to_str().is_ok_and(crate::redact::holds_card_or_ssn)
     })
 }
 
@@ -167,4 +171,27 @@ fn new_request_id() -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_holding_a_card_or_ssn_is_replaced() {
+        let id = |text: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(text).unwrap());
+            client_request_id(&headers).is_some()
+        };
+        assert!(id("lb-7f3a9c01"));
+        assert!(id("3f1c9a8e-1111-4000-8000-000000000001"));
+        for pii in [
+            "4111111111111111",
+            "card-4111-1111-1111-1111",
+            "123-45-6789",
+        ] {
+            assert!(!id(pii), "{pii} kept");
+        }
+    }
 }
