@@ -275,6 +275,11 @@ pub(crate) async fn lock_out_inserts(conn: &mut sqlx::PgConnection) -> Result<()
     Ok(())
 }
 
+/// `BEGIN` and [`lock_shared`] in one simple-protocol round trip: the
+/// batch insert's transaction start (its key is [`ERASURE_LOCK_KEY`]).
+const BEGIN_HOLDING_ERASURE_LOCK: &str =
+    "BEGIN; SELECT pg_advisory_xact_lock_shared(7596841840388433266)";
+
 /// Holds the erasure lock shared until the calling transaction ends: an
 /// erasure waits for this transaction, and this transaction's next
 /// statement sees every erasure that committed before.
@@ -372,11 +377,10 @@ pub(super) async fn insert_rows(
         valid.push(e.verdict.valid);
         errors.push(e.verdict.errors_json());
     }
-    let mut tx = conn.begin().await?;
-    // Shared: inserts never wait for each other, only for an erasure.
-    // Taken before the statement, so the statement's snapshot is newer
-    // than any erasure that held the lock.
-    lock_shared(&mut tx).await?;
+    // The transaction opens with the erasure lock held shared, in one round
+    // trip: inserts never wait for each other, only for an erasure, and
+    // the statement's snapshot is newer than any erasure that held it.
+    let mut tx = conn.begin_with(BEGIN_HOLDING_ERASURE_LOCK).await?;
     let inserted: Vec<(String, String)> = sqlx::query_as(INSERT_BATCH)
         .bind(&job_ids)
         .bind(&names)
@@ -395,4 +399,15 @@ pub(super) async fn insert_rows(
         .await?;
     tx.commit().await?;
     Ok(claim_outcomes(events, inserted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_transaction_takes_the_erasure_lock() {
+        assert!(BEGIN_HOLDING_ERASURE_LOCK
+            .ends_with(&format!("pg_advisory_xact_lock_shared({ERASURE_LOCK_KEY})")));
+    }
 }
