@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::crypto::KeyRing;
+use crate::crypto::{Binding, KeyRing};
 use crate::store::{Resealed, SealedTable, Store, StoreError};
 
 /// Rows read and re-sealed per transaction.
@@ -89,17 +89,11 @@ async fn reseal_events(
         after = last.id;
         let mut batch = Vec::with_capacity(rows.len());
         for row in rows {
-            let opened = keys.open(
-                &row.job_id,
-                &row.event,
-                &row.key_id,
-                &row.nonce,
-                &row.ciphertext,
-            );
-            match opened.map_err(|e| e.to_string()).and_then(|plain| {
-                keys.seal(&row.job_id, &row.event, &plain)
-                    .map_err(|e| e.to_string())
-            }) {
+            let binding = Binding::Event {
+                job_id: &row.job_id,
+                event: &row.event,
+            };
+            match keys.reseal(binding, &row.key_id, &row.nonce, &row.ciphertext) {
                 Ok(sealed) => batch.push(Resealed {
                     id: row.id,
                     sealed,
@@ -129,12 +123,10 @@ async fn reseal_quarantine(
         after = last.entry.id;
         let mut batch = Vec::with_capacity(rows.len());
         for row in rows {
-            let opened =
-                keys.open_quarantined(&row.seal_id, &row.key_id, &row.nonce, &row.ciphertext);
-            match opened.map_err(|e| e.to_string()).and_then(|plain| {
-                keys.seal_quarantined(&row.seal_id, &plain)
-                    .map_err(|e| e.to_string())
-            }) {
+            let binding = Binding::Quarantined {
+                seal_id: &row.seal_id,
+            };
+            match keys.reseal(binding, &row.key_id, &row.nonce, &row.ciphertext) {
                 Ok(sealed) => batch.push(Resealed {
                     id: row.entry.id,
                     sealed,

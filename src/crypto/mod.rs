@@ -146,6 +146,26 @@ impl KeyRing {
         self.open_bound(&quarantine_data(seal_id), key_id, nonce, ciphertext)
     }
 
+    /// Opens a payload and seals it again under the current key, bound as
+    /// it was (key rotation: `reencrypt`, for every kind of sealed row).
+    /// The error says why, never what the payload holds.
+    pub fn reseal(
+        &self,
+        binding: Binding<'_>,
+        key_id: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Sealed, String> {
+        let aad = match binding {
+            Binding::Event { job_id, event } => associated_data(job_id, event),
+            Binding::Quarantined { seal_id } => quarantine_data(seal_id),
+        };
+        let plaintext = self
+            .open_bound(&aad, key_id, nonce, ciphertext)
+            .map_err(|e| e.to_string())?;
+        self.seal_bound(&aad, &plaintext).map_err(|e| e.to_string())
+    }
+
     fn seal_bound(&self, aad: &[u8], plaintext: &[u8]) -> Result<Sealed, SealError> {
         let (id, cipher) = &self.keys[0];
         // A 192-bit nonce from the thread's CSPRNG (ChaCha, seeded and
@@ -216,6 +236,15 @@ impl fmt::Debug for KeyRing {
 
 /// Associated data of a quarantined body: its own context, so a ciphertext
 /// can move neither between quarantine rows nor into an event row.
+/// What a sealed payload is bound to (its associated data).
+#[derive(Clone, Copy, Debug)]
+pub enum Binding<'a> {
+    /// A stored or spooled event: its (job_id, event).
+    Event { job_id: &'a str, event: &'a str },
+    /// A quarantined delivery: its `seal_id`.
+    Quarantined { seal_id: &'a str },
+}
+
 fn quarantine_data(seal_id: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(QUARANTINE_CONTEXT.len() + seal_id.len());
     aad.extend_from_slice(QUARANTINE_CONTEXT);

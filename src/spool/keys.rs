@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection as _, Row as _, SqliteConnection};
 
-use crate::crypto::KeyRing;
+use crate::crypto::{Binding, KeyRing};
 
 /// A row of the spool that re-encryption left under its old key.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,13 +85,11 @@ pub async fn reseal(
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let (key_id, nonce, ciphertext): (String, Vec<u8>, Vec<u8>) =
             (row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
-        let sealed = keys
-            .open(&job_id, &event, &key_id, &nonce, &ciphertext)
-            .map_err(|e| e.to_string())
-            .and_then(|plain| {
-                keys.seal(&job_id, &event, &plain)
-                    .map_err(|e| e.to_string())
-            });
+        let binding = Binding::Event {
+            job_id: &job_id,
+            event: &event,
+        };
+        let sealed = keys.reseal(binding, &key_id, &nonce, &ciphertext);
         match sealed {
             Ok(sealed) => {
                 changed += update(&mut tx, "spooled_events", seq, &nonce, &sealed).await?;
@@ -114,13 +112,12 @@ pub async fn reseal(
         let (seq, seal_id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
         let (key_id, nonce, ciphertext): (String, Vec<u8>, Vec<u8>) =
             (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?);
-        let sealed = keys
-            .open_quarantined(&seal_id, &key_id, &nonce, &ciphertext)
-            .map_err(|e| e.to_string())
-            .and_then(|plain| {
-                keys.seal_quarantined(&seal_id, &plain)
-                    .map_err(|e| e.to_string())
-            });
+        let sealed = keys.reseal(
+            Binding::Quarantined { seal_id: &seal_id },
+            &key_id,
+            &nonce,
+            &ciphertext,
+        );
         match sealed {
             Ok(sealed) => {
                 changed += update(&mut tx, "spooled_quarantine", seq, &nonce, &sealed).await?;
