@@ -77,21 +77,22 @@ pub fn database_label(url: &SecretString) -> String {
         return url.split_once('?').map_or(url, |(path, _)| path).to_owned();
     }
     let scheme = url.split_once("://").map_or("postgres", |(s, _)| s);
-    let (known, _) = known_pg_parameters(url);
-    // Read as sqlx reads it: what is shown is where it connects (a `host`
-    // or `port` parameter included).
-    match sqlx::postgres::PgConnectOptions::from_str(&known) {
-        Ok(options) => {
-            let database = options.get_database().unwrap_or("");
-            match options.get_socket() {
-                Some(socket) => format!("{scheme}://{}/{database}", socket.display()),
-                None => format!(
-                    "{scheme}://{}:{}/{database}",
-                    options.get_host(),
-                    options.get_port()
-                ),
-            }
-        }
-        Err(_) => format!("{scheme}://(a URL that does not parse)"),
+    match pg_place(url) {
+        Some((at, database)) => format!("{scheme}://{at}/{}", database.unwrap_or_default()),
+        None => format!("{scheme}://(a URL that does not parse)"),
     }
+}
+
+/// Where a Postgres `url` connects, read as sqlx reads it (a `host` or
+/// `port` parameter included, unknown parameters taken out first): `HOST:PORT`
+/// or the socket path, and the database when it names one. `None` when it
+/// does not parse. What every description of the store is made of.
+pub fn pg_place(url: &str) -> Option<(String, Option<String>)> {
+    let (known, _) = known_pg_parameters(url);
+    let options = sqlx::postgres::PgConnectOptions::from_str(&known).ok()?;
+    let at = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    Some((at, options.get_database().map(str::to_owned)))
 }

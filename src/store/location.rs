@@ -6,7 +6,6 @@ use std::path::Path;
 use std::str::FromStr as _;
 
 use secrecy::{ExposeSecret as _, SecretString};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 
 /// The store `url` names, as `postgres HOST:PORT/DB` or `sqlite PATH`.
@@ -18,21 +17,10 @@ pub fn describe(url: &SecretString) -> String {
             Err(_) => "sqlite (DATABASE_URL cannot be read)".to_owned(),
         };
     }
-    // Parsing reads only the URL and PG* variables, as connecting does;
-    // without the parameters sqlx does not know (it would log their values).
-    let (url, _) = crate::config::dsn::known_pg_parameters(url);
-    match PgConnectOptions::from_str(&url) {
-        Ok(options) => {
-            let at = match options.get_socket() {
-                Some(socket) => socket.display().to_string(),
-                None => format!("{}:{}", options.get_host(), options.get_port()),
-            };
-            match options.get_database() {
-                Some(db) => format!("postgres {at}/{db}"),
-                None => format!("postgres {at}"),
-            }
-        }
-        Err(_) => "postgres (DATABASE_URL cannot be read)".to_owned(),
+    match crate::config::dsn::pg_place(url) {
+        Some((at, Some(db))) => format!("postgres {at}/{db}"),
+        Some((at, None)) => format!("postgres {at}"),
+        None => "postgres (DATABASE_URL cannot be read)".to_owned(),
     }
 }
 
