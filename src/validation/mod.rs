@@ -116,6 +116,10 @@ impl Schemas {
     /// The verdict on a parsed delivery body (an object): its pattern's
     /// schema applied to its extracted data.
     pub fn check(&self, pattern_id: Option<&str>, body: &Json<'_>) -> Verdict {
+        // Validation off (the default): nothing to look up per delivery.
+        if self.by_pattern.is_empty() {
+            return Verdict::default();
+        }
         let Some(schema) = pattern_id.and_then(|p| self.by_pattern.get(p)) else {
             return Verdict::default();
         };
