@@ -380,7 +380,15 @@ pub(super) async fn insert_rows(
     // The transaction opens with the erasure lock held shared, in one round
     // trip: inserts never wait for each other, only for an erasure, and
     // the statement's snapshot is newer than any erasure that held it.
-    let mut tx = conn.begin_with(BEGIN_HOLDING_ERASURE_LOCK).await?;
+    // Inside a caller's transaction (`rejected replay --body`), a savepoint
+    // and the lock as a statement of its own.
+    let mut tx = if conn.is_in_transaction() {
+        let mut tx = conn.begin().await?;
+        lock_shared(&mut tx).await?;
+        tx
+    } else {
+        conn.begin_with(BEGIN_HOLDING_ERASURE_LOCK).await?
+    };
     let inserted: Vec<(String, String)> = sqlx::query_as(INSERT_BATCH)
         .bind(&job_ids)
         .bind(&names)
