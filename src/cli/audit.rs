@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::Settings;
 
 pub async fn run(settings: &Settings, since: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let store = super::commands::connect(settings).await?;
+    let store = super::connect(settings).await?;
     let from = match since {
         Some(age) => {
             let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);

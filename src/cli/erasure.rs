@@ -36,7 +36,7 @@ pub async fn run(settings: &Settings, value: String) -> anyhow::Result<ExitCode>
     let Some(target) = key.hash(&value) else {
         anyhow::bail!("the value has no letter or digit: nothing can be indexed under it");
     };
-    let store = super::commands::connect(settings).await?;
+    let store = super::connect(settings).await?;
     let entry = AuditEntry::new(Actor::Cli, Action::Erasure, Some(target.to_hex()));
     let deleted = store.forget_subject(&key.lookups(&value), &entry).await?;
     println!("deleted {deleted} event(s)");

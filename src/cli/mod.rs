@@ -15,9 +15,13 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::secrets;
+use crate::config::secrets::{self, ProcessEnv};
+use crate::config::Settings;
+use crate::startup::database_context;
+use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -174,4 +178,36 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// One line on stderr naming the store a command works on: a second
+/// terminal without the server's `DATABASE_URL` reads another store, and
+/// must say so rather than answer "nothing there" from the wrong one.
+fn say_which_store(url: &secrecy::SecretString) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "store: {}",
+        crate::store::location::describe(url)
+    );
+}
+
+/// The store as `migrate` needs it: an embedded database is created when
+/// missing.
+async fn connect_or_create(settings: &Settings) -> anyhow::Result<Store> {
+    let url = secrets::database_url(&ProcessEnv)?;
+    say_which_store(&url);
+    Store::connect(&url, &settings.database)
+        .await
+        .with_context(|| database_context(&url))
+}
+
+/// The store as commands that read it need it: it must exist and carry the
+/// schema. Nothing is created: `show` in the wrong directory must not leave
+/// an empty `./data/imggo.db` behind.
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    let url = secrets::database_url(&ProcessEnv)?;
+    say_which_store(&url);
+    Store::open_migrated(&url, &settings.database)
+        .await
+        .with_context(|| database_context(&url))
 }

@@ -8,7 +8,7 @@ use crate::retention;
 
 /// The server's retention pass, now: one line per kind of row.
 pub async fn run(settings: &Settings, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let store = super::commands::connect(settings).await?;
+    let store = super::connect(settings).await?;
     let pass = retention::pass(&store, &settings.retention, settings.audit.max_age, dry_run);
     let (verb, counts, suffix) = match pass.await? {
         retention::Pass::Deleted(counts) => ("deleted", counts, ""),

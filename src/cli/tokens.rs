@@ -33,7 +33,7 @@ pub enum TokenCommand {
 }
 
 pub async fn run(settings: &Settings, command: TokenCommand) -> anyhow::Result<ExitCode> {
-    let store = super::commands::connect(settings).await?;
+    let store = super::connect(settings).await?;
     match command {
         TokenCommand::Create { name, scopes } => {
             if !tokens::valid_name(&name) {
