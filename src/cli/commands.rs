@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
-use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::Command;
+use super::{connect, connect_or_create, Command};
 use crate::audit::{Action, Actor, AuditEntry};
 use crate::config::secrets::{self, ProcessEnv, Secrets, WebhookSecrets};
 use crate::config::Settings;
 use crate::crypto;
+use crate::event::wire::{self, Unreadable};
 use crate::security::SignatureVerifier;
-use crate::startup::{cancel_on_signal, database_context, Application};
+use crate::startup::{cancel_on_signal, Application};
 use crate::store::Store;
 
 pub fn dispatch(command: Command, config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -77,38 +77,6 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let app = Application::build(settings, secrets, None, shutdown).await?;
     app.run().await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line on stderr naming the store a command works on: a second
-/// terminal without the server's `DATABASE_URL` reads another store, and
-/// must say so rather than answer "nothing there" from the wrong one.
-fn say_which_store(url: &secrecy::SecretString) {
-    let _ = writeln!(
-        std::io::stderr(),
-        "store: {}",
-        crate::store::location::describe(url)
-    );
-}
-
-/// The store as `migrate` needs it: an embedded database is created when
-/// missing.
-async fn connect_or_create(settings: &Settings) -> anyhow::Result<Store> {
-    let url = secrets::database_url(&ProcessEnv)?;
-    say_which_store(&url);
-    Store::connect(&url, &settings.database)
-        .await
-        .with_context(|| database_context(&url))
-}
-
-/// The store as commands that read it need it: it must exist and carry the
-/// schema. Nothing is created: `show` in the wrong directory must not leave
-/// an empty `./data/imggo.db` behind.
-pub(super) async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    let url = secrets::database_url(&ProcessEnv)?;
-    say_which_store(&url);
-    Store::open_migrated(&url, &settings.database)
-        .await
-        .with_context(|| database_context(&url))
 }
 
 async fn reencrypt(settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -190,59 +158,20 @@ async fn show(settings: Settings, job_id: &str) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     let total = rows.len();
     for row in rows {
-        let plaintext = match keys.open(
-            &row.job_id,
-            &row.event,
-            &row.key_id,
-            &row.nonce,
-            &row.ciphertext,
-        ) {
+        // The payload goes out as the text that was stored (the wire
+        // shape never passes it through `serde_json::Value`).
+        let payload = match wire::open(&keys, &row) {
             Ok(p) => p,
-            Err(e) => {
+            Err(Unreadable::Sealed(e)) => {
                 eprintln!("error: row {} ({} {}): {e}", row.id, row.job_id, row.event);
                 failed += 1;
                 continue;
             }
+            Err(e @ Unreadable::NotJson) => bail!("row {} {e}", row.id),
         };
-        // The payload goes out as the text that was stored, not through
-        // `serde_json::Value`: that refuses lone surrogates (`"\ud800"`),
-        // respells numbers and treats `$serde_json::private::*` keys as
-        // magic. It is checked with the request path's parser, and only
-        // the envelope fields are built with serde_json.
-        let tree = crate::json::Json::parse(&plaintext)
-            .with_context(|| format!("row {} decrypted to something that is not JSON", row.id))?;
-        let verdict =
-            crate::validation::Verdict::from_columns(row.valid, row.validation_errors.as_deref());
-        let mut envelope: Value = json!({
-            "job_id": row.job_id,
-            "event": row.event,
-            "pattern_id": row.pattern_id,
-            "status": row.status,
-            "received_at": row.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "valid": verdict.valid,
-            "validation_errors": verdict.errors,
-        });
-        // Only on events an operator supplied (`rejected replay --body`).
-        if row.operator_supplied {
-            envelope["operator_supplied"] = Value::Bool(true);
-        }
-        let envelope = envelope.to_string();
-        // Stored payloads are compact; a line break between tokens (never
-        // written by this service) would split the line, so such text is
-        // written compactly instead.
-        let compact;
-        let payload: &[u8] = if plaintext.contains(&b'\n') || plaintext.contains(&b'\r') {
-            compact = tree.to_vec();
-            &compact
-        } else {
-            plaintext.trim_ascii()
-        };
-        let mut line = Vec::with_capacity(envelope.len() + payload.len() + 16);
-        // `envelope` is an object: reopen it before its closing brace.
-        line.extend_from_slice(envelope.strip_suffix('}').unwrap_or(&envelope).as_bytes());
-        line.extend_from_slice(b",\"payload\":");
-        line.extend_from_slice(payload);
-        line.extend_from_slice(b"}\n");
+        let mut line = Vec::with_capacity(payload.len() + 256);
+        wire::write_line(&mut line, &row, None, &payload);
+        line.push(b'\n');
         lines.push(line);
     }
     let shown = (total - failed) as u64;

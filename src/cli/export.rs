@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use crate::audit::{Action, Actor, AuditEntry};
 use crate::config::secrets::{self, ProcessEnv};
 use crate::config::Settings;
+use crate::event::wire;
 use crate::feed::{self, CursorForm};
-use crate::http::api::render_event_line;
 use crate::store::FeedFilter;
 
 /// Rows read per query.
@@ -21,7 +21,7 @@ pub async fn run(
     limit: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     let keys = secrets::load_key_ring(&ProcessEnv)?;
-    let store = super::commands::connect(settings).await?;
+    let store = super::connect(settings).await?;
     let form = CursorForm::of(&store);
     let mut position = match after.as_deref() {
         Some(c) => feed::decode(form, c)
@@ -40,12 +40,14 @@ pub async fn run(
             position = last.position;
             for e in &page {
                 line.clear();
-                render_event_line(&mut line, &keys, form, e).map_err(|_| {
+                let payload = wire::open(&keys, &e.row).map_err(|_| {
                     anyhow::anyhow!(
                         "row {} cannot be decrypted with IMGGO_ENCRYPTION_KEYS",
                         e.row.id
                     )
                 })?;
+                let cursor = feed::encode(form, e.position);
+                wire::write_line(&mut line, &e.row, Some(&cursor), &payload);
                 line.push(b'\n');
                 out.write_all(&line)?;
                 exported += 1;

@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::DatabaseSettings;
 use crate::crypto::Sealed;
-pub use crate::event::{InsertOutcome, NewEvent};
+pub use crate::event::{InsertOutcome, NewEvent, StoredEvent};
 
 pub use batch::{BatchWriter, SubmitError};
 pub use postgres::{HeldConnection, PgStore};
@@ -45,29 +45,6 @@ fn retention_cutoff(max_age: Duration) -> DateTime<Utc> {
     Utc::now()
         .checked_sub_signed(age)
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-/// A stored row, payload still sealed.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct StoredEvent {
-    pub id: i64,
-    pub job_id: String,
-    pub event: String,
-    pub pattern_id: Option<String>,
-    pub status: Option<String>,
-    pub received_at: DateTime<Utc>,
-    pub key_id: String,
-    pub nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
-    /// Stored from a body an operator supplied (`rejected replay --body`),
-    /// not the one ImgGo signed. Read where events are shown (`show`, the
-    /// Results API, `export`); false where a query leaves it out.
-    #[sqlx(default)]
-    pub operator_supplied: bool,
-    /// The validation verdict (CONTRACT §12): `None` when unchecked.
-    pub valid: Option<bool>,
-    /// Its errors as a JSON array, `None` when there are none.
-    pub validation_errors: Option<String>,
 }
 
 /// The columns of [`StoredEvent`], in the order every query selects them.

@@ -4,26 +4,10 @@
 
 use axum::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use super::render;
-
-/// The error shape of every 4xx/5xx (CONTRACT §2).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorDetail {
-    /// Stable code: `unauthorized`, `forbidden`, `invalid_cursor`,
-    /// `invalid_parameter`, `not_found`, ...
-    pub code: String,
-    /// Human-readable; never echoes tokens or erased values.
-    pub message: String,
-}
+use super::schema::{Deleted, ErrorBody, ErrorDetail};
 
 struct BearerAuth;
 
@@ -58,10 +42,10 @@ impl Modify for BearerAuth {
     components(schemas(
         super::events::EventsPage,
         super::jobs::JobEvents,
-        super::jobs::Deleted,
+        Deleted,
         super::erasure::ErasureRequest,
-        super::render::ApiEvent,
-        super::render::ApiValidationError,
+        crate::event::wire::ApiEvent,
+        crate::event::wire::ApiValidationError,
         ErrorBody,
         ErrorDetail
     )),

@@ -1,0 +1,69 @@
+//! The event types every stage shares: the plaintext envelope of a
+//! delivery, a sealed event ready to be stored, what storing it did, and a
+//! stored event as it is read back. `delivery` produces them, `store`
+//! writes and reads them, [`wire`] renders them; none imports another.
+
+pub mod wire;
+
+use chrono::{DateTime, Utc};
+
+use crate::crypto::Sealed;
+use crate::subjects::SubjectHash;
+use crate::validation::Verdict;
+
+/// The plaintext columns of a stored event (validated by `delivery`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub job_id: String,
+    pub event: String,
+    pub pattern_id: Option<String>,
+    pub status: Option<String>,
+}
+
+/// A sealed event ready to be written.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub envelope: Envelope,
+    pub sealed: Sealed,
+    /// When the delivery was received: kept through the spool, so a late
+    /// commit does not make an event younger than it is.
+    pub received_at: DateTime<Utc>,
+    /// Keyed hashes of the data subjects it names (taken before redaction),
+    /// stored beside it for erasure.
+    pub subjects: Vec<SubjectHash>,
+    /// What its pattern's schema said of the extracted data (taken before
+    /// redaction); stored beside it (CONTRACT §12).
+    pub verdict: Verdict,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// A new row was committed.
+    Inserted,
+    /// (job_id, event) was already stored; nothing was written.
+    Duplicate,
+}
+
+/// A stored row, payload still sealed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub job_id: String,
+    pub event: String,
+    pub pattern_id: Option<String>,
+    pub status: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    /// Stored from a body an operator supplied (`rejected replay --body`),
+    /// not the one ImgGo signed. Read where events are shown (`show`, the
+    /// Results API, `export`); false where a query leaves it out.
+    #[sqlx(default)]
+    pub operator_supplied: bool,
+    /// The validation verdict (CONTRACT §12): `None` when unchecked.
+    pub valid: Option<bool>,
+    /// Its errors as a JSON array, `None` when there are none.
+    pub validation_errors: Option<String>,
+}
