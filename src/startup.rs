@@ -12,7 +12,7 @@ use secrecy::SecretString;
 
 use crate::config::secrets::{database_label, Secrets};
 use crate::config::Settings;
-use crate::feed::FeedWatcher;
+use crate::feed::{FeedWatch, FeedWatcher};
 use crate::http::api::ApiState;
 use crate::http::server::ServeOptions;
 use crate::http::{self, AppState, DeliveryGate, Ingest, Shared};
@@ -43,6 +43,10 @@ pub struct Application {
     spool_writer: Option<tokio::task::JoinHandle<()>>,
     /// Each listener's connection cap, from the file-descriptor budget.
     caps: ConnectionCaps,
+    /// The feed head, for every component that follows the feed (the
+    /// Results API's long-polls, a relay): one watcher per process.
+    feed: FeedWatch,
+    feed_watcher: FeedWatcher,
 }
 
 impl Application {
@@ -125,6 +129,7 @@ impl Application {
             }
             _ => (None, None),
         };
+        let (feed_watcher, feed) = FeedWatcher::new(store.clone());
         let state = AppState::new(Shared {
             gate: DeliveryGate {
                 client_ip: ClientIpResolver::new(settings.network.trusted_proxies.clone()),
@@ -139,7 +144,7 @@ impl Application {
                     SubjectKey::new(secrets.hash_key.expose()),
                 ),
                 redactor: Redactor::new(&settings.redact, secrets.hash_key.expose()),
-                keys: secrets.keys,
+                keys: std::sync::Arc::new(secrets.keys),
                 writer,
                 spool,
                 commit_deadline: settings
@@ -161,6 +166,8 @@ impl Application {
             writers,
             spool_writer,
             caps,
+            feed,
+            feed_watcher,
         })
     }
 
@@ -182,6 +189,12 @@ impl Application {
         &self.state.store
     }
 
+    /// The feed head: subscribe to follow the feed. The watcher that moves
+    /// it runs while the application does (when anything follows it).
+    pub fn feed(&self) -> FeedWatch {
+        self.feed.clone()
+    }
+
     /// Serves until the shutdown token is cancelled, then stops accepting,
     /// lets in-flight requests finish within `server.shutdown_timeout`, and
     /// returns.
@@ -196,6 +209,8 @@ impl Application {
             writers,
             spool_writer,
             caps,
+            feed,
+            feed_watcher,
         } = self;
         let shutdown = state.shutdown.clone();
         let store = state.store.clone();
@@ -233,7 +248,11 @@ impl Application {
         let upkeep = tokio::spawn(crate::metrics::upkeep(metrics, shutdown.clone()));
         let limiter = state.gate.rate_limit.limiter();
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
-        let api = api_listener.map(|l| spawn_api(l, state.clone(), caps.api));
+        // The watcher reads the head only for those who follow the feed:
+        // without one, it would poll the store for nobody.
+        let follows_feed = api_listener.is_some();
+        let watcher = follows_feed.then(|| tokio::spawn(feed_watcher.run(shutdown.clone())));
+        let api = api_listener.map(|l| spawn_api(l, &state, feed.clone(), caps.api));
         let retention = tokio::spawn(retention::run(
             store.clone(),
             state.settings.retention.clone(),
@@ -281,7 +300,10 @@ impl Application {
                 tracing::warn!("spool writer still busy at exit");
             }
         }
-        let api_tasks = api.into_iter().flatten().map(|t| ("results api", t));
+        let api_tasks = api
+            .into_iter()
+            .map(|t| ("results api", t))
+            .chain(watcher.map(|t| ("feed watcher", t)));
         for (name, task) in [
             ("admin listener", admin),
             ("metrics upkeep", upkeep),
@@ -330,13 +352,14 @@ fn spawn_key_check(state: &AppState) {
     });
 }
 
-/// Starts the Results API: its feed watcher and its own listener, with its
-/// own timeout and connection cap (`max_connections`, from the budget).
+/// Starts the Results API on its own listener, with its own timeout and
+/// connection cap (`max_connections`, from the budget).
 fn spawn_api(
     listener: TcpListener,
-    state: AppState,
+    state: &AppState,
+    feed: FeedWatch,
     max_connections: usize,
-) -> [tokio::task::JoinHandle<()>; 2] {
+) -> tokio::task::JoinHandle<()> {
     let shutdown = state.shutdown.clone();
     let api = &state.settings.api;
     let opts = ServeOptions {
@@ -347,14 +370,11 @@ fn spawn_api(
     let addr = listener
         .local_addr()
         .map_or_else(|_| String::new(), |a| a.to_string());
-    let (watcher, feed) = FeedWatcher::new(state.store.clone());
-    let watcher = tokio::spawn(watcher.run(shutdown.clone()));
-    let router = http::api::router(ApiState::new(state, feed, addr));
-    let server = tokio::spawn(
+    let router = http::api::router(state.clone(), ApiState::new(state, feed, addr));
+    tokio::spawn(
         http::server::serve_router(listener, router, shutdown, opts)
             .instrument(tracing::info_span!("serve", listener = "api")),
-    );
-    [watcher, server]
+    )
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

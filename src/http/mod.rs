@@ -80,7 +80,8 @@ pub struct Ingest {
     /// Each pattern's JSON Schema, for the verdict stored beside the event.
     pub schemas: crate::validation::Schemas,
     pub redactor: Redactor,
-    pub keys: KeyRing,
+    /// Shared with the readers of stored events (the Results API).
+    pub keys: Arc<KeyRing>,
     /// Group-commit queue in front of the store.
     pub writer: BatchWriter,
     /// Where deliveries go while Postgres cannot commit (Postgres store

@@ -9,15 +9,14 @@
 
 use std::net::IpAddr;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use super::ApiState;
 use crate::audit::{Action, Actor, AuditEntry};
 use crate::error::AppError;
 use crate::security::ClientIp;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use crate::tokens::{self, Scope, TokenHash};
 
 /// Who is calling: the token's name and scopes, and where from.
@@ -45,7 +44,7 @@ impl Caller {
     /// A request that waited (a long-poll) checks again before it answers:
     /// a token revoked meanwhile must not receive, or be audited for, what
     /// was committed after its revocation.
-    pub async fn still_authorised(&self, store: &crate::store::Store) -> Result<(), AppError> {
+    pub async fn still_authorised(&self, store: &Store) -> Result<(), AppError> {
         match store
             .token_by_hash(&self.token)
             .await
@@ -66,17 +65,21 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<ApiState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    Store: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, AppError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         let mut values = parts.headers.get_all(AUTHORIZATION).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
             return Err(AppError::Unauthorized);
         };
         let token = tokens::from_authorization(value.as_bytes()).ok_or(AppError::Unauthorized)?;
         let token = TokenHash::of(token);
-        let store = &state.app.store;
+        let store = &Store::from_ref(state);
         let found = store
             .token_by_hash(&token)
             .await

@@ -10,11 +10,12 @@ use bytes::Bytes;
 use utoipa::ToSchema;
 
 use super::auth::{store_error, Caller};
-use super::jobs::Deleted;
-use super::ApiState;
+use super::schema::Deleted;
 use crate::audit::Action;
 use crate::error::AppError;
 use crate::json::Json;
+use crate::store::Store;
+use crate::subjects::SubjectKey;
 use crate::tokens::Scope;
 
 /// Largest erasure body accepted.
@@ -47,16 +48,17 @@ pub struct ErasureRequest {
     request_body = ErasureRequest,
     responses(
         (status = 200, description = "How many events were deleted", body = Deleted),
-        (status = 400, description = "`invalid_json` (not a JSON object) or `invalid_parameter` (`value` missing, not a string, empty, longer than 512 characters, or without a letter or digit)", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::openapi::ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 400, description = "`invalid_json` (not a JSON object) or `invalid_parameter` (`value` missing, not a string, empty, longer than 512 characters, or without a letter or digit)", body = super::schema::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::schema::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = super::schema::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::schema::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = ["events:delete"]))
 )]
 pub async fn erase(
-    State(state): State<ApiState>,
+    State(store): State<Store>,
+    State(key): State<SubjectKey>,
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Deleted>, AppError> {
@@ -70,15 +72,12 @@ pub async fn erase(
         _ => AppError::BadBody,
     })?;
     let value = erasure_value(&body)?;
-    let key = &state.app.ingest.subjects.key;
     // The audit target: the value's §4 digest, as before kinds existed.
     let target = key
         .hash(&value)
         .ok_or_else(|| AppError::InvalidParameter("value has no letter or digit".into()))?;
     let entry = caller.audit(Action::Erasure, Some(target.to_hex()));
-    let deleted = state
-        .app
-        .store
+    let deleted = store
         .forget_subject(&key.lookups(&value), &entry)
         .await
         .map_err(store_error)?;

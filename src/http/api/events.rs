@@ -9,10 +9,11 @@ use tokio::time::Instant;
 use utoipa::ToSchema;
 
 use super::auth::{store_error, Caller};
-use super::render::{self, ApiEvent};
-use super::ApiState;
+use super::render;
+use super::{EventReader, FeedWaits};
 use crate::audit::Action;
 use crate::error::AppError;
+use crate::event::wire::ApiEvent;
 use crate::event::Envelope;
 use crate::feed::{self, Position};
 use crate::store::FeedFilter;
@@ -56,24 +57,25 @@ struct FeedQuery {
     ),
     responses(
         (status = 200, description = "A page of events", body = EventsPage),
-        (status = 400, description = "`invalid_cursor` or `invalid_parameter`", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`forbidden`: the token lacks `events:read`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 400, description = "`invalid_cursor` or `invalid_parameter`", body = super::schema::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forbidden`: the token lacks `events:read`", body = super::schema::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::schema::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = ["events:read"]))
 )]
 pub async fn list(
-    State(state): State<ApiState>,
+    State(reader): State<EventReader>,
+    State(waits): State<FeedWaits>,
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, AppError> {
     caller.require(Scope::EventsRead)?;
-    let q = parse_query(&state, query.as_deref().unwrap_or(""))?;
-    let store = &state.app.store;
+    let q = parse_query(&reader, &waits, query.as_deref().unwrap_or(""))?;
+    let store = &reader.store;
     let deadline = Instant::now() + q.wait;
     // Subscribed before the first query: a commit after it moves the head.
-    let mut head = state.feed.subscribe();
+    let mut head = waits.feed.subscribe();
     head.borrow_and_update();
     let mut waiting = None;
     let page = loop {
@@ -84,11 +86,11 @@ pub async fn list(
         if !page.is_empty() || Instant::now() >= deadline {
             break page;
         }
-        waiting.get_or_insert_with(|| Waiting::start(&state.waiters));
+        waiting.get_or_insert_with(|| Waiting::start(&waits.waiters));
         let woke = tokio::select! {
             changed = head.changed() => changed.is_ok(),
             () = tokio::time::sleep_until(deadline) => false,
-            () = state.app.shutdown.cancelled() => false,
+            () = waits.shutdown.cancelled() => false,
         };
         if !woke {
             break Vec::new();
@@ -105,12 +107,12 @@ pub async fn list(
     body.extend_from_slice(b"{\"events\":");
     render::write_events(
         &mut body,
-        &state.app.ingest.keys,
-        state.form,
+        &reader.keys,
+        reader.form,
         page.iter().map(|e| (e.position, &e.row)),
     )?;
     body.extend_from_slice(b",\"next\":");
-    render::string(&mut body, &feed::encode(state.form, next));
+    crate::event::wire::string(&mut body, &feed::encode(reader.form, next));
     body.push(b'}');
     if !page.is_empty() {
         let entry = caller
@@ -137,7 +139,7 @@ impl Drop for Waiting {
     }
 }
 
-fn parse_query(state: &ApiState, raw: &str) -> Result<FeedQuery, AppError> {
+fn parse_query(reader: &EventReader, waits: &FeedWaits, raw: &str) -> Result<FeedQuery, AppError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
         .map_err(|_| AppError::InvalidParameter("the query string is malformed".into()))?;
     let mut q = FeedQuery {
@@ -161,7 +163,7 @@ fn parse_query(state: &ApiState, raw: &str) -> Result<FeedQuery, AppError> {
         seen.push(name);
         match *name {
             "after" => {
-                q.after = feed::decode(state.form, value).ok_or(AppError::InvalidCursor)?;
+                q.after = feed::decode(reader.form, value).ok_or(AppError::InvalidCursor)?;
             }
             "limit" => {
                 q.limit = value
@@ -185,13 +187,7 @@ fn parse_query(state: &ApiState, raw: &str) -> Result<FeedQuery, AppError> {
                         )
                     })?;
                 // The request itself must not time out first.
-                let ceiling = state
-                    .app
-                    .settings
-                    .api
-                    .request_timeout
-                    .saturating_sub(std::time::Duration::from_secs(1));
-                q.wait = std::time::Duration::from_secs_f64(secs).min(ceiling);
+                q.wait = std::time::Duration::from_secs_f64(secs).min(waits.ceiling);
             }
             // The validation verdict (CONTRACT §12).
             "valid" => {

@@ -7,11 +7,14 @@ use axum::response::Response;
 use utoipa::ToSchema;
 
 use super::auth::{store_error, Caller};
-use super::render::{self, ApiEvent};
-use super::ApiState;
+use super::render;
+use super::schema::Deleted;
+use super::EventReader;
 use crate::audit::Action;
 use crate::error::AppError;
+use crate::event::wire::ApiEvent;
 use crate::event::Envelope;
+use crate::store::Store;
 use crate::tokens::Scope;
 
 /// Every stored event of one job.
@@ -19,12 +22,6 @@ use crate::tokens::Scope;
 #[allow(dead_code)]
 pub struct JobEvents {
     pub events: Vec<ApiEvent>,
-}
-
-/// How many events a delete removed.
-#[derive(serde::Serialize, ToSchema)]
-pub struct Deleted {
-    pub deleted: u64,
 }
 
 /// The job id of the path, and whether any stored event can have it (one
@@ -44,16 +41,16 @@ fn job_id(path: Result<Path<String>, PathRejection>) -> Result<(String, bool), A
     params(("job_id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job's events", body = JobEvents),
-        (status = 400, description = "`invalid_parameter`: the path is not a valid job id segment", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`forbidden`: the token lacks `events:read`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found`: no stored event for this job", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 400, description = "`invalid_parameter`: the path is not a valid job id segment", body = super::schema::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forbidden`: the token lacks `events:read`", body = super::schema::ErrorBody),
+        (status = 404, description = "`not_found`: no stored event for this job", body = super::schema::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::schema::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = ["events:read"]))
 )]
 pub async fn get(
-    State(state): State<ApiState>,
+    State(reader): State<EventReader>,
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, AppError> {
@@ -62,7 +59,7 @@ pub async fn get(
     if !possible {
         return Err(AppError::JobNotFound);
     }
-    let store = &state.app.store;
+    let store = &reader.store;
     let events = store.job_events(&job_id).await.map_err(store_error)?;
     if events.is_empty() {
         return Err(AppError::JobNotFound);
@@ -71,8 +68,8 @@ pub async fn get(
     body.extend_from_slice(b"{\"events\":");
     render::write_events(
         &mut body,
-        &state.app.ingest.keys,
-        state.form,
+        &reader.keys,
+        reader.form,
         events.iter().map(|e| (e.position, &e.row)),
     )?;
     body.push(b'}');
@@ -91,15 +88,15 @@ pub async fn get(
     params(("job_id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "How many events were deleted (0 when none)", body = Deleted),
-        (status = 400, description = "`invalid_parameter`: the path is not a valid job id segment", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::openapi::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 400, description = "`invalid_parameter`: the path is not a valid job id segment", body = super::schema::ErrorBody),
+        (status = 401, description = "`unauthorized`: no token, or a malformed, unknown or revoked one", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forbidden`: the token lacks `events:delete`", body = super::schema::ErrorBody),
+        (status = 503, description = "`unavailable`: the database cannot answer; retry after `Retry-After`", body = super::schema::ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("bearer" = ["events:delete"]))
 )]
 pub async fn delete(
-    State(state): State<ApiState>,
+    State(store): State<Store>,
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<axum::Json<Deleted>, AppError> {
@@ -111,9 +108,7 @@ pub async fn delete(
         return Ok(axum::Json(Deleted { deleted: 0 }));
     }
     let entry = caller.audit(Action::JobDelete, Some(job_id.clone()));
-    let deleted = state
-        .app
-        .store
+    let deleted = store
         .delete_job(&job_id, &entry)
         .await
         .map_err(store_error)?;

@@ -11,75 +11,112 @@ mod events;
 mod jobs;
 pub mod openapi;
 mod render;
+mod schema;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::FromRef;
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use crate::crypto::KeyRing;
 use crate::error::AppError;
 use crate::feed::{CursorForm, FeedWatch};
+use crate::store::Store;
+use crate::subjects::SubjectKey;
 
-/// What API handlers share: the application's services and the feed.
+/// What API handlers share. Each handler takes only the sub-states it
+/// needs (axum's `FromRef`), never the whole application.
 #[derive(Clone)]
-pub struct ApiState(Arc<ApiServices>);
+pub struct ApiState {
+    pub store: Store,
+    pub reader: EventReader,
+    pub waits: FeedWaits,
+    /// Hashes an erasure's value as the subject index does.
+    pub subjects: SubjectKey,
+}
 
-pub struct ApiServices {
-    pub app: AppState,
-    /// The feed head, for long-polls.
-    pub feed: FeedWatch,
-    /// The cursor form of the configured store.
+/// How stored events are read back: the store, the keys that open them and
+/// the store's cursor form.
+#[derive(Clone)]
+pub struct EventReader {
+    pub store: Store,
+    pub keys: Arc<KeyRing>,
     pub form: CursorForm,
+}
+
+/// What a long-poll waits on.
+#[derive(Clone)]
+pub struct FeedWaits {
+    /// The feed head, published by the application's feed watcher.
+    pub feed: FeedWatch,
     /// `imggo_feed_waiters{listener}`: long-polls waiting on this listener.
     pub waiters: metrics::Gauge,
+    /// The longest wait, so the request itself does not time out first.
+    pub ceiling: Duration,
+    /// Ends every wait when the process starts shutting down.
+    pub shutdown: CancellationToken,
 }
 
 impl ApiState {
     /// `listener`: the API's bound address (labels its waiters gauge, so
     /// several listeners in one process are told apart).
-    pub fn new(app: AppState, feed: FeedWatch, listener: String) -> Self {
-        let form = CursorForm::of(&app.store);
+    pub fn new(app: &AppState, feed: FeedWatch, listener: String) -> Self {
         let waiters = metrics::gauge!(crate::metrics::FEED_WAITERS, "listener" => listener);
-        Self(Arc::new(ApiServices {
-            app,
-            feed,
-            form,
-            waiters,
-        }))
+        Self {
+            store: app.store.clone(),
+            reader: EventReader {
+                store: app.store.clone(),
+                keys: app.ingest.keys.clone(),
+                form: CursorForm::of(&app.store),
+            },
+            waits: FeedWaits {
+                feed,
+                waiters,
+                ceiling: app
+                    .settings
+                    .api
+                    .request_timeout
+                    .saturating_sub(Duration::from_secs(1)),
+                shutdown: app.shutdown.clone(),
+            },
+            subjects: app.ingest.subjects.key.clone(),
+        }
     }
 }
 
-impl std::ops::Deref for ApiState {
-    type Target = ApiServices;
-
-    fn deref(&self) -> &ApiServices {
-        &self.0
+impl FromRef<ApiState> for Store {
+    fn from_ref(state: &ApiState) -> Self {
+        state.store.clone()
     }
 }
 
-/// One event in the API's shape, on one line (what `export` prints).
-pub fn render_event_line(
-    out: &mut Vec<u8>,
-    keys: &crate::crypto::KeyRing,
-    form: CursorForm,
-    event: &crate::store::FeedEvent,
-) -> Result<(), AppError> {
-    let start = out.len();
-    render::write_event(out, keys, form, event.position, &event.row)?;
-    // A payload stored as it was sent may have line breaks between its
-    // tokens (strings escape theirs): a line needs it written compactly.
-    if out[start..].iter().any(|b| matches!(b, b'\n' | b'\r')) {
-        let line = out.split_off(start);
-        let tree = crate::json::Json::parse(&line).map_err(|_| AppError::Internal)?;
-        tree.write_to(out);
+impl FromRef<ApiState> for EventReader {
+    fn from_ref(state: &ApiState) -> Self {
+        state.reader.clone()
     }
-    Ok(())
+}
+
+impl FromRef<ApiState> for FeedWaits {
+    fn from_ref(state: &ApiState) -> Self {
+        state.waits.clone()
+    }
+}
+
+impl FromRef<ApiState> for SubjectKey {
+    fn from_ref(state: &ApiState) -> Self {
+        state.subjects.clone()
+    }
 }
 
 /// The API router with its layers.
-pub fn router(state: ApiState) -> Router {
+/// `app` serves the request pipeline (request id, client IP, access line);
+/// handlers see only `state`.
+pub fn router(app: AppState, state: ApiState) -> Router {
     Router::new()
         .route("/v1/events", get(events::list))
         .route("/v1/jobs/{job_id}", get(jobs::get).delete(jobs::delete))
@@ -95,7 +132,7 @@ pub fn router(state: ApiState) -> Router {
         // The public listener's request pipeline: request id, client IP,
         // `api.request_timeout`, the access line and the API's metrics.
         .layer(middleware::from_fn_with_state(
-            state.app.clone(),
+            app,
             super::pipeline::api_layer,
         ))
         .with_state(state)
