@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod error;
 pub mod event;
 pub mod feed;
+pub mod forward;
 pub mod http;
 pub mod json;
 pub mod limits;

@@ -1,0 +1,6 @@
+//! Forwarding (CONTRACT §11): every stored event pushed to the team's own
+//! brokers and HTTP endpoints, advanced only past what they confirmed.
+//! One file per destination kind behind the `publish::Publisher` trait.
+
+pub mod endpoint;
+pub mod publish;
