@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api_support;
+mod broker_support;
 mod helpers;
 
 mod batch;
@@ -15,6 +16,9 @@ mod erasure;
 mod erasure_lasts;
 mod fd_budget;
 mod feed;
+mod forward_amqp;
+mod forward_nats;
+mod forward_redis;
 mod idempotency;
 mod long_poll_auth;
 mod metrics;
