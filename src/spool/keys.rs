@@ -4,12 +4,10 @@
 //! opens this replica's spool file beside a running server (WAL lets both
 //! in); it never creates one.
 
-use std::path::Path;
-use std::str::FromStr as _;
-use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection as _, Row as _, SqliteConnection};
+use std::path::Path;
+
+use super::schema::open_existing;
 
 use crate::crypto::{Binding, KeyRing};
 
@@ -21,23 +19,6 @@ pub struct SkippedSpoolRow {
     pub seq: i64,
     pub key_id: String,
     pub reason: String,
-}
-
-/// Opens an existing spool file; `None` when there is none.
-async fn open_existing(path: &Path) -> Result<Option<SqliteConnection>, sqlx::Error> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let options = SqliteConnectOptions::from_str("sqlite://")?
-        .filename(path)
-        .create_if_missing(false)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(5));
-    let mut conn = SqliteConnection::connect_with(&options).await?;
-    // A spool file from an older release is brought up to date first.
-    super::ensure_schema(&mut conn).await?;
-    Ok(Some(conn))
 }
 
 /// Rows of the spool at `path` sealed under each key id (deliveries and

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
@@ -49,10 +50,8 @@ impl SqliteStore {
                 )
             })?
             .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(db.acquire_timeout)
             .foreign_keys(true);
+        let options = durable(options, db.acquire_timeout);
         let path = options.get_filename();
         let in_memory = path.as_os_str() == ":memory:";
         if create {
@@ -270,6 +269,20 @@ pub(super) fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
 
 /// Creates the database file readable by its owner only (SQLite gives the
 /// -wal and -shm files the same mode); an existing file is left as it is.
+/// How every SQLite file of ours is opened (the embedded store and the
+/// spool): WAL, and `synchronous = FULL` so a commit survives power loss
+/// (NORMAL in WAL may lose the last transactions) before anything is
+/// acknowledged; statements wait `busy_timeout` for the file's lock.
+pub(crate) fn durable(
+    options: SqliteConnectOptions,
+    busy_timeout: Duration,
+) -> SqliteConnectOptions {
+    options
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(busy_timeout)
+}
+
 pub(crate) fn create_private(path: &Path) -> Result<(), StoreError> {
     if path.as_os_str() == ":memory:" {
         return Ok(());

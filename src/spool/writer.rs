@@ -1,0 +1,174 @@
+//! The spool writer: group commit into the spool file, as the batch
+//! writers do into Postgres. Everything queued is committed in one
+//! transaction (fsynced: `synchronous = FULL`), then each requester gets
+//! its own outcome; a failed commit fails them all.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use sqlx::sqlite::SqlitePool;
+use tokio::sync::mpsc;
+
+use super::codec::{row_size, subject_bytes};
+use super::{Job, Shared, SpoolError, MAX_BATCH};
+use crate::event::InsertOutcome;
+
+/// The spool writer: everything queued is committed in one transaction, then
+/// each requester gets its own outcome (a failed commit fails them all).
+pub(super) async fn write_batches(shared: Arc<Shared>, mut queue: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let room = shared
+            .max_bytes
+            .saturating_sub(shared.bytes.load(Ordering::Relaxed));
+        match insert(&shared.pool, &jobs, room).await {
+            Ok(outcomes) => {
+                let (mut added, mut bytes) = (0u64, 0u64);
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    match outcome {
+                        Ok(InsertOutcome::Inserted) => {
+                            added += 1;
+                            bytes += row_size(&job.event);
+                        }
+                        Err(SpoolError::Full) => shared.full.store(true, Ordering::Relaxed),
+                        _ => {}
+                    }
+                    let _ = job.reply.send(outcome);
+                }
+                shared.added(added, bytes);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = jobs.len(), "the spool could not commit");
+                for job in jobs.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(SpoolError::Failed(sqlx::Error::WorkerCrashed)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes `jobs` in one transaction, adding at most `room` bytes: a row
+/// past it is a duplicate if already spooled, else refused as full.
+async fn insert(
+    pool: &SqlitePool,
+    jobs: &[Job],
+    mut room: u64,
+) -> Result<Vec<Result<InsertOutcome, SpoolError>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (e, s) = (&job.event.envelope, &job.event.sealed);
+        let size = row_size(&job.event);
+        if size > room {
+            let spooled: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM spooled_events WHERE job_id = ? AND event = ?)",
+            )
+            .bind(&e.job_id)
+            .bind(&e.event)
+            .fetch_one(&mut *tx)
+            .await?;
+            outcomes.push(if spooled {
+                Ok(InsertOutcome::Duplicate)
+            } else {
+                Err(SpoolError::Full)
+            });
+            continue;
+        }
+        let affected = sqlx::query(
+            "INSERT INTO spooled_events \
+               (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, subjects, \
+                valid, validation_errors) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
+        )
+        .bind(&e.job_id)
+        .bind(&e.event)
+        .bind(&e.pattern_id)
+        .bind(&e.status)
+        .bind(job.event.received_at.timestamp_micros())
+        .bind(s.key_id.as_str())
+        .bind(&s.nonce)
+        .bind(&s.ciphertext)
+        .bind(subject_bytes(&job.event.subjects))
+        .bind(job.event.verdict.valid)
+        .bind(job.event.verdict.errors_json())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        outcomes.push(Ok(if affected == 1 {
+            room -= size;
+            InsertOutcome::Inserted
+        } else {
+            InsertOutcome::Duplicate
+        }));
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The spool writer on a file of its own: no Postgres, no proxy.
+    use crate::event::{InsertOutcome, NewEvent};
+    use crate::spool::{Spool, SpoolError};
+
+    #[tokio::test]
+    async fn a_delivery_is_kept_once_and_read_back_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _writer) = Spool::open(&dir.path().join("s.db"), 1 << 20)
+            .await
+            .unwrap();
+        let row = NewEvent::for_tests("job-1");
+        assert_eq!(
+            spool.submit(row.clone()).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(
+            spool.submit(row.clone()).await.unwrap(),
+            InsertOutcome::Duplicate
+        );
+        assert_eq!(spool.depth(), 1);
+        let batch = spool.read_after(0).await.unwrap();
+        let back = &batch.events[0];
+        assert_eq!(back.envelope, row.envelope);
+        assert_eq!(back.sealed, row.sealed);
+        assert_eq!(back.received_at, row.received_at);
+        spool.forget(batch).await.unwrap();
+        assert_eq!(spool.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn past_max_bytes_a_new_delivery_is_refused_and_a_spooled_one_is_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for one row (payload + overhead), not two.
+        let (spool, _writer) = Spool::open(&dir.path().join("s.db"), 400).await.unwrap();
+        let first = NewEvent::for_tests("job-1");
+        assert_eq!(
+            spool.submit(first.clone()).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+        let second = spool.submit(NewEvent::for_tests("job-2")).await;
+        assert!(matches!(second, Err(SpoolError::Full)), "{second:?}");
+        assert!(!spool.has_room());
+        assert_eq!(spool.submit(first).await.unwrap(), InsertOutcome::Duplicate);
+    }
+
+    #[tokio::test]
+    async fn rows_left_in_the_file_are_counted_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let (spool, writer) = Spool::open(&path, 1 << 20).await.unwrap();
+            spool.submit(NewEvent::for_tests("job-1")).await.unwrap();
+            drop(spool);
+            tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let (spool, _writer) = Spool::open(&path, 1 << 20).await.unwrap();
+        assert_eq!(spool.depth(), 1);
+    }
+}
