@@ -14,6 +14,7 @@ pub mod event;
 pub mod feed;
 pub mod forward;
 pub mod http;
+pub mod ingest;
 pub mod json;
 pub mod limits;
 pub mod metrics;

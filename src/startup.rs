@@ -15,16 +15,15 @@ use crate::config::Settings;
 use crate::feed::{FeedWatch, FeedWatcher};
 use crate::http::api::ApiState;
 use crate::http::server::ServeOptions;
-use crate::http::{self, AppState, DeliveryGate, Ingest, Shared};
+use crate::http::{self, AppState, DeliveryGate, Shared};
+use crate::ingest::{Committer, DatabaseHealth, Ingest, Pipeline};
 use crate::limits::ConnectionCaps;
-use crate::redact::Redactor;
 use crate::retention;
 use crate::security::rate_limit::{self, RateLimit};
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
 use crate::spool::Spool;
 use crate::store::batch::BatchOptions;
 use crate::store::{BatchWriter, Store};
-use crate::subjects::{SubjectFields, SubjectIndexer, SubjectKey};
 
 /// How long writers get to commit what is queued once serving has stopped.
 const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -109,9 +108,13 @@ impl Application {
             );
         }
         let rate_limit = RateLimit::new(&settings.rate_limit)?;
-        let schemas = crate::validation::Schemas::load(&settings.validation.schemas_dir)?;
+        let pipeline = Pipeline::from_settings(
+            &settings,
+            &secrets.hash_key,
+            std::sync::Arc::new(secrets.keys),
+        )?;
         if !settings.validation.schemas_dir.is_empty() {
-            tracing::info!(patterns = ?schemas.patterns(), "validation schemas loaded");
+            tracing::info!(patterns = ?pipeline.schemas.patterns(), "validation schemas loaded");
         }
         let store_label = database_label(&secrets.database_url);
         let (writer, writers) = BatchWriter::spawn(
@@ -138,19 +141,19 @@ impl Application {
                 verifier: SignatureVerifier::new(&secrets.webhook),
             },
             ingest: Ingest {
-                schemas,
-                subjects: SubjectIndexer::new(
-                    SubjectFields::new(&settings.subjects, &settings.redact),
-                    SubjectKey::new(secrets.hash_key.expose()),
-                ),
-                redactor: Redactor::new(&settings.redact, secrets.hash_key.expose()),
-                keys: std::sync::Arc::new(secrets.keys),
-                writer,
-                spool,
-                commit_deadline: settings
-                    .database
-                    .acquire_timeout
-                    .min(settings.server.request_timeout / 2),
+                pipeline,
+                commit: Committer {
+                    store: store.clone(),
+                    writer,
+                    spool,
+                    health: DatabaseHealth::default(),
+                    commit_deadline: settings
+                        .database
+                        .acquire_timeout
+                        .min(settings.server.request_timeout / 2),
+                    quarantine_max_rows: settings.quarantine.max_rows,
+                },
+                max_timestamp_age: settings.webhook.max_timestamp_age,
             },
             settings,
             store,
@@ -261,9 +264,15 @@ impl Application {
             shutdown.clone(),
         ));
         spawn_key_check(&state);
-        let quarantine_max_rows = state.settings.quarantine.max_rows;
-        let drainer = state.ingest.spool.clone().map(|spool| {
-            tokio::spawn(spool.drain_into(store.clone(), quarantine_max_rows, shutdown.clone()))
+        let commit = &state.ingest.commit;
+        let drainer = commit.spool.clone().map(|spool| {
+            tokio::spawn(crate::ingest::drain::run(
+                spool,
+                store.clone(),
+                commit.health.clone(),
+                commit.quarantine_max_rows,
+                shutdown.clone(),
+            ))
         });
         let public = http::PublicService::per_connection(state);
         http::server::serve(listener, public, shutdown, opts)
@@ -340,10 +349,12 @@ fn spawn_key_check(state: &AppState) {
     tokio::spawn(async move {
         let spool = state
             .ingest
+            .commit
             .spool
             .as_ref()
             .map(|_| std::path::Path::new(&state.settings.spool.path));
-        match crate::reencrypt::missing_keys(&state.store, &state.ingest.keys, spool).await {
+        match crate::reencrypt::missing_keys(&state.store, &state.ingest.pipeline.keys, spool).await
+        {
             Ok(missing) => crate::reencrypt::warn_missing(&missing),
             Err(e) => {
                 tracing::warn!(error = %e, "could not check which keys sealed the stored rows")

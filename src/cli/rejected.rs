@@ -14,12 +14,11 @@ use crate::audit::{Action, Actor, AuditEntry};
 use crate::config::secrets::{self, ProcessEnv};
 use crate::config::Settings;
 use crate::crypto::KeyRing;
-use crate::delivery::{check_freshness, Delivery};
+use crate::error::AppError;
 use crate::event::InsertOutcome;
-use crate::redact::Redactor;
+use crate::ingest::{Pipeline, Reason, Refusal};
 use crate::store::quarantine::Quarantined;
 use crate::store::Store;
-use crate::subjects::{SubjectFields, SubjectIndexer, SubjectKey};
 
 #[derive(Debug, Subcommand)]
 pub enum RejectedCommand {
@@ -140,33 +139,31 @@ async fn replay(
     if let Err(why) = super::rejected_fix::within_limit(settings, body_file, &body) {
         return still_refused(why).await;
     }
-    let delivery = match Delivery::parse(&body) {
-        Ok(delivery) => delivery,
-        Err(e) => return still_refused(format!("{}: {e}", e.code())).await,
-    };
-    if !ignore_timestamp {
-        let age = settings.webhook.max_timestamp_age;
-        if let Err(e) = check_freshness(&delivery.body, age, chrono::Utc::now()) {
+    // Validated again, with today's schemas, before redaction; a supplied
+    // body is redacted here as a delivery is, a quarantined one was
+    // redacted before it was kept and again changes nothing (hashes need
+    // the same key).
+    let keys = std::sync::Arc::new(secrets.keys);
+    let pipeline = Pipeline::from_settings(settings, &secrets.hash_key, keys)?;
+    let max_age = (!ignore_timestamp).then_some(settings.webhook.max_timestamp_age);
+    let mut event = match pipeline.prepare(&body, max_age) {
+        Ok(prepared) => prepared.event,
+        Err(Refusal {
+            reason: Reason::Invalid(e @ AppError::StaleTimestamp),
+            ..
+        }) => {
             return still_refused(format!(
                 "{}: {e} (replay with --ignore-timestamp to accept it)",
                 e.code()
             ))
-            .await;
+            .await
         }
-    }
-    // A supplied body is redacted here as a delivery is; a quarantined one
-    // was redacted before it was kept, and again changes nothing (hashes
-    // need the same key).
-    let redactor = Redactor::new(&settings.redact, secrets.hash_key.expose());
-    let subjects = SubjectIndexer::new(
-        SubjectFields::new(&settings.subjects, &settings.redact),
-        SubjectKey::new(secrets.hash_key.expose()),
-    );
-    // Validated again, with today's schemas, before redaction.
-    let schemas = crate::validation::Schemas::load(&settings.validation.schemas_dir)?;
-    let verdict = delivery.verdict(&schemas);
-    let mut event = delivery.seal(&subjects, &redactor, &secrets.keys)?;
-    event.verdict = verdict;
+        Err(Refusal {
+            reason: Reason::Invalid(e),
+            ..
+        }) => return still_refused(format!("{}: {e}", e.code())).await,
+        Err(_) => anyhow::bail!("the payload could not be encrypted"),
+    };
     event.received_at = row.entry.received_at;
     // Indexed at arrival from the unredacted body; `hash` fields are hashes
     // now, so indexing the redacted body again finds fewer of them. A

@@ -67,3 +67,28 @@ pub struct StoredEvent {
     /// Its errors as a JSON array, `None` when there are none.
     pub validation_errors: Option<String>,
 }
+
+#[cfg(test)]
+impl NewEvent {
+    /// A row as a delivery of `job_id` would make (its payload sealed by no
+    /// key: what is stored, not what it opens to, is under test).
+    pub fn for_tests(job_id: &str) -> Self {
+        Self {
+            envelope: Envelope {
+                job_id: job_id.into(),
+                event: "job.completed".into(),
+                pattern_id: Some("p-1".into()),
+                status: None,
+            },
+            sealed: Sealed {
+                key_id: crate::crypto::KeyId::new("k1").expect("a valid key id"),
+                nonce: vec![7; 24],
+                ciphertext: vec![9; 64],
+            },
+            received_at: DateTime::from_timestamp_micros(1_700_000_000_000_001)
+                .expect("a valid time"),
+            subjects: Vec::new(),
+            verdict: Verdict::default(),
+        }
+    }
+}

@@ -40,7 +40,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Err(_) => "database_timeout",
     };
     // Deliveries are still acknowledged while the spool has room.
-    match &state.ingest.spool {
+    match &state.ingest.commit.spool {
         Some(spool) if spool.has_room() => status_body(
             StatusCode::OK,
             json!({"status": "ready", "spooling": true, "reason": reason}),

@@ -23,14 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::config::Settings;
-use crate::crypto::KeyRing;
 use crate::error::AppError;
-use crate::redact::Redactor;
 use crate::security::rate_limit::RateLimit;
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
-use crate::spool::Spool;
-use crate::store::{BatchWriter, Store};
-use crate::subjects::SubjectIndexer;
+use crate::store::Store;
 
 pub use pipeline::REQUEST_ID_HEADER;
 
@@ -59,7 +55,7 @@ pub struct Shared {
     /// Who may deliver: the checks before a body is trusted.
     pub gate: DeliveryGate,
     /// What becomes of a verified delivery.
-    pub ingest: Ingest,
+    pub ingest: crate::ingest::Ingest,
     /// Cancelled when the process starts shutting down (`/readyz` → 503).
     pub shutdown: CancellationToken,
 }
@@ -70,27 +66,6 @@ pub struct DeliveryGate {
     pub allowlist: Allowlist,
     pub rate_limit: RateLimit,
     pub verifier: SignatureVerifier,
-}
-
-/// Subject indexing, redaction, sealing and the group-commit queue of
-/// verified deliveries.
-pub struct Ingest {
-    /// Indexes each delivery's data subjects (before redaction).
-    pub subjects: SubjectIndexer,
-    /// Each pattern's JSON Schema, for the verdict stored beside the event.
-    pub schemas: crate::validation::Schemas,
-    pub redactor: Redactor,
-    /// Shared with the readers of stored events (the Results API).
-    pub keys: Arc<KeyRing>,
-    /// Group-commit queue in front of the store.
-    pub writer: BatchWriter,
-    /// Where deliveries go while Postgres cannot commit (Postgres store
-    /// with `spool.path` set).
-    pub spool: Option<Spool>,
-    /// How long a delivery waits for Postgres' commit before, with a
-    /// spool, it goes there: a database that hangs (a lock, a stalled
-    /// network) must not run the request into its timeout.
-    pub commit_deadline: std::time::Duration,
 }
 
 /// The public application router: every route but the webhook's, which

@@ -71,7 +71,7 @@ impl ApiState {
             store: app.store.clone(),
             reader: EventReader {
                 store: app.store.clone(),
-                keys: app.ingest.keys.clone(),
+                keys: app.ingest.pipeline.keys.clone(),
                 form: CursorForm::of(&app.store),
             },
             waits: FeedWaits {
@@ -84,7 +84,7 @@ impl ApiState {
                     .saturating_sub(Duration::from_secs(1)),
                 shutdown: app.shutdown.clone(),
             },
-            subjects: app.ingest.subjects.key.clone(),
+            subjects: app.ingest.pipeline.subjects.key.clone(),
         }
     }
 }
