@@ -149,7 +149,7 @@ impl<'a> Delivery<'a> {
         } else {
             self.raw
         };
-        let sealed = keys.seal(&self.envelope.job_id, &self.envelope.event, plaintext)?;
+        let sealed = keys.seal(self.envelope.key(), plaintext)?;
         Ok(NewEvent {
             envelope: self.envelope,
             sealed,

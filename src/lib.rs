@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dedup;
 pub mod delivery;
 pub mod error;
 pub mod event;

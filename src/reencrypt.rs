@@ -89,10 +89,7 @@ async fn reseal_events(
         after = last.id;
         let mut batch = Vec::with_capacity(rows.len());
         for row in rows {
-            let binding = Binding::Event {
-                job_id: &row.job_id,
-                event: &row.event,
-            };
+            let binding = Binding::Event(row.key());
             match keys.reseal(binding, &row.key_id, &row.nonce, &row.ciphertext) {
                 Ok(sealed) => batch.push(Resealed {
                     id: row.id,

@@ -9,6 +9,8 @@ mod frame;
 
 use std::fmt;
 
+pub use crate::dedup::DedupKey;
+
 use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
@@ -123,10 +125,10 @@ impl KeyRing {
         self.keys.iter().map(|(id, _)| id)
     }
 
-    /// Seals `plaintext` for the row (job_id, event) with a fresh nonce,
+    /// Seals `plaintext` for the row of `key` with a fresh nonce,
     /// compressed first when that makes it smaller (see [`frame`]).
-    pub fn seal(&self, job_id: &str, event: &str, plaintext: &[u8]) -> Result<Sealed, SealError> {
-        self.seal_bound(&associated_data(job_id, event), plaintext)
+    pub fn seal(&self, key: DedupKey<'_>, plaintext: &[u8]) -> Result<Sealed, SealError> {
+        self.seal_bound(&associated_data(key), plaintext)
     }
 
     /// Seals a quarantined body, bound to its row's `seal_id` (and kept
@@ -157,7 +159,7 @@ impl KeyRing {
         ciphertext: &[u8],
     ) -> Result<Sealed, String> {
         let aad = match binding {
-            Binding::Event { job_id, event } => associated_data(job_id, event),
+            Binding::Event(key) => associated_data(key),
             Binding::Quarantined { seal_id } => quarantine_data(seal_id),
         };
         let plaintext = self
@@ -193,13 +195,12 @@ impl KeyRing {
     /// altered or moved.
     pub fn open(
         &self,
-        job_id: &str,
-        event: &str,
+        key: DedupKey<'_>,
         key_id: &str,
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, OpenError> {
-        self.open_bound(&associated_data(job_id, event), key_id, nonce, ciphertext)
+        self.open_bound(&associated_data(key), key_id, nonce, ciphertext)
     }
 
     fn open_bound(
@@ -239,8 +240,8 @@ impl fmt::Debug for KeyRing {
 /// What a sealed payload is bound to (its associated data).
 #[derive(Clone, Copy, Debug)]
 pub enum Binding<'a> {
-    /// A stored or spooled event: its (job_id, event).
-    Event { job_id: &'a str, event: &'a str },
+    /// A stored or spooled event: its dedup key.
+    Event(DedupKey<'a>),
     /// A quarantined delivery: its `seal_id`.
     Quarantined { seal_id: &'a str },
 }
@@ -253,7 +254,9 @@ fn quarantine_data(seal_id: &str) -> Vec<u8> {
 }
 
 /// Length-prefixed so that no two (job_id, event) pairs share an encoding.
-fn associated_data(job_id: &str, event: &str) -> Vec<u8> {
+/// These bytes are part of every stored ciphertext: they never change.
+fn associated_data(key: DedupKey<'_>) -> Vec<u8> {
+    let DedupKey { job_id, event } = key;
     let mut aad = Vec::with_capacity(AAD_CONTEXT.len() + 8 + job_id.len() + event.len());
     aad.extend_from_slice(AAD_CONTEXT);
     for part in [job_id, event] {
@@ -286,12 +289,19 @@ mod tests {
     #[test]
     fn seal_then_open_round_trips_under_the_first_key() {
         let r = ring(&[("a", 1), ("b", 2)]);
-        let s = r.seal("job-1", "job.succeeded", b"{\"x\":1}").unwrap();
+        let s = r
+            .seal(DedupKey::new("job-1", "job.succeeded"), b"{\"x\":1}")
+            .unwrap();
         assert_eq!(s.key_id.as_str(), "a");
         assert_eq!(s.nonce.len(), NONCE_LEN);
         assert!(!s.ciphertext.windows(7).any(|w| w == b"{\"x\":1}"));
         let pt = r
-            .open("job-1", "job.succeeded", "a", &s.nonce, &s.ciphertext)
+            .open(
+                DedupKey::new("job-1", "job.succeeded"),
+                "a",
+                &s.nonce,
+                &s.ciphertext,
+            )
             .unwrap();
         assert_eq!(pt, b"{\"x\":1}");
     }
@@ -299,8 +309,8 @@ mod tests {
     #[test]
     fn nonces_are_fresh_per_seal() {
         let r = ring(&[("a", 1)]);
-        let a = r.seal("j", "e", b"same").unwrap();
-        let b = r.seal("j", "e", b"same").unwrap();
+        let a = r.seal(DedupKey::new("j", "e"), b"same").unwrap();
+        let b = r.seal(DedupKey::new("j", "e"), b"same").unwrap();
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
     }
@@ -308,7 +318,9 @@ mod tests {
     #[test]
     fn a_ciphertext_moved_to_another_row_does_not_open() {
         let r = ring(&[("a", 1)]);
-        let s = r.seal("job-1", "job.succeeded", b"payload").unwrap();
+        let s = r
+            .seal(DedupKey::new("job-1", "job.succeeded"), b"payload")
+            .unwrap();
         for (job, event) in [
             ("job-2", "job.succeeded"),
             ("job-1", "job.failed"),
@@ -316,7 +328,7 @@ mod tests {
             ("job-1j", "ob.succeeded"),
         ] {
             assert_eq!(
-                r.open(job, event, "a", &s.nonce, &s.ciphertext),
+                r.open(DedupKey::new(job, event), "a", &s.nonce, &s.ciphertext),
                 Err(OpenError::Corrupt),
                 "{job}/{event}"
             );
@@ -326,18 +338,18 @@ mod tests {
     #[test]
     fn tampering_and_unknown_keys_are_reported() {
         let r = ring(&[("a", 1)]);
-        let mut s = r.seal("j", "e", b"payload").unwrap();
+        let mut s = r.seal(DedupKey::new("j", "e"), b"payload").unwrap();
         s.ciphertext[0] ^= 1;
         assert_eq!(
-            r.open("j", "e", "a", &s.nonce, &s.ciphertext),
+            r.open(DedupKey::new("j", "e"), "a", &s.nonce, &s.ciphertext),
             Err(OpenError::Corrupt)
         );
         assert_eq!(
-            r.open("j", "e", "zz", &s.nonce, &s.ciphertext),
+            r.open(DedupKey::new("j", "e"), "zz", &s.nonce, &s.ciphertext),
             Err(OpenError::UnknownKey("zz".into()))
         );
         assert_eq!(
-            r.open("j", "e", "a", &s.nonce[..10], &s.ciphertext),
+            r.open(DedupKey::new("j", "e"), "a", &s.nonce[..10], &s.ciphertext),
             Err(OpenError::Corrupt)
         );
     }
@@ -345,19 +357,19 @@ mod tests {
     #[test]
     fn rotated_ring_still_opens_rows_of_the_old_key() {
         let old = ring(&[("a", 1)]);
-        let s = old.seal("j", "e", b"old row").unwrap();
+        let s = old.seal(DedupKey::new("j", "e"), b"old row").unwrap();
         let rotated = ring(&[("b", 2), ("a", 1)]);
         assert_eq!(rotated.current().as_str(), "b");
         assert_eq!(
             rotated
-                .open("j", "e", "a", &s.nonce, &s.ciphertext)
+                .open(DedupKey::new("j", "e"), "a", &s.nonce, &s.ciphertext)
                 .unwrap(),
             b"old row"
         );
         // And the same key under a different id does not stand in for it.
         let renamed = ring(&[("c", 1)]);
         assert!(renamed
-            .open("j", "e", "a", &s.nonce, &s.ciphertext)
+            .open(DedupKey::new("j", "e"), "a", &s.nonce, &s.ciphertext)
             .is_err());
     }
 
@@ -372,12 +384,13 @@ mod tests {
                 &nonce,
                 chacha20poly1305::aead::Payload {
                     msg: br#"{"event":"job.succeeded"}"#,
-                    aad: &associated_data("j", "e"),
+                    aad: &associated_data(DedupKey::new("j", "e")),
                 },
             )
             .unwrap();
         assert_eq!(
-            r.open("j", "e", "a", &nonce, &legacy).unwrap(),
+            r.open(DedupKey::new("j", "e"), "a", &nonce, &legacy)
+                .unwrap(),
             br#"{"event":"job.succeeded"}"#
         );
     }
@@ -389,14 +402,15 @@ mod tests {
             "{{\"items\":[{}]}}",
             vec![r#"{"sku":"SKU-1","description":"Office chair, black mesh"}"#; 20].join(",")
         );
-        let s = r.seal("j", "e", json.as_bytes()).unwrap();
+        let s = r.seal(DedupKey::new("j", "e"), json.as_bytes()).unwrap();
         assert!(
             s.ciphertext.len() < json.len() / 2,
             "{} bytes",
             s.ciphertext.len()
         );
         assert_eq!(
-            r.open("j", "e", "a", &s.nonce, &s.ciphertext).unwrap(),
+            r.open(DedupKey::new("j", "e"), "a", &s.nonce, &s.ciphertext)
+                .unwrap(),
             json.as_bytes()
         );
     }
@@ -407,5 +421,21 @@ mod tests {
         let dbg = format!("{r:?}");
         assert!(dbg.contains("\"a\""));
         assert!(!dbg.contains('7'));
+    }
+
+    /// The associated data of an event is part of every stored ciphertext:
+    /// its bytes are pinned, so a change of how the key is carried cannot
+    /// leave stored rows unreadable.
+    #[test]
+    fn the_event_associated_data_never_changes() {
+        let mut expected = b"imggo-receiver/event/v1".to_vec();
+        expected.extend_from_slice(&[0, 0, 0, 5]);
+        expected.extend_from_slice(b"job-1");
+        expected.extend_from_slice(&[0, 0, 0, 13]);
+        expected.extend_from_slice(b"job.succeeded");
+        assert_eq!(
+            associated_data(DedupKey::new("job-1", "job.succeeded")),
+            expected
+        );
     }
 }

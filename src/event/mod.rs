@@ -8,6 +8,7 @@ pub mod wire;
 use chrono::{DateTime, Utc};
 
 use crate::crypto::Sealed;
+use crate::dedup::DedupKey;
 use crate::subjects::SubjectHash;
 use crate::validation::Verdict;
 
@@ -18,6 +19,13 @@ pub struct Envelope {
     pub event: String,
     pub pattern_id: Option<String>,
     pub status: Option<String>,
+}
+
+impl Envelope {
+    /// Its dedup key: `(job_id, event)`.
+    pub fn key(&self) -> DedupKey<'_> {
+        DedupKey::new(&self.job_id, &self.event)
+    }
 }
 
 /// A sealed event ready to be written.
@@ -90,5 +98,12 @@ impl NewEvent {
             subjects: Vec::new(),
             verdict: Verdict::default(),
         }
+    }
+}
+
+impl StoredEvent {
+    /// Its dedup key: `(job_id, event)`.
+    pub fn key(&self) -> DedupKey<'_> {
+        DedupKey::new(&self.job_id, &self.event)
     }
 }

@@ -75,13 +75,7 @@ pub enum Unreadable {
 
 /// The decrypted payload of `row`, checked to be one JSON value.
 pub fn open(keys: &KeyRing, row: &StoredEvent) -> Result<Vec<u8>, Unreadable> {
-    let payload = keys.open(
-        &row.job_id,
-        &row.event,
-        &row.key_id,
-        &row.nonce,
-        &row.ciphertext,
-    )?;
+    let payload = keys.open(row.key(), &row.key_id, &row.nonce, &row.ciphertext)?;
     if Json::parse(&payload).is_err() {
         return Err(Unreadable::NotJson);
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::schema::open_existing;
 
-use crate::crypto::{Binding, KeyRing};
+use crate::crypto::{Binding, DedupKey, KeyRing};
 
 /// A row of the spool that re-encryption left under its old key.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,10 +66,7 @@ pub async fn reseal(
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let (key_id, nonce, ciphertext): (String, Vec<u8>, Vec<u8>) =
             (row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
-        let binding = Binding::Event {
-            job_id: &job_id,
-            event: &event,
-        };
+        let binding = Binding::Event(DedupKey::new(&job_id, &event));
         let sealed = keys.reseal(binding, &key_id, &nonce, &ciphertext);
         match sealed {
             Ok(sealed) => {

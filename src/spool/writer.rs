@@ -60,13 +60,14 @@ async fn insert(
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         let (e, s) = (&job.event.envelope, &job.event.sealed);
+        let key = e.key();
         let size = row_size(&job.event);
         if size > room {
             let spooled: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM spooled_events WHERE job_id = ? AND event = ?)",
             )
-            .bind(&e.job_id)
-            .bind(&e.event)
+            .bind(key.job_id)
+            .bind(key.event)
             .fetch_one(&mut *tx)
             .await?;
             outcomes.push(if spooled {
@@ -82,8 +83,8 @@ async fn insert(
                 valid, validation_errors) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
         )
-        .bind(&e.job_id)
-        .bind(&e.event)
+        .bind(key.job_id)
+        .bind(key.event)
         .bind(&e.pattern_id)
         .bind(&e.status)
         .bind(job.event.received_at.timestamp_micros())

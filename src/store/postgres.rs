@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use super::pg_connect::{connect_options, describe, refused, unreachable, worth_retrying};
 use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent, EVENT_COLUMNS};
 use crate::config::DatabaseSettings;
+use crate::dedup::DedupKey;
 
 /// Advisory lock id held by the replica that is purging ("imggo-pu").
 const PURGE_LOCK_KEY: i64 = 0x696d_6767_6f2d_7075;
@@ -247,14 +248,12 @@ impl HeldConnection {
 /// batch: the first event holding a returned pair was inserted, every other
 /// one (stored before, or repeated inside the batch) is a duplicate.
 fn claim_outcomes(events: &[&NewEvent], inserted: Vec<(String, String)>) -> Vec<InsertOutcome> {
-    let mut fresh: std::collections::HashSet<(&str, &str)> = inserted
-        .iter()
-        .map(|(j, e)| (j.as_str(), e.as_str()))
-        .collect();
+    let mut fresh: std::collections::HashSet<DedupKey<'_>> =
+        inserted.iter().map(|(j, e)| DedupKey::new(j, e)).collect();
     events
         .iter()
         .map(|e| {
-            if fresh.remove(&(e.envelope.job_id.as_str(), e.envelope.event.as_str())) {
+            if fresh.remove(&e.envelope.key()) {
                 InsertOutcome::Inserted
             } else {
                 InsertOutcome::Duplicate

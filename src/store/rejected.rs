@@ -41,7 +41,7 @@ impl Store {
         const MARK: &str =
             "UPDATE webhook_events SET operator_supplied = $1 WHERE job_id = $2 AND event = $3";
         const RELEASE: &str = "DELETE FROM quarantined_deliveries WHERE id = $1";
-        let key = (&event.envelope.job_id, &event.envelope.event);
+        let key = event.envelope.key();
         macro_rules! replay {
             ($pool:expr, $insert:path, $marked:expr) => {{
                 let mut tx = $pool.begin().await?;
@@ -55,8 +55,8 @@ impl Store {
                 if outcome == InsertOutcome::Inserted {
                     sqlx::query(MARK)
                         .bind($marked)
-                        .bind(key.0)
-                        .bind(key.1)
+                        .bind(key.job_id)
+                        .bind(key.event)
                         .execute(&mut *tx)
                         .await?;
                 }

@@ -216,7 +216,7 @@ async fn every_acknowledged_delivery_survives_kill_9() {
         let rows = store.events_for_job(job).await.unwrap();
         assert_eq!(rows.len(), 1, "acknowledged {job} was lost");
         let r = &rows[0];
-        ring.open(&r.job_id, &r.event, &r.key_id, &r.nonce, &r.ciphertext)
+        ring.open(r.key(), &r.key_id, &r.nonce, &r.ciphertext)
             .unwrap();
     }
     assert!(acked.len() >= 300);

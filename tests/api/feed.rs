@@ -17,7 +17,12 @@ async fn open_insert(url: &str, job: &str) -> sqlx::PgConnection {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     let ring = test_ring(KEY_A);
     let body = prod_body(job);
-    let sealed = ring.seal(job, "job.succeeded", &body).unwrap();
+    let sealed = ring
+        .seal(
+            imggo_receiver::dedup::DedupKey::new(job, "job.succeeded"),
+            &body,
+        )
+        .unwrap();
     sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
     sqlx::query(
         "INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext) \

@@ -206,13 +206,7 @@ async fn the_stored_payload_is_the_body_as_received() {
 async fn stored_text(app: &TestApp, job_id: &str) -> Vec<u8> {
     let row = app.events(job_id).await.remove(0);
     test_ring(KEY_A)
-        .open(
-            &row.job_id,
-            &row.event,
-            &row.key_id,
-            &row.nonce,
-            &row.ciphertext,
-        )
+        .open(row.key(), &row.key_id, &row.nonce, &row.ciphertext)
         .unwrap()
 }
 

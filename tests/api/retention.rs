@@ -357,7 +357,7 @@ async fn reencrypt_under_write_load_loses_nothing() {
         assert_eq!(rows.len(), 1, "{job}");
         let r = &rows[0];
         assert_eq!(r.key_id, "kb");
-        ring.open(&r.job_id, &r.event, &r.key_id, &r.nonce, &r.ciphertext)
+        ring.open(r.key(), &r.key_id, &r.nonce, &r.ciphertext)
             .unwrap();
     }
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE key_id <> 'kb'")

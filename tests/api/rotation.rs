@@ -131,7 +131,12 @@ async fn rotation_reseals_events_quarantine_and_spool() {
         let opened = if b.is_empty() {
             ring.open_quarantined(&a, &key_id, &nonce, &ciphertext)
         } else {
-            ring.open(&a, &b, &key_id, &nonce, &ciphertext)
+            ring.open(
+                imggo_receiver::dedup::DedupKey::new(&a, &b),
+                &key_id,
+                &nonce,
+                &ciphertext,
+            )
         };
         assert!(opened.is_ok(), "spooled row of {a} does not open under kb");
     }

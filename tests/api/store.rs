@@ -16,13 +16,7 @@ fn event(ring: &KeyRing, job: &str, ev: &str, payload: &[u8]) -> NewEvent {
 }
 
 fn open(ring: &KeyRing, row: &imggo_receiver::store::StoredEvent) -> Result<Vec<u8>, OpenError> {
-    ring.open(
-        &row.job_id,
-        &row.event,
-        &row.key_id,
-        &row.nonce,
-        &row.ciphertext,
-    )
+    ring.open(row.key(), &row.key_id, &row.nonce, &row.ciphertext)
 }
 
 #[tokio::test]

@@ -210,7 +210,10 @@ async fn a_spool_file_from_the_previous_release_is_migrated_and_drained() {
     let path = dir.path().join("old-spool.db");
     let ring = test_ring(KEY_A);
     let sealed = ring
-        .seal("old-job", "job.succeeded", br#"{"job_id":"old-job"}"#)
+        .seal(
+            imggo_receiver::dedup::DedupKey::new("old-job", "job.succeeded"),
+            br#"{"job_id":"old-job"}"#,
+        )
         .unwrap();
     {
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))

@@ -252,13 +252,7 @@ impl TestApp {
             .find(|e| e.event == event)
             .expect("row stored");
         let pt = ring
-            .open(
-                &row.job_id,
-                &row.event,
-                &row.key_id,
-                &row.nonce,
-                &row.ciphertext,
-            )
+            .open(row.key(), &row.key_id, &row.nonce, &row.ciphertext)
             .unwrap();
         serde_json::from_slice(&pt).unwrap()
     }
@@ -406,7 +400,9 @@ pub fn sealed_event_with(
             pattern_id: None,
             status: None,
         },
-        sealed: ring.seal(job, event, payload).unwrap(),
+        sealed: ring
+            .seal(imggo_receiver::dedup::DedupKey::new(job, event), payload)
+            .unwrap(),
         received_at: chrono::Utc::now(),
         subjects: Vec::new(),
         verdict: Default::default(),
