@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use imggo_receiver::store::batch::BatchOptions;
 use imggo_receiver::store::{BatchWriter, InsertOutcome, NewEvent, PgStore, Store, SubmitError};
-use sqlx::Connection as _;
 
 use crate::helpers::*;
 
@@ -128,13 +127,7 @@ async fn insert_waits_on_lock(db: &TestDb) {
 
 /// Blocks every insert into the table until the returned connection ends its transaction.
 async fn lock_table(db: &TestDb) -> sqlx::PgConnection {
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-    sqlx::query("LOCK TABLE webhook_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn
+    db.lock_events().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

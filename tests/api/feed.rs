@@ -7,14 +7,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::Connection as _;
 
 use crate::api_support::*;
 use crate::helpers::*;
 
 /// A row inserted in a transaction the test controls (the earlier xid).
-async fn open_insert(url: &str, job: &str) -> sqlx::PgConnection {
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+async fn open_insert(db: &TestDb, job: &str) -> sqlx::PgConnection {
     let ring = test_ring(KEY_A);
     let body = prod_body(job);
     let sealed = ring
@@ -23,19 +21,7 @@ async fn open_insert(url: &str, job: &str) -> sqlx::PgConnection {
             &body,
         )
         .unwrap();
-    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-    sqlx::query(
-        "INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext) \
-         VALUES ($1, 'job.succeeded', $2, $3, $4)",
-    )
-    .bind(job)
-    .bind(sealed.key_id.as_str())
-    .bind(&sealed.nonce)
-    .bind(&sealed.ciphertext)
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    conn
+    db.insert_raw_event_uncommitted(job, &sealed).await
 }
 
 fn jobs_of(page: &Value) -> Vec<String> {
@@ -54,7 +40,7 @@ async fn a_row_committed_late_is_never_skipped() {
     let early = new_job_id();
     let late = new_job_id();
     // `early` takes its transaction id first but commits last.
-    let mut conn = open_insert(&app.db.url, &early).await;
+    let mut conn = open_insert(&app.db, &early).await;
     app.deliver(prod_body(&late)).await;
     // A plain `id > cursor` reader would now return `late` and move past
     // `early`. The feed holds `late` back instead.
@@ -82,7 +68,9 @@ async fn a_row_committed_late_is_never_skipped() {
     // Both, exactly once, from the cursor handed out while `late` was held.
     let mut got = jobs_of(&page);
     let mut next = page["next"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
     while got.len() < 2 {
+        assert!(Instant::now() < deadline, "only {got:?} reached the feed");
         let more = app.feed(&format!("after={next}&wait=5"), &token).await;
         got.extend(jobs_of(&more));
         next = more["next"].as_str().unwrap().to_owned();
@@ -165,21 +153,14 @@ async fn two_replicas_two_writers_each_one_consumer_exactly_once() {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = consumer.await.unwrap();
-    let table: Vec<String> = sqlx::query_scalar("SELECT job_id FROM webhook_events")
-        .fetch_all(&first.db.pool)
-        .await
-        .unwrap();
+    let table: Vec<String> = first.db.stored_job_ids().await;
     let unique: HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no duplicates");
     assert_eq!(seen.len(), table.len(), "no gaps");
     assert_eq!(unique, table.iter().collect::<HashSet<_>>());
     assert_eq!(table.len(), total);
     // In feed order: ascending (tx, id) — each page picked up where the last ended.
-    let order: Vec<String> =
-        sqlx::query_scalar("SELECT job_id FROM webhook_events ORDER BY tx, id")
-            .fetch_all(&first.db.pool)
-            .await
-            .unwrap();
+    let order: Vec<String> = first.db.job_ids_in_feed_order().await;
     assert_eq!(seen, order);
 }
 

@@ -18,10 +18,7 @@ async fn backdate(app: &TestApp, job_ids: &[String], secs: i64) {
 }
 
 async fn job_ids_left(app: &TestApp) -> Vec<String> {
-    sqlx::query_scalar("SELECT job_id FROM webhook_events ORDER BY job_id")
-        .fetch_all(&app.db.pool)
-        .await
-        .unwrap()
+    app.db.stored_job_ids().await
 }
 
 #[tokio::test]
@@ -54,14 +51,7 @@ async fn purge_deletes_exactly_the_expired_rows_in_batches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_purging_at_once_delete_each_row_once() {
     let app = spawn_app().await;
-    sqlx::query(
-        "INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at) \
-         SELECT 'bulk-' || g, 'job.succeeded', 'ka', '\\x00', '\\x00', now() - interval '3 hours' \
-         FROM generate_series(1, 3000) g",
-    )
-    .execute(&app.db.pool)
-    .await
-    .unwrap();
+    app.db.insert_raw_events(3000, 3).await;
     // Two "replicas": separate pools on the same database.
     let settings = test_settings();
     let url = secrecy::SecretString::from(app.db.url.clone());

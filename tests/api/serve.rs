@@ -192,10 +192,6 @@ async fn runs_as_the_image_does_and_drains_on_sigterm() {
     assert!(answer.contains("\"received\""));
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE job_id = $1")
-        .bind(&job)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let rows = db.events_of(&job).await;
     assert_eq!(rows, 1);
 }

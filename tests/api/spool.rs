@@ -4,26 +4,17 @@
 //! `kill -9` drains at the next start.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::helpers::*;
 
-/// Job ids of `webhook_events`, straight from Postgres.
-async fn stored_job_ids(db: &TestDb) -> Vec<String> {
-    sqlx::query_scalar("SELECT job_id FROM webhook_events ORDER BY job_id")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-}
-
 /// Waits (bounded) until Postgres holds exactly `expected`, never a job twice.
 async fn until_stored(db: &TestDb, expected: &BTreeSet<String>) {
     eventually("every acknowledged delivery in Postgres", || async {
-        let stored = stored_job_ids(db).await;
+        let stored = db.stored_job_ids().await;
         let unique: BTreeSet<String> = stored.iter().cloned().collect();
         assert_eq!(unique.len(), stored.len(), "a job stored twice");
         (unique == *expected).then_some(())
@@ -44,9 +35,10 @@ async fn a_database_outage_under_load_loses_nothing_and_answers_only_2xx() {
 
     // 16 senders deliver unique jobs until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicUsize::new(0));
     let senders: Vec<_> = (0..16)
         .map(|s| {
-            let (url, stop) = (app.webhook_url(), stop.clone());
+            let (url, stop, acks) = (app.webhook_url(), stop.clone(), acks.clone());
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let (mut acked, mut refused) = (Vec::new(), Vec::new());
@@ -59,6 +51,7 @@ async fn a_database_outage_under_load_loses_nothing_and_answers_only_2xx() {
                     let res = post_from(&client, &url, body, Some(&sig)).await;
                     if res.status() == 200 {
                         acked.push(job);
+                        acks.fetch_add(1, Ordering::Relaxed);
                     } else {
                         refused.push(res.status().as_u16());
                     }
@@ -67,20 +60,50 @@ async fn a_database_outage_under_load_loses_nothing_and_answers_only_2xx() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Load first reaches Postgres...
+    let acked_at = |n: usize| {
+        let acks = acks.clone();
+        move || {
+            let acks = acks.clone();
+            async move { (acks.load(Ordering::Relaxed) >= n).then_some(()) }
+        }
+    };
+    eventually("deliveries acknowledged from Postgres", acked_at(50)).await;
     proxy.set_up(false);
     // The balancer keeps the replica in rotation: it can still acknowledge.
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let during = reqwest::get(&metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // ...then the spool, under the same load.
+    let spooled_before = sample(&before, "imggo_spooled_total");
+    let during = eventually("deliveries acknowledged from the spool", || async {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (sample(&text, "imggo_spooled_total") >= spooled_before + 100.0).then_some(text)
+    })
+    .await;
     proxy.set_up(true);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the drainer reaches Postgres again, deliveries go on meanwhile.
+    eventually("the spool drains while load goes on", || async {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (sample(&text, "imggo_spool_drained_total") > sample(&before, "imggo_spool_drained_total"))
+            .then_some(())
+    })
+    .await;
+    let seen = acks.load(Ordering::Relaxed);
+    eventually(
+        "deliveries acknowledged after the outage",
+        acked_at(seen + 50),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
 
     let mut acked = BTreeSet::new();
@@ -206,7 +229,7 @@ async fn a_spool_left_by_kill_9_drains_at_the_next_start() {
     }
     server.child.kill().unwrap(); // SIGKILL: nothing is flushed on the way out
     server.child.wait().unwrap();
-    assert!(stored_job_ids(&db).await.is_empty());
+    assert!(db.stored_job_ids().await.is_empty());
 
     proxy.set_up(true);
     let server = start();
@@ -287,11 +310,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_database_sends_deliveries_to_the_spool_not_into_a_timeout() {
     let app = spawn_app().await;
-    let mut lock = app.db.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE webhook_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let mut lock = app.db.lock_events().await;
     let mut acked = BTreeSet::new();
     for i in 0..3 {
         let job = format!("hang-{i}");
@@ -301,7 +320,7 @@ async fn a_hanging_database_sends_deliveries_to_the_spool_not_into_a_timeout() {
         acked.insert(job);
     }
     assert!(spool_rows(&app.dir.path().join("spool.db")).await >= 3);
-    lock.rollback().await.unwrap();
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
     until_stored(&app.db, &acked).await;
     eventually("the spool emptied", || async {
         (spool_rows(&app.dir.path().join("spool.db")).await == 0).then_some(())

@@ -197,7 +197,13 @@ async fn verdicts_survive_the_spool_and_replay_validates_again() {
             "--ignore-timestamp",
         ],
     );
-    let page = app.feed("valid=true", &token).await;
+    // The feed holds a commit back while an older transaction anywhere in
+    // the cluster (another test's) is open: wait for it, bounded.
+    let page = eventually("the replayed event in the feed", || async {
+        let page = app.feed("valid=true", &token).await;
+        (page["events"].as_array().is_some_and(|e| !e.is_empty())).then_some(page)
+    })
+    .await;
     assert_eq!(page["events"][0]["job_id"], stale);
 }
 

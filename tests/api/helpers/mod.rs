@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod databases;
+mod fixtures;
 mod process;
 
 pub use databases::*;

@@ -1,0 +1,96 @@
+//! What tests need to see or arrange in the events table, named for what
+//! it means, so the test files do not know the schema: a partitioned or
+//! renamed table changes these few lines, not every test.
+
+use sqlx::Connection as _;
+
+use super::TestDb;
+use imggo_receiver::crypto::Sealed;
+
+impl TestDb {
+    /// Job ids of every stored event, sorted.
+    pub async fn stored_job_ids(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT job_id FROM webhook_events ORDER BY job_id")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Job ids of every stored event in feed (commit) order.
+    pub async fn job_ids_in_feed_order(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT job_id FROM webhook_events ORDER BY tx, id")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Stored events of `job_id`.
+    pub async fn events_of(&self, job_id: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The key id each event of `job_id` is sealed under.
+    pub async fn key_id_of(&self, job_id: &str) -> String {
+        sqlx::query_scalar("SELECT key_id FROM webhook_events WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// `n` events (`bulk-1`...) written straight to the table, received
+    /// `age_hours` ago, with placeholder payloads (they are never opened).
+    pub async fn insert_raw_events(&self, n: i64, age_hours: i64) {
+        sqlx::query(
+            "INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at) \
+             SELECT 'bulk-' || g, 'job.succeeded', 'ka', '\\x00', '\\x00', \
+                    now() - make_interval(hours => $2::int) \
+             FROM generate_series(1, $1::int) g",
+        )
+        .bind(n)
+        .bind(age_hours)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
+    /// A `job.succeeded` event of `job_id` inserted in a transaction left
+    /// open on the returned connection (it holds the earlier transaction
+    /// id; `COMMIT` on the connection commits it).
+    pub async fn insert_raw_event_uncommitted(
+        &self,
+        job_id: &str,
+        sealed: &Sealed,
+    ) -> sqlx::PgConnection {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext) \
+             VALUES ($1, 'job.succeeded', $2, $3, $4)",
+        )
+        .bind(job_id)
+        .bind(sealed.key_id.as_str())
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn
+    }
+
+    /// Blocks every write to the events table until the returned
+    /// connection ends its transaction (a database that hangs).
+    pub async fn lock_events(&self) -> sqlx::PgConnection {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query("LOCK TABLE webhook_events IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+}
