@@ -36,6 +36,12 @@ pub const API_REQUESTS: &str = "imggo_api_requests_total";
 pub const FEED_LAG: &str = "imggo_feed_lag_seconds";
 pub const FEED_WAITERS: &str = "imggo_feed_waiters";
 pub const VALIDATION: &str = "imggo_validation_total";
+pub const FORWARD_SENT: &str = "imggo_forward_sent_total";
+pub const FORWARD_FAILURES: &str = "imggo_forward_failures_total";
+pub const FORWARD_DEAD: &str = "imggo_forward_dead_total";
+pub const FORWARD_LAG_EVENTS: &str = "imggo_forward_lag_events";
+pub const FORWARD_LAG_SECONDS: &str = "imggo_forward_lag_seconds";
+pub const FORWARD_MISSED: &str = "imggo_forward_missed_total";
 
 /// Rows per batch: powers of two up to the largest sensible batch.
 const BATCH_BUCKETS: &[f64] = &[
@@ -169,6 +175,41 @@ fn describe() {
         Unit::Seconds,
         "Age of the oldest committed event not yet visible to the feed (0 when none)"
     );
+    describe_counter!(FORWARD_SENT, "Messages a destination confirmed, by destination");
+    describe_counter!(
+        FORWARD_FAILURES,
+        "Failed sends to a destination (retried with backoff), by destination and reason"
+    );
+    describe_counter!(FORWARD_DEAD, "Messages a destination refused for good (dead letters)");
+    describe_gauge!(FORWARD_LAG_EVENTS, "Stored events a destination has not confirmed yet");
+    describe_gauge!(
+        FORWARD_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest stored event a destination has not confirmed (0 when none)"
+    );
+    describe_counter!(
+        FORWARD_MISSED,
+        "Events purged by retention before the destination forwarded them"
+    );
+}
+
+/// Retention purged events some destinations had not forwarded yet: counted
+/// and logged, never silent (CONTRACT §11). A failed count is logged only:
+/// the purge goes on.
+pub fn forward_missed<E: std::fmt::Display>(missed: Result<Vec<(String, u64)>, E>) {
+    match missed {
+        Ok(missed) => {
+            for (destination, n) in missed {
+                tracing::warn!(
+                    destination = %destination,
+                    missed = n,
+                    "retention purges events this destination has not forwarded"
+                );
+                metrics::counter!(FORWARD_MISSED, "destination" => destination).increment(n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count events purged before forwarding"),
+    }
 }
 
 /// Codes the webhook route never answers with: `not_found` is the

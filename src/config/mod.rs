@@ -7,6 +7,7 @@
 pub mod dsn;
 pub mod duration;
 mod errors;
+pub mod forward;
 pub mod secrets;
 
 use std::net::SocketAddr;
@@ -62,6 +63,9 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// JSON Schemas that each pattern's extracted data is checked against.
     pub validation: ValidationSettings,
+    /// Destinations stored events are forwarded to (CONTRACT §11).
+    #[serde(default)]
+    pub forward: forward::Destinations,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -419,6 +423,7 @@ impl Settings {
         if self.audit.max_age.is_zero() || self.audit.max_age > MAX_RETENTION {
             return fail("audit.max_age", "must be between 1s and 100 years");
         }
+        forward::validate(&self.forward).map_err(ConfigError)?;
         Ok(())
     }
 }

@@ -157,6 +157,7 @@ pub(crate) use on_backend;
 // using `on_backend!`, so declared after it).
 mod audit;
 pub mod feed;
+pub mod forward;
 mod keys;
 mod rejected;
 mod subjects;

@@ -189,6 +189,9 @@ impl PgStore {
         if !locked {
             return Ok(PurgeOutcome::Skipped);
         }
+        // Counted under the lock, so only the purging replica counts.
+        let missed = super::forward::count_missed_pg(&self.pool, cutoff).await;
+        crate::metrics::forward_missed(missed);
         // The lock guards the pass; its batches may run on any connection.
         let result = super::delete_in_batches(batch_size, || async {
             Ok(sqlx::query(

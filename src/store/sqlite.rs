@@ -200,6 +200,8 @@ impl SqliteStore {
         cutoff: DateTime<Utc>,
         batch_size: u32,
     ) -> Result<PurgeOutcome, StoreError> {
+        let missed = super::forward::count_missed_sqlite(&self.pool, cutoff).await;
+        crate::metrics::forward_missed(missed);
         let deleted = super::delete_in_batches(batch_size, || async {
             Ok(sqlx::query(
                 "DELETE FROM webhook_events WHERE id IN ( \

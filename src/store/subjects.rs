@@ -3,7 +3,7 @@
 //! (`ON DELETE CASCADE`). [`Store::forget_subject`] is the one place
 //! erasure deletes from; the spool and the quarantine extend it.
 
-use super::{Store, StoreError};
+use super::{forward, Store, StoreError};
 use crate::audit::AuditEntry;
 use crate::subjects::SubjectHash;
 
@@ -14,13 +14,13 @@ impl Store {
         const REMEMBER: &str = "INSERT INTO erased_events (job_id, event, erased_at) \
              SELECT job_id, event, $2 FROM webhook_events WHERE job_id = $1 \
              ON CONFLICT (job_id, event) DO UPDATE SET erased_at = excluded.erased_at";
-        const DELETE: &str = "DELETE FROM webhook_events WHERE job_id = $1";
+        const DELETE: &str = "DELETE FROM webhook_events WHERE job_id = $1 RETURNING id";
         // Deliveries of the job received before the delete answered, stored
         // after it (in flight on another replica, spooled) are refused.
         const JOB: &str = "INSERT INTO erased_jobs (job_id, erased_at) VALUES ($1, $2) \
              ON CONFLICT (job_id) DO UPDATE SET erased_at = excluded.erased_at";
         macro_rules! delete {
-            ($s:expr, $at:expr, $lock:expr) => {{
+            ($s:expr, $at:expr, $lock:expr, $notice:expr) => {{
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
                 // Taken once the inserts in flight have committed: a
@@ -36,22 +36,25 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                let n = sqlx::query(DELETE)
+                let ids: Vec<i64> = sqlx::query_scalar(DELETE)
                     .bind(job_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let n = ids.len() as u64;
+                // Destinations hear of it in the same commit (CONTRACT §11).
+                $notice(&mut tx, &ids).await?;
                 super::audit::append(&mut *tx, &audit.clone().count(n)).await?;
                 tx.commit().await?;
                 Ok(n)
             }};
         }
         match self {
-            Store::Postgres(s) => delete!(s, |t| t, lock_postgres),
+            Store::Postgres(s) => delete!(s, |t| t, lock_postgres, forward::notice_pg),
             Store::Sqlite(s) => delete!(
                 s,
                 |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros(),
-                lock_sqlite
+                lock_sqlite,
+                forward::notice_sqlite
             ),
         }
     }
@@ -78,49 +81,57 @@ impl Store {
              (SELECT event_id FROM event_subjects WHERE subject = $1) \
              ON CONFLICT (job_id, event) DO UPDATE SET erased_at = excluded.erased_at";
         const EVENTS: &str = "DELETE FROM webhook_events WHERE id IN \
-             (SELECT event_id FROM event_subjects WHERE subject = $1)";
+             (SELECT event_id FROM event_subjects WHERE subject = $1) RETURNING id";
         const QUARANTINED: &str = "DELETE FROM quarantined_deliveries WHERE id IN \
              (SELECT quarantine_id FROM quarantine_subjects WHERE subject = $1)";
         const TOMBSTONE: &str = "INSERT INTO erased_subjects (subject, erased_at) VALUES ($1, $2) \
              ON CONFLICT (subject) DO UPDATE SET erased_at = excluded.erased_at";
         macro_rules! forget {
-            ($s:expr, $at:expr, $lock:expr) => {{
+            ($s:expr, $at:expr, $lock:expr, $notice:expr) => {{
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
                 // Taken once the inserts in flight have committed: a
                 // delivery received while the erasure waited is barred too.
                 let now = $at(chrono::Utc::now());
                 let mut n = 0;
+                let mut deleted: Vec<i64> = Vec::new();
                 for subject in subjects {
                     sqlx::query(REMEMBER)
                         .bind(subject.as_bytes())
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                    for sql in [EVENTS, QUARANTINED] {
-                        n += sqlx::query(sql)
-                            .bind(subject.as_bytes())
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                    }
+                    let ids: Vec<i64> = sqlx::query_scalar(EVENTS)
+                        .bind(subject.as_bytes())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    n += ids.len() as u64;
+                    deleted.extend(ids);
+                    n += sqlx::query(QUARANTINED)
+                        .bind(subject.as_bytes())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                     sqlx::query(TOMBSTONE)
                         .bind(subject.as_bytes())
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
                 }
+                // Destinations hear of it in the same commit (CONTRACT §11).
+                $notice(&mut tx, &deleted).await?;
                 super::audit::append(&mut *tx, &audit.clone().count(n)).await?;
                 tx.commit().await?;
                 Ok(n)
             }};
         }
         match self {
-            Store::Postgres(s) => forget!(s, |t| t, lock_postgres),
+            Store::Postgres(s) => forget!(s, |t| t, lock_postgres, forward::notice_pg),
             Store::Sqlite(s) => forget!(
                 s,
                 |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros(),
-                lock_sqlite
+                lock_sqlite,
+                forward::notice_sqlite
             ),
         }
     }
