@@ -53,6 +53,8 @@ pub enum Action {
     RejectedReplayOperatorBody,
     /// A quarantined delivery deleted unreplayed (`rejected discard`).
     RejectedDiscard,
+    /// A destination's position moved by hand (`forward reset`).
+    ForwardReset,
 }
 
 impl Action {
@@ -68,6 +70,7 @@ impl Action {
             Self::RejectedReplay => "rejected.replay",
             Self::RejectedReplayOperatorBody => "rejected.replay_operator_body",
             Self::RejectedDiscard => "rejected.discard",
+            Self::ForwardReset => "forward.reset",
         }
     }
 }

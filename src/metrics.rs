@@ -175,13 +175,22 @@ fn describe() {
         Unit::Seconds,
         "Age of the oldest committed event not yet visible to the feed (0 when none)"
     );
-    describe_counter!(FORWARD_SENT, "Messages a destination confirmed, by destination");
+    describe_counter!(
+        FORWARD_SENT,
+        "Messages a destination confirmed, by destination"
+    );
     describe_counter!(
         FORWARD_FAILURES,
         "Failed sends to a destination (retried with backoff), by destination and reason"
     );
-    describe_counter!(FORWARD_DEAD, "Messages a destination refused for good (dead letters)");
-    describe_gauge!(FORWARD_LAG_EVENTS, "Stored events a destination has not confirmed yet");
+    describe_counter!(
+        FORWARD_DEAD,
+        "Messages a destination refused for good (dead letters)"
+    );
+    describe_gauge!(
+        FORWARD_LAG_EVENTS,
+        "Stored events a destination has not confirmed yet"
+    );
     describe_gauge!(
         FORWARD_LAG_SECONDS,
         Unit::Seconds,
@@ -191,6 +200,36 @@ fn describe() {
         FORWARD_MISSED,
         "Events purged by retention before the destination forwarded them"
     );
+}
+
+/// Adds `n` to a forwarding counter of `destination`.
+pub fn counter_forward(metric: &'static str, destination: &str, n: u64) {
+    metrics::counter!(metric, "destination" => destination.to_owned()).increment(n);
+}
+
+/// The reasons a send to a destination fails (`imggo_forward_failures_total`).
+pub const FORWARD_FAILURE_REASONS: [&str; 8] = [
+    "unreachable",
+    "timeout",
+    "status_5xx",
+    "status_408",
+    "status_429",
+    "nack",
+    "unroutable",
+    "other",
+];
+
+/// Every series of a destination, at zero, so it is exported from start-up.
+pub fn register_forward(destination: &str) {
+    let d = || destination.to_owned();
+    for metric in [FORWARD_SENT, FORWARD_DEAD, FORWARD_MISSED] {
+        metrics::counter!(metric, "destination" => d()).increment(0);
+    }
+    for reason in FORWARD_FAILURE_REASONS {
+        metrics::counter!(FORWARD_FAILURES, "destination" => d(), "reason" => reason).increment(0);
+    }
+    metrics::gauge!(FORWARD_LAG_EVENTS, "destination" => d()).set(0.0);
+    metrics::gauge!(FORWARD_LAG_SECONDS, "destination" => d()).set(0.0);
 }
 
 /// Retention purged events some destinations had not forwarded yet: counted

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use crate::config::secrets::{database_label, Secrets};
 use crate::config::Settings;
 use crate::feed::{FeedWatch, FeedWatcher};
+use crate::forward::Forwarding;
 use crate::http::api::ApiState;
 use crate::http::server::ServeOptions;
 use crate::http::{self, AppState, DeliveryGate, Shared};
@@ -46,6 +47,8 @@ pub struct Application {
     /// Results API's long-polls, a relay): one watcher per process.
     feed: FeedWatch,
     feed_watcher: FeedWatcher,
+    /// The destinations events are forwarded to (none unless configured).
+    forwarding: Forwarding,
 }
 
 impl Application {
@@ -159,6 +162,13 @@ impl Application {
             store,
             shutdown,
         });
+        let forwarding = Forwarding::new(
+            &state.settings.forward,
+            &state.store,
+            state.ingest.keys.clone(),
+            feed.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
         Ok(Self {
             metrics,
             listener,
@@ -171,6 +181,7 @@ impl Application {
             caps,
             feed,
             feed_watcher,
+            forwarding,
         })
     }
 
@@ -214,6 +225,7 @@ impl Application {
             caps,
             feed,
             feed_watcher,
+            forwarding,
         } = self;
         let shutdown = state.shutdown.clone();
         let store = state.store.clone();
@@ -253,7 +265,7 @@ impl Application {
         let pruner = tokio::spawn(rate_limit::prune_periodically(limiter, shutdown.clone()));
         // The watcher reads the head only for those who follow the feed:
         // without one, it would poll the store for nobody.
-        let follows_feed = api_listener.is_some();
+        let follows_feed = api_listener.is_some() || !forwarding.is_empty();
         let watcher = follows_feed.then(|| tokio::spawn(feed_watcher.run(shutdown.clone())));
         let api = api_listener.map(|l| spawn_api(l, &state, feed.clone(), caps.api));
         let retention = tokio::spawn(retention::run(
@@ -263,6 +275,8 @@ impl Application {
             retention::FIRST_PASS_DELAY.min(state.settings.retention.purge_interval),
             shutdown.clone(),
         ));
+        // Beside the webhook route, sharing only the database with it.
+        let forwarding = tokio::spawn(forwarding.run(store.clone(), shutdown.clone()));
         spawn_key_check(&state);
         let commit = &state.ingest.commit;
         let drainer = commit.spool.clone().map(|spool| {
@@ -318,6 +332,7 @@ impl Application {
             ("metrics upkeep", upkeep),
             ("rate-limit pruner", pruner),
             ("retention", retention),
+            ("forwarding", forwarding),
         ]
         .into_iter()
         .chain(api_tasks)

@@ -63,6 +63,7 @@ async fn async_command(command: Command, settings: Settings) -> anyhow::Result<E
         Command::Token { command } => super::tokens::run(&settings, command).await,
         Command::Export { after, limit } => super::export::run(&settings, after, limit).await,
         Command::Forget { value } => super::erasure::run(&settings, value).await,
+        Command::Forward(command) => super::forward::run(&settings, command).await,
         Command::Audit { since } => super::audit::run(&settings, since).await,
         Command::Keygen | Command::Init | Command::Sign { .. } | Command::Validate { .. } => {
             unreachable!("handled before")

@@ -4,6 +4,7 @@ mod audit;
 mod commands;
 mod erasure;
 mod export;
+mod forward;
 mod purge;
 mod rejected;
 mod rejected_fix;
@@ -101,6 +102,9 @@ pub enum Command {
         /// The extracted data (a manifest), or a whole delivery body.
         file: PathBuf,
     },
+    /// Forwarding to destinations: status, dead letters, resume, reset.
+    #[command(subcommand)]
+    Forward(forward::ForwardCommand),
     /// Print audit records as JSON lines, oldest first.
     Audit {
         /// Only records from the last DURATION (e.g. 24h, 7d).

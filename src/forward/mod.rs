@@ -1,9 +1,203 @@
-//! Forwarding (CONTRACT §11): every stored event pushed to the team's own
-//! brokers and HTTP endpoints, advanced only past what they confirmed.
-//! One file per destination kind behind the `publish::Publisher` trait.
+//! Forwarding (CONTRACT §11): every stored event, and every erasure notice,
+//! pushed to the destinations of `[forward.NAME]`, confirmed, in feed
+//! order, never lost.
+//!
+//! - [`publish`]: the one small trait every destination kind implements
+//!   (publish a batch, say what was confirmed); one file per kind:
+//!   [`nats`] (JetStream), [`amqp`] (RabbitMQ), [`redis`] (Streams),
+//!   [`http`] (Standard Webhooks); [`endpoint`] keeps URL credentials out
+//!   of what the broker kinds log.
+//! - [`relay`]: one destination's loop over the feed, its position, dead
+//!   letters, backoff and pause.
+//! - [`lease`]: one replica at a time forwards a destination.
+//!
+//! Forwarding runs beside the webhook route and shares nothing with it but
+//! the database: a destination that is down only grows its own lag.
 
 pub mod amqp;
 pub mod endpoint;
+pub mod http;
+pub mod lease;
 pub mod nats;
 pub mod publish;
 pub mod redis;
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::forward::{DestinationSettings, Destinations, Kind, Template};
+use crate::crypto::KeyRing;
+use crate::feed::{CursorForm, FeedWatch};
+use crate::store::Store;
+use publish::Publisher;
+use relay::Relay;
+
+/// How often each destination's lag is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The destinations, checked and ready to start.
+pub struct Forwarding {
+    destinations: Vec<Relay>,
+}
+
+impl Forwarding {
+    /// Builds a relay (and its publisher) per destination; a kind that
+    /// cannot be built stops start-up with the key named. Nothing connects
+    /// yet: an unreachable destination is retried, never fatal.
+    pub fn new(
+        destinations: &Destinations,
+        store: &Store,
+        keys: Arc<KeyRing>,
+        feed: FeedWatch,
+    ) -> Result<Self, String> {
+        let mut relays = Vec::new();
+        for (name, settings) in destinations {
+            let publisher =
+                publisher(settings).map_err(|why| format!("forward.{name}.kind: {why}"))?;
+            let template = template(settings)
+                .transpose()
+                .map_err(|why| format!("forward.{name}: {why}"))?;
+            relays.push(Relay {
+                name: name.clone(),
+                settings: settings.clone(),
+                template,
+                store: store.clone(),
+                keys: keys.clone(),
+                form: CursorForm::of(store),
+                publisher,
+                feed: feed.clone(),
+                failures: 0,
+            });
+        }
+        Ok(Self {
+            destinations: relays,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.destinations.is_empty()
+    }
+
+    /// Runs every destination until `shutdown`: registers them, keeps the
+    /// leases, forwards what this replica holds, and measures every lag.
+    pub async fn run(self, store: Store, shutdown: CancellationToken) {
+        if self.destinations.is_empty() {
+            return;
+        }
+        let names: Vec<String> = self.destinations.iter().map(|r| r.name.clone()).collect();
+        for name in &names {
+            crate::metrics::register_forward(name);
+            tracing::info!(destination = %name, "forwarding configured");
+        }
+        // The database may not answer yet (Postgres with a spool): wait.
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        while let Err(e) = store.forward_register(&refs).await {
+            tracing::warn!(error = %e, "cannot register the forwarding destinations yet; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(lease::TICK) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+        let (held, leases) = lease::spawn(store.clone(), names.clone(), shutdown.clone());
+        let lag = tokio::spawn(measure_lag(store, names, shutdown.clone()));
+        let relays: Vec<_> = self
+            .destinations
+            .into_iter()
+            .map(|relay| tokio::spawn(supervise(relay, held.clone(), shutdown.clone())))
+            .collect();
+        for task in relays.into_iter().chain([leases, lag]) {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a forwarding task failed");
+            }
+        }
+    }
+}
+
+/// The publisher of a destination's kind.
+fn publisher(settings: &DestinationSettings) -> Result<Box<dyn Publisher>, String> {
+    let url = settings.url.expose().to_owned();
+    match settings.kind {
+        Kind::Http => {
+            let keys = settings
+                .secret
+                .as_ref()
+                .and_then(|s| s.keys())
+                .ok_or("an http destination needs `secret`")?;
+            let publisher = http::HttpPublisher::new(url, keys, settings.timeout)?;
+            Ok(Box::new(publisher))
+        }
+        Kind::Nats => Ok(Box::new(nats::NatsPublisher::new(url, settings.timeout))),
+        Kind::Rabbitmq => Ok(Box::new(amqp::AmqpPublisher::new(
+            url,
+            settings.exchange.clone().unwrap_or_default(),
+            settings.timeout,
+        ))),
+        Kind::Redis => Ok(Box::new(redis::RedisPublisher::new(
+            url,
+            settings.maxlen.unwrap_or(0),
+            settings.timeout,
+        ))),
+    }
+}
+
+/// The destination's target template, if its kind has one.
+fn template(settings: &DestinationSettings) -> Option<Result<Template, String>> {
+    let text = match settings.kind {
+        Kind::Nats => settings.subject.as_deref(),
+        Kind::Rabbitmq => settings.routing_key.as_deref(),
+        Kind::Redis => settings.stream.as_deref(),
+        Kind::Http => None,
+    }?;
+    Some(Template::parse(text))
+}
+
+/// Runs `relay` whenever this replica holds its lease.
+async fn supervise(mut relay: Relay, mut held: lease::Held, shutdown: CancellationToken) {
+    loop {
+        let holds = |h: &std::collections::BTreeSet<String>| h.contains(&relay.name);
+        tokio::select! {
+            r = held.wait_for(holds) => if r.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let name = relay.name.clone();
+        let mut watch = held.clone();
+        // Dropping the relay mid-batch loses nothing: its position moves
+        // only after a confirmation is recorded.
+        tokio::select! {
+            () = relay.run(&shutdown) => return,
+            () = shutdown.cancelled() => return,
+            _ = watch.wait_for(|h| !h.contains(&name)) => {
+                tracing::info!(destination = %name, "lease lost: this replica stops forwarding the destination");
+            }
+        }
+    }
+}
+
+/// Measures each destination's lag from the database (whichever replica
+/// forwards it), for `imggo_forward_lag_events` and `_seconds`.
+async fn measure_lag(store: Store, names: Vec<String>, shutdown: CancellationToken) {
+    use crate::metrics as m;
+    loop {
+        for name in &names {
+            let lag = async {
+                let state = store.forward_state(name).await?.unwrap_or_default();
+                store.forward_lag(state.position).await
+            };
+            if let Ok((events, oldest)) = lag.await {
+                let seconds = oldest.map_or(0.0, |t| {
+                    (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+                });
+                metrics::gauge!(m::FORWARD_LAG_EVENTS, "destination" => name.clone())
+                    .set(events as f64);
+                metrics::gauge!(m::FORWARD_LAG_SECONDS, "destination" => name.clone()).set(seconds);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LAG_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

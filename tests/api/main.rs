@@ -4,6 +4,7 @@
 
 mod api_support;
 mod broker_support;
+mod forward_support;
 mod helpers;
 
 mod batch;
@@ -16,8 +17,10 @@ mod erasure;
 mod erasure_lasts;
 mod fd_budget;
 mod feed;
+mod forward;
 mod forward_amqp;
 mod forward_nats;
+mod forward_process;
 mod forward_redis;
 mod idempotency;
 mod long_poll_auth;
