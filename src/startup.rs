@@ -165,7 +165,7 @@ impl Application {
         let forwarding = Forwarding::new(
             &state.settings.forward,
             &state.store,
-            state.ingest.keys.clone(),
+            state.ingest.pipeline.keys.clone(),
             feed.clone(),
         )
         .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
