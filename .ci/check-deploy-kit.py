@@ -246,7 +246,8 @@ def check_dashboard(promtool):
         return
     # promtool parses every expression of a rule file: make each query a
     # recording rule, with Grafana's variables given plausible values.
-    subst = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "$instance": ".*"}
+    subst = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "$instance": ".*",
+             "$destination": ".*"}
     rules = []
     for i, e in enumerate(exprs):
         if e.startswith("label_values("):

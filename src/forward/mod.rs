@@ -55,6 +55,8 @@ impl Forwarding {
     ) -> Result<Self, String> {
         let mut relays = Vec::new();
         for (name, settings) in destinations {
+            // Every series at zero before the first scrape.
+            crate::metrics::register_forward(name);
             let publisher =
                 publisher(settings).map_err(|why| format!("forward.{name}.kind: {why}"))?;
             let template = template(settings)
@@ -88,9 +90,10 @@ impl Forwarding {
             return;
         }
         let names: Vec<String> = self.destinations.iter().map(|r| r.name.clone()).collect();
-        for name in &names {
-            crate::metrics::register_forward(name);
-            tracing::info!(destination = %name, "forwarding configured");
+        for relay in &self.destinations {
+            let url = relay.settings.url.label();
+            let kind = relay.settings.kind.as_str();
+            tracing::info!(destination = %relay.name, kind, url = %url, "forwarding configured");
         }
         // The database may not answer yet (Postgres with a spool): wait.
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -268,6 +268,13 @@ async fn every_series_the_rules_and_dashboard_use_is_exported_at_start() {
             format!("127.0.0.1:{admin}"),
         ),
     ]);
+    // The forwarding series are per destination: one is configured (its
+    // endpoint need not answer), and each of its series must be there.
+    let closed = free_port();
+    env.extend(crate::forward_support::http_destination(
+        "deploykit",
+        &format!("http://127.0.0.1:{closed}/hook"),
+    ));
     let mut server = Server::start(command(dir.path(), &env));
     server.wait_for("listening");
     // The first and only request this process serves.
