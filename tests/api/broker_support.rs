@@ -98,3 +98,280 @@ where
 pub fn local(port: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+/// The three broker destinations of one test, all named `name`: a JetStream
+/// stream capturing `name.>`, a RabbitMQ direct exchange and queue bound
+/// under `ROUTED`, and a Redis stream key.
+#[derive(Clone)]
+pub struct Brokers {
+    pub name: String,
+}
+
+/// Where a test's receiver reaches each broker (the real one, or a proxy).
+pub struct Routes {
+    pub nats: std::net::SocketAddr,
+    pub amqp: std::net::SocketAddr,
+    pub redis: std::net::SocketAddr,
+}
+
+impl Routes {
+    pub fn direct() -> Self {
+        Self {
+            nats: local(4222),
+            amqp: local(5672),
+            redis: local(6379),
+        }
+    }
+}
+
+impl Brokers {
+    pub async fn create() -> Self {
+        let name = unique("imggo");
+        crate::forward_nats::create_stream(&name, -1).await;
+        crate::forward_amqp::declare(&name).await;
+        Self { name }
+    }
+
+    pub async fn remove(self) {
+        crate::forward_nats::delete_stream(self.name.clone()).await;
+        crate::forward_amqp::remove(self.name.clone()).await;
+        crate::forward_redis::delete(self.name).await;
+    }
+
+    /// Destinations `{prefix}-nats`, `{prefix}-mq`, `{prefix}-redis` as
+    /// environment overrides, reaching the brokers by `routes`.
+    pub fn env(&self, prefix: &str, routes: &Routes) -> Vec<(String, String)> {
+        let n = &self.name;
+        let mut env = Vec::new();
+        let mut dest = |dest: &str, pairs: &[(&str, String)]| {
+            for (k, v) in pairs {
+                let key = format!(
+                    "IMGGO__FORWARD__{}__{k}",
+                    format!("{prefix}-{dest}").to_uppercase()
+                );
+                env.push((key, v.clone()));
+            }
+            env.push((
+                format!(
+                    "IMGGO__FORWARD__{}__TIMEOUT",
+                    format!("{prefix}-{dest}").to_uppercase()
+                ),
+                "2s".into(),
+            ));
+            env.push((
+                format!(
+                    "IMGGO__FORWARD__{}__MAX_BACKOFF",
+                    format!("{prefix}-{dest}").to_uppercase()
+                ),
+                "2s".into(),
+            ));
+        };
+        dest(
+            "nats",
+            &[
+                ("KIND", "nats".into()),
+                ("URL", format!("nats://{}", routes.nats)),
+                ("SUBJECT", format!("{n}.{{event}}")),
+            ],
+        );
+        dest(
+            "mq",
+            &[
+                ("KIND", "rabbitmq".into()),
+                ("URL", format!("amqp://guest:guest@{}/%2f", routes.amqp)),
+                ("EXCHANGE", n.clone()),
+                ("ROUTING_KEY", crate::forward_amqp::ROUTED.into()),
+            ],
+        );
+        dest(
+            "redis",
+            &[
+                ("KIND", "redis".into()),
+                ("URL", format!("redis://{}", routes.redis)),
+                ("STREAM", n.clone()),
+            ],
+        );
+        env
+    }
+
+    /// (id, body) of each JetStream message, in stream order.
+    pub async fn nats(&self) -> Vec<(String, Vec<u8>)> {
+        crate::forward_nats::stored(&self.name).await
+    }
+
+    /// (id, body) of each Redis entry, in stream order.
+    pub async fn redis(&self) -> Vec<(String, Vec<u8>)> {
+        crate::forward_redis::entries(&self.name)
+            .await
+            .into_iter()
+            .map(|(_, id, body)| (id, body))
+            .collect()
+    }
+
+    /// Messages waiting in the RabbitMQ queue.
+    pub async fn amqp_count(&self) -> u32 {
+        let (conn, ch) = crate::forward_amqp::channel().await;
+        let queue = ch
+            .queue_declare(
+                &self.name,
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = conn.close(200, "done").await;
+        queue.message_count()
+    }
+
+    /// (id, body) of each RabbitMQ message, in queue order (taken off it).
+    pub async fn amqp_take(&self) -> Vec<(String, Vec<u8>)> {
+        crate::forward_amqp::drain(&self.name)
+            .await
+            .into_iter()
+            .map(|g| (g.message_id, g.body))
+            .collect()
+    }
+
+    /// Messages the JetStream stream holds.
+    pub async fn nats_count(&self) -> u64 {
+        let context = async_nats::jetstream::new(
+            async_nats::connect(crate::forward_nats::URL).await.unwrap(),
+        );
+        let mut stream = context.get_stream(&self.name).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+
+    /// Entries the Redis stream holds.
+    pub async fn redis_count(&self) -> u64 {
+        redis::AsyncCommands::xlen(&mut crate::forward_redis::conn().await, &self.name)
+            .await
+            .unwrap()
+    }
+
+    /// Waits (bounded) until every destination holds at least `n` messages
+    /// (counted, not read: reading a queue takes its messages off).
+    pub async fn until_all_hold(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let nats = self.nats_count().await as usize;
+            let redis = self.redis_count().await as usize;
+            let mq = self.amqp_count().await as usize;
+            if nats >= n && redis >= n && mq >= n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "destinations never held {n}: nats {nats}, redis {redis}, rabbitmq {mq}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A TCP forwarder the test owns, like `helpers::Proxy` (cut and heal), that
+/// can also slow the client's bytes down and count a marker in them.
+pub struct Tap {
+    pub addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    /// Client-to-server bytes let through per 10 ms; 0 = no limit.
+    pace: std::sync::atomic::AtomicUsize,
+    marker: Vec<u8>,
+    seen: std::sync::atomic::AtomicUsize,
+}
+
+impl Tap {
+    /// Counts `marker` (e.g. `b"\r\nXADD\r\n"`) in what clients send.
+    pub async fn start(upstream: std::net::SocketAddr, marker: &[u8]) -> std::sync::Arc<Self> {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tap = std::sync::Arc::new(Self {
+            addr: listener.local_addr().unwrap(),
+            up: tokio::sync::watch::channel(true).0,
+            pace: 0.into(),
+            marker: marker.to_vec(),
+            seen: 0.into(),
+        });
+        let t = tap.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    break;
+                };
+                if !*t.up.borrow() {
+                    continue;
+                }
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut in_r, mut in_w) = inbound.into_split();
+                    let (mut out_r, mut out_w) = outbound.into_split();
+                    let mut down = t.up.subscribe();
+                    let tc = t.clone();
+                    let upward = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        let mut tail: Vec<u8> = Vec::new();
+                        loop {
+                            let pace = tc.pace.load(Ordering::Relaxed);
+                            let want = if pace == 0 {
+                                buf.len()
+                            } else {
+                                pace.min(buf.len())
+                            };
+                            let Ok(n) = in_r.read(&mut buf[..want]).await else {
+                                break;
+                            };
+                            if n == 0 {
+                                break;
+                            }
+                            if !tc.marker.is_empty() {
+                                tail.extend_from_slice(&buf[..n]);
+                                let m = tc.marker.len();
+                                let hits = tail
+                                    .windows(m)
+                                    .filter(|w| *w == tc.marker.as_slice())
+                                    .count();
+                                tc.seen.fetch_add(hits, Ordering::Relaxed);
+                                let keep = tail.len().min(m - 1);
+                                tail.drain(..tail.len() - keep);
+                            }
+                            if out_w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            if pace > 0 {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        }
+                    };
+                    let downward = tokio::io::copy(&mut out_r, &mut in_w);
+                    tokio::select! {
+                        _ = upward => {}
+                        _ = downward => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        tap
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+
+    /// Client bytes let through per 10 ms (0: unlimited).
+    pub fn pace(&self, bytes_per_10ms: usize) {
+        self.pace
+            .store(bytes_per_10ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How often the marker went through so far.
+    pub fn seen(&self) -> usize {
+        self.seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

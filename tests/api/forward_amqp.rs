@@ -14,10 +14,10 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use crate::broker_support::*;
 use crate::helpers::Proxy;
 
-const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const ROUTED: &str = "routed";
+pub const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const ROUTED: &str = "routed";
 
-async fn channel() -> (Connection, Channel) {
+pub async fn channel() -> (Connection, Channel) {
     let properties = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio::current());
@@ -30,7 +30,7 @@ async fn channel() -> (Connection, Channel) {
 }
 
 /// A direct exchange `name` with the queue `name` bound under `ROUTED`.
-async fn declare(name: &str) {
+pub async fn declare(name: &str) {
     let (conn, ch) = channel().await;
     ch.exchange_declare(
         name,
@@ -55,7 +55,7 @@ async fn declare(name: &str) {
     let _ = conn.close(200, "done").await;
 }
 
-async fn remove(name: String) {
+pub async fn remove(name: String) {
     let (conn, ch) = channel().await;
     let _ = ch.queue_delete(&name, QueueDeleteOptions::default()).await;
     let _ = ch
@@ -64,15 +64,15 @@ async fn remove(name: String) {
     let _ = conn.close(200, "done").await;
 }
 
-struct Got {
-    message_id: String,
-    body: Vec<u8>,
+pub struct Got {
+    pub message_id: String,
+    pub body: Vec<u8>,
     delivery_mode: u8,
     content_type: String,
 }
 
 /// Everything in the queue, in queue order (taken off it).
-async fn drain(queue: &str) -> Vec<Got> {
+pub async fn drain(queue: &str) -> Vec<Got> {
     let (conn, ch) = channel().await;
     let mut out = Vec::new();
     while let Some(m) = ch

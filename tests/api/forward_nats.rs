@@ -8,7 +8,7 @@ use imggo_receiver::forward::publish::Verdict;
 use crate::broker_support::*;
 use crate::helpers::Proxy;
 
-const URL: &str = "nats://127.0.0.1:4222";
+pub const URL: &str = "nats://127.0.0.1:4222";
 
 async fn context() -> jetstream::Context {
     let client = async_nats::connect(URL)
@@ -18,7 +18,7 @@ async fn context() -> jetstream::Context {
 }
 
 /// A stream named `name` capturing `name.>` (names are unique per test).
-async fn create_stream(name: &str, max_message_size: i32) {
+pub async fn create_stream(name: &str, max_message_size: i32) {
     context()
         .await
         .create_stream(stream::Config {
@@ -31,12 +31,12 @@ async fn create_stream(name: &str, max_message_size: i32) {
         .unwrap();
 }
 
-async fn delete_stream(name: String) {
+pub async fn delete_stream(name: String) {
     let _ = context().await.delete_stream(&name).await;
 }
 
 /// (Nats-Msg-Id, payload) of every message in the stream, by sequence.
-async fn stored(name: &str) -> Vec<(String, Vec<u8>)> {
+pub async fn stored(name: &str) -> Vec<(String, Vec<u8>)> {
     let mut stream = context().await.get_stream(name).await.unwrap();
     let count = stream.info().await.unwrap().state.messages;
     let mut out = Vec::new();

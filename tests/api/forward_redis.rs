@@ -8,9 +8,9 @@ use redis::AsyncCommands as _;
 use crate::broker_support::*;
 use crate::helpers::Proxy;
 
-const URL: &str = "redis://127.0.0.1:6379";
+pub const URL: &str = "redis://127.0.0.1:6379";
 
-async fn conn() -> redis::aio::MultiplexedConnection {
+pub async fn conn() -> redis::aio::MultiplexedConnection {
     redis::Client::open(URL)
         .unwrap()
         .get_multiplexed_async_connection()
@@ -18,12 +18,12 @@ async fn conn() -> redis::aio::MultiplexedConnection {
         .expect("Redis at 127.0.0.1:6379")
 }
 
-async fn delete(key: String) {
+pub async fn delete(key: String) {
     let _: Result<i64, _> = conn().await.del(&key).await;
 }
 
 /// (entry id, field id, field body) of every entry, in stream order.
-async fn entries(key: &str) -> Vec<(String, String, Vec<u8>)> {
+pub async fn entries(key: &str) -> Vec<(String, String, Vec<u8>)> {
     let reply: redis::streams::StreamRangeReply = conn().await.xrange_all(key).await.unwrap();
     reply
         .ids

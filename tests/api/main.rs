@@ -19,6 +19,7 @@ mod fd_budget;
 mod feed;
 mod forward;
 mod forward_amqp;
+mod forward_brokers;
 mod forward_nats;
 mod forward_process;
 mod forward_redis;
