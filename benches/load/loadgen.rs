@@ -10,6 +10,13 @@
 //!   up as latency instead of silently lowering the offered load.
 //! `loadgen lone URL FILE COUNT` — COUNT requests one at a time on an idle
 //!   server, 20 ms apart: the latency of a delivery that has no batch to join.
+//! `loadgen brokers setup|teardown NAME` — the forwarding phase's broker
+//!   side on the local NATS, RabbitMQ and Redis: a JetStream stream NAME
+//!   capturing `NAME.>` and a RabbitMQ exchange and queue NAME bound under
+//!   `bench`, each capped at `KEEP` messages (oldest dropped) so a long run
+//!   does not fill the machine; teardown deletes them and the Redis key NAME.
+//! `loadgen sink LISTEN` — an HTTP destination that answers 200 to every
+//!   POST (the http kind's receiving end for the forwarding phase).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,8 +43,10 @@ fn main() {
         )),
         Some("lone") => rt.block_on(lone(&args[1], &args[2], args[3].parse().unwrap())),
         Some("proxy") => rt.block_on(proxy(&args[1], &args[2])),
+        Some("brokers") => rt.block_on(brokers(&args[1], &args[2])),
+        Some("sink") => rt.block_on(sink(&args[1])),
         _ => eprintln!(
-            "usage: loadgen gen COUNT FILE | open-loop URL FILE RATE SECONDS | lone URL FILE COUNT | proxy LISTEN UPSTREAM"
+            "usage: loadgen gen COUNT FILE | open-loop URL FILE RATE SECONDS | lone URL FILE COUNT | proxy LISTEN UPSTREAM | brokers setup|teardown NAME | sink LISTEN"
         ),
     }
 }
@@ -222,4 +231,84 @@ async fn proxy(listen: &str, upstream: &str) {
             }
         });
     }
+}
+
+/// Messages each bench destination keeps (the oldest go first).
+const KEEP: i64 = 20_000;
+
+async fn brokers(action: &str, name: &str) {
+    use lapin::options::{
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let js =
+        async_nats::jetstream::new(async_nats::connect("nats://127.0.0.1:4222").await.unwrap());
+    let properties = lapin::ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio::current());
+    let amqp = lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", properties)
+        .await
+        .unwrap();
+    let ch = amqp.create_channel().await.unwrap();
+    match action {
+        "setup" => {
+            js.create_stream(async_nats::jetstream::stream::Config {
+                name: name.to_owned(),
+                subjects: vec![format!("{name}.>")],
+                max_messages: KEEP,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            ch.exchange_declare(
+                name,
+                lapin::ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+            let mut args = FieldTable::default();
+            args.insert("x-max-length".into(), AMQPValue::LongLongInt(KEEP));
+            ch.queue_declare(name, QueueDeclareOptions::default(), args)
+                .await
+                .unwrap();
+            ch.queue_bind(
+                name,
+                name,
+                "bench",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
+        "teardown" => {
+            let _ = js.delete_stream(name).await;
+            let _ = ch.queue_delete(name, QueueDeleteOptions::default()).await;
+            let _ = ch
+                .exchange_delete(name, ExchangeDeleteOptions::default())
+                .await;
+            let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let _: i64 = redis::cmd("DEL")
+                .arg(name)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+        }
+        other => panic!("brokers {other}: setup or teardown"),
+    }
+    let _ = amqp.close(200, "done").await;
+}
+
+async fn sink(listen: &str) {
+    let app = axum::Router::new().route("/hook", axum::routing::post(|| async { "" }));
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    axum::serve(listener, app).await.unwrap();
 }

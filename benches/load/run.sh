@@ -23,6 +23,14 @@
 #      pattern, ~20 properties with required, type, format and pattern),
 #      alternating off/on BENCH_AB_ROUNDS times on fresh databases, with the
 #      receiver's CPU time per stored delivery (utime+stime from /proc).
+#   8. forwarding A/B: wrk throughput with no destination and with four
+#      (nats, rabbitmq, redis on the local brokers, http to `loadgen sink`),
+#      alternating off/on BENCH_AB_ROUNDS times on fresh databases, in the
+#      same run; with them on, the time after the load until every
+#      destination has confirmed every stored event (imggo_forward_sent_total
+#      >= rows for each, and imggo_forward_lag_events 0), and the receiver's
+#      peak RSS. Targets (issue 24): on/off >= 0.90, catch-up within the
+#      load's own duration, peak RSS <= 64 MiB.
 # Right after phase 3, on the same server and database, the Results API
 # feed is drained (GET /v1/events?limit=1000, following `next`) of
 # everything phase 3 stored, in events/s, with the receiver's peak RSS.
@@ -32,7 +40,9 @@
 # BENCH_RATE (5000), BENCH_OPEN_SECONDS (20), BENCH_DELIVERIES (900000),
 # PGURL (postgres://postgres@127.0.0.1:5432), PGSSLMODE (disable),
 # BENCH_AB_SECONDS (15), BENCH_AB_ROUNDS (2), BENCH_ONLY (`validation`:
-# phase 7 alone).
+# phase 7 alone; `forwarding`: phase 8 alone).
+# Phase 8 needs NATS with JetStream (127.0.0.1:4222), RabbitMQ (5672,
+# guest/guest) and Redis (6379) running.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -50,7 +60,7 @@ ADMIN=29464
 # phase would have the kernel flushing it while Postgres waits on fsync.
 WORK=$(mktemp -d /dev/shm/imggo-bench.XXXXXX 2>/dev/null || mktemp -d /tmp/imggo-bench.XXXXXX)
 # (Never `kill 0`: with PID empty that would signal this whole process group.)
-trap 'if [ -n "${PID:-}" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
+trap 'if [ -n "${PID:-}" ]; then kill "$PID" 2>/dev/null || true; fi; if [ -n "${SINK_PID:-}" ]; then kill "$SINK_PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
 trap 'echo "benches/load/run.sh: failed at line $LINENO" >&2' ERR
 
@@ -149,7 +159,7 @@ AB_SECONDS=${BENCH_AB_SECONDS:-15}
 AB_ROUNDS=${BENCH_AB_ROUNDS:-2}
 validation_ab() {
   local i off on off_sum=0 on_sum=0 off_cpu=0 on_cpu=0
-  say "7/7 validation A/B: off/on x $AB_ROUNDS, ${AB_SECONDS}s each"
+  say "7/8 validation A/B: off/on x $AB_ROUNDS, ${AB_SECONDS}s each"
   for i in $(seq 1 "$AB_ROUNDS"); do
     read -r off off_c <<<"$(ab_round "")"
     read -r on on_c <<<"$(ab_round "$PWD/benches/load/schemas")"
@@ -163,24 +173,121 @@ validation_ab() {
   echo "$AB_REPORT"
 }
 
+SINK=$((PORT + 4))
+metric_of() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1==m {printf "%.0f", $2}'; }
+DESTS="bnats bmq bredis bhttp"
+
+# The four destinations of phase 8 as IMGGO__FORWARD__* settings, over the
+# broker objects named $1 (`loadgen brokers setup`).
+forward_on() {
+  local n=$1 pre
+  export IMGGO__FORWARD__BNATS__KIND=nats IMGGO__FORWARD__BNATS__URL=nats://127.0.0.1:4222 \
+    IMGGO__FORWARD__BNATS__SUBJECT="$n.{event}"
+  export IMGGO__FORWARD__BMQ__KIND=rabbitmq IMGGO__FORWARD__BMQ__URL="amqp://guest:guest@127.0.0.1:5672/%2f" \
+    IMGGO__FORWARD__BMQ__EXCHANGE="$n" IMGGO__FORWARD__BMQ__ROUTING_KEY=bench
+  # Trimmed like the other two (loadgen brokers keeps 20,000 each).
+  export IMGGO__FORWARD__BREDIS__KIND=redis IMGGO__FORWARD__BREDIS__URL=redis://127.0.0.1:6379 \
+    IMGGO__FORWARD__BREDIS__STREAM="$n" IMGGO__FORWARD__BREDIS__MAXLEN=20000
+  export IMGGO__FORWARD__BHTTP__KIND=http IMGGO__FORWARD__BHTTP__URL="http://127.0.0.1:$SINK/hook" \
+    IMGGO__FORWARD__BHTTP__SECRET="whsec_$(head -c 24 /dev/urandom | base64)"
+  for pre in BNATS BMQ BREDIS BHTTP; do export "IMGGO__FORWARD__${pre}__MAX_BACKOFF=2s"; done
+}
+forward_off() { unset "${!IMGGO__FORWARD__@}"; }
+
+# One round: wrk on a fresh database and server, destinations off ($1 =
+# off) or on; prints "<stored/s> <catch-up s> <peak RSS MiB> <lag events>"
+# (catch-up and lag "-" when off; catch-up "never" past 4x the load).
+forward_round() {
+  local out cpu0 stored t0 t1 t2 name="" d ok lag rss catch="-" lagsum="-"
+  fresh_db
+  if [ "$1" = on ]; then
+    name="imggobench$RANDOM$RANDOM"
+    $LOADGEN brokers setup "$name"
+    forward_on "$name"
+  fi
+  start
+  t0=$(date +%s.%N)
+  out=$(wrk -t1 -c"$CONNS" -d"${AB_SECONDS}s" --timeout 10s -s benches/load/wrk.lua \
+    "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 1)
+  t1=$(date +%s.%N)
+  stored=$(rows)
+  if [ "$1" = on ]; then
+    catch=never
+    while awk -v a="$t1" -v b="$(date +%s.%N)" -v s="$AB_SECONDS" 'BEGIN {exit !(b - a < 4 * s)}'; do
+      ok=1
+      for d in $DESTS; do
+        [ "$(metric_of "imggo_forward_sent_total{destination=\"$d\"}")" -ge "$stored" ] 2>/dev/null || ok=0
+      done
+      if [ "$ok" = 1 ]; then
+        t2=$(date +%s.%N)
+        catch=$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", b - a}')
+        break
+      fi
+      sleep 0.2
+    done
+    # The lag gauges are measured every 2 s: wait for a measurement after the catch-up.
+    sleep 2.5
+    lagsum=0
+    for d in $DESTS; do
+      lag=$(metric_of "imggo_forward_lag_events{destination=\"$d\"}")
+      lagsum=$((lagsum + ${lag:-0}))
+    done
+  fi
+  rss=$(rss_mib)
+  stop
+  if [ -n "$name" ]; then
+    forward_off
+    $LOADGEN brokers teardown "$name"
+  fi
+  awk -v n="$stored" -v a="$t0" -v b="$t1" -v c="$catch" -v r="$rss" -v l="$lagsum" \
+    'BEGIN {printf "%.0f %s %s %s", n/(b-a), c, r, l}'
+}
+
+forwarding_ab() {
+  local i off on off_sum=0 on_sum=0 catch rss lag worst_catch=0 worst_rss=0 never=0 lag_left=0
+  say "8/8 forwarding A/B: no destination / four (nats, rabbitmq, redis, http) x $AB_ROUNDS, ${AB_SECONDS}s each"
+  $LOADGEN sink "127.0.0.1:$SINK" & SINK_PID=$!
+  for i in $(seq 1 "$AB_ROUNDS"); do
+    read -r off _ _ _ <<<"$(forward_round off)"
+    read -r on catch rss lag <<<"$(forward_round on)"
+    echo "round $i: off $off/s, on $on/s, caught up ${catch}s after the load, peak RSS ${rss} MiB, lag after ${lag} events" >&2
+    off_sum=$((off_sum + off)); on_sum=$((on_sum + on))
+    if [ "$catch" = never ]; then never=1; else worst_catch=$(awk -v a="$worst_catch" -v b="$catch" 'BEGIN {print (b > a) ? b : a}'); fi
+    worst_rss=$(awk -v a="$worst_rss" -v b="$rss" 'BEGIN {print (b > a) ? b : a}')
+    [ "$lag" = 0 ] || lag_left=1
+  done
+  kill "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true
+  [ "$never" = 1 ] && worst_catch=never
+  FWD_REPORT=$(awk -v a="$on_sum" -v b="$off_sum" -v r="$AB_ROUNDS" -v c="$worst_catch" -v s="$AB_SECONDS" -v m="$worst_rss" \
+    'BEGIN {printf "forwarding A/B (%d rounds each, alternating): off %.0f/s, on (4 destinations) %.0f/s -> on/off = %.3fx (target >= 0.90); every destination caught up at most %ss after a %ss load (target <= %s); receiver peak RSS with them on %s MiB (target <= 64)", r, b/r, a/r, a/b, c, s, s, m}')
+  echo "$FWD_REPORT"
+  FWD_OK=$(awk -v a="$on_sum" -v b="$off_sum" -v c="$worst_catch" -v s="$AB_SECONDS" -v m="$worst_rss" -v l="$lag_left" \
+    'BEGIN {print (a/b >= 0.90 && c != "never" && c <= s && m <= 64 && l == 0) ? "ok" : "MISSED"}')
+  echo "forwarding targets: $FWD_OK"
+}
+
 if [ "${BENCH_ONLY:-}" = validation ]; then
   validation_ab
   exit 0
 fi
+if [ "${BENCH_ONLY:-}" = forwarding ]; then
+  forwarding_ab
+  exit 0
+fi
 
-say "1/6 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
+say "1/8 open loop: $RATE deliveries/s for ${OPEN_SECONDS}s"
 fresh_db; start
 OPEN_OUT=$($LOADGEN open-loop "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/open.tsv" "$RATE" "$OPEN_SECONDS")
 OPEN_RSS=$(rss_mib)
 stop
 
-say "2/6 lone deliveries on an idle server"
+say "2/8 lone deliveries on an idle server"
 fresh_db; start
 tail -n 200 "$WORK/open.tsv" > "$WORK/lone.tsv"
 LONE_OUT=$($LOADGEN lone "http://127.0.0.1:$PORT/webhooks/imggo" "$WORK/lone.tsv" 200)
 stop
 
-say "3/6 throughput: wrk, $CONNS connections, ${SECONDS_}s"
+say "3/8 throughput: wrk, $CONNS connections, ${SECONDS_}s"
 fresh_db; start
 # One wrk thread: wrk loads each thread's requests (wrk.lua's init) one
 # thread after another and starts its clock only after the last, so with two
@@ -208,7 +315,7 @@ fi
 CHECK="ok"
 if [ "$STORED" -lt "$OK" ] && [ "$COMPLETED" -le "$COUNT" ]; then CHECK="FAILED: $OK acknowledged, $STORED stored"; fi
 
-say "4/6 pgbench: one INSERT ... ON CONFLICT per transaction, 32 clients, 10s"
+say "4/8 pgbench: one INSERT ... ON CONFLICT per transaction, 32 clients, 10s"
 fresh_db; $BIN migrate >/dev/null
 cat > "$WORK/insert.sql" <<'SQL'
 \set r random(1, 2000000000)
@@ -223,7 +330,7 @@ PGB=$(awk -F'= ' '/^tps/ {printf "%.0f", $2}' "$WORK/pgbench.out")
 PGB=${PGB:-0}
 psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS imggo_bench" >/dev/null
 
-say "5/6 spool: Postgres unreachable, wrk, $CONNS connections, ${SPOOL_SECONDS}s"
+say "5/8 spool: Postgres unreachable, wrk, $CONNS connections, ${SPOOL_SECONDS}s"
 # The receiver reaches Postgres through a forwarder; killing it makes
 # Postgres unreachable for the receiver alone (the server keeps running).
 fresh_db
@@ -241,7 +348,7 @@ SPOOL_RATE=$(field rate); SPOOL_BAD=$(field non2xx_or_errors)
 metric() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1==m {printf "%.0f", $2}'; }
 SPOOLED=$(metric imggo_spool_depth)
 
-say "6/6 drain: $SPOOLED spooled deliveries into Postgres"
+say "6/8 drain: $SPOOLED spooled deliveries into Postgres"
 $LOADGEN proxy "127.0.0.1:$PROXY_PORT" 127.0.0.1:5432 & PROXY=$!
 T0=$(date +%s.%N)
 while [ "$(metric imggo_spool_depth)" != "0" ]; do sleep 0.05; done
@@ -273,4 +380,5 @@ spool, Postgres unreachable (wrk, $CONNS connections, ${SPOOL_SECONDS}s): $SPOOL
 drain: $DRAINED spooled deliveries into Postgres at $DRAIN_RATE/s -> drain/normal = $(awk -v a="$DRAIN_RATE" -v b="$RATE_W" 'BEGIN {if (b > 0) printf "%.2f", a/b}')x, receiver peak RSS ${SPOOL_RSS} MiB
 REPORT
 validation_ab
+forwarding_ab
 [ "$CHECK" = "ok" ] && [ "$SPOOL_BAD" = "0" ]
