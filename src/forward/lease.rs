@@ -75,7 +75,10 @@ async fn keep_pg(
         let mut mine = BTreeSet::new();
         let lost = loop {
             let tick = async {
-                sql::keepalive(&mut conn).await?;
+                if mine.is_empty() {
+                    // Before holding anything (cheap to repeat until then).
+                    sql::keepalive(&mut conn).await?;
+                }
                 for name in &names {
                     if !mine.contains(name) && sql::try_lock(&mut conn, lock_key(name)).await? {
                         tracing::info!(destination = %name, "this replica forwards the destination");

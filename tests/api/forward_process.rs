@@ -170,3 +170,56 @@ async fn kill_9_in_the_middle_of_forwarding_loses_nothing() {
     assert_eq!(sorted.len(), N);
     let _ = server.terminate();
 }
+
+/// Two replicas on one database: one forwards, the other stands by; when
+/// the one forwarding is killed, the other takes over within 15 s and
+/// nothing is lost.
+#[tokio::test]
+async fn a_standby_replica_takes_over_within_15_s() {
+    let db = TestDb::new().await;
+    let dest = Destination::start().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let ports = [(free_port(), free_port()), (free_port(), free_port())];
+    let env = |i: usize| {
+        let mut env = serve_env(&db, ports[i].0, ports[i].1);
+        env.extend(http_destination("shared", &dest.url()));
+        env
+    };
+    let mut first = Server::start(command(dirs[0].path(), &env(0)));
+    first.wait_for("this replica forwards the destination");
+    let mut second = Server::start(command(dirs[1].path(), &env(1)));
+    second.wait_for("listening");
+    let client = reqwest::Client::new();
+    let deliver = |port: u16| {
+        let client = client.clone();
+        async move {
+            let body = prod_body(&new_job_id());
+            let sig = prod_signature(&body);
+            let url = format!("http://127.0.0.1:{port}/webhooks/imggo");
+            assert_eq!(
+                post_from(&client, &url, body, Some(&sig)).await.status(),
+                200
+            );
+        }
+    };
+    for i in 0..10 {
+        deliver(ports[i % 2].0).await;
+    }
+    dest.until_accepted(10).await;
+    assert_eq!(dest.requests().len(), 10, "both replicas forwarded");
+    first.child.kill().unwrap(); // SIGKILL: no goodbye, the lock goes with the session
+    first.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    for _ in 0..10 {
+        deliver(ports[1].0).await;
+    }
+    dest.until_accepted(20).await;
+    let takeover = killed.elapsed();
+    assert!(
+        takeover < std::time::Duration::from_secs(15),
+        "took {takeover:?}"
+    );
+    second.wait_for("this replica forwards the destination");
+    assert_eq!(dest.bad_signatures(), 0);
+    let _ = second.terminate();
+}
