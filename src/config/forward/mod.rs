@@ -10,7 +10,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::duration;
+use crate::config::duration;
+
+mod template;
+pub use template::Template;
 
 /// Every configured destination, by name.
 pub type Destinations = BTreeMap<String, DestinationSettings>;
@@ -45,7 +48,7 @@ pub struct DestinationSettings {
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
     /// Event names to forward; empty = all.
-    #[serde(default, deserialize_with = "super::string_list")]
+    #[serde(default, deserialize_with = "crate::config::string_list")]
     pub events: Vec<String>,
     /// Which validation verdicts to forward.
     #[serde(default)]
@@ -224,7 +227,7 @@ fn decode_secret(s: &str) -> Option<Vec<u8>> {
 
 impl<'de> Deserialize<'de> for SigningSecrets {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        super::string_list(d).map(Self)
+        crate::config::string_list(d).map(Self)
     }
 }
 
@@ -337,99 +340,10 @@ fn check_url(kind: Kind, url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A subject, routing-key or stream-key template: text with `{event}` and
-/// `{pattern_id}` fields.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Template(Vec<Piece>);
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Event,
-    PatternId,
-}
-
-impl Template {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut pieces = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find(['{', '}']) {
-            if rest.as_bytes()[open] == b'}' {
-                return Err("a `}` without its `{`".to_owned());
-            }
-            let after = &rest[open + 1..];
-            let close = after.find('}').ok_or("a `{` without its `}`")?;
-            let field = &after[..close];
-            if !rest[..open].is_empty() {
-                pieces.push(Piece::Text(rest[..open].to_owned()));
-            }
-            pieces.push(match field {
-                "event" => Piece::Event,
-                "pattern_id" => Piece::PatternId,
-                other => {
-                    return Err(format!(
-                        "unknown template field `{{{other}}}`; fields: {{event}}, {{pattern_id}}"
-                    ))
-                }
-            });
-            rest = &after[close + 1..];
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_owned()));
-        }
-        if pieces.is_empty() {
-            return Err("must not be empty".to_owned());
-        }
-        Ok(Self(pieces))
-    }
-
-    /// The template with its fields filled in: `pattern_id` absent is
-    /// `none`, and in a value every character outside `A-Za-z0-9_-.`
-    /// becomes `_` (so is a `.` that would leave an empty subject token).
-    pub fn render(&self, event: &str, pattern_id: Option<&str>) -> String {
-        let mut out = String::new();
-        for piece in &self.0 {
-            match piece {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Event => push_value(&mut out, event),
-                Piece::PatternId => push_value(&mut out, pattern_id.unwrap_or("none")),
-            }
-        }
-        out
-    }
-}
-
-fn push_value(out: &mut String, value: &str) {
-    if value.is_empty() {
-        out.push('_');
-        return;
-    }
-    let bytes = value.as_bytes();
-    for (i, c) in value.char_indices() {
-        let dot_ok = i > 0 && i + 1 < bytes.len() && bytes[i - 1] != b'.' && bytes[i + 1] != b'.';
-        let keep = c.is_ascii_alphanumeric() || c == '_' || c == '-' || (c == '.' && dot_ok);
-        out.push(if keep { c } else { '_' });
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn templates_fill_and_clean_their_fields() {
-        let t = Template::parse("imggo.{event}.{pattern_id}").unwrap();
-        assert_eq!(t.render("job.completed", None), "imggo.job.completed.none");
-        assert_eq!(t.render("a b*>", Some("p/1")), "imggo.a_b__.p_1");
-        assert_eq!(t.render(".x..y.", Some("")), "imggo._x__y_._");
-        assert!(Template::parse("x.{job_id}")
-            .unwrap_err()
-            .contains("{job_id}"));
-        assert!(Template::parse("x.{event").is_err());
-        assert!(Template::parse("x}").is_err());
-        assert!(Template::parse("").is_err());
-    }
 
     #[test]
     fn debug_and_check_config_never_show_a_password_or_secret() {

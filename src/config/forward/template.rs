@@ -1,0 +1,97 @@
+//! Subject, routing-key and stream-key templates (`{event}`,
+//! `{pattern_id}`), and the rules the rendered text must meet.
+
+/// A subject, routing-key or stream-key template: text with `{event}` and
+/// `{pattern_id}` fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template(Vec<Piece>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Event,
+    PatternId,
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find(['{', '}']) {
+            if rest.as_bytes()[open] == b'}' {
+                return Err("a `}` without its `{`".to_owned());
+            }
+            let after = &rest[open + 1..];
+            let close = after.find('}').ok_or("a `{` without its `}`")?;
+            let field = &after[..close];
+            if !rest[..open].is_empty() {
+                pieces.push(Piece::Text(rest[..open].to_owned()));
+            }
+            pieces.push(match field {
+                "event" => Piece::Event,
+                "pattern_id" => Piece::PatternId,
+                other => {
+                    return Err(format!(
+                        "unknown template field `{{{other}}}`; fields: {{event}}, {{pattern_id}}"
+                    ))
+                }
+            });
+            rest = &after[close + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        if pieces.is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        Ok(Self(pieces))
+    }
+
+    /// The template with its fields filled in: `pattern_id` absent is
+    /// `none`, and in a value every character outside `A-Za-z0-9_-.`
+    /// becomes `_` (so is a `.` that would leave an empty subject token).
+    pub fn render(&self, event: &str, pattern_id: Option<&str>) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Event => push_value(&mut out, event),
+                Piece::PatternId => push_value(&mut out, pattern_id.unwrap_or("none")),
+            }
+        }
+        out
+    }
+}
+
+fn push_value(out: &mut String, value: &str) {
+    if value.is_empty() {
+        out.push('_');
+        return;
+    }
+    let bytes = value.as_bytes();
+    for (i, c) in value.char_indices() {
+        let dot_ok = i > 0 && i + 1 < bytes.len() && bytes[i - 1] != b'.' && bytes[i + 1] != b'.';
+        let keep = c.is_ascii_alphanumeric() || c == '_' || c == '-' || (c == '.' && dot_ok);
+        out.push(if keep { c } else { '_' });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_and_clean_their_fields() {
+        let t = Template::parse("imggo.{event}.{pattern_id}").unwrap();
+        assert_eq!(t.render("job.completed", None), "imggo.job.completed.none");
+        assert_eq!(t.render("a b*>", Some("p/1")), "imggo.a_b__.p_1");
+        assert_eq!(t.render(".x..y.", Some("")), "imggo._x__y_._");
+        assert!(Template::parse("x.{job_id}")
+            .unwrap_err()
+            .contains("{job_id}"));
+        assert!(Template::parse("x.{event").is_err());
+        assert!(Template::parse("x}").is_err());
+        assert!(Template::parse("").is_err());
+    }
+}

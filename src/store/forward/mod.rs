@@ -1,0 +1,74 @@
+//! Forwarding's SQL (CONTRACT §11): each destination's position and state,
+//! its dead letters, the erasure notices, the lag, and the Postgres lease
+//! connection's advisory locks. The relay itself lives in `crate::forward`.
+//!
+//! One room per concern: [`positions`] (each destination's row, its
+//! position, state and lag, and the missed count retention adds),
+//! [`dead`] (dead letters), [`notices`] (erasure notices and reading one
+//! event or notice again), [`lease`] (who forwards a destination).
+
+mod dead;
+mod lease;
+mod notices;
+mod positions;
+
+pub use lease::{keepalive, ping, try_lock};
+pub(crate) use notices::{notice_pg, notice_sqlite};
+pub(crate) use positions::{count_missed_pg, count_missed_sqlite};
+
+use chrono::Utc;
+
+use super::feed::Position;
+
+/// A destination's row.
+#[derive(Clone, Debug, Default)]
+pub struct DestinationState {
+    /// Every message up to here was confirmed or dead-lettered.
+    pub position: Position,
+    /// The last seq sent (a replay takes the next one).
+    pub seq: (u64, u64),
+    /// Why it is paused (HTTP 410), or `None`.
+    pub paused: Option<String>,
+    pub last_error: Option<String>,
+    /// Events purged by retention before it forwarded them.
+    pub missed: u64,
+}
+
+/// An erasure notice and its place in the feed.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    pub position: Position,
+    /// The deleted events' ids, comma-separated.
+    pub event_ids: String,
+}
+
+/// A message a destination refused for good.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub notice: bool,
+    /// Where it is in the feed (to read it again for a replay).
+    pub position: Position,
+    pub reason: String,
+    /// Unix microseconds.
+    pub dead_at: i64,
+}
+
+/// A confirmed step of the relay: the new position, the last seq sent, and
+/// the messages dead-lettered on the way (written in one transaction).
+pub struct Advance<'a> {
+    /// Where the relay read from: the step applies only if the position is
+    /// still there (a `forward reset` meanwhile wins).
+    pub from: Position,
+    pub position: Position,
+    pub seq: (u64, u64),
+    pub dead: &'a [DeadLetter],
+}
+
+pub(super) fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+pub(super) fn seq_column(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

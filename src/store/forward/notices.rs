@@ -1,0 +1,197 @@
+//! Erasure notices: written in the erasure's transaction, read by the
+//! relay in feed order beside the events; and one event or notice read
+//! again by its place (a dead letter's replay).
+
+use sqlx::Row as _;
+
+use super::{now_micros, Notice};
+use crate::store::feed::Position;
+use crate::store::{FeedEvent, Store, StoreError, EVENT_COLUMNS};
+
+impl Store {
+    /// Notices after `after` (at most `limit`), and the bound below which
+    /// both notices and events are complete at this moment: items at or
+    /// above it may still commit behind it, so the relay stops before it.
+    pub async fn forward_notices(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<(Position, Vec<Notice>), StoreError> {
+        match self {
+            Store::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                // One snapshot for the horizon and the notices.
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    .execute(&mut *tx)
+                    .await?;
+                let horizon: i64 = sqlx::query_scalar(
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+                    "SELECT tx::text::bigint, id, event_ids FROM forward_notices \
+                     WHERE (tx, id) > ($1::bigint::text::xid8, $2) \
+                       AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY tx, id LIMIT $3",
+                )
+                .bind(after.tx)
+                .bind(after.id)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let notices = rows
+                    .into_iter()
+                    .map(|(tx, id, event_ids)| Notice {
+                        position: Position { tx, id },
+                        event_ids,
+                    })
+                    .collect();
+                Ok((Position { tx: horizon, id: 0 }, notices))
+            }
+            Store::Sqlite(s) => {
+                let mut tx = s.pool().begin().await?;
+                let seq: Option<i64> = sqlx::query_scalar(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'webhook_events'",
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                let rows: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT id, event_ids FROM forward_notices WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after.id)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let notices = rows
+                    .into_iter()
+                    .map(|(id, event_ids)| Notice {
+                        position: Position { tx: 0, id },
+                        event_ids,
+                    })
+                    .collect();
+                // Every id up to the sequence is committed (one writer).
+                let bound = Position {
+                    tx: 0,
+                    id: seq.unwrap_or(0).saturating_add(1),
+                };
+                Ok((bound, notices))
+            }
+        }
+    }
+
+    /// One event by its row id, with its feed position.
+    pub async fn forward_event(&self, row_id: i64) -> Result<Option<FeedEvent>, StoreError> {
+        match self {
+            Store::Postgres(s) => {
+                let sql = format!(
+                    "SELECT tx::text::bigint AS feed_tx, {EVENT_COLUMNS} FROM webhook_events WHERE id = $1"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(row_id)
+                    .fetch_optional(s.pool())
+                    .await?;
+                row.map(|r| {
+                    Ok(FeedEvent {
+                        position: Position {
+                            tx: r.try_get("feed_tx")?,
+                            id: r.try_get("id")?,
+                        },
+                        row: <crate::store::StoredEvent as sqlx::FromRow<_>>::from_row(&r)?,
+                    })
+                })
+                .transpose()
+            }
+            Store::Sqlite(s) => {
+                let sql = format!("SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = $1");
+                let row = sqlx::query(&sql)
+                    .bind(row_id)
+                    .fetch_optional(s.pool())
+                    .await?;
+                row.map(|r| {
+                    let row = crate::store::sqlite::stored_event(&r)?;
+                    Ok(FeedEvent {
+                        position: Position { tx: 0, id: row.id },
+                        row,
+                    })
+                })
+                .transpose()
+            }
+        }
+    }
+
+    /// One notice by id.
+    pub async fn forward_notice(&self, id: i64) -> Result<Option<Notice>, StoreError> {
+        let notice = match self {
+            Store::Postgres(s) => {
+                sqlx::query_as::<_, (i64, i64, String)>(
+                    "SELECT tx::text::bigint, id, event_ids FROM forward_notices WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(s.pool())
+                .await?
+            }
+            Store::Sqlite(s) => {
+                sqlx::query_as::<_, (i64, i64, String)>(
+                    "SELECT 0, id, event_ids FROM forward_notices WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(s.pool())
+                .await?
+            }
+        };
+        Ok(notice.map(|(tx, id, event_ids)| Notice {
+            position: Position { tx, id },
+            event_ids,
+        }))
+    }
+}
+
+/// Erasure (inside its transaction): a notice naming the deleted events,
+/// with an id from the events' own sequence (Postgres).
+pub(crate) async fn notice_pg(
+    conn: &mut sqlx::PgConnection,
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO forward_notices (id, event_ids, created_at) \
+         VALUES (nextval(pg_get_serial_sequence('webhook_events', 'id')), $1, $2)",
+    )
+    .bind(join_ids(ids))
+    .bind(now_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// [`notice_pg`] for SQLite: the id is the events' next AUTOINCREMENT value,
+/// taken from `sqlite_sequence` so no event ever gets it.
+pub(crate) async fn notice_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let id: i64 = sqlx::query_scalar(
+        "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'webhook_events' RETURNING seq",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO forward_notices (id, event_ids, created_at) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(join_ids(ids))
+        .bind(now_micros())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn join_ids(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}

@@ -1,0 +1,267 @@
+//! Each destination's row: its position, last seq, pause and last error,
+//! the lag measured from it, and the missed count retention adds.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row as _;
+
+use super::{now_micros, seq_column, Advance, DestinationState};
+use crate::audit::AuditEntry;
+use crate::store::feed::Position;
+use crate::store::{Store, StoreError};
+
+impl Store {
+    /// Creates the rows of destinations seen for the first time (at the
+    /// oldest position: every stored event goes).
+    pub async fn forward_register(&self, names: &[&str]) -> Result<(), StoreError> {
+        const SQL: &str =
+            "INSERT INTO forward_positions (destination, updated_at) VALUES ($1, $2) \
+             ON CONFLICT (destination) DO NOTHING";
+        for name in names {
+            on_backend!(self, s => sqlx::query(SQL)
+                .bind(*name)
+                .bind(now_micros())
+                .execute(s.pool())
+                .await?
+                .rows_affected());
+        }
+        Ok(())
+    }
+
+    /// A destination's row, `None` before it was ever registered.
+    pub async fn forward_state(&self, name: &str) -> Result<Option<DestinationState>, StoreError> {
+        const SQL: &str = "SELECT tx, id, seq_hi, seq_lo, paused, last_error, missed \
+             FROM forward_positions WHERE destination = $1";
+        let row = on_backend!(self, s => {
+            let row = sqlx::query(SQL).bind(name).fetch_optional(s.pool()).await?;
+            row.map(|r| -> Result<DestinationState, sqlx::Error> {
+                Ok(DestinationState {
+                    position: Position { tx: r.try_get("tx")?, id: r.try_get("id")? },
+                    seq: (
+                        r.try_get::<i64, _>("seq_hi")?.unsigned_abs(),
+                        r.try_get::<i64, _>("seq_lo")?.unsigned_abs(),
+                    ),
+                    paused: r.try_get("paused")?,
+                    last_error: r.try_get("last_error")?,
+                    missed: r.try_get::<i64, _>("missed")?.unsigned_abs(),
+                })
+            }).transpose()?
+        });
+        Ok(row)
+    }
+
+    /// Moves a destination's position forward past confirmed (and
+    /// dead-lettered) messages, recording the dead letters, in one
+    /// transaction; clears its last error. False (and nothing written)
+    /// when the position is no longer `step.from`.
+    pub async fn forward_advance(
+        &self,
+        name: &str,
+        step: &Advance<'_>,
+    ) -> Result<bool, StoreError> {
+        const POSITION: &str = "UPDATE forward_positions SET tx = $2, id = $3, seq_hi = $4, \
+             seq_lo = $5, last_error = NULL, updated_at = $6 \
+             WHERE destination = $1 AND tx = $7 AND id = $8";
+        const DEAD: &str = "INSERT INTO forward_dead \
+             (destination, message_id, notice, tx, row_id, reason, dead_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (destination, message_id) DO UPDATE SET reason = excluded.reason, \
+             dead_at = excluded.dead_at, replay = false";
+        on_backend!(self, s => {
+            let mut tx = s.pool().begin().await?;
+            let moved = sqlx::query(POSITION)
+                .bind(name)
+                .bind(step.position.tx)
+                .bind(step.position.id)
+                .bind(seq_column(step.seq.0))
+                .bind(seq_column(step.seq.1))
+                .bind(now_micros())
+                .bind(step.from.tx)
+                .bind(step.from.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if moved == 0 {
+                return Ok(false);
+            }
+            for d in step.dead {
+                sqlx::query(DEAD)
+                    .bind(name)
+                    .bind(&d.message_id)
+                    .bind(d.notice)
+                    .bind(d.position.tx)
+                    .bind(d.position.id)
+                    .bind(&d.reason)
+                    .bind(d.dead_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    /// Records the last seq sent without moving the position (a replay).
+    pub async fn forward_set_seq(&self, name: &str, seq: (u64, u64)) -> Result<(), StoreError> {
+        const SQL: &str =
+            "UPDATE forward_positions SET seq_hi = $2, seq_lo = $3 WHERE destination = $1";
+        on_backend!(self, s => sqlx::query(SQL)
+            .bind(name)
+            .bind(seq_column(seq.0))
+            .bind(seq_column(seq.1))
+            .execute(s.pool())
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Sets (or clears) a destination's last error; `paused` pauses it.
+    pub async fn forward_set_error(
+        &self,
+        name: &str,
+        error: Option<&str>,
+        pause: bool,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE forward_positions SET last_error = $2, \
+             paused = CASE WHEN $3 THEN $2 ELSE paused END, updated_at = $4 WHERE destination = $1";
+        on_backend!(self, s => sqlx::query(SQL)
+            .bind(name)
+            .bind(error)
+            .bind(pause)
+            .bind(now_micros())
+            .execute(s.pool())
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Unpauses a destination; whether it was paused.
+    pub async fn forward_resume(&self, name: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE forward_positions SET paused = NULL, last_error = NULL \
+             WHERE destination = $1 AND paused IS NOT NULL";
+        let n = on_backend!(self, s => sqlx::query(SQL).bind(name).execute(s.pool()).await?
+            .rows_affected());
+        Ok(n > 0)
+    }
+
+    /// Moves a destination to `position` (forward or back) and records
+    /// `audit`, in one transaction.
+    pub async fn forward_reset(
+        &self,
+        name: &str,
+        position: Position,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO forward_positions (destination, tx, id, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (destination) DO UPDATE SET tx = excluded.tx, \
+             id = excluded.id, updated_at = excluded.updated_at";
+        on_backend!(self, s => {
+            let mut tx = s.pool().begin().await?;
+            sqlx::query(SQL)
+                .bind(name)
+                .bind(position.tx)
+                .bind(position.id)
+                .bind(now_micros())
+                .execute(&mut *tx)
+                .await?;
+            crate::store::audit::append(&mut *tx, audit).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The newest position anything (event or notice) has now.
+    pub async fn forward_latest(&self) -> Result<Position, StoreError> {
+        let head = self.feed_head().await?.position;
+        let notice = match self {
+            Store::Postgres(s) => sqlx::query_as::<_, (i64, i64)>(
+                "SELECT tx::text::bigint, id FROM forward_notices ORDER BY tx DESC, id DESC LIMIT 1",
+            )
+            .fetch_optional(s.pool())
+            .await?
+            .map(|(tx, id)| Position { tx, id }),
+            Store::Sqlite(s) => sqlx::query_scalar::<_, i64>("SELECT max(id) FROM forward_notices")
+                .fetch_optional(s.pool())
+                .await?
+                .map(|id| Position { tx: 0, id }),
+        };
+        Ok(notice.map_or(head, |n| n.max(head)))
+    }
+
+    /// Events after `position` and the oldest one's receipt: the lag.
+    pub async fn forward_lag(
+        &self,
+        position: Position,
+    ) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        match self {
+            Store::Postgres(s) => {
+                let (n, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+                    "SELECT count(*), min(received_at) FROM webhook_events \
+                     WHERE (tx, id) > ($1::bigint::text::xid8, $2)",
+                )
+                .bind(position.tx)
+                .bind(position.id)
+                .fetch_one(s.pool())
+                .await?;
+                Ok((n.unsigned_abs(), oldest))
+            }
+            Store::Sqlite(s) => {
+                let (n, oldest): (i64, Option<i64>) = sqlx::query_as(
+                    "SELECT count(*), min(received_at) FROM webhook_events WHERE id > $1",
+                )
+                .bind(position.id)
+                .fetch_one(s.pool())
+                .await?;
+                Ok((
+                    n.unsigned_abs(),
+                    oldest.and_then(DateTime::from_timestamp_micros),
+                ))
+            }
+        }
+    }
+}
+
+/// Retention (before it deletes): per destination, the events older than
+/// `cutoff` it has not forwarded yet; adds them to its `missed` count.
+pub(crate) async fn count_missed_pg(
+    pool: &sqlx::PgPool,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "UPDATE forward_positions p SET missed = missed + m.n FROM ( \
+           SELECT d.destination, (SELECT count(*) FROM webhook_events w \
+             WHERE w.received_at < $1 AND (w.tx, w.id) > (d.tx::text::xid8, d.id)) AS n \
+           FROM forward_positions d) m \
+         WHERE p.destination = m.destination AND m.n > 0 RETURNING p.destination, m.n",
+    )
+    .bind(cutoff)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(d, n)| (d, n.unsigned_abs()))
+        .collect())
+}
+
+/// [`count_missed_pg`] for SQLite.
+pub(crate) async fn count_missed_sqlite(
+    pool: &sqlx::SqlitePool,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT d.destination, (SELECT count(*) FROM webhook_events w \
+           WHERE w.received_at < $1 AND w.id > d.id) FROM forward_positions d",
+    )
+    .bind(cutoff.timestamp_micros())
+    .fetch_all(pool)
+    .await?;
+    let mut missed = Vec::new();
+    for (d, n) in rows.into_iter().filter(|(_, n)| *n > 0) {
+        sqlx::query("UPDATE forward_positions SET missed = missed + $2 WHERE destination = $1")
+            .bind(&d)
+            .bind(n)
+            .execute(pool)
+            .await?;
+        missed.push((d, n.unsigned_abs()));
+    }
+    Ok(missed)
+}
