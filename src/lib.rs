@@ -14,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod feed;
 pub mod forward;
+pub mod group_commit;
 pub mod http;
 pub mod ingest;
 pub mod json;

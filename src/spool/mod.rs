@@ -35,10 +35,11 @@ use std::sync::Arc;
 
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row as _;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::event::{InsertOutcome, NewEvent};
+use crate::group_commit::{self, Refused, Request, Submitter};
 use crate::store::quarantine::NewQuarantined;
 use codec::{quarantined_size, row_size, subject_bytes};
 
@@ -66,7 +67,7 @@ pub enum SpoolError {
 /// This replica's spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
-    queue: mpsc::Sender<Job>,
+    queue: Submitter<NewEvent, Result<InsertOutcome, SpoolError>>,
     shared: Arc<Shared>,
 }
 
@@ -84,10 +85,8 @@ struct Shared {
     wake: Notify,
 }
 
-struct Job {
-    event: NewEvent,
-    reply: oneshot::Sender<Result<InsertOutcome, SpoolError>>,
-}
+/// A delivery queued for the spool writer, and its answer.
+type Job = Request<NewEvent, Result<InsertOutcome, SpoolError>>;
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,7 +149,7 @@ impl Spool {
                 "the spool holds deliveries from an earlier run; draining them into Postgres"
             );
         }
-        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (queue, rx) = group_commit::queue(QUEUE_CAPACITY);
         let writer = tokio::spawn(writer::write_batches(shared.clone(), rx));
         Ok((Self { queue, shared }, writer))
     }
@@ -169,14 +168,11 @@ impl Spool {
     /// Commits `event` to the spool (durably, before returning). A
     /// delivery already spooled is a duplicate, even when the spool is full.
     pub async fn submit(&self, event: NewEvent) -> Result<InsertOutcome, SpoolError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .try_send(Job { event, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SpoolError::Full,
-                mpsc::error::TrySendError::Closed(_) => SpoolError::Stopped,
-            })?;
-        answer.await.unwrap_or(Err(SpoolError::Stopped))
+        match self.queue.submit(event).await {
+            Ok(outcome) => outcome,
+            Err(Refused::Full) => Err(SpoolError::Full),
+            Err(Refused::Stopped) => Err(SpoolError::Stopped),
+        }
     }
 
     /// Keeps a refused delivery's quarantine row (CONTRACT §10) until

@@ -28,21 +28,19 @@ pub(super) async fn write_batches(shared: Arc<Shared>, mut queue: mpsc::Receiver
                     match outcome {
                         Ok(InsertOutcome::Inserted) => {
                             added += 1;
-                            bytes += row_size(&job.event);
+                            bytes += row_size(&job.item);
                         }
                         Err(SpoolError::Full) => shared.full.store(true, Ordering::Relaxed),
                         _ => {}
                     }
-                    let _ = job.reply.send(outcome);
+                    job.answer(outcome);
                 }
                 shared.added(added, bytes);
             }
             Err(e) => {
                 tracing::error!(error = %e, rows = jobs.len(), "the spool could not commit");
                 for job in jobs.drain(..) {
-                    let _ = job
-                        .reply
-                        .send(Err(SpoolError::Failed(sqlx::Error::WorkerCrashed)));
+                    job.answer(Err(SpoolError::Failed(sqlx::Error::WorkerCrashed)));
                 }
             }
         }
@@ -59,9 +57,9 @@ async fn insert(
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let (e, s) = (&job.event.envelope, &job.event.sealed);
+        let (e, s) = (&job.item.envelope, &job.item.sealed);
         let key = e.key();
-        let size = row_size(&job.event);
+        let size = row_size(&job.item);
         if size > room {
             let spooled: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM spooled_events WHERE job_id = ? AND event = ?)",
@@ -87,13 +85,13 @@ async fn insert(
         .bind(key.event)
         .bind(&e.pattern_id)
         .bind(&e.status)
-        .bind(job.event.received_at.timestamp_micros())
+        .bind(job.item.received_at.timestamp_micros())
         .bind(s.key_id.as_str())
         .bind(&s.nonce)
         .bind(&s.ciphertext)
-        .bind(subject_bytes(&job.event.subjects))
-        .bind(job.event.verdict.valid)
-        .bind(job.event.verdict.errors_json())
+        .bind(subject_bytes(&job.item.subjects))
+        .bind(job.item.verdict.valid)
+        .bind(job.item.verdict.errors_json())
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::{HeldConnection, InsertOutcome, NewEvent, Store, StoreError};
 use crate::config::DatabaseSettings;
+use crate::group_commit::{self, Refused, Request, Submitter};
 
 /// Sizes of the group-commit path (`[database]` settings).
 #[derive(Clone, Copy, Debug)]
@@ -54,31 +55,20 @@ pub enum SubmitError {
     Stopped,
 }
 
-struct Job {
-    /// Shared with the submitter, which keeps it for the spool: a batch
-    /// that hangs never hands its rows back.
-    event: Arc<NewEvent>,
-    reply: oneshot::Sender<Result<InsertOutcome, SubmitError>>,
-}
+/// A queued event (shared with the submitter, which keeps it for the
+/// spool: a batch that hangs never hands its rows back) and its answer.
+type Job = Request<Arc<NewEvent>, Result<InsertOutcome, SubmitError>>;
 
-impl Job {
-    /// Answers that the batch holding this event was not committed.
-    fn fail(self) {
-        let _ = self.reply.send(Err(SubmitError::Failed));
-    }
+/// Answers that the batch holding this event was not committed.
+fn fail(job: Job) {
+    job.answer(Err(SubmitError::Failed));
 }
 
 /// The submitting side; cheap to clone. Writers stop once every clone is
 /// dropped and the queue is empty.
 #[derive(Clone, Debug)]
 pub struct BatchWriter {
-    queue: mpsc::Sender<Job>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Job")
-    }
+    queue: Submitter<Arc<NewEvent>, Result<InsertOutcome, SubmitError>>,
 }
 
 impl BatchWriter {
@@ -87,7 +77,7 @@ impl BatchWriter {
     /// `BatchWriter` clone is dropped and the queue is drained. Must be
     /// called inside a Tokio runtime.
     pub fn spawn(store: Store, opts: BatchOptions) -> (Self, JoinHandle<()>) {
-        let (queue, rx) = mpsc::channel(opts.queue_capacity.max(1));
+        let (queue, rx) = group_commit::queue(opts.queue_capacity);
         let rx = Arc::new(Mutex::new(rx));
         let writers = opts.writers.clamp(1, store.max_writers());
         let max_batch = opts.max_batch.max(1);
@@ -127,21 +117,16 @@ impl BatchWriter {
         &self,
         event: impl Into<Arc<NewEvent>>,
     ) -> Result<InsertOutcome, SubmitError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            event: event.into(),
-            reply,
-        };
-        self.queue.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
-        })?;
-        answer.await.unwrap_or(Err(SubmitError::Stopped))
+        match self.queue.submit(event.into()).await {
+            Ok(outcome) => outcome,
+            Err(Refused::Full) => Err(SubmitError::QueueFull),
+            Err(Refused::Stopped) => Err(SubmitError::Stopped),
+        }
     }
 
     /// Rows waiting for a writer right now.
     pub fn queued(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
+        self.queue.queued()
     }
 }
 
@@ -204,7 +189,7 @@ async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max
         if received == 0 {
             return; // every sender is gone and the queue is empty
         }
-        let events: Vec<&NewEvent> = jobs.iter().map(|j| &*j.event).collect();
+        let events: Vec<&NewEvent> = jobs.iter().map(|j| &*j.item).collect();
         let result = store.insert_batch_held(&mut held, &events).await;
         metrics::histogram!(crate::metrics::BATCH_SIZE).record(jobs.len() as f64);
         match result {
@@ -212,28 +197,26 @@ async fn write_batches(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, max
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
                     // The requester may have gone (timeout, disconnect): the
                     // row is committed and a retry will see a duplicate.
-                    let _ = job.reply.send(Ok(outcome));
+                    job.answer(Ok(outcome));
                 }
             }
             // The database is down: nothing in this batch can commit.
             Err(e @ StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, rows = jobs.len(), "batch could not be committed");
                 crate::metrics::database_error("insert");
-                jobs.drain(..).for_each(Job::fail);
+                jobs.drain(..).for_each(fail);
             }
             // The database refused the statement: one row may be at fault.
             // Write the rows one by one so it cannot fail the others.
             Err(e) => {
                 tracing::warn!(error = %e, rows = jobs.len(), "batch refused; writing its rows one by one");
                 for job in jobs.drain(..) {
-                    match store.insert(&job.event).await {
-                        Ok(outcome) => {
-                            let _ = job.reply.send(Ok(outcome));
-                        }
+                    match store.insert(&job.item).await {
+                        Ok(outcome) => job.answer(Ok(outcome)),
                         Err(e) => {
-                            tracing::error!(error = %e, job_id = %job.event.envelope.job_id, "row could not be committed");
+                            tracing::error!(error = %e, job_id = %job.item.envelope.job_id, "row could not be committed");
                             crate::metrics::database_error("insert");
-                            job.fail();
+                            fail(job);
                         }
                     }
                 }
