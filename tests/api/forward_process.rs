@@ -16,6 +16,13 @@ fn env_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     env
 }
 
+/// Over a routing key's 255 bytes before any field is filled in.
+const LONG_KEY: &str = concat!(
+    "imggo.results.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.{event}"
+);
+
 #[test]
 fn bad_destinations_stop_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,6 +80,38 @@ fn bad_destinations_stop_start_up_naming_the_key() {
             &[
                 ("IMGGO__FORWARD__X__KIND", "nats"),
                 ("IMGGO__FORWARD__X__URL", "nats://127.0.0.1:4222"),
+                ("IMGGO__FORWARD__X__SUBJECT", "imggo results.{event}"),
+            ],
+            "forward.x.subject",
+        ),
+        (
+            &[
+                ("IMGGO__FORWARD__X__KIND", "nats"),
+                ("IMGGO__FORWARD__X__URL", "nats://127.0.0.1:4222"),
+                ("IMGGO__FORWARD__X__SUBJECT", "imggo..{event}"),
+            ],
+            "forward.x.subject",
+        ),
+        (
+            &[
+                ("IMGGO__FORWARD__X__KIND", "nats"),
+                ("IMGGO__FORWARD__X__URL", "nats://127.0.0.1:4222"),
+                ("IMGGO__FORWARD__X__SUBJECT", "imggo.{event}.>"),
+            ],
+            "forward.x.subject",
+        ),
+        (
+            &[
+                ("IMGGO__FORWARD__X__KIND", "rabbitmq"),
+                ("IMGGO__FORWARD__X__URL", "amqp://127.0.0.1:5672/%2f"),
+                ("IMGGO__FORWARD__X__ROUTING_KEY", LONG_KEY),
+            ],
+            "forward.x.routing_key",
+        ),
+        (
+            &[
+                ("IMGGO__FORWARD__X__KIND", "nats"),
+                ("IMGGO__FORWARD__X__URL", "nats://127.0.0.1:4222"),
                 ("IMGGO__FORWARD__X__SUBJECT", "imggo"),
                 ("IMGGO__FORWARD__X__STREAM", "imggo"),
             ],
@@ -114,16 +153,17 @@ fn check_config_shows_destinations_without_credentials_or_secrets() {
         ("IMGGO__FORWARD__HOOK__KIND", "http"),
         (
             "IMGGO__FORWARD__HOOK__URL",
-            "https://user:hunter2@hooks.example/in?token=hunter2",
+            "https://user:hunter2@hooks.example/in/t0ken-in-the-path?token=hunter2",
         ),
         ("IMGGO__FORWARD__HOOK__SECRET", &secret),
     ]);
     let out = run_ok(command(dir.path(), &env), &["check-config"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("amqp://127.0.0.1:5672/%2f"), "{text}");
-    assert!(text.contains("https://hooks.example/in"), "{text}");
+    // An http URL shows no path: hook URLs often carry their token there.
+    assert!(text.contains("url = \"https://hooks.example\""), "{text}");
     assert!(text.contains("routing_key = \"imggo.{event}\""), "{text}");
-    for hidden in ["hunter2", "guest", &secret[6..], "auth_mechanism"] {
+    for hidden in ["hunter2", "guest", &secret[6..], "auth_mechanism", "t0ken"] {
         assert!(!text.contains(hidden), "`{hidden}` shown:\n{text}");
     }
 }

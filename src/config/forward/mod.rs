@@ -2,7 +2,8 @@
 //! (CONTRACT §11), and what of them may be shown. A destination's URL may
 //! hold a password and an `http` destination holds signing secrets: neither
 //! `Debug` nor `Serialize` (what `check-config` prints) ever shows them; the
-//! URL is shown as `scheme://host:port/path` only.
+//! URL is shown as `scheme://host:port/path` only, and an `http(s)` URL as
+//! `scheme://host:port` (its path may carry a token, as many hook URLs do).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -169,7 +170,8 @@ impl DestinationUrl {
         &self.0
     }
 
-    /// `scheme://host:port/path`: never a user, a password or a query.
+    /// `scheme://host:port/path` (http: no path): never a user, a
+    /// password or a query.
     pub fn label(&self) -> String {
         label(&self.0)
     }
@@ -181,7 +183,14 @@ pub fn label(url: &str) -> String {
         Ok(u) => {
             let host = u.host_str().unwrap_or("");
             let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            let path = if u.path() == "/" { "" } else { u.path() };
+            // An HTTP path is often the credential (`/services/T0/B0/XXXX`,
+            // `/hook/<token>`); a broker's is a vhost or a database number.
+            let secret_path = matches!(u.scheme(), "http" | "https");
+            let path = if u.path() == "/" || secret_path {
+                ""
+            } else {
+                u.path()
+            };
             format!("{}://{host}{port}{path}", u.scheme())
         }
         Err(_) => "(a URL that does not parse)".to_owned(),
@@ -284,7 +293,13 @@ pub fn validate(destinations: &Destinations) -> Result<(), String> {
                     d.kind.as_str()
                 ));
             };
-            Template::parse(text).map_err(|why| format!("{}: {why}", key(k)))?;
+            let template = Template::parse(text).map_err(|why| format!("{}: {why}", key(k)))?;
+            let fits = match d.kind {
+                Kind::Nats => template.check_nats_subject(),
+                Kind::Rabbitmq => template.check_routing_key(),
+                Kind::Redis | Kind::Http => Ok(()),
+            };
+            fits.map_err(|why| format!("{}: {why}", key(k)))?;
         }
         if d.kind == Kind::Http {
             match &d.secret {
@@ -367,7 +382,8 @@ mod tests {
         for secret in ["hunter2", "hunter3", "aHVudGVyNA", "c2VjcmV0"] {
             assert!(!shown.contains(secret), "{secret} shown");
         }
-        assert!(shown.contains("https://h.example/in"));
+        assert!(shown.contains("https://h.example"));
+        assert!(!shown.contains("h.example/in"), "an http path is shown");
         let keys = settings.forward["hook"]
             .secret
             .as_ref()
@@ -387,6 +403,11 @@ mod tests {
             label("redis://:pw@127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+        assert_eq!(
+            label("https://hooks.example:8443/services/T0/B0/tok3n?sig=x#f"),
+            "https://hooks.example:8443"
+        );
+        assert_eq!(label("http://h.example/hook/abc"), "http://h.example");
         assert_eq!(label("::"), "(a URL that does not parse)");
     }
 }

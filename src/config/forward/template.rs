@@ -63,6 +63,53 @@ impl Template {
     }
 }
 
+/// A routing key is an AMQP short string.
+const ROUTING_KEY_MAX: usize = 255;
+
+impl Template {
+    /// The fixed text must make a subject NATS can publish to: tokens
+    /// between dots, none empty, no whitespace, no wildcard (`*`, `>`).
+    /// Field values never break these rules (see [`Template::render`]).
+    pub fn check_nats_subject(&self) -> Result<(), String> {
+        let sample = self.render("x", Some("x"));
+        if let Some(c) = sample.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "a NATS subject cannot hold {c:?} (whitespace or control)"
+            ));
+        }
+        if sample.split('.').any(str::is_empty) {
+            return Err(
+                "a NATS subject cannot start or end with `.` or hold `..` (an empty token)"
+                    .to_owned(),
+            );
+        }
+        if sample.contains(['*', '>']) {
+            return Err(
+                "a NATS subject to publish to cannot hold the wildcards `*` or `>`".to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The fixed text alone must leave room in a routing key (255 bytes).
+    pub fn check_routing_key(&self) -> Result<(), String> {
+        let fixed: usize = self
+            .0
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.len(),
+                Piece::Event | Piece::PatternId => 1,
+            })
+            .sum();
+        if fixed > ROUTING_KEY_MAX {
+            return Err(format!(
+                "a routing key is at most {ROUTING_KEY_MAX} bytes; this one is {fixed} before its fields"
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn push_value(out: &mut String, value: &str) {
     if value.is_empty() {
         out.push('_');
@@ -93,5 +140,39 @@ mod tests {
         assert!(Template::parse("x.{event").is_err());
         assert!(Template::parse("x}").is_err());
         assert!(Template::parse("").is_err());
+    }
+
+    #[test]
+    fn nats_subjects_must_be_publishable() {
+        for good in [
+            "imggo.{event}",
+            "{event}.{pattern_id}",
+            "a-b_c.{event}x",
+            "{event}",
+        ] {
+            let t = Template::parse(good).unwrap();
+            assert_eq!(t.check_nats_subject(), Ok(()), "{good}");
+        }
+        for bad in [
+            "imggo events.{event}",
+            "imggo.\t{event}",
+            "imggo..{event}",
+            ".imggo.{event}",
+            "imggo.{event}.",
+            "imggo.*",
+            "imggo.>",
+            "imggo.{event}.a*b",
+        ] {
+            let t = Template::parse(bad).unwrap();
+            assert!(t.check_nats_subject().is_err(), "{bad:?} passed");
+        }
+        let long = "k".repeat(256);
+        assert!(Template::parse(&long).unwrap().check_routing_key().is_err());
+        assert_eq!(
+            Template::parse("imggo.{event}")
+                .unwrap()
+                .check_routing_key(),
+            Ok(())
+        );
     }
 }
