@@ -1,8 +1,12 @@
 //! The `http` kind: each message is a `POST` of its body to the
 //! destination's URL, signed as Standard Webhooks specifies
 //! (`webhook-id`, `webhook-timestamp`, `webhook-signature` = `v1,<base64
-//! HMAC-SHA256 of "{id}.{timestamp}.{body}">`, one per secret,
-//! space-separated, so a consumer rotating keys accepts either).
+//! HMAC-SHA256 of "{id}.{timestamp}.{body}">`), signed by the first
+//! configured secret only (CONTRACT §11: the others are kept for rotation,
+//! never used to sign). Every request, a retry included, is signed afresh
+//! with the time it leaves: Standard Webhooks consumers refuse timestamps
+//! older than about 5 minutes, so a timestamp fixed when the message was
+//! built would be refused for good after a longer outage.
 //!
 //! One request at a time, in order: HTTP has no ordering across parallel
 //! requests, and CONTRACT §11 promises feed order where nothing failed.
@@ -22,13 +26,17 @@ use super::publish::{BoxFuture, Message, Publisher, Verdict};
 pub struct HttpPublisher {
     client: reqwest::Client,
     url: String,
-    /// Decoded signing keys; the first is the current one.
-    keys: Vec<Vec<u8>>,
+    /// The decoded signing key: the first configured secret.
+    key: Vec<u8>,
 }
 
 impl HttpPublisher {
-    /// `keys`: the decoded `whsec_` secrets, first signs.
+    /// `keys`: the decoded `whsec_` secrets; only the first signs.
     pub fn new(url: String, keys: Vec<Vec<u8>>, timeout: Duration) -> Result<Self, String> {
+        let key = keys
+            .into_iter()
+            .next()
+            .ok_or("an http destination needs `secret`")?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -37,16 +45,18 @@ impl HttpPublisher {
             .user_agent(concat!("imggo-receiver/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
-        Ok(Self { client, url, keys })
+        Ok(Self { client, url, key })
     }
 
     async fn send(&self, message: &Message) -> Verdict {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let signature = sign(&self.keys, &message.id, message.timestamp, &message.body);
+        // The time of this request, not of the message's first attempt.
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = sign(&self.key, &message.id, timestamp, &message.body);
         for (name, value) in [
             ("webhook-id", message.id.clone()),
-            ("webhook-timestamp", message.timestamp.to_string()),
+            ("webhook-timestamp", timestamp.to_string()),
             ("webhook-signature", signature),
         ] {
             match HeaderValue::from_str(&value) {
@@ -87,26 +97,21 @@ impl Publisher for HttpPublisher {
     }
 }
 
-/// The `webhook-signature` header: `v1,<base64>` per key, space-separated.
-pub fn sign(keys: &[Vec<u8>], id: &str, timestamp: i64, body: &[u8]) -> String {
-    keys.iter()
-        .map(|key| {
-            // HMAC takes a key of any length.
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-                .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
-            mac.update(id.as_bytes());
-            mac.update(b".");
-            mac.update(timestamp.to_string().as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            let tag = mac.finalize().into_bytes();
-            format!(
-                "v1,{}",
-                base64::engine::general_purpose::STANDARD.encode(tag)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The `webhook-signature` header: `v1,<base64>` by `key`.
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    // HMAC takes a key of any length.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag)
+    )
 }
 
 /// What an answer's status means for the message.
@@ -180,7 +185,7 @@ mod tests {
             .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
             .unwrap();
         let sig = sign(
-            &[key],
+            &key,
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,
             br#"{"test": 2432232314}"#,
@@ -189,12 +194,18 @@ mod tests {
     }
 
     #[test]
-    fn several_keys_sign_space_separated() {
-        let sig = sign(&[b"a".to_vec(), b"b".to_vec()], "1", 2, b"{}");
-        let parts: Vec<&str> = sig.split(' ').collect();
-        assert_eq!(parts.len(), 2);
-        assert!(parts.iter().all(|p| p.starts_with("v1,")));
-        assert_ne!(parts[0], parts[1]);
+    fn only_the_first_secret_signs() {
+        let p = HttpPublisher::new(
+            "http://127.0.0.1:9/".into(),
+            vec![b"new".to_vec(), b"old".to_vec()],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(p.key, b"new");
+        let sig = sign(&p.key, "1", 2, b"{}");
+        assert_eq!(sig.matches("v1,").count(), 1, "{sig}");
+        assert_eq!(sig, sign(b"new", "1", 2, b"{}"));
+        assert_ne!(sig, sign(b"old", "1", 2, b"{}"));
     }
 
     #[test]

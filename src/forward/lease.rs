@@ -8,12 +8,17 @@
 //! locks when the session ends: at once when the holder process dies (its
 //! socket closes), and within about 10 s of TCP keepalives (set on the
 //! session) when its host vanishes. Standbys try every [`TICK`], so a
-//! takeover comes within about 15 s.
+//! takeover comes within about 15 s. Taking a lock also writes this
+//! replica's holder id into the destination's row, on that connection.
+//!
+//! **Fence.** The position moves only while the row names this replica as
+//! its holder (`forward_advance`), so a replica that lost its lease and
+//! does not know it yet cannot move the position after another took over.
 //!
 //! **SQLite:** a lease row (`lease_holder`, `lease_until`) renewed every
 //! [`TICK`] for [`SQLITE_LEASE`]; another process (a second `serve` on the
 //! same file) takes it once it has expired, and a clean shutdown gives it
-//! up at once.
+//! up at once. The same `lease_holder` column is the fence.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -36,13 +41,14 @@ pub type Held = watch::Receiver<BTreeSet<String>>;
 /// Starts keeping the leases of `names`; the receiver says which are held.
 pub fn spawn(
     store: Store,
+    holder: String,
     names: Vec<String>,
     shutdown: CancellationToken,
 ) -> (Held, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(BTreeSet::new());
     let task = match store {
-        Store::Postgres(pg) => tokio::spawn(keep_pg(pg, names, tx, shutdown)),
-        Store::Sqlite(_) => tokio::spawn(keep_sqlite(store, names, tx, shutdown)),
+        Store::Postgres(pg) => tokio::spawn(keep_pg(pg, holder, names, tx, shutdown)),
+        Store::Sqlite(_) => tokio::spawn(keep_sqlite(store, holder, names, tx, shutdown)),
     };
     (rx, task)
 }
@@ -57,6 +63,7 @@ pub fn lock_key(name: &str) -> i64 {
 
 async fn keep_pg(
     pg: PgStore,
+    holder: String,
     names: Vec<String>,
     held: watch::Sender<BTreeSet<String>>,
     shutdown: CancellationToken,
@@ -81,6 +88,7 @@ async fn keep_pg(
                 }
                 for name in &names {
                     if !mine.contains(name) && sql::try_lock(&mut conn, lock_key(name)).await? {
+                        sql::claim(&mut conn, name, &holder).await?;
                         tracing::info!(destination = %name, "this replica forwards the destination");
                         mine.insert(name.clone());
                     }
@@ -114,11 +122,11 @@ async fn keep_pg(
 
 async fn keep_sqlite(
     store: Store,
+    holder: String,
     names: Vec<String>,
     held: watch::Sender<BTreeSet<String>>,
     shutdown: CancellationToken,
 ) {
-    let holder = uuid::Uuid::new_v4().to_string();
     loop {
         let until = chrono::Utc::now().timestamp_micros()
             + i64::try_from(SQLITE_LEASE.as_micros()).unwrap_or(i64::MAX);

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::forward::{DestinationSettings, Destinations, Kind, Template};
 use crate::crypto::KeyRing;
 use crate::feed::{CursorForm, FeedWatch};
+use crate::store::forward::Filters;
 use crate::store::Store;
 use publish::Publisher;
 use relay::Relay;
@@ -54,6 +55,8 @@ impl Forwarding {
         feed: FeedWatch,
     ) -> Result<Self, String> {
         let mut relays = Vec::new();
+        // This replica, as the leases (and the position's fence) know it.
+        let holder = uuid::Uuid::new_v4().to_string();
         for (name, settings) in destinations {
             // Every series at zero before the first scrape.
             crate::metrics::register_forward(name);
@@ -71,7 +74,8 @@ impl Forwarding {
                 form: CursorForm::of(store),
                 publisher,
                 feed: feed.clone(),
-                failures: 0,
+                backoff: relay::Backoff::default(),
+                holder: holder.clone(),
             });
         }
         Ok(Self {
@@ -96,16 +100,42 @@ impl Forwarding {
             tracing::info!(destination = %relay.name, kind, url = %url, "forwarding configured");
         }
         // The database may not answer yet (Postgres with a spool): wait.
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        while let Err(e) = store.forward_register(&refs).await {
+        let valid: Vec<String> = self
+            .destinations
+            .iter()
+            .map(|r| String::from(r.settings.valid))
+            .collect();
+        let filters: Vec<Filters<'_>> = self
+            .destinations
+            .iter()
+            .zip(&valid)
+            .map(|(r, valid)| Filters {
+                name: &r.name,
+                events: &r.settings.events,
+                valid,
+            })
+            .collect();
+        while let Err(e) = store.forward_register(&filters).await {
             tracing::warn!(error = %e, "cannot register the forwarding destinations yet; retrying");
             tokio::select! {
                 () = tokio::time::sleep(lease::TICK) => {}
                 () = shutdown.cancelled() => return,
             }
         }
-        let (held, leases) = lease::spawn(store.clone(), names.clone(), shutdown.clone());
-        let lag = tokio::spawn(measure_lag(store, names, shutdown.clone()));
+        let holder = self
+            .destinations
+            .first()
+            .map(|r| r.holder.clone())
+            .unwrap_or_default();
+        let (held, leases) = lease::spawn(store.clone(), holder, names.clone(), shutdown.clone());
+        drop(filters);
+        // The lag is measured on a connection of its own: never one the
+        // batch writers or the API wait for under load.
+        let measuring = match &store {
+            Store::Postgres(pg) => Store::Postgres(pg.own_pool(1)),
+            Store::Sqlite(_) => store.clone(),
+        };
+        let lag = tokio::spawn(measure_lag(measuring, names, shutdown.clone()));
         let relays: Vec<_> = self
             .destinations
             .into_iter()

@@ -6,11 +6,14 @@
 //! (1 s doubling up to `max_backoff`, with jitter, `Retry-After` honoured),
 //! forever. HTTP 410 pauses the destination until `forward resume`.
 //!
-//! **seq.** Each message carries `seq = (tx, id << 10)` of its feed
-//! position (SQLite: tx = 0), so seqs rise with the feed. A replayed dead
-//! letter takes `last + 1` (up to 1023 between two feed positions) and is
-//! sent only once the relay has caught up, when nothing above `last` has
-//! been sent.
+//! **seq.** Each message carries a seq that rises with the feed: `(tx, id
+//! << 10)` of its position on Postgres, `(id, 0)` on SQLite (tx = 0). A
+//! replayed dead letter takes `last + 1` and is sent only once the relay
+//! has caught up. Then no feed item can still come with the first part of
+//! `last`: on Postgres every later item commits in a later transaction
+//! (the relay reads only below the oldest one running), on SQLite every
+//! later item has a higher id. So the second part has room for any number
+//! of replays, however many dead letters there are.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +28,7 @@ use crate::crypto::KeyRing;
 use crate::event::wire;
 use crate::feed::{self, CursorForm, FeedWatch, Position};
 use crate::metrics as m;
-use crate::store::forward::{Advance, DeadLetter, DestinationState, Notice};
+use crate::store::forward::{Advance, Advanced, DeadLetter, DestinationState, Notice};
 use crate::store::{FeedEvent, FeedFilter, Store, StoreError};
 
 /// Feed items read (and sent) per batch.
@@ -45,8 +48,10 @@ pub struct Relay {
     pub form: CursorForm,
     pub publisher: Box<dyn Publisher>,
     pub feed: FeedWatch,
-    /// Failures in a row (the backoff's exponent).
-    pub failures: u32,
+    /// The wait before the next retry.
+    pub backoff: Backoff,
+    /// This replica's lease holder id (the fence on the position).
+    pub holder: String,
 }
 
 /// A feed item: a stored event or an erasure notice.
@@ -85,9 +90,13 @@ enum Step {
     Retry(Duration),
 }
 
-/// The seq of a feed position.
+/// The seq of a feed position (SQLite's have tx = 0, Postgres's never).
 pub fn seq_of(p: Position) -> (u64, u64) {
-    (p.tx.unsigned_abs(), p.id.unsigned_abs() << SEQ_SHIFT)
+    if p.tx == 0 {
+        (p.id.unsigned_abs(), 0)
+    } else {
+        (p.tx.unsigned_abs(), p.id.unsigned_abs() << SEQ_SHIFT)
+    }
 }
 
 impl Relay {
@@ -179,19 +188,31 @@ impl Relay {
                 position,
                 seq,
                 dead: &dead,
+                holder: &self.holder,
             };
-            if !self.store.forward_advance(&self.name, &step).await? {
-                // Reset meanwhile: what was sent counts, the reset stands.
-                tracing::info!(destination = %self.name, "position was reset; continuing from there");
-                return Ok(Step::Busy);
+            match self.store.forward_advance(&self.name, &step).await? {
+                Advanced::Moved => {}
+                Advanced::Reset => {
+                    // What was sent counts, the reset stands.
+                    tracing::info!(destination = %self.name, "position was reset; continuing from there");
+                    return Ok(Step::Busy);
+                }
+                Advanced::Fenced => {
+                    // Another replica took the lease: it resends what this
+                    // batch sent (at-least-once); this one stands down
+                    // until the lease task says it holds the lease again.
+                    tracing::warn!(destination = %self.name, "another replica holds the lease now: not moving the position");
+                    return Ok(Step::Retry(IDLE));
+                }
             }
             self.count(sent, &dead);
         }
+        if sent > 0 || !dead.is_empty() {
+            // Progress: a failure after it starts the backoff again at 1 s.
+            self.backoff.succeeded();
+        }
         match stopped {
-            None => {
-                self.failures = 0;
-                Ok(Step::Busy)
-            }
+            None => Ok(Step::Busy),
             Some(verdict) => self.stopped(verdict).await,
         }
     }
@@ -324,10 +345,12 @@ impl Relay {
                 detail,
                 retry_after,
             } => {
-                self.failures = self.failures.saturating_add(1);
                 metrics::counter!(m::FORWARD_FAILURES, "destination" => self.name.clone(), "reason" => *reason)
                     .increment(1);
-                let wait = backoff(self.failures, self.settings.max_backoff, *retry_after);
+                let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+                let wait = self
+                    .backoff
+                    .failed(self.settings.max_backoff, *retry_after, jitter);
                 tracing::warn!(destination = %self.name, reason, detail = %detail, retry_in_ms = wait.as_millis() as u64, "destination failed; retrying");
                 let shown = if detail.is_empty() {
                     *reason
@@ -349,10 +372,9 @@ impl Relay {
         let due = self.store.forward_dead(Some(&self.name), true).await?;
         let mut seq = state.seq;
         for (_, dead) in due {
-            let next = (seq.0, seq.1 + 1);
-            if next.1 % (1 << SEQ_SHIFT) == 0 {
-                break; // No seq left below the next feed position's.
-            }
+            // Caught up: nothing in the feed can come with `seq.0` any
+            // more (see the module's opening), so `seq.1` has room.
+            let next = (seq.0, seq.1.saturating_add(1));
             let message = if dead.notice {
                 self.store
                     .forward_notice(dead.position.id)
@@ -375,6 +397,7 @@ impl Relay {
             let verdicts = self.publisher.publish(std::slice::from_ref(&message)).await;
             match verdicts.first() {
                 Some(Verdict::Confirmed) => {
+                    self.backoff.succeeded();
                     self.store
                         .forward_dead_done(&self.name, &dead.message_id)
                         .await?;
@@ -409,17 +432,39 @@ fn next_after(p: Option<Position>) -> Position {
     })
 }
 
-/// The wait before attempt `failures + 1`: 1 s doubling up to
+/// Failures in a row, and the wait they call for: 1 s doubling up to
 /// `max_backoff`, the upper half jittered, never under 1 s; a
-/// `Retry-After` (capped at `max_backoff`) when it asks for longer.
-pub fn backoff(failures: u32, max_backoff: Duration, retry_after: Option<Duration>) -> Duration {
-    let exp = failures.saturating_sub(1).min(30);
-    let base = Duration::from_secs(1u64 << exp).min(max_backoff);
-    let jittered = base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
-    let wait = jittered.max(Duration::from_secs(1));
-    match retry_after {
-        Some(asked) => wait.max(asked.min(max_backoff)),
-        None => wait,
+/// `Retry-After` (capped at `max_backoff`) when it asks for longer. Any
+/// success starts it again at 1 s.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// Something was confirmed (or refused for good): the destination works.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// One more failure; the wait before the next try. `jitter` is drawn
+    /// from `0.5..=1.0` (a parameter, so tests need no randomness).
+    pub fn failed(
+        &mut self,
+        max_backoff: Duration,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let exp = (self.failures - 1).min(30);
+        let base = Duration::from_secs(1u64 << exp).min(max_backoff);
+        let wait = base
+            .mul_f64(jitter.clamp(0.5, 1.0))
+            .max(Duration::from_secs(1));
+        match retry_after {
+            Some(asked) => wait.max(asked.min(max_backoff)),
+            None => wait,
+        }
     }
 }
 
@@ -428,19 +473,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_within_bounds_and_honours_retry_after() {
+    fn backoff_grows_with_jitter_to_the_cap_and_resets_after_a_success() {
         let max = Duration::from_secs(60);
-        for failures in 1..40 {
-            let w = backoff(failures, max, None);
-            assert!(w >= Duration::from_secs(1) && w <= max, "{failures}: {w:?}");
+        let secs = |d: Duration| d.as_secs_f64();
+        let mut b = Backoff::default();
+        // Full jitter (1.0): 1, 2, 4, ... capped at max.
+        let full: Vec<f64> = (0..9).map(|_| secs(b.failed(max, None, 1.0))).collect();
+        assert_eq!(full, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]);
+        // A success: the next failure waits 1 s again.
+        b.succeeded();
+        assert_eq!(secs(b.failed(max, None, 1.0)), 1.0);
+        // Half jitter: the lower bound of each step, never under 1 s.
+        let mut b = Backoff::default();
+        let low: Vec<f64> = (0..5).map(|_| secs(b.failed(max, None, 0.5))).collect();
+        assert_eq!(low, [1.0, 1.0, 2.0, 4.0, 8.0]);
+        // Jitter outside its range is held in it; many failures never overflow.
+        let mut b = Backoff::default();
+        for _ in 0..100 {
+            let w = b.failed(max, None, 7.0);
+            assert!(w >= Duration::from_secs(1) && w <= max, "{w:?}");
         }
-        assert!(backoff(4, max, None) >= Duration::from_secs(4));
-        assert!(backoff(30, max, None) >= Duration::from_secs(30));
+        // Retry-After wins when longer, capped at max_backoff.
+        let mut b = Backoff::default();
         assert_eq!(
-            backoff(1, max, Some(Duration::from_secs(45))),
+            b.failed(max, Some(Duration::from_secs(45)), 1.0),
             Duration::from_secs(45)
         );
-        assert_eq!(backoff(1, max, Some(Duration::from_secs(600))), max);
+        assert_eq!(b.failed(max, Some(Duration::from_secs(600)), 1.0), max);
     }
 
     #[test]
@@ -449,6 +508,13 @@ mod tests {
         let b = seq_of(Position { tx: 5, id: 10 });
         let c = seq_of(Position { tx: 6, id: 2 });
         assert!(a < b && b < c);
-        assert!((a.0, a.1 + 1023) < b);
+        // Caught up at tx 5: every later item is in a later transaction.
+        assert!((b.0, b.1 + 1_000_000) < c);
+        // SQLite: the id leads, so replays after id 9 stay below id 10.
+        let (x, y) = (
+            seq_of(Position { tx: 0, id: 9 }),
+            seq_of(Position { tx: 0, id: 10 }),
+        );
+        assert!((x.0, x.1 + 1_000_000) < y);
     }
 }

@@ -304,15 +304,30 @@ async fn an_unreachable_destination_does_not_stop_the_service() {
 async fn purged_before_forwarding(sqlite: Option<&std::path::Path>, name: &str) {
     let dest = Destination::start().await;
     dest.answer_always(503);
-    let app = app_forwarding(name, &dest, sqlite).await;
+    // The destination takes `job.succeeded` only: a purged `job.failed`
+    // was never its to forward, so it is not missed.
+    let mut env = http_destination(name, &dest.url());
+    env.push((
+        format!("IMGGO__FORWARD__{}__EVENTS", name.to_uppercase()),
+        "job.succeeded".into(),
+    ));
+    let url = sqlite.map(sqlite_url);
+    let app = spawn_app_with(|o| {
+        with_destinations(&mut o.settings, env);
+        o.database_url = url;
+    })
+    .await;
     let old = new_job_id();
+    let old_other = new_job_id();
     app.deliver(prod_body(&old)).await;
+    app.deliver(body_with(&old_other, "job.failed", json!({"n": 1})))
+        .await;
     app.deliver(prod_body(&new_job_id())).await;
     eventually("the destination is registered", || async {
         app.store.forward_state(name).await.unwrap()
     })
     .await;
-    backdate_rows(&app.store, &[&old], 40 * 86_400).await;
+    backdate_rows(&app.store, &[&old, &old_other], 40 * 86_400).await;
     let mut retention = test_settings().retention;
     retention.max_age = Duration::from_secs(30 * 86_400);
     imggo_receiver::retention::pass(
@@ -339,4 +354,49 @@ async fn events_purged_before_forwarding_are_counted_on_postgres() {
 async fn events_purged_before_forwarding_are_counted_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     purged_before_forwarding(Some(dir.path()), "lite-missed").await;
+}
+
+/// `forward dead replay NAME` sends every dead letter, however many: more
+/// than the 1023 replays that once fitted between two feed positions (the
+/// rest then waited for a new event that might never come).
+#[tokio::test]
+async fn replay_sends_every_dead_letter_past_a_thousand() {
+    const N: usize = 1040;
+    let name = "manydead";
+    let dest = Destination::start().await;
+    dest.answer_always(400);
+    let app = app_forwarding(name, &dest, None).await;
+    let jobs: Vec<String> = (0..N).map(|_| new_job_id()).collect();
+    for chunk in jobs.chunks(32) {
+        futures_util::future::join_all(chunk.iter().map(|j| app.deliver(prod_body(j)))).await;
+    }
+    eventually("every event dead-lettered", || async {
+        let dead = app.store.forward_dead(Some(name), false).await.unwrap();
+        (dead.len() == N).then_some(())
+    })
+    .await;
+    dest.answer_always(200);
+    let replay = app.forward_cli(name, &dest, &["dead", "replay", name]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    // One request and one commit per replay: on a loaded machine this takes
+    // longer than `eventually`'s 30 s, so a wider deadline (still no sleep
+    // standing in for a condition).
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while dest.accepted().len() < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replayed {} of {N}",
+            dest.accepted().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually("no dead letter left", || async {
+        let dead = app.store.forward_dead(Some(name), false).await.unwrap();
+        dead.is_empty().then_some(())
+    })
+    .await;
 }

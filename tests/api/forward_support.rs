@@ -1,7 +1,8 @@
 //! For the forwarding tests: an HTTP destination of the test's own that
-//! verifies every Standard Webhooks signature itself (its own HMAC code,
-//! with the older of the two configured keys, so rotation is exercised)
-//! and answers as each test scripts it.
+//! verifies every Standard Webhooks signature itself (its own HMAC code:
+//! exactly one signature, by the first of the two configured keys, as
+//! CONTRACT §11 says "the first signs"; a timestamp within 5 minutes) and
+//! answers as each test scripts it.
 
 #![allow(dead_code)]
 
@@ -20,7 +21,7 @@ use sha2::Sha256;
 
 use imggo_receiver::config::Settings;
 
-/// The current signing key and the previous one (rotation: both sign).
+/// The current signing key (it signs) and the previous one (kept, unused).
 pub const KEY_NEW: &[u8] = b"forwarding-test-key-new-0123456789";
 pub const KEY_OLD: &[u8] = b"forwarding-test-key-old-9876543210";
 
@@ -153,13 +154,12 @@ fn verify(headers: &HeaderMap, body: &[u8]) -> Option<String> {
     if age.abs() > 300 {
         return None;
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(KEY_OLD).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(KEY_NEW).unwrap();
     mac.update(format!("{id}.{ts}.").as_bytes());
     mac.update(body);
     let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    sigs.split(' ')
-        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
-        .then_some(id)
+    // One signature, the first key's: the old key never signs.
+    (sigs.strip_prefix("v1,") == Some(expected.as_str())).then_some(id)
 }
 
 async fn receive(

@@ -49,6 +49,23 @@ pub async fn try_lock(conn: &mut sqlx::PgConnection, key: i64) -> Result<bool, S
         .await?)
 }
 
+/// Postgres: marks `holder` (this replica) as the lease holder of `name`,
+/// on the lease connection, right after its advisory lock was taken: a
+/// replica that lost the lock can then no longer move the position
+/// (`forward_advance` is fenced on the holder).
+pub async fn claim(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    holder: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE forward_positions SET lease_holder = $2 WHERE destination = $1")
+        .bind(name)
+        .bind(holder)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Postgres: proves the lease connection (and so every lock on it) alive.
 pub async fn ping(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
     sqlx::query("SELECT 1").execute(conn).await?;

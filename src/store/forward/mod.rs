@@ -12,9 +12,10 @@ mod lease;
 mod notices;
 mod positions;
 
-pub use lease::{keepalive, ping, try_lock};
+pub use lease::{claim, keepalive, ping, try_lock};
 pub(crate) use notices::{notice_pg, notice_sqlite};
 pub(crate) use positions::{count_missed_pg, count_missed_sqlite};
+pub use positions::{Filters, LAG_COUNT_PG, LAG_EXACT, LAG_OLDEST_PG};
 
 use chrono::Utc;
 
@@ -63,6 +64,19 @@ pub struct Advance<'a> {
     pub position: Position,
     pub seq: (u64, u64),
     pub dead: &'a [DeadLetter],
+    /// This replica's lease holder id: the step applies only while the
+    /// destination's lease is still this replica's.
+    pub holder: &'a str,
+}
+
+/// What [`Store::forward_advance`](crate::store::Store::forward_advance) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Advanced {
+    Moved,
+    /// The position was reset meanwhile (`forward reset`): nothing written.
+    Reset,
+    /// Another replica holds the lease now: nothing written.
+    Fenced,
 }
 
 pub(super) fn now_micros() -> i64 {

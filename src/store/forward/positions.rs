@@ -4,22 +4,50 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
-use super::{now_micros, seq_column, Advance, DestinationState};
+use super::{now_micros, seq_column, Advance, Advanced, DestinationState};
 use crate::audit::AuditEntry;
 use crate::store::feed::Position;
 use crate::store::{Store, StoreError};
 
+/// Up to this many events of lag are counted exactly.
+pub const LAG_EXACT: i64 = 10_000;
+
+/// The lag's queries (public so a test can ask Postgres for their plans).
+pub const LAG_COUNT_PG: &str = "SELECT count(*) FROM (SELECT 1 FROM webhook_events \
+     WHERE (tx, id) > ($1::bigint::text::xid8, $2) ORDER BY tx, id LIMIT $3) AS lag";
+pub const LAG_OLDEST_PG: &str = "SELECT received_at FROM webhook_events \
+     WHERE (tx, id) > ($1::bigint::text::xid8, $2) ORDER BY tx, id LIMIT 1";
+const LAG_COUNT_SQLITE: &str = "SELECT count(*) FROM (SELECT 1 FROM webhook_events \
+     WHERE id > $1 ORDER BY id LIMIT $2)";
+const LAG_OLDEST_SQLITE: &str =
+    "SELECT received_at FROM webhook_events WHERE id > $1 ORDER BY id LIMIT 1";
+const LAG_NEWEST: &str = "SELECT max(id) FROM webhook_events";
+
+/// A destination and its filters (`events`, `valid`), as registered.
+pub struct Filters<'a> {
+    pub name: &'a str,
+    /// Event names forwarded; empty = all.
+    pub events: &'a [String],
+    /// `"any"`, `"true"` or `"false"`.
+    pub valid: &'a str,
+}
+
 impl Store {
     /// Creates the rows of destinations seen for the first time (at the
     /// oldest position: every stored event goes).
-    pub async fn forward_register(&self, names: &[&str]) -> Result<(), StoreError> {
-        const SQL: &str =
-            "INSERT INTO forward_positions (destination, updated_at) VALUES ($1, $2) \
-             ON CONFLICT (destination) DO NOTHING";
-        for name in names {
+    /// Each start-up records the destinations' filters (see [`Filters`]).
+    pub async fn forward_register(&self, destinations: &[Filters<'_>]) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO forward_positions \
+             (destination, updated_at, events, valid_filter) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (destination) DO UPDATE SET events = excluded.events, \
+             valid_filter = excluded.valid_filter";
+        for d in destinations {
+            let events = (!d.events.is_empty()).then(|| d.events.join("\n"));
             on_backend!(self, s => sqlx::query(SQL)
-                .bind(*name)
+                .bind(d.name)
                 .bind(now_micros())
+                .bind(&events)
+                .bind(d.valid)
                 .execute(s.pool())
                 .await?
                 .rows_affected());
@@ -57,10 +85,14 @@ impl Store {
         &self,
         name: &str,
         step: &Advance<'_>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Advanced, StoreError> {
+        // Fenced: only the lease's holder moves the position, so a replica
+        // that lost its lease (and does not know yet) cannot move it after
+        // another took over.
         const POSITION: &str = "UPDATE forward_positions SET tx = $2, id = $3, seq_hi = $4, \
              seq_lo = $5, last_error = NULL, updated_at = $6 \
-             WHERE destination = $1 AND tx = $7 AND id = $8";
+             WHERE destination = $1 AND tx = $7 AND id = $8 AND lease_holder = $9";
+        const HOLDER: &str = "SELECT lease_holder FROM forward_positions WHERE destination = $1";
         const DEAD: &str = "INSERT INTO forward_dead \
              (destination, message_id, notice, tx, row_id, reason, dead_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -77,11 +109,20 @@ impl Store {
                 .bind(now_micros())
                 .bind(step.from.tx)
                 .bind(step.from.id)
+                .bind(step.holder)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
             if moved == 0 {
-                return Ok(false);
+                let holder: Option<Option<String>> = sqlx::query_scalar(HOLDER)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return Ok(if holder.flatten().as_deref() == Some(step.holder) {
+                    Advanced::Reset
+                } else {
+                    Advanced::Fenced
+                });
             }
             for d in step.dead {
                 sqlx::query(DEAD)
@@ -97,7 +138,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        Ok(true)
+        Ok(Advanced::Moved)
     }
 
     /// Records the last seq sent without moving the position (a replay).
@@ -188,40 +229,65 @@ impl Store {
     }
 
     /// Events after `position` and the oldest one's receipt: the lag.
+    /// Measured every few seconds per destination while ingest runs, so it
+    /// is index probes only: the count walks the feed index no further
+    /// than [`LAG_EXACT`] entries (past that it is estimated from the
+    /// newest id), and the oldest is the first entry after `position`.
     pub async fn forward_lag(
         &self,
         position: Position,
     ) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
-        match self {
+        let (counted, oldest, newest) = match self {
             Store::Postgres(s) => {
-                let (n, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-                    "SELECT count(*), min(received_at) FROM webhook_events \
-                     WHERE (tx, id) > ($1::bigint::text::xid8, $2)",
-                )
-                .bind(position.tx)
-                .bind(position.id)
-                .fetch_one(s.pool())
-                .await?;
-                Ok((n.unsigned_abs(), oldest))
+                let mut conn = s.pool().acquire().await?;
+                let counted: i64 = sqlx::query_scalar(LAG_COUNT_PG)
+                    .bind(position.tx)
+                    .bind(position.id)
+                    .bind(LAG_EXACT)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(LAG_OLDEST_PG)
+                    .bind(position.tx)
+                    .bind(position.id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let newest: Option<i64> =
+                    sqlx::query_scalar(LAG_NEWEST).fetch_one(&mut *conn).await?;
+                (counted, oldest, newest)
             }
             Store::Sqlite(s) => {
-                let (n, oldest): (i64, Option<i64>) = sqlx::query_as(
-                    "SELECT count(*), min(received_at) FROM webhook_events WHERE id > $1",
-                )
-                .bind(position.id)
-                .fetch_one(s.pool())
-                .await?;
-                Ok((
-                    n.unsigned_abs(),
+                let counted: i64 = sqlx::query_scalar(LAG_COUNT_SQLITE)
+                    .bind(position.id)
+                    .bind(LAG_EXACT)
+                    .fetch_one(s.pool())
+                    .await?;
+                let oldest: Option<i64> = sqlx::query_scalar(LAG_OLDEST_SQLITE)
+                    .bind(position.id)
+                    .fetch_optional(s.pool())
+                    .await?;
+                let newest: Option<i64> =
+                    sqlx::query_scalar(LAG_NEWEST).fetch_one(s.pool()).await?;
+                (
+                    counted,
                     oldest.and_then(DateTime::from_timestamp_micros),
-                ))
+                    newest,
+                )
             }
-        }
+        };
+        let events = if counted < LAG_EXACT {
+            counted
+        } else {
+            // Ids rise with the feed only roughly (Postgres commit order),
+            // and erased ids leave gaps: an estimate, never under the count.
+            newest.unwrap_or(0).saturating_sub(position.id).max(counted)
+        };
+        Ok((events.unsigned_abs(), oldest))
     }
 }
 
 /// Retention (before it deletes): per destination, the events older than
-/// `cutoff` it has not forwarded yet; adds them to its `missed` count.
+/// `cutoff` it has not forwarded yet and would have (its filters admit
+/// them); adds them to its `missed` count.
 pub(crate) async fn count_missed_pg(
     pool: &sqlx::PgPool,
     cutoff: DateTime<Utc>,
@@ -229,7 +295,9 @@ pub(crate) async fn count_missed_pg(
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "UPDATE forward_positions p SET missed = missed + m.n FROM ( \
            SELECT d.destination, (SELECT count(*) FROM webhook_events w \
-             WHERE w.received_at < $1 AND (w.tx, w.id) > (d.tx::text::xid8, d.id)) AS n \
+             WHERE w.received_at < $1 AND (w.tx, w.id) > (d.tx::text::xid8, d.id) \
+               AND (d.events IS NULL OR w.event = ANY(string_to_array(d.events, E'\\n'))) \
+               AND (d.valid_filter = 'any' OR w.valid = (d.valid_filter = 'true'))) AS n \
            FROM forward_positions d) m \
          WHERE p.destination = m.destination AND m.n > 0 RETURNING p.destination, m.n",
     )
@@ -249,7 +317,12 @@ pub(crate) async fn count_missed_sqlite(
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT d.destination, (SELECT count(*) FROM webhook_events w \
-           WHERE w.received_at < $1 AND w.id > d.id) FROM forward_positions d",
+           WHERE w.received_at < $1 AND w.id > d.id \
+             AND (d.events IS NULL OR instr(char(10) || d.events || char(10), \
+                  char(10) || w.event || char(10)) > 0) \
+             AND (d.valid_filter = 'any' \
+                  OR w.valid = CASE d.valid_filter WHEN 'true' THEN 1 ELSE 0 END)) \
+         FROM forward_positions d",
     )
     .bind(cutoff.timestamp_micros())
     .fetch_all(pool)

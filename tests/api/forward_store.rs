@@ -1,0 +1,136 @@
+//! Forwarding's bookkeeping straight on the store, both backends: the
+//! lease fence on the position, and the cost of measuring the lag.
+
+use imggo_receiver::feed::Position;
+use imggo_receiver::store::forward::{self as fwd, Advance, Advanced};
+use imggo_receiver::store::Store;
+
+use crate::helpers::*;
+
+/// `holder` takes the lease of `name` the way the lease task does.
+async fn take(store: &Store, name: &str, holder: &str) {
+    match store {
+        Store::Postgres(pg) => {
+            let mut conn = pg.pool().acquire().await.unwrap();
+            fwd::claim(&mut conn, name, holder).await.unwrap();
+        }
+        Store::Sqlite(_) => {
+            // Expired at once, so the next replica may take it over.
+            let until = chrono::Utc::now().timestamp_micros() - 1;
+            assert!(store.forward_lease(name, holder, until).await.unwrap());
+        }
+    }
+}
+
+fn step(from: Position, to: i64, holder: &str) -> Advance<'_> {
+    Advance {
+        from,
+        position: Position {
+            tx: from.tx,
+            id: to,
+        },
+        seq: (to.unsigned_abs(), 0),
+        dead: &[],
+        holder,
+    }
+}
+
+/// The race of a lease lost without noticing, forced: replica A reads its
+/// position and sends a batch; meanwhile its lease goes to B; A's
+/// confirmation comes back. A must not move the position (B is sending
+/// from there already); B does.
+#[tokio::test]
+async fn a_replica_that_lost_its_lease_cannot_move_the_position() {
+    for (store, _backing) in each_store().await {
+        let filters = fwd::Filters {
+            name: "fenced",
+            events: &[],
+            valid: "any",
+        };
+        store.forward_register(&[filters]).await.unwrap();
+        take(&store, "fenced", "replica-a").await;
+        let a_read = store.forward_state("fenced").await.unwrap().unwrap();
+        assert_eq!(
+            store
+                .forward_advance("fenced", &step(a_read.position, 5, "replica-a"))
+                .await
+                .unwrap(),
+            Advanced::Moved
+        );
+        let a_read = store.forward_state("fenced").await.unwrap().unwrap();
+        take(&store, "fenced", "replica-b").await;
+        let b_read = store.forward_state("fenced").await.unwrap().unwrap();
+        assert_eq!(
+            store
+                .forward_advance("fenced", &step(a_read.position, 9, "replica-a"))
+                .await
+                .unwrap(),
+            Advanced::Fenced
+        );
+        let now = store.forward_state("fenced").await.unwrap().unwrap();
+        assert_eq!(now.position, b_read.position, "the old holder moved it");
+        assert_eq!(
+            store
+                .forward_advance("fenced", &step(b_read.position, 7, "replica-b"))
+                .await
+                .unwrap(),
+            Advanced::Moved
+        );
+        // A reset meanwhile is told apart from a lost lease.
+        assert_eq!(
+            store
+                .forward_advance("fenced", &step(b_read.position, 8, "replica-b"))
+                .await
+                .unwrap(),
+            Advanced::Reset
+        );
+    }
+}
+
+/// Every scan node of a JSON plan: (node type, rows it returned).
+fn scans(plan: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+    let kind = plan["Node Type"].as_str().unwrap_or_default().to_owned();
+    if kind.contains("Scan") {
+        out.push((kind, plan["Actual Rows"].as_f64().unwrap_or(0.0)));
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        scans(child, out);
+    }
+}
+
+/// The lag is measured every 2 s per destination while ingest runs: its
+/// queries are index probes that read at most `LAG_EXACT` feed entries,
+/// however far behind the destination is (here 30,000 events, from the
+/// start), never a scan of every event past the position.
+#[tokio::test]
+async fn the_lag_is_measured_by_index_probes_not_scans() {
+    let db = TestDb::new().await;
+    db.insert_raw_events(30_000, 1).await;
+    sqlx::query("VACUUM ANALYZE webhook_events")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let limit = fwd::LAG_EXACT.to_string();
+    for sql in [fwd::LAG_COUNT_PG, fwd::LAG_OLDEST_PG] {
+        let text = sql
+            .replace("$1", "0")
+            .replace("$2", "0")
+            .replace("$3", &limit);
+        let explained: serde_json::Value =
+            sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {text}"))
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let mut found = Vec::new();
+        scans(&explained[0]["Plan"], &mut found);
+        assert!(!found.is_empty(), "{explained}");
+        for (kind, rows) in &found {
+            assert!(kind.starts_with("Index"), "{kind} in {explained}");
+            assert!(*rows <= fwd::LAG_EXACT as f64, "{kind} read {rows} rows");
+        }
+    }
+    let store = Store::Postgres(imggo_receiver::store::PgStore::from_pool(db.pool.clone()));
+    let (events, oldest) = store.forward_lag(Position::default()).await.unwrap();
+    assert!(events >= 30_000, "{events}");
+    assert!(oldest.is_some());
+}
