@@ -19,12 +19,15 @@ use crate::http::server::ServeOptions;
 use crate::http::{self, AppState, DeliveryGate, Shared};
 use crate::ingest::{Committer, DatabaseHealth, Ingest, Pipeline};
 use crate::limits::ConnectionCaps;
-use crate::retention;
 use crate::security::rate_limit::{self, RateLimit};
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
 use crate::spool::Spool;
 use crate::store::batch::BatchOptions;
-use crate::store::{BatchWriter, Store};
+use crate::store::deferred::{self, MarkReady, Opened};
+use crate::store::{BatchWriter, SchemaReady, Store};
+
+mod database_tasks;
+mod degraded;
 
 /// How long writers get to commit what is queued once serving has stopped.
 const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -49,11 +52,16 @@ pub struct Application {
     feed_watcher: FeedWatcher,
     /// The destinations events are forwarded to (none unless configured).
     forwarding: Forwarding,
+    /// Set when Postgres did not answer at start: run() connects and
+    /// migrates in the background, then marks the schema ready.
+    pending_schema: Option<MarkReady>,
 }
 
 impl Application {
     /// Connects to the database (waiting a bounded time), applies
-    /// migrations and binds the listener (unless one is given).
+    /// migrations and binds the listener (unless one is given). With
+    /// Postgres and a spool, a database that does not answer yet is no
+    /// reason to stop: it serves from the spool (CONTRACT §8).
     pub async fn build(
         settings: Settings,
         secrets: Secrets,
@@ -64,15 +72,29 @@ impl Application {
         tracing::info!(store = %store_location, "connecting to the store");
         // A signal ends the wait for the database at once: a server that
         // never started has nothing to drain.
-        let connect = Store::connect(&secrets.database_url, &settings.database);
-        let store = tokio::select! {
-            store = connect => store.with_context(|| database_context(&secrets.database_url))?,
+        let url = &secrets.database_url;
+        let connect = deferred::open(url, &settings.database, degraded::may_defer(&settings));
+        let opened = tokio::select! {
+            opened = connect => opened.with_context(|| database_context(url))?,
             () = shutdown.cancelled() => anyhow::bail!(
                 "stopped by a signal while waiting for the database ({store_location}); nothing was served"
             ),
         };
-        store.migrate().await.context("cannot apply migrations")?;
-        Self::with_store(settings, secrets, store, listener, shutdown).await
+        let (store, pending) = match opened {
+            Opened::Connected(store) => {
+                store.migrate().await.context("cannot apply migrations")?;
+                (store, None)
+            }
+            Opened::Unreachable { store, why } => {
+                degraded::warn_unreachable(url, &why, &settings);
+                (store, Some(SchemaReady::later()))
+            }
+        };
+        let (mark, schema) = pending.map_or((None, SchemaReady::now()), |(m, s)| (Some(m), s));
+        let mut app =
+            Self::assemble(settings, secrets, (store, schema), listener, shutdown).await?;
+        app.pending_schema = mark;
+        Ok(app)
     }
 
     /// Like [`Application::build`] over an existing, migrated store.
@@ -80,6 +102,18 @@ impl Application {
         settings: Settings,
         secrets: Secrets,
         store: Store,
+        listener: Option<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let store = (store, SchemaReady::now());
+        Self::assemble(settings, secrets, store, listener, shutdown).await
+    }
+
+    /// The application over `store`, whose schema is ready when `schema` says.
+    async fn assemble(
+        settings: Settings,
+        secrets: Secrets,
+        (store, schema): (Store, SchemaReady),
         listener: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
@@ -161,6 +195,7 @@ impl Application {
             settings,
             store,
             shutdown,
+            schema,
         });
         let forwarding = Forwarding::new(
             &state.settings.forward,
@@ -182,6 +217,7 @@ impl Application {
             feed,
             feed_watcher,
             forwarding,
+            pending_schema: None,
         })
     }
 
@@ -226,6 +262,7 @@ impl Application {
             feed,
             feed_watcher,
             forwarding,
+            pending_schema,
         } = self;
         let shutdown = state.shutdown.clone();
         let store = state.store.clone();
@@ -266,28 +303,9 @@ impl Application {
         // The watcher reads the head only for those who follow the feed:
         // without one, it would poll the store for nobody.
         let follows_feed = api_listener.is_some() || !forwarding.is_empty();
-        let watcher = follows_feed.then(|| tokio::spawn(feed_watcher.run(shutdown.clone())));
         let api = api_listener.map(|l| spawn_api(l, &state, feed.clone(), caps.api));
-        let retention = tokio::spawn(retention::run(
-            store.clone(),
-            state.settings.retention.clone(),
-            state.settings.audit.max_age,
-            retention::FIRST_PASS_DELAY.min(state.settings.retention.purge_interval),
-            shutdown.clone(),
-        ));
-        // Beside the webhook route, sharing only the database with it.
-        let forwarding = tokio::spawn(forwarding.run(store.clone(), shutdown.clone()));
-        spawn_key_check(&state);
-        let commit = &state.ingest.commit;
-        let drainer = commit.spool.clone().map(|spool| {
-            tokio::spawn(crate::ingest::drain::run(
-                spool,
-                store.clone(),
-                commit.health.clone(),
-                commit.quarantine_max_rows,
-                shutdown.clone(),
-            ))
-        });
+        let watcher = follows_feed.then_some(feed_watcher);
+        let tasks = database_tasks::spawn(&state, watcher, forwarding, pending_schema);
         let public = http::PublicService::per_connection(state);
         http::server::serve(listener, public, shutdown, opts)
             .instrument(tracing::info_span!("serve", listener = "public"))
@@ -308,7 +326,7 @@ impl Application {
                 "batch writers still busy at exit; deliveries not yet answered are lost unless resent"
             );
         }
-        if let Some(drainer) = drainer {
+        if let Some(drainer) = tasks.drainer {
             if let Err(e) = drainer.await {
                 tracing::error!(error = %e, "spool drainer failed");
             }
@@ -323,19 +341,14 @@ impl Application {
                 tracing::warn!("spool writer still busy at exit");
             }
         }
-        let api_tasks = api
-            .into_iter()
-            .map(|t| ("results api", t))
-            .chain(watcher.map(|t| ("feed watcher", t)));
         for (name, task) in [
             ("admin listener", admin),
             ("metrics upkeep", upkeep),
             ("rate-limit pruner", pruner),
-            ("retention", retention),
-            ("forwarding", forwarding),
         ]
         .into_iter()
-        .chain(api_tasks)
+        .chain(api.map(|t| ("results api", t)))
+        .chain(tasks.others)
         {
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "background task failed");
@@ -354,28 +367,6 @@ pub fn database_context(url: &SecretString) -> String {
         "cannot use the database named by DATABASE_URL ({})",
         database_label(url)
     )
-}
-
-/// Warns, once and in the background (it reads every row's key id), about
-/// rows sealed under a key that is missing from the ring: they can no
-/// longer be read (a rotation that removed a key before `reencrypt`).
-fn spawn_key_check(state: &AppState) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        let spool = state
-            .ingest
-            .commit
-            .spool
-            .as_ref()
-            .map(|_| std::path::Path::new(&state.settings.spool.path));
-        match crate::reencrypt::missing_keys(&state.store, &state.ingest.pipeline.keys, spool).await
-        {
-            Ok(missing) => crate::reencrypt::warn_missing(&missing),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not check which keys sealed the stored rows")
-            }
-        }
-    });
 }
 
 /// Starts the Results API on its own listener, with its own timeout and

@@ -30,14 +30,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_cancelled() {
         return not_ready("shutting_down");
     }
-    let reason = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ready()).await {
-        Ok(Ok(())) => return status_body(StatusCode::OK, json!({"status": "ready"})),
-        Ok(Err(crate::store::StoreError::NotMigrated)) => return not_ready("migrations_pending"),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            "database_unavailable"
+    let reason = if state.schema.is_ready() {
+        match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ready()).await {
+            Ok(Ok(())) => return status_body(StatusCode::OK, json!({"status": "ready"})),
+            Ok(Err(crate::store::StoreError::NotMigrated)) => {
+                return not_ready("migrations_pending")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness check failed");
+                "database_unavailable"
+            }
+            Err(_) => "database_timeout",
         }
-        Err(_) => "database_timeout",
+    } else {
+        // Started while Postgres was unreachable: it has not answered
+        // since (start-up said so once; each probe need not).
+        "database_unavailable"
     };
     // Deliveries are still acknowledged while the spool has room.
     match &state.ingest.commit.spool {

@@ -26,7 +26,7 @@ use crate::config::Settings;
 use crate::error::AppError;
 use crate::security::rate_limit::RateLimit;
 use crate::security::{Allowlist, ClientIpResolver, SignatureVerifier};
-use crate::store::Store;
+use crate::store::{SchemaReady, Store};
 
 pub use pipeline::REQUEST_ID_HEADER;
 
@@ -58,6 +58,10 @@ pub struct Shared {
     pub ingest: crate::ingest::Ingest,
     /// Cancelled when the process starts shutting down (`/readyz` → 503).
     pub shutdown: CancellationToken,
+    /// Set once the database is connected and migrated: a server that
+    /// started while Postgres was unreachable serves from the spool until
+    /// then (`/readyz`, the Results API).
+    pub schema: SchemaReady,
 }
 
 /// The checks a delivery passes before its body is trusted, cheapest first.

@@ -143,9 +143,10 @@ async fn run_writers(
         Store::Postgres(pg) => {
             let own = pg.own_pool(u32::try_from(writers).unwrap_or(u32::MAX));
             // Connect now, so the first delivery does not wait for it. A
-            // database that is down now is retried by the first batch.
+            // database that is down now is retried by the first batch
+            // (and was reported at start: not again here).
             if let Err(e) = own.pool().acquire().await {
-                tracing::warn!(error = %e, "batch writer could not connect yet");
+                tracing::debug!(error = %e, "batch writer could not connect yet");
             }
             (Store::Postgres(own), true)
         }

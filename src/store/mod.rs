@@ -3,6 +3,7 @@
 //! embedded for a single instance with nothing to install.
 
 pub mod batch;
+pub mod deferred;
 pub mod location;
 mod pg_connect;
 pub mod postgres;
@@ -19,6 +20,7 @@ use crate::crypto::Sealed;
 pub use crate::event::{InsertOutcome, NewEvent, StoredEvent};
 
 pub use batch::{BatchWriter, SubmitError};
+pub use deferred::SchemaReady;
 pub use postgres::{HeldConnection, PgStore};
 pub use sqlite::SqliteStore;
 

@@ -70,6 +70,16 @@ impl PgStore {
         }
     }
 
+    /// A store whose pool connects on first use, without waiting for the
+    /// server: for a start that must not depend on Postgres answering
+    /// (`store::deferred`). Fails only on a URL that cannot be used.
+    pub fn lazy(url: &str, db: &DatabaseSettings) -> Result<Self, StoreError> {
+        let options = connect_options(url)?;
+        Ok(Self {
+            pool: pool_options(db).connect_lazy_with(options),
+        })
+    }
+
     /// Wraps an existing pool (tests, tools).
     pub fn from_pool(pool: PgPool) -> Self {
         Self { pool }

@@ -10,6 +10,7 @@ mod helpers;
 mod batch;
 mod cli;
 mod database_url;
+mod degraded_start;
 mod deploy;
 mod edge;
 mod embedded;

@@ -85,11 +85,13 @@ async fn every_command_on_the_store_names_it_once_on_stderr_and_nothing_secret()
     assert!(!log.contains("hunter2pw"));
 }
 
-/// `serve` against a port nothing listens on, waiting up to a minute.
+/// `serve` against a port nothing listens on, waiting up to a minute (no
+/// spool: with one it would serve from it at once).
 fn waiting_server(dir: &std::path::Path) -> Server {
     let url = format!("postgres://postgres@127.0.0.1:{}/imggo", free_port());
     let mut env: Vec<(String, String)> = secret_env(&url).into_iter().collect();
     env.extend([
+        ("IMGGO__SPOOL__PATH".into(), String::new()),
         ("IMGGO__DATABASE__CONNECT_TIMEOUT".into(), "60s".into()),
         ("IMGGO__SERVER__BIND".into(), "127.0.0.1:0".into()),
         ("IMGGO__ADMIN__BIND".into(), "127.0.0.1:0".into()),

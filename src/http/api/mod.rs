@@ -26,7 +26,7 @@ use super::AppState;
 use crate::crypto::KeyRing;
 use crate::error::AppError;
 use crate::feed::{CursorForm, FeedWatch};
-use crate::store::Store;
+use crate::store::{SchemaReady, Store};
 use crate::subjects::SubjectKey;
 
 /// What API handlers share. Each handler takes only the sub-states it
@@ -126,6 +126,12 @@ pub fn router(app: AppState, state: ApiState) -> Router {
                 erasure::MAX_BODY_BYTES,
             )),
         )
+        // The routes above read the database (tokens too): 503 until it
+        // is connected and migrated; the document below needs none.
+        .route_layer(middleware::from_fn_with_state(
+            app.schema.clone(),
+            until_schema_ready,
+        ))
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
@@ -136,4 +142,17 @@ pub fn router(app: AppState, state: ApiState) -> Router {
             super::pipeline::api_layer,
         ))
         .with_state(state)
+}
+
+/// Answers `503 unavailable` while the server waits for the database it
+/// started without (CONTRACT §8), before any token is looked up.
+async fn until_schema_ready(
+    axum::extract::State(schema): axum::extract::State<SchemaReady>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    if !schema.is_ready() {
+        return axum::response::IntoResponse::into_response(AppError::StoreUnavailable);
+    }
+    next.run(req).await
 }

@@ -65,6 +65,16 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        let db = Self::unmigrated().await;
+        Store::Postgres(PgStore::from_pool(db.pool.clone()))
+            .migrate()
+            .await
+            .unwrap();
+        db
+    }
+
+    /// A fresh database no migration has touched (what a first start sees).
+    pub async fn unmigrated() -> Self {
         let name = test_db_name();
         let admin = admin_url();
         let mut conn = PgConnection::connect(&admin)
@@ -84,10 +94,6 @@ impl TestDb {
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .connect(&url)
-            .await
-            .unwrap();
-        Store::Postgres(PgStore::from_pool(pool.clone()))
-            .migrate()
             .await
             .unwrap();
         Self { name, url, pool }
