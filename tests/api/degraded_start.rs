@@ -186,6 +186,61 @@ async fn a_replica_started_during_an_outage_serves_from_the_spool_then_migrates_
     assert_eq!(database_lines, 1, "nothing else warned about it: {logs}");
 }
 
+/// A database address that accepts connections and never answers (a
+/// stalled network, a dropped route): start-up gives up its one attempt
+/// after a bounded time and serves; a stop while degraded is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_never_answers_does_not_hold_start_up_or_shutdown() {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("postgres://postgres:{PASSWORD}@{hole_addr}/imggo");
+    let mut env: Vec<(String, String)> = secret_env(&url).into_iter().collect();
+    env.extend([
+        ("IMGGO__SERVER__BIND".into(), format!("127.0.0.1:{port}")),
+        (
+            "IMGGO__ADMIN__BIND".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "IMGGO__SPOOL__PATH".into(),
+            dir.path().join("spool.db").display().to_string(),
+        ),
+    ]);
+    let mut server = Server::start(command(dir.path(), &env));
+    server.wait_for("listening");
+    let client = reqwest::Client::new();
+    let res = client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    let (status, ready) = json_of(res).await;
+    assert_eq!(
+        (status, &ready["spooling"]),
+        (200, &Value::Bool(true)),
+        "{ready}"
+    );
+    let body = prod_body(&new_job_id());
+    let url = format!("http://127.0.0.1:{port}/webhooks/imggo");
+    let res = post_from(&client, &url, body.clone(), Some(&prod_signature(&body))).await;
+    assert_eq!(res.status(), 200);
+
+    let ended = server.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+    let (status, logs) = ended.expect("still running 10 s after SIGTERM");
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("no answer within 3s"), "{logs}");
+    assert!(!logs.contains(PASSWORD), "{logs}");
+    held.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_spool_serve_and_every_other_command_fail_fast() {
     let db = TestDb::unmigrated().await;
