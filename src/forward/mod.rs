@@ -15,13 +15,16 @@
 //! the database: a destination that is down only grows its own lag.
 
 pub mod amqp;
+pub mod backoff;
 pub mod endpoint;
 pub mod http;
 pub mod lease;
 pub mod nats;
+pub mod notice;
 pub mod publish;
 pub mod redis;
 pub mod relay;
+mod replay;
 
 use std::sync::Arc;
 use std::time::Duration;

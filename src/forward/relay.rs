@@ -22,13 +22,15 @@ use bytes::Bytes;
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 
+pub use super::backoff::Backoff;
+use super::notice;
 use super::publish::{Message, Publisher, Verdict};
 use crate::config::forward::{DestinationSettings, Template};
 use crate::crypto::KeyRing;
 use crate::event::wire;
 use crate::feed::{self, CursorForm, FeedWatch, Position};
 use crate::metrics as m;
-use crate::store::forward::{Advance, Advanced, DeadLetter, DestinationState, Notice};
+use crate::store::forward::{Advance, Advanced, DeadLetter, Notice};
 use crate::store::{FeedEvent, FeedFilter, Store, StoreError};
 
 /// Feed items read (and sent) per batch.
@@ -75,12 +77,12 @@ enum Slot {
     Skip,
     /// Cannot be rendered: dead at once, with the reason.
     Dead(String),
-    /// Sent as `batch[i]`.
-    Send(usize),
+    /// Sent as `batch[range]` (an erasure notice may take several).
+    Send(std::ops::Range<usize>),
 }
 
 /// What a step did.
-enum Step {
+pub(super) enum Step {
     /// Sent something; go on at once.
     Busy,
     /// Nothing new.
@@ -164,21 +166,17 @@ impl Relay {
             match slot {
                 Slot::Skip => {}
                 Slot::Dead(reason) => dead.push(self.dead_letter(item, reason)),
-                Slot::Send(i) => match verdicts.get(*i) {
-                    Some(Verdict::Confirmed) => sent += 1,
-                    Some(Verdict::Refused(reason)) => dead.push(self.dead_letter(item, reason)),
-                    Some(other) => {
-                        stopped = Some(other);
-                        break;
+                Slot::Send(range) => {
+                    match judge(&verdicts, range.clone(), &short) {
+                        Ok(None) => sent += 1,
+                        Ok(Some(reason)) => dead.push(self.dead_letter(item, reason)),
+                        Err(stop) => {
+                            stopped = Some(stop);
+                            break;
+                        }
                     }
-                    None => {
-                        stopped = Some(&short);
-                        break;
-                    }
-                },
-            }
-            if let Slot::Send(i) = slot {
-                seq = batch[*i].seq;
+                    seq = batch[range.end - 1].seq;
+                }
             }
             position = Some(item.position());
         }
@@ -259,15 +257,19 @@ impl Relay {
                     Err(why) => return Slot::Dead(why),
                 }
             }
-            Item::Notice(n) => self.notice_message(n),
+            Item::Notice(n) => {
+                let start = batch.len();
+                batch.extend(self.notice_messages(n, seq_of(n.position)));
+                return Slot::Send(start..batch.len());
+            }
         };
         let mut message = message;
         message.seq = seq_of(item.position());
         batch.push(message);
-        Slot::Send(batch.len() - 1)
+        Slot::Send(batch.len() - 1..batch.len())
     }
 
-    fn event_message(&self, e: &FeedEvent) -> Result<Message, String> {
+    pub(super) fn event_message(&self, e: &FeedEvent) -> Result<Message, String> {
         let payload = wire::open(&self.keys, &e.row).map_err(|err| {
             tracing::error!(destination = %self.name, row = e.row.id, error = %err, "stored event cannot be forwarded");
             format!("cannot be read: {err}")
@@ -284,22 +286,20 @@ impl Relay {
         })
     }
 
-    fn notice_message(&self, n: &Notice) -> Message {
-        let mut body = Vec::from(&b"{\"erasure\":{\"ids\":["[..]);
-        for (i, id) in n.event_ids.split(',').filter(|s| !s.is_empty()).enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            wire::string(&mut body, id);
-        }
-        body.extend_from_slice(b"]}}");
-        Message {
-            id: notice_id(n.position),
-            target: self.target("erasure", None),
-            body: Bytes::from(body),
-            timestamp: chrono::Utc::now().timestamp(),
-            seq: seq_of(n.position),
-        }
+    /// The notice's messages, seqs from `first` on.
+    pub(super) fn notice_messages(&self, n: &Notice, first: (u64, u64)) -> Vec<Message> {
+        let target = self.target("erasure", None);
+        notice::messages(n.position.id, &n.event_ids, notice::IDS_PER_MESSAGE)
+            .into_iter()
+            .zip(0u64..)
+            .map(|((id, body), k)| Message {
+                id,
+                target: target.clone(),
+                body: Bytes::from(body),
+                timestamp: chrono::Utc::now().timestamp(),
+                seq: (first.0, first.1.saturating_add(k)),
+            })
+            .collect()
     }
 
     fn target(&self, event: &str, pattern_id: Option<&str>) -> String {
@@ -312,7 +312,7 @@ impl Relay {
     fn dead_letter(&self, item: &Item, reason: &str) -> DeadLetter {
         let (message_id, notice) = match item {
             Item::Event(e) => (e.row.id.to_string(), false),
-            Item::Notice(n) => (notice_id(n.position), true),
+            Item::Notice(n) => (notice::message_id(n.position.id, 0), true),
         };
         tracing::warn!(destination = %self.name, id = %message_id, reason, "message refused: moved to dead letters");
         DeadLetter {
@@ -331,7 +331,7 @@ impl Relay {
     }
 
     /// A batch ended at a failure or a 410.
-    async fn stopped(&mut self, verdict: &Verdict) -> Result<Step, StoreError> {
+    pub(super) async fn stopped(&mut self, verdict: &Verdict) -> Result<Step, StoreError> {
         match verdict {
             Verdict::Gone(detail) => {
                 tracing::warn!(destination = %self.name, detail = %detail, "destination is gone: paused until `forward resume`");
@@ -366,62 +366,29 @@ impl Relay {
             Verdict::Confirmed | Verdict::Refused(_) => Ok(Step::Busy),
         }
     }
-
-    /// Caught up: sends the dead letters `forward dead replay` asked for.
-    async fn replay(&mut self, state: &DestinationState) -> Result<Step, StoreError> {
-        let due = self.store.forward_dead(Some(&self.name), true).await?;
-        let mut seq = state.seq;
-        for (_, dead) in due {
-            // Caught up: nothing in the feed can come with `seq.0` any
-            // more (see the module's opening), so `seq.1` has room.
-            let next = (seq.0, seq.1.saturating_add(1));
-            let message = if dead.notice {
-                self.store
-                    .forward_notice(dead.position.id)
-                    .await?
-                    .map(|n| Ok(self.notice_message(&n)))
-            } else {
-                self.store
-                    .forward_event(dead.position.id)
-                    .await?
-                    .map(|e| self.event_message(&e))
-            };
-            let Some(Ok(mut message)) = message else {
-                // Erased or purged since (or unreadable still): nothing to send.
-                self.store
-                    .forward_dead_done(&self.name, &dead.message_id)
-                    .await?;
-                continue;
-            };
-            message.seq = next;
-            let verdicts = self.publisher.publish(std::slice::from_ref(&message)).await;
-            match verdicts.first() {
-                Some(Verdict::Confirmed) => {
-                    self.backoff.succeeded();
-                    self.store
-                        .forward_dead_done(&self.name, &dead.message_id)
-                        .await?;
-                    m::counter_forward(m::FORWARD_SENT, &self.name, 1);
-                    tracing::info!(destination = %self.name, id = %dead.message_id, "dead letter replayed");
-                }
-                Some(Verdict::Refused(reason)) => {
-                    self.store
-                        .forward_dead_again(&self.name, &dead.message_id, reason)
-                        .await?;
-                }
-                Some(verdict) => return self.stopped(verdict).await,
-                None => return Ok(Step::Retry(IDLE)),
-            }
-            seq = next;
-            self.store.forward_set_seq(&self.name, seq).await?;
-        }
-        Ok(Step::Idle)
-    }
 }
 
-/// The id of the notice at `p`: never an event's (those are digits only).
-fn notice_id(p: Position) -> String {
-    format!("erasure-{}", p.id)
+/// What the verdicts of `range` (one item's messages) say about it:
+/// `Ok(None)` all confirmed, `Ok(Some(reason))` refused for good (the first
+/// refusal's reason), `Err` the batch stops here (a failure, a 410, or no
+/// verdict at all: `short`).
+pub(super) fn judge<'v>(
+    verdicts: &'v [Verdict],
+    range: std::ops::Range<usize>,
+    short: &'v Verdict,
+) -> Result<Option<&'v str>, &'v Verdict> {
+    let mut refused = None;
+    for i in range {
+        match verdicts.get(i) {
+            Some(Verdict::Confirmed) => {}
+            Some(Verdict::Refused(reason)) => {
+                refused.get_or_insert(reason.as_str());
+            }
+            Some(stop) => return Err(stop),
+            None => return Err(short),
+        }
+    }
+    Ok(refused)
 }
 
 /// The smallest position after `p` (a bound that keeps `p`).
@@ -432,75 +399,9 @@ fn next_after(p: Option<Position>) -> Position {
     })
 }
 
-/// Failures in a row, and the wait they call for: 1 s doubling up to
-/// `max_backoff`, the upper half jittered, never under 1 s; a
-/// `Retry-After` (capped at `max_backoff`) when it asks for longer. Any
-/// success starts it again at 1 s.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    /// Something was confirmed (or refused for good): the destination works.
-    pub fn succeeded(&mut self) {
-        self.failures = 0;
-    }
-
-    /// One more failure; the wait before the next try. `jitter` is drawn
-    /// from `0.5..=1.0` (a parameter, so tests need no randomness).
-    pub fn failed(
-        &mut self,
-        max_backoff: Duration,
-        retry_after: Option<Duration>,
-        jitter: f64,
-    ) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        let exp = (self.failures - 1).min(30);
-        let base = Duration::from_secs(1u64 << exp).min(max_backoff);
-        let wait = base
-            .mul_f64(jitter.clamp(0.5, 1.0))
-            .max(Duration::from_secs(1));
-        match retry_after {
-            Some(asked) => wait.max(asked.min(max_backoff)),
-            None => wait,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_to_the_cap_and_resets_after_a_success() {
-        let max = Duration::from_secs(60);
-        let secs = |d: Duration| d.as_secs_f64();
-        let mut b = Backoff::default();
-        // Full jitter (1.0): 1, 2, 4, ... capped at max.
-        let full: Vec<f64> = (0..9).map(|_| secs(b.failed(max, None, 1.0))).collect();
-        assert_eq!(full, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]);
-        // A success: the next failure waits 1 s again.
-        b.succeeded();
-        assert_eq!(secs(b.failed(max, None, 1.0)), 1.0);
-        // Half jitter: the lower bound of each step, never under 1 s.
-        let mut b = Backoff::default();
-        let low: Vec<f64> = (0..5).map(|_| secs(b.failed(max, None, 0.5))).collect();
-        assert_eq!(low, [1.0, 1.0, 2.0, 4.0, 8.0]);
-        // Jitter outside its range is held in it; many failures never overflow.
-        let mut b = Backoff::default();
-        for _ in 0..100 {
-            let w = b.failed(max, None, 7.0);
-            assert!(w >= Duration::from_secs(1) && w <= max, "{w:?}");
-        }
-        // Retry-After wins when longer, capped at max_backoff.
-        let mut b = Backoff::default();
-        assert_eq!(
-            b.failed(max, Some(Duration::from_secs(45)), 1.0),
-            Duration::from_secs(45)
-        );
-        assert_eq!(b.failed(max, Some(Duration::from_secs(600)), 1.0), max);
-    }
 
     #[test]
     fn seqs_rise_with_the_feed_and_leave_room_for_replays() {
