@@ -201,6 +201,9 @@ impl PgStore {
         }
         // Counted under the lock, so only the purging replica counts.
         let missed = super::forward::count_missed_pg(&self.pool, cutoff).await;
+        if let Err(e) = super::forward::purge_pg(&self.pool, cutoff).await {
+            tracing::warn!(error = %e, "cannot purge old forwarding notices and dead letters");
+        }
         crate::metrics::forward_missed(missed);
         // The lock guards the pass; its batches may run on any connection.
         let result = super::delete_in_batches(batch_size, || async {

@@ -201,6 +201,9 @@ impl SqliteStore {
         batch_size: u32,
     ) -> Result<PurgeOutcome, StoreError> {
         let missed = super::forward::count_missed_sqlite(&self.pool, cutoff).await;
+        if let Err(e) = super::forward::purge_sqlite(&self.pool, cutoff).await {
+            tracing::warn!(error = %e, "cannot purge old forwarding notices and dead letters");
+        }
         crate::metrics::forward_missed(missed);
         let deleted = super::delete_in_batches(batch_size, || async {
             Ok(sqlx::query(

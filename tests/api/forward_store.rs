@@ -134,3 +134,72 @@ async fn the_lag_is_measured_by_index_probes_not_scans() {
     assert!(events >= 30_000, "{events}");
     assert!(oldest.is_some());
 }
+
+async fn ids_in(store: &Store, sql: &str) -> Vec<String> {
+    match store {
+        Store::Postgres(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await.unwrap(),
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await.unwrap(),
+    }
+}
+
+async fn retention_pass(store: &Store) {
+    let mut retention = test_settings().retention;
+    retention.max_age = std::time::Duration::from_secs(30 * 86_400);
+    imggo_receiver::retention::pass(
+        store,
+        &retention,
+        std::time::Duration::from_secs(400 * 86_400),
+        false,
+    )
+    .await
+    .unwrap();
+}
+
+/// Erasure notices and dead letters do not pile up forever: retention
+/// takes those older than `max_age`, and a notice every destination has
+/// passed goes at the next pass, unless a dead letter still names it (a
+/// replay needs it).
+#[tokio::test]
+async fn old_or_passed_notices_and_old_dead_letters_are_purged() {
+    const NOTICES: &str = "SELECT CAST(id AS TEXT) FROM forward_notices ORDER BY id";
+    const DEAD: &str = "SELECT message_id FROM forward_dead ORDER BY message_id";
+    for (store, _backing) in each_store().await {
+        let register: Vec<fwd::Filters<'_>> = ["a", "b"]
+            .into_iter()
+            .map(|name| fwd::Filters {
+                name,
+                events: &[],
+                valid: "any",
+            })
+            .collect();
+        store.forward_register(&register).await.unwrap();
+        let now = chrono::Utc::now().timestamp_micros();
+        let old = now - 40 * 86_400 * 1_000_000;
+        let notices = format!(
+            "INSERT INTO forward_notices (id, event_ids, created_at) VALUES \
+             (900001, '1', {now}), (900002, '2', {old}), (900003, '3', {now})"
+        );
+        let dead = format!(
+            "INSERT INTO forward_dead (destination, message_id, notice, tx, row_id, reason, dead_at) \
+             VALUES ('a', 'erasure-900003', true, 0, 900003, 'HTTP 400', {now}), \
+                    ('a', '17', false, 0, 17, 'HTTP 400', {old})"
+        );
+        exec(&store, &notices, &notices).await;
+        exec(&store, &dead, &dead).await;
+        retention_pass(&store).await;
+        assert_eq!(ids_in(&store, NOTICES).await, ["900001", "900003"]);
+        assert_eq!(ids_in(&store, DEAD).await, ["erasure-900003"]);
+        // Both destinations pass every notice.
+        let latest = store.forward_latest().await.unwrap();
+        for name in ["a", "b"] {
+            let audit = imggo_receiver::audit::AuditEntry::new(
+                imggo_receiver::audit::Actor::Cli,
+                imggo_receiver::audit::Action::ForwardReset,
+                None,
+            );
+            store.forward_reset(name, latest, &audit).await.unwrap();
+        }
+        retention_pass(&store).await;
+        assert_eq!(ids_in(&store, NOTICES).await, ["900003"]);
+    }
+}

@@ -13,7 +13,7 @@ mod notices;
 mod positions;
 
 pub use lease::{claim, keepalive, ping, try_lock};
-pub(crate) use notices::{notice_pg, notice_sqlite};
+pub(crate) use notices::{notice_pg, notice_sqlite, purge_pg, purge_sqlite};
 pub(crate) use positions::{count_missed_pg, count_missed_sqlite};
 pub use positions::{Filters, LAG_COUNT_PG, LAG_EXACT, LAG_OLDEST_PG};
 

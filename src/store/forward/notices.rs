@@ -2,6 +2,7 @@
 //! relay in feed order beside the events; and one event or notice read
 //! again by its place (a dead letter's replay).
 
+use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
 use super::{now_micros, Notice};
@@ -194,4 +195,48 @@ pub(crate) async fn notice_sqlite(
 
 fn join_ids(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Postgres, at each retention pass: dead letters older than `cutoff` go
+/// (like the events they name), and so do notices older than `cutoff` and
+/// notices every destination has passed (unless a dead letter still names
+/// one, to be replayed), so neither grows forever.
+pub(crate) async fn purge_pg(pool: &sqlx::PgPool, cutoff: DateTime<Utc>) -> Result<(), StoreError> {
+    let at = cutoff.timestamp_micros();
+    sqlx::query("DELETE FROM forward_dead WHERE dead_at < $1")
+        .bind(at)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "DELETE FROM forward_notices n WHERE n.created_at < $1 OR ( \
+           NOT EXISTS (SELECT 1 FROM forward_positions d \
+                       WHERE (n.tx, n.id) > (d.tx::text::xid8, d.id)) \
+           AND NOT EXISTS (SELECT 1 FROM forward_dead f WHERE f.notice AND f.row_id = n.id))",
+    )
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// [`purge_pg`] for SQLite.
+pub(crate) async fn purge_sqlite(
+    pool: &sqlx::SqlitePool,
+    cutoff: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let at = cutoff.timestamp_micros();
+    sqlx::query("DELETE FROM forward_dead WHERE dead_at < $1")
+        .bind(at)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "DELETE FROM forward_notices WHERE created_at < $1 OR ( \
+           NOT EXISTS (SELECT 1 FROM forward_positions d WHERE forward_notices.id > d.id) \
+           AND NOT EXISTS (SELECT 1 FROM forward_dead f \
+                           WHERE f.notice AND f.row_id = forward_notices.id))",
+    )
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
