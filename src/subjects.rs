@@ -4,9 +4,10 @@
 //! (names normalised as the redaction rules normalise them, matched at any
 //! depth, inside arrays too) yields the keyed hash of its canonical value:
 //! HMAC-SHA256(hash key, canonical value), exactly what the `hash` action
-//! stores as `X_hash` (CONTRACT §4). The hashes are stored beside the event
-//! (`event_subjects`), so erasure (`POST /v1/erasure`, `forget VALUE`) finds
-//! every event of a person by hashing the value it is given the same way.
+//! stores as `X_hash` (CONTRACT §4). The hashes are stored with the event
+//! (Postgres: an array in its row; SQLite: `event_subjects`), so erasure
+//! (`POST /v1/erasure`, `forget VALUE`) finds every event of a person by
+//! hashing the value it is given the same way.
 //!
 //! This module owns the field list, the hashing and the walk; the spool and
 //! the quarantine index their rows through [`index`] too.

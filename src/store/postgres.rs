@@ -309,42 +309,51 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// The batch statement. An event is *barred*, stored nowhere and answered
 /// as a duplicate, when its (job_id, event) was erased or deleted before,
 /// or when one of its subjects was erased, or its job deleted, at or after
-/// its receipt (it was
-/// received before the erasure answered, and commits after it). A barred
-/// key is remembered like an erased one. The rest are inserted once per
-/// (job_id, event), with the subject rows of the events actually inserted
-/// (a duplicate's subjects are already indexed).
+/// its receipt (it was received before the erasure answered, and commits
+/// after it). A barred key is remembered like an erased one. The rest are
+/// inserted once per (job_id, event), each with its subject hashes in the
+/// row: `$9` holds every subject hash of the batch, `$10` the 1-based
+/// position of its event in the batch.
+///
+/// The subject and job tombstones are looked at per event only when one
+/// was written at or after the batch's oldest receipt (one probe of their
+/// `erased_at` index per batch): erasures are rare, deliveries are not.
 const INSERT_BATCH: &str = "\
     WITH batch AS ( \
       SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
                            $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], \
-                           $12::bool[], $13::text[]) \
+                           $11::bool[], $12::text[]) WITH ORDINALITY \
         AS b(job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at, \
-             valid, validation_errors)), \
+             valid, validation_errors, n)), \
     subj AS ( \
-      SELECT * FROM UNNEST($9::text[], $10::text[], $11::bytea[]) AS s(job_id, event, subject)), \
+      SELECT n, array_agg(subject) AS subjects \
+      FROM UNNEST($9::bytea[], $10::int8[]) AS s(subject, n) GROUP BY n), \
+    rows AS ( \
+      SELECT b.*, s.subjects FROM batch b LEFT JOIN subj s USING (n)), \
+    since AS ( \
+      SELECT EXISTS (SELECT 1 FROM erased_subjects WHERE erased_at >= t.oldest) AS subjects, \
+             EXISTS (SELECT 1 FROM erased_jobs WHERE erased_at >= t.oldest) AS jobs \
+      FROM (SELECT min(received_at) AS oldest FROM batch) t), \
     barred AS ( \
-      SELECT b.job_id, b.event FROM batch b \
+      SELECT b.job_id, b.event FROM rows b \
       WHERE EXISTS (SELECT 1 FROM erased_events x \
                     WHERE x.job_id = b.job_id AND x.event = b.event) \
-         OR EXISTS (SELECT 1 FROM subj s JOIN erased_subjects es ON es.subject = s.subject \
-                    WHERE s.job_id = b.job_id AND s.event = b.event \
-                      AND es.erased_at >= b.received_at) \
-         OR EXISTS (SELECT 1 FROM erased_jobs j \
-                    WHERE j.job_id = b.job_id AND j.erased_at >= b.received_at)), \
+         OR ((SELECT subjects FROM since) AND b.subjects IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM erased_subjects es \
+                         WHERE es.subject = ANY (b.subjects) AND es.erased_at >= b.received_at)) \
+         OR ((SELECT jobs FROM since) \
+             AND EXISTS (SELECT 1 FROM erased_jobs j \
+                         WHERE j.job_id = b.job_id AND j.erased_at >= b.received_at))), \
     ins AS ( \
       INSERT INTO webhook_events \
         (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at, \
-         valid, validation_errors) \
-      SELECT * FROM batch b \
+         valid, validation_errors, subjects) \
+      SELECT job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at, \
+             valid, validation_errors, subjects \
+      FROM rows b \
       WHERE NOT EXISTS (SELECT 1 FROM barred x WHERE x.job_id = b.job_id AND x.event = b.event) \
       ON CONFLICT (job_id, event) DO NOTHING \
-      RETURNING id, job_id, event), \
-    subj_ins AS ( \
-      INSERT INTO event_subjects (subject, event_id) \
-      SELECT s.subject, ins.id FROM subj s \
-      JOIN ins ON ins.job_id = s.job_id AND ins.event = s.event \
-      ON CONFLICT DO NOTHING), \
+      RETURNING job_id, event), \
     remembered AS ( \
       INSERT INTO erased_events (job_id, event, erased_at) \
       SELECT DISTINCT job_id, event, now() FROM barred \
@@ -373,13 +382,12 @@ pub(super) async fn insert_rows(
         Vec::with_capacity(n),
     );
     let (mut valid, mut errors) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    // Subject hashes, one entry per (event, subject), keyed by (job_id, event).
-    let (mut subject_jobs, mut subject_events, mut subjects) = (Vec::new(), Vec::new(), Vec::new());
-    for e in events {
+    // Subject hashes, each with its event's 1-based position in the batch.
+    let (mut subjects, mut subject_of) = (Vec::new(), Vec::new());
+    for (e, n) in events.iter().zip(1_i64..) {
         for s in &e.subjects {
-            subject_jobs.push(e.envelope.job_id.as_str());
-            subject_events.push(e.envelope.event.as_str());
             subjects.push(s.as_bytes());
+            subject_of.push(n);
         }
         job_ids.push(e.envelope.job_id.as_str());
         names.push(e.envelope.event.as_str());
@@ -413,9 +421,8 @@ pub(super) async fn insert_rows(
         .bind(&nonces)
         .bind(&ciphertexts)
         .bind(&received)
-        .bind(&subject_jobs)
-        .bind(&subject_events)
         .bind(&subjects)
+        .bind(&subject_of)
         .bind(&valid)
         .bind(&errors)
         .fetch_all(&mut *tx)

@@ -1,7 +1,8 @@
 //! Deleting by job and by data subject, each with its audit record in the
-//! same transaction. Subject rows (`event_subjects`) go with their event
-//! (`ON DELETE CASCADE`). [`Store::forget_subject`] is the one place
-//! erasure deletes from; the spool and the quarantine extend it.
+//! same transaction. An event's subject hashes go with it: on Postgres they
+//! are an array in its row (GIN-indexed), on SQLite rows of
+//! `event_subjects` (`ON DELETE CASCADE`). [`Store::forget_subject`] is the
+//! one place erasure deletes from; the spool and the quarantine extend it.
 
 use super::{forward, Store, StoreError};
 use crate::audit::AuditEntry;
@@ -76,18 +77,22 @@ impl Store {
         subjects: &[SubjectHash],
         audit: &AuditEntry,
     ) -> Result<u64, StoreError> {
+        // The events indexed under $1, on each backend.
+        const PG_INDEXED: &str = "subjects @> ARRAY[$1::bytea]";
+        const SQLITE_INDEXED: &str =
+            "id IN (SELECT event_id FROM event_subjects WHERE subject = $1)";
         const REMEMBER: &str = "INSERT INTO erased_events (job_id, event, erased_at) \
-             SELECT job_id, event, $2 FROM webhook_events WHERE id IN \
-             (SELECT event_id FROM event_subjects WHERE subject = $1) \
+             SELECT job_id, event, $2 FROM webhook_events WHERE {indexed} \
              ON CONFLICT (job_id, event) DO UPDATE SET erased_at = excluded.erased_at";
-        const EVENTS: &str = "DELETE FROM webhook_events WHERE id IN \
-             (SELECT event_id FROM event_subjects WHERE subject = $1) RETURNING id";
+        const EVENTS: &str = "DELETE FROM webhook_events WHERE {indexed} RETURNING id";
         const QUARANTINED: &str = "DELETE FROM quarantined_deliveries WHERE id IN \
              (SELECT quarantine_id FROM quarantine_subjects WHERE subject = $1)";
         const TOMBSTONE: &str = "INSERT INTO erased_subjects (subject, erased_at) VALUES ($1, $2) \
              ON CONFLICT (subject) DO UPDATE SET erased_at = excluded.erased_at";
         macro_rules! forget {
-            ($s:expr, $at:expr, $lock:expr, $notice:expr) => {{
+            ($s:expr, $at:expr, $lock:expr, $notice:expr, $indexed:expr) => {{
+                let remember = REMEMBER.replace("{indexed}", $indexed);
+                let events = EVENTS.replace("{indexed}", $indexed);
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
                 // Taken once the inserts in flight have committed: a
@@ -96,12 +101,12 @@ impl Store {
                 let mut n = 0;
                 let mut deleted: Vec<i64> = Vec::new();
                 for subject in subjects {
-                    sqlx::query(REMEMBER)
+                    sqlx::query(&remember)
                         .bind(subject.as_bytes())
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                    let ids: Vec<i64> = sqlx::query_scalar(EVENTS)
+                    let ids: Vec<i64> = sqlx::query_scalar(&events)
                         .bind(subject.as_bytes())
                         .fetch_all(&mut *tx)
                         .await?;
@@ -126,23 +131,37 @@ impl Store {
             }};
         }
         match self {
-            Store::Postgres(s) => forget!(s, |t| t, lock_postgres, forward::notice_pg),
+            Store::Postgres(s) => {
+                forget!(s, |t| t, lock_postgres, forward::notice_pg, PG_INDEXED)
+            }
             Store::Sqlite(s) => forget!(
                 s,
                 |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros(),
                 lock_sqlite,
-                forward::notice_sqlite
+                forward::notice_sqlite,
+                SQLITE_INDEXED
             ),
         }
     }
 
     /// How many events are indexed under `subject` (tests, tools).
     pub async fn count_subject(&self, subject: &SubjectHash) -> Result<u64, StoreError> {
-        const SQL: &str = "SELECT count(*) FROM event_subjects WHERE subject = $1";
-        let n: i64 = on_backend!(self, s => sqlx::query_scalar(SQL)
-            .bind(subject.as_bytes())
-            .fetch_one(s.pool())
-            .await?);
+        const PG: &str = "SELECT count(*) FROM webhook_events WHERE subjects @> ARRAY[$1::bytea]";
+        const SQLITE: &str = "SELECT count(*) FROM event_subjects WHERE subject = $1";
+        let n: i64 = match self {
+            Store::Postgres(s) => {
+                sqlx::query_scalar(PG)
+                    .bind(subject.as_bytes())
+                    .fetch_one(s.pool())
+                    .await?
+            }
+            Store::Sqlite(s) => {
+                sqlx::query_scalar(SQLITE)
+                    .bind(subject.as_bytes())
+                    .fetch_one(s.pool())
+                    .await?
+            }
+        };
         Ok(n.unsigned_abs())
     }
 }

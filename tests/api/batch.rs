@@ -109,13 +109,15 @@ async fn a_failed_batch_fails_every_request_in_it_and_acknowledges_nothing() {
 }
 
 /// Waits (bounded) until the writer's INSERT is blocked on the table lock,
-/// so the rows submitted next are sure to form the following batch.
+/// so the rows submitted next are sure to form the following batch. The
+/// batch statement is known by how it opens: pg_stat_activity keeps only
+/// the first kilobyte of a query.
 async fn insert_waits_on_lock(db: &TestDb) {
     eventually("the writer's INSERT waiting on the lock", || async {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND query LIKE '%INSERT INTO webhook_events%'",
+             AND query LIKE 'WITH batch AS%'",
         )
         .fetch_one(&db.pool)
         .await
