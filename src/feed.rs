@@ -16,9 +16,9 @@
 //! requests hold no database connection: they await the watch and query
 //! again once the head has passed their cursor. On Postgres the task wakes
 //! on `LISTEN imggo_events` (a statement trigger notifies at each commit of
-//! an insert; a wake-up, never data), on a reconnect, and on a short timer
-//! while committed rows are held back behind an older open transaction; it
-//! also reports `imggo_feed_lag_seconds`. On SQLite the insert path pings
+//! an insert; a wake-up, never data), on a reconnect, and, while someone
+//! waits, on a short timer while committed rows are held back behind an
+//! older open transaction; it also reports `imggo_feed_lag_seconds`. On SQLite the insert path pings
 //! it after each commit, and a timer covers rows written by other
 //! processes (`rejected replay` from the command line).
 
@@ -120,8 +120,9 @@ pub struct FeedWatcher {
 /// How often the head is read again with nothing to wake the watcher:
 /// covers lost notifications and writes by other processes.
 const IDLE_RECHECK: Duration = Duration::from_millis(500);
-/// How often while committed rows are held back behind an open transaction
-/// (which may never insert, so no notification would come).
+/// How often while someone waits and committed rows are held back behind
+/// an open transaction (which may never insert, so no notification would
+/// come).
 const HELD_RECHECK: Duration = Duration::from_millis(50);
 
 impl FeedWatcher {
@@ -157,14 +158,21 @@ impl FeedWatcher {
         let mut refreshed = tokio::time::Instant::now();
         loop {
             // Under a burst of commits nobody may be waiting: then the head
-            // (and the lag gauge) is read on the timer only, not per commit.
-            // The one receiver `FeedWatch` keeps is not a waiter.
+            // (and the lag gauge) is read on the timer only, not per commit,
+            // and rows held back by a long transaction (anywhere in the
+            // cluster) are rechecked on that timer too: the short recheck
+            // is for someone waiting on them. The one receiver `FeedWatch`
+            // keeps is not a waiter.
             let waiters = self.head.receiver_count() > 1;
-            if waiters || held || refreshed.elapsed() >= IDLE_RECHECK {
+            if waiters || refreshed.elapsed() >= IDLE_RECHECK {
                 self.refresh(&mut held).await;
                 refreshed = tokio::time::Instant::now();
             }
-            let wait = if held { HELD_RECHECK } else { IDLE_RECHECK };
+            let wait = if held && waiters {
+                HELD_RECHECK
+            } else {
+                IDLE_RECHECK
+            };
             tokio::select! {
                 () = commits.notified() => {}
                 () = tokio::time::sleep(wait) => {}

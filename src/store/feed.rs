@@ -33,8 +33,8 @@ pub struct Position {
 pub struct FeedHead {
     /// The newest position a page may return now (zero when empty).
     pub position: Position,
-    /// Seconds the oldest committed row not yet readable has waited (0
-    /// when none is held back).
+    /// Seconds the first committed row not yet readable (in feed order)
+    /// has waited (0 when none is held back).
     pub lag_seconds: f64,
 }
 
@@ -78,16 +78,19 @@ const SQLITE_PAGE: &str = "SELECT id, job_id, event, pattern_id, status, receive
        AND (?5 IS NULL OR valid = ?5) \
      ORDER BY id LIMIT ?4";
 
-/// The newest readable position and the oldest held-back row's age.
-const PG_HEAD: &str =
-    "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon_xid) \
-     SELECT \
-       (SELECT w.tx::text::bigint FROM webhook_events w, horizon WHERE w.tx < horizon_xid \
-          ORDER BY w.tx DESC, w.id DESC LIMIT 1) AS feed_tx, \
-       (SELECT w.id FROM webhook_events w, horizon WHERE w.tx < horizon_xid \
-          ORDER BY w.tx DESC, w.id DESC LIMIT 1) AS id, \
-       (SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(received_at))::float8 \
-          FROM webhook_events, horizon WHERE tx >= horizon_xid) AS lag";
+/// The newest readable position, and the age of the first row held back
+/// (in feed order). Both are one probe of the `(tx, id)` index from the
+/// horizon, however many rows a long transaction holds back: a `min` of
+/// `received_at` over them read them all, on every commit while anyone
+/// waited.
+const PG_HEAD: &str = "\
+    SELECT head.feed_tx, head.id, \
+      (SELECT EXTRACT(EPOCH FROM clock_timestamp() - w.received_at)::float8 \
+       FROM webhook_events w WHERE w.tx >= h.horizon ORDER BY w.tx, w.id LIMIT 1) AS lag \
+    FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) h \
+    LEFT JOIN LATERAL ( \
+      SELECT w.tx::text::bigint AS feed_tx, w.id FROM webhook_events w \
+      WHERE w.tx < h.horizon ORDER BY w.tx DESC, w.id DESC LIMIT 1) head ON true";
 
 impl Store {
     /// Up to `limit` events after `after`, in feed order.
