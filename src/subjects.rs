@@ -16,13 +16,14 @@ mod unparsed;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::BuildHasherDefault;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::SubjectsSettings;
 use crate::json::Json;
-use crate::redact::{self, normalize_name, RedactSettings};
+use crate::redact::{self, length_bit, normalize_name, Fnv1a, RedactSettings};
 
 /// The keyed hash of one subject value; stored, never the value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,9 +107,16 @@ impl SubjectKind {
 }
 
 /// The normalised names whose values identify a data subject, each with
-/// its kind.
+/// its kind. Every object key of every delivery is looked up here, so as
+/// the redaction rules' table does: FNV-1a instead of SipHash (the table is
+/// built from config, a payload cannot grow it), and a filter on the
+/// normalised length in front of the map.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SubjectFields(HashMap<String, SubjectKind>);
+pub struct SubjectFields {
+    kinds: HashMap<String, SubjectKind, BuildHasherDefault<Fnv1a>>,
+    /// Bit `n` set when some name has `n` bytes (names of 63+ set bit 63).
+    lengths: u64,
+}
 
 impl SubjectFields {
     /// `subjects.fields`, plus every `hash`-rule name of the redaction
@@ -116,7 +124,7 @@ impl SubjectFields {
     /// is a `hash`-rule name is of the `Hash` kind either way.
     pub fn new(settings: &SubjectsSettings, redact: &RedactSettings) -> Self {
         let hash_rules: HashSet<String> = redact::hash_rule_names(redact).into_iter().collect();
-        let mut names: HashMap<String, SubjectKind> = settings
+        let mut kinds: HashMap<String, SubjectKind, BuildHasherDefault<Fnv1a>> = settings
             .fields
             .iter()
             .map(|n| normalize_name(n))
@@ -127,17 +135,35 @@ impl SubjectFields {
             })
             .collect();
         if settings.hash_rule_fields {
-            names.extend(hash_rules.into_iter().map(|n| (n, SubjectKind::Hash)));
+            kinds.extend(hash_rules.into_iter().map(|n| (n, SubjectKind::Hash)));
         }
-        Self(names)
+        let lengths = kinds.keys().fold(0, |acc, n| acc | length_bit(n.len()));
+        Self { kinds, lengths }
     }
 
     fn kind(&self, normalised: &str) -> Option<SubjectKind> {
-        self.0.get(normalised).copied()
+        if self.lengths & length_bit(normalised.len()) == 0 {
+            return None;
+        }
+        self.kinds.get(normalised).copied()
+    }
+
+    /// The kind of the field an object key names, normalising it into
+    /// `name` only when its normalised length is some field's: an ASCII
+    /// key's is counted without writing it, and most keys are ruled out so.
+    fn kind_of_key(&self, key: &str, name: &mut String) -> Option<SubjectKind> {
+        if key.is_ascii() {
+            let len = key.bytes().filter(u8::is_ascii_alphanumeric).count();
+            if self.lengths & length_bit(len) == 0 {
+                return None;
+            }
+        }
+        redact::normalize_into(key, name);
+        self.kind(name)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.kinds.is_empty()
     }
 }
 
@@ -241,8 +267,7 @@ fn walk(
         }
         (Json::Object(entries), _) => {
             for (k, v) in entries {
-                redact::normalize_into(k, name);
-                let inner = fields.kind(name).or(kind);
+                let inner = fields.kind_of_key(k, name).or(kind);
                 walk(v, fields, key, inner, name, found);
             }
         }

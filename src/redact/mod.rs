@@ -46,7 +46,7 @@ use sha2::Sha256;
 pub use rules::{default_rules, normalize_name};
 // The subject index (`crate::subjects`) hashes exactly as the `hash` action.
 pub(crate) use mask::canonical;
-pub(crate) use rules::normalize_into;
+pub(crate) use rules::{length_bit, normalize_into, Fnv1a};
 
 use crate::json::Json;
 

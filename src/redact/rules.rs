@@ -190,7 +190,7 @@ impl NameTable {
     }
 }
 
-fn length_bit(len: usize) -> u64 {
+pub(crate) fn length_bit(len: usize) -> u64 {
     1u64 << len.min(63)
 }
 
