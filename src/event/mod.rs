@@ -53,8 +53,8 @@ pub enum InsertOutcome {
     Duplicate,
 }
 
-/// A stored row, payload still sealed.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A stored row, payload still sealed (read by `store`'s one row codec).
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub id: i64,
     pub job_id: String,
@@ -66,9 +66,8 @@ pub struct StoredEvent {
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
     /// Stored from a body an operator supplied (`rejected replay --body`),
-    /// not the one ImgGo signed. Read where events are shown (`show`, the
-    /// Results API, `export`); false where a query leaves it out.
-    #[sqlx(default)]
+    /// not the one ImgGo signed. Shown by `show`, the Results API and
+    /// `export`.
     pub operator_supplied: bool,
     /// The validation verdict (CONTRACT §12): `None` when unchecked.
     pub valid: Option<bool>,

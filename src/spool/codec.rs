@@ -1,39 +1,20 @@
-//! Spooled rows in and out of their SQLite columns: time as microseconds
-//! since the epoch, subject hashes back to back, and what each row counts
-//! against `spool.max_bytes`.
+//! Spooled rows in and out of their SQLite columns (a delivery's own
+//! columns through the store's event codec, time as [`DbTime`]), subject
+//! hashes back to back, and what each row counts against `spool.max_bytes`.
 
-use chrono::DateTime;
 use sqlx::Row as _;
 
 use super::ROW_OVERHEAD;
 use crate::crypto::{KeyId, Sealed};
-use crate::event::{Envelope, NewEvent};
+use crate::event::NewEvent;
 use crate::store::quarantine::NewQuarantined;
+use crate::store::DbTime;
 use crate::subjects::SubjectHash;
 
 pub(super) fn spooled_event(row: &sqlx::sqlite::SqliteRow) -> Result<NewEvent, sqlx::Error> {
-    let key_id: String = row.try_get("key_id")?;
-    let micros: i64 = row.try_get("received_at")?;
-    Ok(NewEvent {
-        envelope: Envelope {
-            job_id: row.try_get("job_id")?,
-            event: row.try_get("event")?,
-            pattern_id: row.try_get("pattern_id")?,
-            status: row.try_get("status")?,
-        },
-        sealed: Sealed {
-            key_id: KeyId::new(&key_id).map_err(|e| sqlx::Error::Decode(e.into()))?,
-            nonce: row.try_get("nonce")?,
-            ciphertext: row.try_get("ciphertext")?,
-        },
-        received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
-        subjects: subjects_of(row)?,
-        verdict: crate::validation::Verdict::from_columns(
-            row.try_get("valid")?,
-            row.try_get::<Option<String>, _>("validation_errors")?
-                .as_deref(),
-        ),
-    })
+    let mut event = crate::store::new_event_sqlite(row)?;
+    event.subjects = subjects_of(row)?;
+    Ok(event)
 }
 
 pub(super) fn spooled_quarantined(
@@ -41,9 +22,8 @@ pub(super) fn spooled_quarantined(
 ) -> Result<NewQuarantined, sqlx::Error> {
     let key_id: String = row.try_get("key_id")?;
     let reason: String = row.try_get("reason")?;
-    let micros: i64 = row.try_get("received_at")?;
     Ok(NewQuarantined {
-        received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
+        received_at: row.try_get::<DbTime, _>("received_at")?.0,
         reason: crate::quarantine::known_reason(&reason).ok_or_else(|| {
             sqlx::Error::Decode(format!("unknown quarantine reason {reason:?}").into())
         })?,

@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 use crate::event::{InsertOutcome, NewEvent};
 use crate::group_commit::{self, Refused, Request, Submitter};
 use crate::store::quarantine::NewQuarantined;
+use crate::store::{DbTime, NEW_EVENT_COLUMNS};
 use codec::{quarantined_size, row_size, subject_bytes};
 
 /// Most deliveries written to the spool per transaction.
@@ -189,7 +190,7 @@ impl Spool {
                (received_at, reason, request_id, bytes, seal_id, key_id, nonce, ciphertext, subjects) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(row.received_at.timestamp_micros())
+        .bind(DbTime(row.received_at))
         .bind(row.reason)
         .bind(&row.request_id)
         .bind(i64::try_from(row.bytes).unwrap_or(i64::MAX))
@@ -213,11 +214,10 @@ impl Spool {
 
     /// Up to a batch of spooled deliveries after `seq`, oldest first.
     pub async fn read_after(&self, seq: i64) -> Result<SpooledBatch, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT seq, job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, \
-               subjects, valid, validation_errors \
-             FROM spooled_events WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT seq, subjects, {NEW_EVENT_COLUMNS} \
+             FROM spooled_events WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))
         .bind(seq)
         .bind(DRAIN_BATCH)
         .fetch_all(&self.shared.pool)

@@ -4,7 +4,7 @@
 //! its own outcome; a failed commit fails them all.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::mpsc;
@@ -12,6 +12,18 @@ use tokio::sync::mpsc;
 use super::codec::{row_size, subject_bytes};
 use super::{Job, Shared, SpoolError, MAX_BATCH};
 use crate::event::InsertOutcome;
+use crate::store::{bind_new_event, EventColumns, NEW_EVENT_COLUMNS};
+
+/// One delivery (its columns as the store's, then its subject hashes);
+/// a key already spooled is left as it is.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO spooled_events ({NEW_EVENT_COLUMNS}, subjects) VALUES ({}, ?{}) \
+         ON CONFLICT (job_id, event) DO NOTHING",
+        EventColumns::sqlite_values(),
+        EventColumns::new_event_count() + 1
+    )
+});
 
 /// The spool writer: everything queued is committed in one transaction, then
 /// each requester gets its own outcome (a failed commit fails them all).
@@ -57,8 +69,7 @@ async fn insert(
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let (e, s) = (&job.item.envelope, &job.item.sealed);
-        let key = e.key();
+        let key = job.item.envelope.key();
         let size = row_size(&job.item);
         if size > room {
             let spooled: bool = sqlx::query_scalar(
@@ -75,26 +86,11 @@ async fn insert(
             });
             continue;
         }
-        let affected = sqlx::query(
-            "INSERT INTO spooled_events \
-               (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, subjects, \
-                valid, validation_errors) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, event) DO NOTHING",
-        )
-        .bind(key.job_id)
-        .bind(key.event)
-        .bind(&e.pattern_id)
-        .bind(&e.status)
-        .bind(job.item.received_at.timestamp_micros())
-        .bind(s.key_id.as_str())
-        .bind(&s.nonce)
-        .bind(&s.ciphertext)
-        .bind(subject_bytes(&job.item.subjects))
-        .bind(job.item.verdict.valid)
-        .bind(job.item.verdict.errors_json())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let affected = bind_new_event(sqlx::query(&INSERT), &job.item)
+            .bind(subject_bytes(&job.item.subjects))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         outcomes.push(Ok(if affected == 1 {
             room -= size;
             InsertOutcome::Inserted
@@ -112,6 +108,7 @@ mod tests {
     //! The spool writer on a file of its own: no Postgres, no proxy.
     use crate::event::{InsertOutcome, NewEvent};
     use crate::spool::{Spool, SpoolError};
+    use crate::subjects::SubjectHash;
 
     #[tokio::test]
     async fn a_delivery_is_kept_once_and_read_back_as_it_was() {
@@ -119,7 +116,8 @@ mod tests {
         let (spool, _writer) = Spool::open(&dir.path().join("s.db"), 1 << 20)
             .await
             .unwrap();
-        let row = NewEvent::for_tests("job-1");
+        let mut row = NewEvent::for_tests("job-1");
+        row.subjects = vec![SubjectHash([1; 32]), SubjectHash([2; 32])];
         assert_eq!(
             spool.submit(row.clone()).await.unwrap(),
             InsertOutcome::Inserted
@@ -134,6 +132,7 @@ mod tests {
         assert_eq!(back.envelope, row.envelope);
         assert_eq!(back.sealed, row.sealed);
         assert_eq!(back.received_at, row.received_at);
+        assert_eq!(back.subjects, row.subjects);
         spool.forget(batch).await.unwrap();
         assert_eq!(spool.depth(), 0);
     }

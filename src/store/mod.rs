@@ -3,7 +3,9 @@
 //! embedded for a single instance with nothing to install.
 
 pub mod batch;
+mod db_time;
 pub mod deferred;
+mod event_row;
 pub mod location;
 mod pg_connect;
 pub mod postgres;
@@ -20,7 +22,10 @@ use crate::crypto::Sealed;
 pub use crate::event::{InsertOutcome, NewEvent, StoredEvent};
 
 pub use batch::{BatchWriter, SubmitError};
+pub use db_time::DbTime;
 pub use deferred::SchemaReady;
+pub(crate) use event_row::{bind_new_event, new_event_sqlite};
+pub use event_row::{EventColumns, NEW_EVENT_COLUMNS, STORED_COLUMNS as EVENT_COLUMNS};
 pub use postgres::{HeldConnection, PgStore};
 pub use sqlite::SqliteStore;
 
@@ -48,10 +53,6 @@ fn retention_cutoff(max_age: Duration) -> DateTime<Utc> {
         .checked_sub_signed(age)
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
-
-/// The columns of [`StoredEvent`], in the order every query selects them.
-pub const EVENT_COLUMNS: &str = "id, job_id, event, pattern_id, status, received_at, \
-     key_id, nonce, ciphertext, operator_supplied, valid, validation_errors";
 
 /// What a retention pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

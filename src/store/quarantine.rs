@@ -3,9 +3,8 @@
 //! `quarantine.max_rows` (oldest go first) and purged by retention.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row as _;
 
-use super::{Store, StoreError};
+use super::{DbTime, Store, StoreError};
 use crate::crypto::Sealed;
 use crate::subjects::SubjectHash;
 
@@ -72,13 +71,13 @@ impl Store {
         const FORGET: &str = "DELETE FROM quarantined_deliveries WHERE id = $1";
         let bytes = i64::try_from(row.bytes).unwrap_or(i64::MAX);
         macro_rules! insert {
-            ($pool:expr, $received_at:expr, $lock:expr, $erased:expr) => {{
+            ($pool:expr, $lock:expr, $erased:expr) => {{
                 let mut tx = $pool.begin().await?;
                 $lock(&mut tx).await?;
                 // The first statement writes (SQLite: the write lock is
                 // held, and every other process's erasure is visible).
                 let inserted: Option<i64> = sqlx::query_scalar(INSERT)
-                    .bind($received_at)
+                    .bind(DbTime(row.received_at))
                     .bind(row.reason)
                     .bind(&row.request_id)
                     .bind(bytes)
@@ -119,13 +118,11 @@ impl Store {
         match self {
             Store::Postgres(s) => insert!(
                 s.pool(),
-                row.received_at,
                 super::subjects::hold_off_erasure,
                 super::subjects::erased_since_pg
             ),
             Store::Sqlite(s) => insert!(
                 s.pool(),
-                row.received_at.timestamp_micros(),
                 super::subjects::no_lock_sqlite,
                 super::subjects::erased_since_sqlite
             ),
@@ -135,37 +132,19 @@ impl Store {
     /// Every quarantined delivery, oldest first.
     pub async fn quarantined(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM quarantined_deliveries ORDER BY id");
-        match self {
-            Store::Postgres(s) => {
-                let rows = sqlx::query(&sql).fetch_all(s.pool()).await?;
-                rows.iter()
-                    .map(|r| entry(r, r.try_get("received_at")?))
-                    .collect()
-            }
-            Store::Sqlite(s) => {
-                let rows = sqlx::query(&sql).fetch_all(s.pool()).await?;
-                rows.iter()
-                    .map(|r| entry(r, micros(r.try_get("received_at")?)))
-                    .collect()
-            }
-        }
+        super::on_backend!(self, s => {
+            let rows = sqlx::query(&sql).fetch_all(s.pool()).await?;
+            rows.iter().map(entry).collect()
+        })
     }
 
     /// One quarantined delivery with its sealed body.
     pub async fn quarantined_one(&self, id: i64) -> Result<Option<Quarantined>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM quarantined_deliveries WHERE id = $1");
-        match self {
-            Store::Postgres(s) => {
-                let row = sqlx::query(&sql).bind(id).fetch_optional(s.pool()).await?;
-                row.map(|r| sealed(&r, entry(&r, r.try_get("received_at")?)?))
-                    .transpose()
-            }
-            Store::Sqlite(s) => {
-                let row = sqlx::query(&sql).bind(id).fetch_optional(s.pool()).await?;
-                row.map(|r| sealed(&r, entry(&r, micros(r.try_get("received_at")?))?))
-                    .transpose()
-            }
-        }
+        super::on_backend!(self, s => {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(s.pool()).await?;
+            row.map(|r| sealed(&r)).transpose()
+        })
     }
 
     /// The subject hashes a quarantined delivery was indexed under when it
@@ -196,30 +175,15 @@ impl Store {
             "SELECT {COLUMNS} FROM quarantined_deliveries \
              WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3"
         );
-        match self {
-            Store::Postgres(s) => {
-                let rows = sqlx::query(&sql)
-                    .bind(current_key)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(s.pool())
-                    .await?;
-                rows.iter()
-                    .map(|r| sealed(r, entry(r, r.try_get("received_at")?)?))
-                    .collect()
-            }
-            Store::Sqlite(s) => {
-                let rows = sqlx::query(&sql)
-                    .bind(current_key)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(s.pool())
-                    .await?;
-                rows.iter()
-                    .map(|r| sealed(r, entry(r, micros(r.try_get("received_at")?))?))
-                    .collect()
-            }
-        }
+        super::on_backend!(self, s => {
+            let rows = sqlx::query(&sql)
+                .bind(current_key)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(s.pool())
+                .await?;
+            rows.iter().map(sealed).collect()
+        })
     }
 
     /// Removes a quarantined delivery (replayed); false when it was gone.
@@ -235,20 +199,10 @@ impl Store {
         cutoff: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         const SQL: &str = "SELECT count(*) FROM quarantined_deliveries WHERE received_at < $1";
-        let n: i64 = match self {
-            Store::Postgres(s) => {
-                sqlx::query_scalar(SQL)
-                    .bind(cutoff)
-                    .fetch_one(s.pool())
-                    .await?
-            }
-            Store::Sqlite(s) => {
-                sqlx::query_scalar(SQL)
-                    .bind(cutoff.timestamp_micros())
-                    .fetch_one(s.pool())
-                    .await?
-            }
-        };
+        let n: i64 = super::on_backend!(self, s => sqlx::query_scalar(SQL)
+            .bind(DbTime(cutoff))
+            .fetch_one(s.pool())
+            .await?);
         Ok(n.unsigned_abs())
     }
 
@@ -264,64 +218,47 @@ impl Store {
             "DELETE FROM erased_events WHERE erased_at < $1",
             "DELETE FROM erased_jobs WHERE erased_at < $1",
         ] {
-            match self {
-                Store::Postgres(s) => {
-                    sqlx::query(tombstones)
-                        .bind(cutoff)
-                        .execute(s.pool())
-                        .await?;
-                }
-                Store::Sqlite(s) => {
-                    sqlx::query(tombstones)
-                        .bind(cutoff.timestamp_micros())
-                        .execute(s.pool())
-                        .await?;
-                }
-            }
+            super::on_backend!(self, s => sqlx::query(tombstones)
+                .bind(DbTime(cutoff))
+                .execute(s.pool())
+                .await
+                .map(|_| ()))?;
         }
         const SQL: &str = "DELETE FROM quarantined_deliveries WHERE received_at < $1";
-        Ok(match self {
-            Store::Postgres(s) => sqlx::query(SQL)
-                .bind(cutoff)
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-            Store::Sqlite(s) => sqlx::query(SQL)
-                .bind(cutoff.timestamp_micros())
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-        })
+        Ok(super::on_backend!(self, s => sqlx::query(SQL)
+            .bind(DbTime(cutoff))
+            .execute(s.pool())
+            .await?
+            .rows_affected()))
     }
 }
 
-fn micros(value: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(value).unwrap_or_default()
-}
-
-fn entry<R: sqlx::Row>(row: &R, received_at: DateTime<Utc>) -> Result<QuarantineEntry, StoreError>
+fn entry<R: sqlx::Row>(row: &R) -> Result<QuarantineEntry, StoreError>
 where
+    for<'r> DbTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> &'r str: sqlx::ColumnIndex<R>,
 {
     Ok(QuarantineEntry {
         id: row.try_get("id")?,
-        received_at,
+        received_at: row.try_get::<DbTime, _>("received_at")?.0,
         reason: row.try_get("reason")?,
         request_id: row.try_get("request_id")?,
         bytes: row.try_get::<i64, _>("bytes")?.unsigned_abs(),
     })
 }
 
-fn sealed<R: sqlx::Row>(row: &R, entry: QuarantineEntry) -> Result<Quarantined, StoreError>
+fn sealed<R: sqlx::Row>(row: &R) -> Result<Quarantined, StoreError>
 where
+    for<'r> DbTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> &'r str: sqlx::ColumnIndex<R>,
 {
     Ok(Quarantined {
-        entry,
+        entry: entry(row)?,
         seal_id: row.try_get("seal_id")?,
         key_id: row.try_get("key_id")?,
         nonce: row.try_get("nonce")?,

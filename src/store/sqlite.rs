@@ -5,22 +5,35 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Row as _;
 use tracing::instrument;
 
-use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent, EVENT_COLUMNS};
+use super::{
+    DbTime, EventColumns, InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent,
+    NEW_EVENT_COLUMNS,
+};
 use crate::config::DatabaseSettings;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// One event, unless its key was erased before (`?1`, `?2`: its job_id and
+/// event); its id when it was inserted.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO webhook_events ({NEW_EVENT_COLUMNS}) SELECT {} \
+         WHERE NOT EXISTS (SELECT 1 FROM erased_events WHERE job_id = ?1 AND event = ?2) \
+         ON CONFLICT (job_id, event) DO NOTHING RETURNING id",
+        EventColumns::sqlite_values()
+    )
+});
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -120,27 +133,12 @@ impl SqliteStore {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
-            let (e, s) = (&event.envelope, &event.sealed);
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO webhook_events \
-                   (job_id, event, pattern_id, status, received_at, key_id, nonce, ciphertext, \
-                    valid, validation_errors) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 \
-                 WHERE NOT EXISTS (SELECT 1 FROM erased_events WHERE job_id = ?1 AND event = ?2) \
-                 ON CONFLICT (job_id, event) DO NOTHING RETURNING id",
-            )
-            .bind(&e.job_id)
-            .bind(&e.event)
-            .bind(&e.pattern_id)
-            .bind(&e.status)
-            .bind(event.received_at.timestamp_micros())
-            .bind(s.key_id.as_str())
-            .bind(&s.nonce)
-            .bind(&s.ciphertext)
-            .bind(event.verdict.valid)
-            .bind(event.verdict.errors_json())
-            .fetch_optional(&mut *tx)
-            .await?;
+            let e = &event.envelope;
+            let inserted: Option<i64> = super::bind_new_event(sqlx::query(&INSERT), event)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| row.try_get(0))
+                .transpose()?;
             let Some(id) = inserted else {
                 outcomes.push(InsertOutcome::Duplicate);
                 continue;
@@ -160,7 +158,7 @@ impl SqliteStore {
                 )
                 .bind(&e.job_id)
                 .bind(&e.event)
-                .bind(Utc::now().timestamp_micros())
+                .bind(DbTime(Utc::now()))
                 .execute(&mut *tx)
                 .await?;
                 outcomes.push(InsertOutcome::Duplicate);
@@ -174,20 +172,20 @@ impl SqliteStore {
 
     #[instrument(skip_all, fields(job_id = %job_id))]
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE job_id = ? ORDER BY received_at, id"
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM webhook_events WHERE job_id = ? ORDER BY received_at, id",
+            EventColumns::sqlite()
         ))
         .bind(job_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(stored_event).collect()
+        .await?)
     }
 
     /// Rows received before `cutoff`.
     pub async fn count_expired(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let n: i64 =
             sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE received_at < ?")
-                .bind(cutoff.timestamp_micros())
+                .bind(DbTime(cutoff))
                 .fetch_one(&self.pool)
                 .await?;
         Ok(n.unsigned_abs())
@@ -211,7 +209,7 @@ impl SqliteStore {
                    SELECT id FROM webhook_events WHERE received_at < ? \
                    ORDER BY received_at LIMIT ?)",
             )
-            .bind(cutoff.timestamp_micros())
+            .bind(DbTime(cutoff))
             .bind(i64::from(batch_size))
             .execute(&self.pool)
             .await?
@@ -227,16 +225,22 @@ impl SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE key_id <> ? AND id > ? ORDER BY id LIMIT ?"
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM webhook_events WHERE key_id <> ? AND id > ? ORDER BY id LIMIT ?",
+            EventColumns::sqlite()
         ))
         .bind(current_key)
         .bind(after)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(stored_event).collect()
+        .await?)
     }
+}
+
+/// A stored event from its row (the feed's SQLite page, until it selects
+/// [`EventColumns::sqlite`] and decodes a `FeedEvent` itself).
+pub(super) fn stored_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+    Ok(<StoredEvent as sqlx::FromRow<_>>::from_row(row)?)
 }
 
 /// Whether `job_id` was deleted (`DELETE /v1/jobs`) at or after `received_at`.
@@ -248,28 +252,10 @@ async fn job_deleted_since(
     let deleted: Option<i64> =
         sqlx::query_scalar("SELECT 1 FROM erased_jobs WHERE job_id = ? AND erased_at >= ?")
             .bind(job_id)
-            .bind(received_at.timestamp_micros())
+            .bind(DbTime(received_at))
             .fetch_optional(conn)
             .await?;
     Ok(deleted.is_some())
-}
-
-pub(super) fn stored_event(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let micros: i64 = row.try_get("received_at")?;
-    Ok(StoredEvent {
-        id: row.try_get("id")?,
-        job_id: row.try_get("job_id")?,
-        event: row.try_get("event")?,
-        pattern_id: row.try_get("pattern_id")?,
-        status: row.try_get("status")?,
-        received_at: DateTime::from_timestamp_micros(micros).unwrap_or_default(),
-        key_id: row.try_get("key_id")?,
-        nonce: row.try_get("nonce")?,
-        ciphertext: row.try_get("ciphertext")?,
-        operator_supplied: row.try_get::<i64, _>("operator_supplied")? != 0,
-        valid: row.try_get("valid")?,
-        validation_errors: row.try_get("validation_errors")?,
-    })
 }
 
 /// Creates the database file readable by its owner only (SQLite gives the

@@ -4,7 +4,7 @@
 //! `event_subjects` (`ON DELETE CASCADE`). [`Store::forget_subject`] is the
 //! one place erasure deletes from; the spool and the quarantine extend it.
 
-use super::{forward, Store, StoreError};
+use super::{forward, DbTime, Store, StoreError};
 use crate::audit::AuditEntry;
 use crate::subjects::SubjectHash;
 
@@ -21,12 +21,12 @@ impl Store {
         const JOB: &str = "INSERT INTO erased_jobs (job_id, erased_at) VALUES ($1, $2) \
              ON CONFLICT (job_id) DO UPDATE SET erased_at = excluded.erased_at";
         macro_rules! delete {
-            ($s:expr, $at:expr, $lock:expr, $notice:expr) => {{
+            ($s:expr, $lock:expr, $notice:expr) => {{
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
                 // Taken once the inserts in flight have committed: a
                 // delivery received while the delete waited is barred too.
-                let now = $at(chrono::Utc::now());
+                let now = DbTime(chrono::Utc::now());
                 sqlx::query(REMEMBER)
                     .bind(job_id)
                     .bind(now)
@@ -50,13 +50,8 @@ impl Store {
             }};
         }
         match self {
-            Store::Postgres(s) => delete!(s, |t| t, lock_postgres, forward::notice_pg),
-            Store::Sqlite(s) => delete!(
-                s,
-                |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros(),
-                lock_sqlite,
-                forward::notice_sqlite
-            ),
+            Store::Postgres(s) => delete!(s, lock_postgres, forward::notice_pg),
+            Store::Sqlite(s) => delete!(s, lock_sqlite, forward::notice_sqlite),
         }
     }
 
@@ -90,14 +85,14 @@ impl Store {
         const TOMBSTONE: &str = "INSERT INTO erased_subjects (subject, erased_at) VALUES ($1, $2) \
              ON CONFLICT (subject) DO UPDATE SET erased_at = excluded.erased_at";
         macro_rules! forget {
-            ($s:expr, $at:expr, $lock:expr, $notice:expr, $indexed:expr) => {{
+            ($s:expr, $lock:expr, $notice:expr, $indexed:expr) => {{
                 let remember = REMEMBER.replace("{indexed}", $indexed);
                 let events = EVENTS.replace("{indexed}", $indexed);
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
                 // Taken once the inserts in flight have committed: a
                 // delivery received while the erasure waited is barred too.
-                let now = $at(chrono::Utc::now());
+                let now = DbTime(chrono::Utc::now());
                 let mut n = 0;
                 let mut deleted: Vec<i64> = Vec::new();
                 for subject in subjects {
@@ -131,16 +126,8 @@ impl Store {
             }};
         }
         match self {
-            Store::Postgres(s) => {
-                forget!(s, |t| t, lock_postgres, forward::notice_pg, PG_INDEXED)
-            }
-            Store::Sqlite(s) => forget!(
-                s,
-                |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros(),
-                lock_sqlite,
-                forward::notice_sqlite,
-                SQLITE_INDEXED
-            ),
+            Store::Postgres(s) => forget!(s, lock_postgres, forward::notice_pg, PG_INDEXED),
+            Store::Sqlite(s) => forget!(s, lock_sqlite, forward::notice_sqlite, SQLITE_INDEXED),
         }
     }
 
@@ -217,7 +204,7 @@ pub(crate) async fn erased_since_sqlite(
             "SELECT 1 FROM erased_subjects WHERE subject = ? AND erased_at >= ?",
         )
         .bind(subject.as_bytes())
-        .bind(received_at.timestamp_micros())
+        .bind(DbTime(received_at))
         .fetch_optional(&mut *conn)
         .await?;
         if erased.is_some() {

@@ -3,11 +3,10 @@
 //! again by its place (a dead letter's replay).
 
 use chrono::{DateTime, Utc};
-use sqlx::Row as _;
 
 use super::{now_micros, Notice};
 use crate::store::feed::Position;
-use crate::store::{FeedEvent, Store, StoreError, EVENT_COLUMNS};
+use crate::store::{EventColumns, FeedEvent, Store, StoreError};
 
 impl Store {
     /// Notices after `after` (at most `limit`), and the bound below which
@@ -88,37 +87,23 @@ impl Store {
         match self {
             Store::Postgres(s) => {
                 let sql = format!(
-                    "SELECT tx::text::bigint AS feed_tx, {EVENT_COLUMNS} FROM webhook_events WHERE id = $1"
+                    "SELECT {} FROM webhook_events WHERE id = $1",
+                    EventColumns::pg()
                 );
-                let row = sqlx::query(&sql)
+                Ok(sqlx::query_as(&sql)
                     .bind(row_id)
                     .fetch_optional(s.pool())
-                    .await?;
-                row.map(|r| {
-                    Ok(FeedEvent {
-                        position: Position {
-                            tx: r.try_get("feed_tx")?,
-                            id: r.try_get("id")?,
-                        },
-                        row: <crate::store::StoredEvent as sqlx::FromRow<_>>::from_row(&r)?,
-                    })
-                })
-                .transpose()
+                    .await?)
             }
             Store::Sqlite(s) => {
-                let sql = format!("SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = $1");
-                let row = sqlx::query(&sql)
+                let sql = format!(
+                    "SELECT {} FROM webhook_events WHERE id = $1",
+                    EventColumns::sqlite()
+                );
+                Ok(sqlx::query_as(&sql)
                     .bind(row_id)
                     .fetch_optional(s.pool())
-                    .await?;
-                row.map(|r| {
-                    let row = crate::store::sqlite::stored_event(&r)?;
-                    Ok(FeedEvent {
-                        position: Position { tx: 0, id: row.id },
-                        row,
-                    })
-                })
-                .transpose()
+                    .await?)
             }
         }
     }
