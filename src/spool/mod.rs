@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use crate::event::{InsertOutcome, NewEvent};
 use crate::group_commit::{self, Refused, Request, Submitter};
 use crate::store::quarantine::NewQuarantined;
-use crate::store::{DbTime, NEW_EVENT_COLUMNS};
+use crate::store::{DbTime, EventColumns};
 use codec::{quarantined_size, row_size, subject_bytes};
 
 /// Most deliveries written to the spool per transaction.
@@ -215,8 +215,8 @@ impl Spool {
     /// Up to a batch of spooled deliveries after `seq`, oldest first.
     pub async fn read_after(&self, seq: i64) -> Result<SpooledBatch, sqlx::Error> {
         let rows = sqlx::query(&format!(
-            "SELECT seq, subjects, {NEW_EVENT_COLUMNS} \
-             FROM spooled_events WHERE seq > ? ORDER BY seq LIMIT ?"
+            "SELECT seq, subjects, {} FROM spooled_events WHERE seq > ? ORDER BY seq LIMIT ?",
+            EventColumns::new_event()
         ))
         .bind(seq)
         .bind(DRAIN_BATCH)

@@ -12,14 +12,15 @@ use tokio::sync::mpsc;
 use super::codec::{row_size, subject_bytes};
 use super::{Job, Shared, SpoolError, MAX_BATCH};
 use crate::event::InsertOutcome;
-use crate::store::{bind_new_event, EventColumns, NEW_EVENT_COLUMNS};
+use crate::store::{bind_new_event, EventColumns};
 
 /// One delivery (its columns as the store's, then its subject hashes);
 /// a key already spooled is left as it is.
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO spooled_events ({NEW_EVENT_COLUMNS}, subjects) VALUES ({}, ?{}) \
+        "INSERT INTO spooled_events ({}, subjects) VALUES ({}, ?{}) \
          ON CONFLICT (job_id, event) DO NOTHING",
+        EventColumns::new_event(),
         EventColumns::sqlite_values(),
         EventColumns::new_event_count() + 1
     )

@@ -1,23 +1,28 @@
 //! The events table's columns and its row codec, once for every query.
 //!
-//! - Every read of an event row selects [`EventColumns::select`] of its
-//!   backend (the same names on both, and the feed position as `feed_tx`:
+//! - Every read of an event row selects its backend's [`EventColumns`]
+//!   (the same names on both, and the feed position as `feed_tx`:
 //!   Postgres' writing transaction, SQLite's 0) and decodes it with one
 //!   [`sqlx::FromRow`] for [`StoredEvent`] and [`FeedEvent`], generic over
 //!   the backend: feed pages, job listings, `show`, `export`, re-encryption
 //!   and the relay all read through it.
-//! - Every write of a [`NewEvent`] names [`NEW_EVENT_COLUMNS`]; on SQLite
-//!   (the store and the spool file) [`bind_new_event`] binds them and
-//!   [`new_event_sqlite`] reads them back (the spool).
+//! - Every write of a [`NewEvent`] names [`EventColumns::new_event`]; on
+//!   SQLite (the store and the spool file) [`bind_new_event`] binds them
+//!   and [`new_event_sqlite`] reads them back (the spool); on Postgres
+//!   [`PgEventArrays`] carries a batch of them as `UNNEST` arrays.
 //! - Time is [`DbTime`] at the boundary, `DateTime<Utc>` everywhere else.
 //!
-//! A new column: a migration per backend, the field, its name here, its
-//! bind and its decode below (and in Postgres' batch arrays).
+//! A new column: a migration per backend (and the spool's schema), the
+//! field, its entry in [`STORED`] and/or [`NEW_EVENT`], and its line in
+//! each codec below.
 
 use std::sync::LazyLock;
 
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{ColumnIndex, Decode, Row, Sqlite, Type};
+use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Type};
 
 use super::db_time::DbTime;
 use super::feed::{FeedEvent, Position};
@@ -25,29 +30,45 @@ use crate::crypto::{KeyId, Sealed};
 use crate::event::{Envelope, NewEvent, StoredEvent};
 use crate::validation::Verdict;
 
-/// The columns of [`StoredEvent`], as both backends name them. Selected
-/// bare only by the queries not yet moved to [`EventColumns`] (the feed's
-/// and Postgres' own, which a change in flight also edits).
-pub const STORED_COLUMNS: &str = "id, job_id, event, pattern_id, status, received_at, \
+/// The columns of [`StoredEvent`], as both backends name them.
+const STORED: &str = "id, job_id, event, pattern_id, status, received_at, \
      key_id, nonce, ciphertext, operator_supplied, valid, validation_errors";
 
-/// The columns a [`NewEvent`] fills, in bind order. `job_id` and `event`
-/// come first: SQLite's insert refers to them as `?1` and `?2`.
-pub const NEW_EVENT_COLUMNS: &str = "job_id, event, pattern_id, status, received_at, \
-     key_id, nonce, ciphertext, valid, validation_errors";
+/// The columns a [`NewEvent`] fills, in bind order, with their Postgres
+/// type. `job_id` and `event` come first: SQLite's insert refers to them as
+/// `?1` and `?2`.
+const NEW_EVENT: [(&str, &str); 10] = [
+    ("job_id", "text"),
+    ("event", "text"),
+    ("pattern_id", "text"),
+    ("status", "text"),
+    ("received_at", "timestamptz"),
+    ("key_id", "text"),
+    ("nonce", "bytea"),
+    ("ciphertext", "bytea"),
+    ("valid", "bool"),
+    ("validation_errors", "text"),
+];
 
-/// What a SELECT of event rows lists, per backend.
+/// The column lists of event rows, per backend, built once.
 pub enum EventColumns {}
 
 static PG_SELECT: LazyLock<String> =
-    LazyLock::new(|| format!("tx::text::bigint AS feed_tx, {STORED_COLUMNS}"));
-static SQLITE_SELECT: LazyLock<String> =
-    LazyLock::new(|| format!("0 AS feed_tx, {STORED_COLUMNS}"));
+    LazyLock::new(|| format!("tx::text::bigint AS feed_tx, {STORED}"));
+static SQLITE_SELECT: LazyLock<String> = LazyLock::new(|| format!("0 AS feed_tx, {STORED}"));
+static NEW_EVENT_NAMES: LazyLock<String> = LazyLock::new(|| {
+    let names: Vec<&str> = NEW_EVENT.iter().map(|(name, _)| *name).collect();
+    names.join(", ")
+});
 static SQLITE_VALUES: LazyLock<String> = LazyLock::new(|| {
-    (1..=EventColumns::new_event_count())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let values: Vec<String> = (1..=NEW_EVENT.len()).map(|i| format!("?{i}")).collect();
+    values.join(", ")
+});
+static PG_ARRAYS: LazyLock<String> = LazyLock::new(|| {
+    let arrays: Vec<String> = (NEW_EVENT.iter().zip(1..))
+        .map(|((_, ty), i)| format!("${i}::{ty}[]"))
+        .collect();
+    arrays.join(", ")
 });
 
 impl EventColumns {
@@ -64,16 +85,27 @@ impl EventColumns {
         &SQLITE_SELECT
     }
 
-    /// How many [`NEW_EVENT_COLUMNS`] there are: a statement's own
-    /// parameters after them are numbered from one past it (`?N`: sqlx
-    /// counts a bare `?` from 1, whatever numbered ones came before).
-    pub fn new_event_count() -> usize {
-        NEW_EVENT_COLUMNS.split(',').count()
+    /// The columns a [`NewEvent`] fills, in bind order (both backends).
+    pub fn new_event() -> &'static str {
+        &NEW_EVENT_NAMES
     }
 
-    /// SQLite's placeholders for [`NEW_EVENT_COLUMNS`]: `?1, ?2, …`.
+    /// How many columns a [`NewEvent`] fills: a statement's own parameters
+    /// after them are numbered from one past it (`?N`, `$N`: sqlx counts
+    /// a bare `?` from 1, whatever numbered ones came before).
+    pub fn new_event_count() -> usize {
+        NEW_EVENT.len()
+    }
+
+    /// SQLite's placeholders for [`Self::new_event`]: `?1, ?2, …`.
     pub fn sqlite_values() -> &'static str {
         &SQLITE_VALUES
+    }
+
+    /// Postgres' typed array parameters for [`Self::new_event`], in
+    /// [`PgEventArrays::bind`]'s order: `$1::text[], …`.
+    pub fn pg_arrays() -> &'static str {
+        &PG_ARRAYS
     }
 }
 
@@ -133,7 +165,7 @@ where
 /// A query's arguments on SQLite.
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
-/// Binds `event`'s [`NEW_EVENT_COLUMNS`], in their order.
+/// Binds `event`'s [`EventColumns::new_event`], in their order.
 pub(crate) fn bind_new_event<'q>(query: SqliteQuery<'q>, event: &'q NewEvent) -> SqliteQuery<'q> {
     let (e, s) = (&event.envelope, &event.sealed);
     query
@@ -175,6 +207,56 @@ pub(crate) fn new_event_sqlite(row: &SqliteRow) -> Result<NewEvent, sqlx::Error>
     })
 }
 
+/// A batch of [`NewEvent`]s as one Postgres array per
+/// [`EventColumns::new_event`] column, for `UNNEST`.
+#[derive(Default)]
+pub(crate) struct PgEventArrays<'a> {
+    job_id: Vec<&'a str>,
+    event: Vec<&'a str>,
+    pattern_id: Vec<Option<&'a str>>,
+    status: Vec<Option<&'a str>>,
+    received_at: Vec<DateTime<Utc>>,
+    key_id: Vec<&'a str>,
+    nonce: Vec<&'a [u8]>,
+    ciphertext: Vec<&'a [u8]>,
+    valid: Vec<Option<bool>>,
+    validation_errors: Vec<Option<String>>,
+}
+
+impl<'a> PgEventArrays<'a> {
+    pub(crate) fn push(&mut self, event: &'a NewEvent) {
+        let (e, s) = (&event.envelope, &event.sealed);
+        self.job_id.push(&e.job_id);
+        self.event.push(&e.event);
+        self.pattern_id.push(e.pattern_id.as_deref());
+        self.status.push(e.status.as_deref());
+        self.received_at.push(event.received_at);
+        self.key_id.push(s.key_id.as_str());
+        self.nonce.push(&s.nonce);
+        self.ciphertext.push(&s.ciphertext);
+        self.valid.push(event.verdict.valid);
+        self.validation_errors.push(event.verdict.errors_json());
+    }
+
+    /// Binds the arrays as [`EventColumns::pg_arrays`] names them.
+    pub(crate) fn bind<'q>(
+        &'q self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(&self.job_id)
+            .bind(&self.event)
+            .bind(&self.pattern_id)
+            .bind(&self.status)
+            .bind(&self.received_at)
+            .bind(&self.key_id)
+            .bind(&self.nonce)
+            .bind(&self.ciphertext)
+            .bind(&self.valid)
+            .bind(&self.validation_errors)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -182,7 +264,8 @@ mod tests {
 
     #[test]
     fn the_dedup_key_is_bound_first() {
-        assert!(NEW_EVENT_COLUMNS.starts_with("job_id, event,"));
+        assert!(EventColumns::new_event().starts_with("job_id, event,"));
+        assert!(EventColumns::pg_arrays().starts_with("$1::text[], $2::text[], $3::text[]"));
         assert!(EventColumns::sqlite_values().starts_with("?1, ?2, ?3"));
         assert_eq!(
             EventColumns::sqlite_values().matches('?').count(),
@@ -193,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_event_reads_back_from_sqlite_as_it_was_bound() {
         let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
-        sqlx::query(&format!("CREATE TABLE t ({NEW_EVENT_COLUMNS})"))
+        sqlx::query(&format!("CREATE TABLE t ({})", EventColumns::new_event()))
             .execute(&pool)
             .await
             .unwrap();
@@ -206,14 +289,15 @@ mod tests {
             }],
         };
         let sql = format!(
-            "INSERT INTO t ({NEW_EVENT_COLUMNS}) VALUES ({})",
+            "INSERT INTO t ({}) VALUES ({})",
+            EventColumns::new_event(),
             EventColumns::sqlite_values()
         );
         bind_new_event(sqlx::query(&sql), &event)
             .execute(&pool)
             .await
             .unwrap();
-        let row = sqlx::query(&format!("SELECT {NEW_EVENT_COLUMNS} FROM t"))
+        let row = sqlx::query(&format!("SELECT {} FROM t", EventColumns::new_event()))
             .fetch_one(&pool)
             .await
             .unwrap();

@@ -10,15 +10,14 @@
 //! reports how long as `imggo_feed_lag_seconds`. SQLite commits one writer
 //! at a time, so its ids are commit order already.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use sqlx::Row as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{PgStore, Store, StoreError, StoredEvent};
+use super::{EventColumns, PgStore, Store, StoreError, StoredEvent};
 
 /// A place in the feed: rows strictly after it come next.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,25 +57,30 @@ pub struct FeedEvent {
     pub row: StoredEvent,
 }
 
-// The xid8 leaves as `feed_tx` (bigint): an output column named `tx` would
-// be what ORDER BY sorts by, a sort of every remaining row instead of a walk
-// of the (tx, id) index.
-const PG_PAGE: &str = "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pattern_id, status, \
-       received_at, key_id, nonce, ciphertext, operator_supplied, valid, validation_errors \
-     FROM webhook_events \
-     WHERE (tx, id) > ($1::bigint::text::xid8, $2) \
-       AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
-       AND ($3::text IS NULL OR event = $3) \
-       AND ($4::text IS NULL OR pattern_id = $4) \
-       AND ($6::bool IS NULL OR valid = $6) \
-     ORDER BY tx, id LIMIT $5";
+/// A page of the feed on Postgres: in `(tx, id)` order, below the horizon.
+static PG_PAGE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM webhook_events \
+         WHERE (tx, id) > ($1::bigint::text::xid8, $2) \
+           AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND ($3::text IS NULL OR event = $3) \
+           AND ($4::text IS NULL OR pattern_id = $4) \
+           AND ($6::bool IS NULL OR valid = $6) \
+         ORDER BY tx, id LIMIT $5",
+        EventColumns::pg()
+    )
+});
 
-const SQLITE_PAGE: &str = "SELECT id, job_id, event, pattern_id, status, received_at, key_id, \
-       nonce, ciphertext, operator_supplied, valid, validation_errors \
-     FROM webhook_events \
-     WHERE id > ?1 AND (?2 IS NULL OR event = ?2) AND (?3 IS NULL OR pattern_id = ?3) \
-       AND (?5 IS NULL OR valid = ?5) \
-     ORDER BY id LIMIT ?4";
+/// A page of the feed on SQLite: ids are commit order.
+static SQLITE_PAGE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM webhook_events \
+         WHERE id > ?1 AND (?2 IS NULL OR event = ?2) AND (?3 IS NULL OR pattern_id = ?3) \
+           AND (?5 IS NULL OR valid = ?5) \
+         ORDER BY id LIMIT ?4",
+        EventColumns::sqlite()
+    )
+});
 
 /// The newest readable position, and the age of the first row held back
 /// (in feed order). Both are one probe of the `(tx, id)` index from the
@@ -101,64 +105,47 @@ impl Store {
         filter: &FeedFilter,
     ) -> Result<Vec<FeedEvent>, StoreError> {
         match self {
-            Store::Postgres(s) => {
-                let rows = sqlx::query(PG_PAGE)
-                    .bind(after.tx)
-                    .bind(after.id)
-                    .bind(filter.event.as_deref())
-                    .bind(filter.pattern_id.as_deref())
-                    .bind(i64::from(limit))
-                    .bind(filter.valid)
-                    .fetch_all(s.pool())
-                    .await?;
-                rows.iter().map(pg_event).collect()
-            }
-            Store::Sqlite(s) => {
-                let rows = sqlx::query(SQLITE_PAGE)
-                    .bind(after.id)
-                    .bind(filter.event.as_deref())
-                    .bind(filter.pattern_id.as_deref())
-                    .bind(i64::from(limit))
-                    .bind(filter.valid)
-                    .fetch_all(s.pool())
-                    .await?;
-                rows.iter()
-                    .map(|r| {
-                        let row = super::sqlite::stored_event(r)?;
-                        Ok(FeedEvent {
-                            position: Position { tx: 0, id: row.id },
-                            row,
-                        })
-                    })
-                    .collect()
-            }
+            Store::Postgres(s) => Ok(sqlx::query_as(&PG_PAGE)
+                .bind(after.tx)
+                .bind(after.id)
+                .bind(filter.event.as_deref())
+                .bind(filter.pattern_id.as_deref())
+                .bind(i64::from(limit))
+                .bind(filter.valid)
+                .fetch_all(s.pool())
+                .await?),
+            Store::Sqlite(s) => Ok(sqlx::query_as(&SQLITE_PAGE)
+                .bind(after.id)
+                .bind(filter.event.as_deref())
+                .bind(filter.pattern_id.as_deref())
+                .bind(i64::from(limit))
+                .bind(filter.valid)
+                .fetch_all(s.pool())
+                .await?),
         }
     }
 
     /// Every event of a job with its feed position, oldest first.
     pub async fn job_events(&self, job_id: &str) -> Result<Vec<FeedEvent>, StoreError> {
-        match self {
+        let sql = |columns: &str| {
+            format!(
+                "SELECT {columns} FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id"
+            )
+        };
+        Ok(match self {
             Store::Postgres(s) => {
-                let rows = sqlx::query(
-                    "SELECT tx::text::bigint AS feed_tx, id, job_id, event, pattern_id, status, \
-                       received_at, key_id, nonce, ciphertext, operator_supplied, valid, validation_errors \
-                     FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
-                )
-                .bind(job_id)
-                .fetch_all(s.pool())
-                .await?;
-                rows.iter().map(pg_event).collect()
+                sqlx::query_as(&sql(EventColumns::pg()))
+                    .bind(job_id)
+                    .fetch_all(s.pool())
+                    .await?
             }
-            Store::Sqlite(_) => Ok(self
-                .events_for_job(job_id)
-                .await?
-                .into_iter()
-                .map(|row| FeedEvent {
-                    position: Position { tx: 0, id: row.id },
-                    row,
-                })
-                .collect()),
-        }
+            Store::Sqlite(s) => {
+                sqlx::query_as(&sql(EventColumns::sqlite()))
+                    .bind(job_id)
+                    .fetch_all(s.pool())
+                    .await?
+            }
+        })
     }
 
     /// Where the feed ends now, and how long rows have been held back.
@@ -189,16 +176,6 @@ impl Store {
             }
         }
     }
-}
-
-fn pg_event(r: &sqlx::postgres::PgRow) -> Result<FeedEvent, StoreError> {
-    Ok(FeedEvent {
-        position: Position {
-            tx: r.try_get("feed_tx")?,
-            id: r.try_get("id")?,
-        },
-        row: <StoredEvent as sqlx::FromRow<_>>::from_row(r)?,
-    })
 }
 
 /// Holds the replica's one `LISTEN imggo_events` connection (a pool of its

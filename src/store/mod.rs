@@ -24,8 +24,8 @@ pub use crate::event::{InsertOutcome, NewEvent, StoredEvent};
 pub use batch::{BatchWriter, SubmitError};
 pub use db_time::DbTime;
 pub use deferred::SchemaReady;
-pub(crate) use event_row::{bind_new_event, new_event_sqlite};
-pub use event_row::{EventColumns, NEW_EVENT_COLUMNS, STORED_COLUMNS as EVENT_COLUMNS};
+pub use event_row::EventColumns;
+pub(crate) use event_row::{bind_new_event, new_event_sqlite, PgEventArrays};
 pub use postgres::{HeldConnection, PgStore};
 pub use sqlite::SqliteStore;
 

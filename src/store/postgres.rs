@@ -1,5 +1,6 @@
 //! The Postgres store: several replicas may share it.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -10,7 +11,9 @@ use tracing::instrument;
 use chrono::{DateTime, Utc};
 
 use super::pg_connect::{connect_options, describe, refused, unreachable, worth_retrying};
-use super::{InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent, EVENT_COLUMNS};
+use super::{
+    EventColumns, InsertOutcome, NewEvent, PgEventArrays, PurgeOutcome, StoreError, StoredEvent,
+};
 use crate::config::DatabaseSettings;
 use crate::dedup::DedupKey;
 
@@ -165,7 +168,8 @@ impl PgStore {
     #[instrument(skip_all, fields(job_id = %job_id))]
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(sqlx::query_as::<_, StoredEvent>(&format!(
-            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id"
+            "SELECT {} FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
+            EventColumns::pg()
         ))
         .bind(job_id)
         .fetch_all(&self.pool)
@@ -237,8 +241,9 @@ impl PgStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(sqlx::query_as::<_, StoredEvent>(&format!(
-            "SELECT {EVENT_COLUMNS} FROM webhook_events \
-             WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3"
+            "SELECT {} FROM webhook_events \
+             WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
+            EventColumns::pg()
         ))
         .bind(current_key)
         .bind(after)
@@ -318,16 +323,19 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// The subject and job tombstones are looked at per event only when one
 /// was written at or after the batch's oldest receipt (one probe of their
 /// `erased_at` index per batch): erasures are rare, deliveries are not.
-const INSERT_BATCH: &str = "\
+static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
+    let (columns, arrays) = (EventColumns::new_event(), EventColumns::pg_arrays());
+    let (subject, subject_of) = (
+        EventColumns::new_event_count() + 1,
+        EventColumns::new_event_count() + 2,
+    );
+    format!(
+        "\
     WITH batch AS ( \
-      SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                           $5::text[], $6::bytea[], $7::bytea[], $8::timestamptz[], \
-                           $11::bool[], $12::text[]) WITH ORDINALITY \
-        AS b(job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at, \
-             valid, validation_errors, n)), \
+      SELECT * FROM UNNEST({arrays}) WITH ORDINALITY AS b({columns}, n)), \
     subj AS ( \
       SELECT n, array_agg(subject) AS subjects \
-      FROM UNNEST($9::bytea[], $10::int8[]) AS s(subject, n) GROUP BY n), \
+      FROM UNNEST(${subject}::bytea[], ${subject_of}::int8[]) AS s(subject, n) GROUP BY n), \
     rows AS ( \
       SELECT b.*, s.subjects FROM batch b LEFT JOIN subj s USING (n)), \
     since AS ( \
@@ -345,12 +353,8 @@ const INSERT_BATCH: &str = "\
              AND EXISTS (SELECT 1 FROM erased_jobs j \
                          WHERE j.job_id = b.job_id AND j.erased_at >= b.received_at))), \
     ins AS ( \
-      INSERT INTO webhook_events \
-        (job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at, \
-         valid, validation_errors, subjects) \
-      SELECT job_id, event, pattern_id, status, key_id, nonce, ciphertext, received_at, \
-             valid, validation_errors, subjects \
-      FROM rows b \
+      INSERT INTO webhook_events ({columns}, subjects) \
+      SELECT {columns}, subjects FROM rows b \
       WHERE NOT EXISTS (SELECT 1 FROM barred x WHERE x.job_id = b.job_id AND x.event = b.event) \
       ON CONFLICT (job_id, event) DO NOTHING \
       RETURNING job_id, event), \
@@ -358,7 +362,9 @@ const INSERT_BATCH: &str = "\
       INSERT INTO erased_events (job_id, event, erased_at) \
       SELECT DISTINCT job_id, event, now() FROM barred \
       ON CONFLICT (job_id, event) DO NOTHING) \
-    SELECT job_id, event FROM ins";
+    SELECT job_id, event FROM ins"
+    )
+});
 
 /// One statement for the whole batch, in one transaction that holds the
 /// erasure lock shared (see [`lock_out_inserts`]): one commit.
@@ -368,20 +374,7 @@ pub(super) async fn insert_rows(
     events: &[&NewEvent],
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     use sqlx::Connection as _;
-    let n = events.len();
-    let (mut job_ids, mut names, mut patterns, mut statuses) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut key_ids, mut nonces, mut ciphertexts, mut received) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut valid, mut errors) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut columns = PgEventArrays::default();
     // Subject hashes, each with its event's 1-based position in the batch.
     let (mut subjects, mut subject_of) = (Vec::new(), Vec::new());
     for (e, n) in events.iter().zip(1_i64..) {
@@ -389,16 +382,7 @@ pub(super) async fn insert_rows(
             subjects.push(s.as_bytes());
             subject_of.push(n);
         }
-        job_ids.push(e.envelope.job_id.as_str());
-        names.push(e.envelope.event.as_str());
-        patterns.push(e.envelope.pattern_id.as_deref());
-        statuses.push(e.envelope.status.as_deref());
-        key_ids.push(e.sealed.key_id.as_str());
-        nonces.push(e.sealed.nonce.as_slice());
-        ciphertexts.push(e.sealed.ciphertext.as_slice());
-        received.push(e.received_at);
-        valid.push(e.verdict.valid);
-        errors.push(e.verdict.errors_json());
+        columns.push(e);
     }
     // The transaction opens with the erasure lock held shared, in one round
     // trip: inserts never wait for each other, only for an erasure, and
@@ -412,19 +396,11 @@ pub(super) async fn insert_rows(
     } else {
         conn.begin_with(BEGIN_HOLDING_ERASURE_LOCK).await?
     };
-    let inserted: Vec<(String, String)> = sqlx::query_as(INSERT_BATCH)
-        .bind(&job_ids)
-        .bind(&names)
-        .bind(&patterns)
-        .bind(&statuses)
-        .bind(&key_ids)
-        .bind(&nonces)
-        .bind(&ciphertexts)
-        .bind(&received)
+    let inserted: Vec<(String, String)> = columns
+        .bind(sqlx::query(&INSERT_BATCH))
         .bind(&subjects)
         .bind(&subject_of)
-        .bind(&valid)
-        .bind(&errors)
+        .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -434,6 +410,20 @@ pub(super) async fn insert_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batch_names_the_event_columns_once_and_numbers_the_subjects_after_them() {
+        let sql = &*INSERT_BATCH;
+        assert!(sql.contains(
+            "UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
+             $6::text[], $7::bytea[], $8::bytea[], $9::bool[], $10::text[]) WITH ORDINALITY"
+        ));
+        assert!(sql.contains("UNNEST($11::bytea[], $12::int8[])"));
+        assert!(sql.contains(&format!(
+            "INSERT INTO webhook_events ({}, subjects)",
+            EventColumns::new_event()
+        )));
+    }
 
     #[test]
     fn the_batch_transaction_takes_the_erasure_lock() {

@@ -16,10 +16,7 @@ use sqlx::sqlite::{
 use sqlx::Row as _;
 use tracing::instrument;
 
-use super::{
-    DbTime, EventColumns, InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent,
-    NEW_EVENT_COLUMNS,
-};
+use super::{DbTime, EventColumns, InsertOutcome, NewEvent, PurgeOutcome, StoreError, StoredEvent};
 use crate::config::DatabaseSettings;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -28,9 +25,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 /// event); its id when it was inserted.
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO webhook_events ({NEW_EVENT_COLUMNS}) SELECT {} \
+        "INSERT INTO webhook_events ({}) SELECT {} \
          WHERE NOT EXISTS (SELECT 1 FROM erased_events WHERE job_id = ?1 AND event = ?2) \
          ON CONFLICT (job_id, event) DO NOTHING RETURNING id",
+        EventColumns::new_event(),
         EventColumns::sqlite_values()
     )
 });
@@ -235,12 +233,6 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?)
     }
-}
-
-/// A stored event from its row (the feed's SQLite page, until it selects
-/// [`EventColumns::sqlite`] and decodes a `FeedEvent` itself).
-pub(super) fn stored_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
-    Ok(<StoredEvent as sqlx::FromRow<_>>::from_row(row)?)
 }
 
 /// Whether `job_id` was deleted (`DELETE /v1/jobs`) at or after `received_at`.
