@@ -302,6 +302,99 @@ mod tests {
         assert!(!seen.load(Ordering::SeqCst));
     }
 
+    /// A refused delivery's quarantine row (sealed by no key: where it is
+    /// kept is under test, not what it opens to).
+    fn quarantine_row(seal_id: &str) -> NewQuarantined {
+        let event = NewEvent::for_tests("job-q");
+        NewQuarantined {
+            received_at: event.received_at,
+            reason: "invalid_json",
+            request_id: "req-1".into(),
+            bytes: 12,
+            seal_id: seal_id.into(),
+            sealed: event.sealed,
+            subjects: Vec::new(),
+        }
+    }
+
+    /// The store stops committing: every write to it fails at once.
+    async fn database_fails(f: &Fixture) {
+        f.committer.store.close().await;
+    }
+
+    fn spool_depth(f: &Fixture) -> u64 {
+        f.committer.spool.as_ref().map_or(0, Spool::depth)
+    }
+
+    #[tokio::test]
+    async fn an_event_the_database_cannot_commit_is_spooled_and_the_database_marked_down() {
+        let f = fixture(true).await;
+        database_fails(&f).await;
+        let landed = f
+            .committer
+            .event(NewEvent::for_tests("job-1"))
+            .await
+            .unwrap();
+        assert_eq!(landed, Landed::Spooled(InsertOutcome::Inserted));
+        assert!(f.committer.health.is_down());
+        assert_eq!(spool_depth(&f), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_spool_an_event_the_database_cannot_commit_is_kept_nowhere() {
+        let f = fixture(false).await;
+        database_fails(&f).await;
+        let refused = f
+            .committer
+            .event(NewEvent::for_tests("job-1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, NotKept::NoSpool(_)), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_quarantine_row_is_kept_in_the_store() {
+        let f = fixture(true).await;
+        let landed = f
+            .committer
+            .quarantine(&quarantine_row("s-1"))
+            .await
+            .unwrap();
+        let Landed::Primary(Some(id)) = landed else {
+            panic!("not kept in the store: {landed:?}");
+        };
+        let kept = f.committer.store.quarantined().await.unwrap();
+        assert_eq!(kept.iter().map(|q| q.id).collect::<Vec<_>>(), [id]);
+        assert!(!f.committer.health.is_down());
+        assert_eq!(spool_depth(&f), 0);
+    }
+
+    #[tokio::test]
+    async fn a_quarantine_row_the_database_cannot_commit_is_spooled_and_the_database_marked_down() {
+        let f = fixture(true).await;
+        database_fails(&f).await;
+        let landed = f
+            .committer
+            .quarantine(&quarantine_row("s-1"))
+            .await
+            .unwrap();
+        assert_eq!(landed, Landed::Spooled(None));
+        assert!(f.committer.health.is_down());
+        assert_eq!(spool_depth(&f), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_spool_a_quarantine_row_the_database_cannot_commit_is_kept_nowhere() {
+        let f = fixture(false).await;
+        database_fails(&f).await;
+        let refused = f
+            .committer
+            .quarantine(&quarantine_row("s-1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, NotKept::NoSpool(_)), "{refused}");
+    }
+
     #[tokio::test]
     async fn an_event_commits_to_the_store_then_is_a_duplicate() {
         let f = fixture(true).await;

@@ -107,7 +107,10 @@ async fn insert(
 #[allow(clippy::unwrap_used)]
 mod tests {
     //! The spool writer on a file of its own: no Postgres, no proxy.
+    use std::time::Duration;
+
     use crate::event::{InsertOutcome, NewEvent};
+    use crate::group_commit;
     use crate::spool::{Spool, SpoolError};
     use crate::subjects::SubjectHash;
 
@@ -136,6 +139,100 @@ mod tests {
         assert_eq!(back.subjects, row.subjects);
         spool.forget(batch).await.unwrap();
         assert_eq!(spool.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn requests_queued_together_commit_in_one_transaction_each_with_its_own_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _writer) = Spool::open(&dir.path().join("s.db"), 1 << 20)
+            .await
+            .unwrap();
+        spool.submit(NewEvent::for_tests("job-old")).await.unwrap();
+        // Three requests waiting together, as the writer finds them: one
+        // new, one spooled before, one repeated inside the group.
+        let (queue, mut rx) = group_commit::queue(8);
+        let asked = ["job-new", "job-old", "job-new"].map(|job| {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.submit(NewEvent::for_tests(job)).await })
+        });
+        let mut jobs = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while jobs.len() < 3 {
+                rx.recv_many(&mut jobs, 8).await;
+            }
+        })
+        .await
+        .unwrap();
+        // The group's SQL runs in one transaction: one call of `insert`.
+        let outcomes = super::insert(&spool.shared.pool, &jobs, u64::MAX)
+            .await
+            .unwrap();
+        let first_new = jobs
+            .iter()
+            .position(|j| j.item.envelope.job_id == "job-new")
+            .unwrap();
+        for (i, (job, outcome)) in jobs.iter().zip(&outcomes).enumerate() {
+            let wanted = match i == first_new {
+                true => InsertOutcome::Inserted,
+                false => InsertOutcome::Duplicate,
+            };
+            let job_id = &job.item.envelope.job_id;
+            assert_eq!(*outcome.as_ref().unwrap(), wanted, "{job_id}, queued {i}");
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM spooled_events")
+            .fetch_one(&spool.shared.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2);
+        for (job, outcome) in jobs.drain(..).zip(outcomes) {
+            job.answer(outcome);
+        }
+        // Each requester hears its own row's outcome.
+        let mut answers = Vec::new();
+        for asked in asked {
+            answers.push(asked.await.unwrap().unwrap().unwrap());
+        }
+        assert_eq!(
+            answers[1],
+            InsertOutcome::Duplicate,
+            "job-old was spooled before"
+        );
+        let mut new = [answers[0], answers[2]];
+        new.sort_by_key(|o| *o == InsertOutcome::Inserted);
+        assert_eq!(new, [InsertOutcome::Duplicate, InsertOutcome::Inserted]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _writer) = Spool::open(&dir.path().join("s.db"), 1 << 20)
+            .await
+            .unwrap();
+        // A queue of one that no writer reads: the first request waits in it.
+        let (queue, _rx) = group_commit::queue(1);
+        let stalled = Spool {
+            queue,
+            shared: spool.shared.clone(),
+        };
+        let waiting = tokio::spawn({
+            let stalled = stalled.clone();
+            async move { stalled.submit(NewEvent::for_tests("job-1")).await }
+        });
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while stalled.queue.queued() < 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        let refused = tokio::time::timeout(
+            Duration::from_secs(1),
+            stalled.submit(NewEvent::for_tests("job-2")),
+        )
+        .await
+        .expect("refused at once, not queued");
+        assert!(matches!(refused, Err(SpoolError::Full)), "{refused:?}");
+        waiting.abort();
     }
 
     #[tokio::test]
