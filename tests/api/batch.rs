@@ -83,10 +83,7 @@ async fn a_failed_batch_fails_every_request_in_it_and_acknowledges_nothing() {
     let db = TestDb::new().await;
     let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
     let (writer, _h) = BatchWriter::spawn(store.clone(), opts(64, 1, 64));
-    sqlx::query("ALTER TABLE webhook_events RENAME TO webhook_events_away")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.take_events_table_away().await;
     let results =
         futures_util::future::join_all((0..5).map(|i| writer.submit(event(&format!("j{i}")))))
             .await;
@@ -96,10 +93,7 @@ async fn a_failed_batch_fails_every_request_in_it_and_acknowledges_nothing() {
             .all(|r| matches!(r, Err(SubmitError::Failed))),
         "{results:?}"
     );
-    sqlx::query("ALTER TABLE webhook_events_away RENAME TO webhook_events")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    db.restore_events_table().await;
     assert_eq!(count_rows(&store).await, 0);
     // The writer carries on once the database is healthy again.
     assert_eq!(

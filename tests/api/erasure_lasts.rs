@@ -125,11 +125,7 @@ async fn an_erasure_takes_the_event_whose_insert_is_in_flight() {
     let token = make_token(&app.store, "dpo", "events:read,events:delete").await;
     let job = new_job_id();
 
-    let mut stall = app.db.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE webhook_events IN EXCLUSIVE MODE")
-        .execute(&mut *stall)
-        .await
-        .unwrap();
+    let stall = app.db.stall_event_inserts().await;
     let delivery = post_in_background(
         &app,
         body_with(
@@ -303,11 +299,7 @@ async fn deliveries_that_arrive_while_an_erasure_waits_do_not_survive_it() {
     };
     let (first, second, deleted_job) = (new_job_id(), new_job_id(), new_job_id());
 
-    let mut stall = app.db.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE webhook_events IN EXCLUSIVE MODE")
-        .execute(&mut *stall)
-        .await
-        .unwrap();
+    let stall = app.db.stall_event_inserts().await;
     let a = post_in_background(&app, hank(&first, "job.succeeded"));
     eventually("the first insert waits on the lock", || async {
         waiting(&app.db.pool, "Lock", BATCH_INSERT)

@@ -144,15 +144,7 @@ async fn scheduled_retention_passes_are_counted_in_metrics() {
     assert_eq!(count_rows(&store).await, 0);
 
     // A pass that fails (the table refuses deletes) is counted as such.
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
-         CREATE TRIGGER refuse_delete BEFORE DELETE ON webhook_events \
-         FOR EACH ROW EXECUTE FUNCTION refuse()",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    db.refuse_event_deletes().await;
     store.insert(&sealed_event("expired-late")).await.unwrap();
     backdate_rows(&store, &["expired-late"], 3 * 3600).await;
     let failed = "imggo_purge_runs_total{result=\"failed\"}";

@@ -201,15 +201,8 @@ async fn a_card_or_ssn_in_an_envelope_field_never_reaches_a_plaintext_column() {
         "219-09-9999",
         "4012-8888-8888-1881",
     ];
-    let columns: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT event, pattern_id, status FROM webhook_events WHERE job_id = $1 ORDER BY event",
-    )
-    .bind(&job)
-    .fetch_all(&app.db.pool)
-    .await
-    .unwrap();
     assert_eq!(
-        columns,
+        app.db.envelopes_of(&job).await,
         [
             ("job.completed".to_owned(), None, None),
             ("job.failed".to_owned(), None, None),

@@ -217,18 +217,11 @@ async fn key_rotation_end_to_end() {
     })
     .await;
     assert_eq!(k2.post_signed(prod_body("under-k2")).await.status(), 200);
-    let key_of = |job: &'static str| {
-        let pool = k1.db.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, String>("SELECT key_id FROM webhook_events WHERE job_id = $1")
-                .bind(job)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
     assert_eq!(
-        (key_of("under-k1").await, key_of("under-k2").await),
+        (
+            k1.db.key_id_of("under-k1").await,
+            k1.db.key_id_of("under-k2").await
+        ),
         ("ka".into(), "kb".into())
     );
 
@@ -244,7 +237,7 @@ async fn key_rotation_end_to_end() {
     let (ok, out, err) = cli(&env_with_ring(&db_url, &ring_21), &["reencrypt"]);
     assert!(ok, "{err}");
     assert!(out.contains("re-encrypted 1 "), "{out}");
-    assert_eq!(key_of("under-k1").await, "kb");
+    assert_eq!(k1.db.key_id_of("under-k1").await, "kb");
     let (ok, out, _) = cli(&env_with_ring(&db_url, &ring_21), &["reencrypt"]);
     assert!(ok && out.contains("re-encrypted 0 "), "idempotent: {out}");
 
@@ -350,9 +343,6 @@ async fn reencrypt_under_write_load_loses_nothing() {
         ring.open(r.key(), &r.key_id, &r.nonce, &r.ciphertext)
             .unwrap();
     }
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE key_id <> 'kb'")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let left = app.db.events_not_sealed_under("kb").await;
     assert_eq!(left, 0);
 }

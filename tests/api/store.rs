@@ -160,10 +160,7 @@ async fn no_plaintext_reaches_the_database() {
         ))
         .await
         .unwrap();
-    let dump: String = sqlx::query_scalar("SELECT string_agg(t::text, ' ') FROM webhook_events t")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let dump = db.events_as_text().await;
     assert!(!dump.contains(marker));
     assert!(!dump.contains(&hex::encode(marker)));
 

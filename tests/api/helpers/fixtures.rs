@@ -93,4 +93,78 @@ impl TestDb {
             .unwrap();
         conn
     }
+
+    /// Stored events not sealed under `key_id` (what re-encryption left).
+    pub async fn events_not_sealed_under(&self, key_id: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE key_id <> $1")
+            .bind(key_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The plaintext envelope columns (event, pattern id, status) of each
+    /// event of `job_id`, by event.
+    pub async fn envelopes_of(
+        &self,
+        job_id: &str,
+    ) -> Vec<(String, Option<String>, Option<String>)> {
+        sqlx::query_as(
+            "SELECT event, pattern_id, status FROM webhook_events WHERE job_id = $1 ORDER BY event",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Every stored event row, whole, as Postgres prints it: what someone
+    /// reading the table would see.
+    pub async fn events_as_text(&self) -> String {
+        sqlx::query_scalar("SELECT coalesce(string_agg(t::text, ' '), '') FROM webhook_events t")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Makes every batch insert fail (the events table is gone) until
+    /// [`Self::restore_events_table`].
+    pub async fn take_events_table_away(&self) {
+        sqlx::query("ALTER TABLE webhook_events RENAME TO webhook_events_away")
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    /// Undoes [`Self::take_events_table_away`].
+    pub async fn restore_events_table(&self) {
+        sqlx::query("ALTER TABLE webhook_events_away RENAME TO webhook_events")
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    /// Holds every insert into the events table (reads go on) until the
+    /// returned transaction ends: an insert in flight, stalled.
+    pub async fn stall_event_inserts(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut stall = self.pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE webhook_events IN EXCLUSIVE MODE")
+            .execute(&mut *stall)
+            .await
+            .unwrap();
+        stall
+    }
+
+    /// Makes every delete from the events table fail from now on.
+    pub async fn refuse_event_deletes(&self) {
+        sqlx::raw_sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
+             CREATE TRIGGER refuse_delete BEFORE DELETE ON webhook_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse()",
+        )
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
 }
