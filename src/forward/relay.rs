@@ -33,8 +33,9 @@ use crate::metrics as m;
 use crate::store::forward::{Advance, Advanced, DeadLetter, Notice};
 use crate::store::{FeedEvent, FeedFilter, Store, StoreError};
 
-/// Feed items read (and sent) per batch.
-const BATCH: u32 = 64;
+/// Feed items read (and sent) per batch: the read-ahead an erasure counts
+/// as possibly in flight (see `store::forward::erased`).
+const BATCH: u32 = crate::store::forward::RELAY_BATCH;
 /// Replays fit between two feed positions' seqs.
 const SEQ_SHIFT: u32 = 10;
 /// How often an idle or paused relay looks again without a wake-up.
@@ -218,7 +219,7 @@ impl Relay {
     /// The next items after `after`, in feed order, only as far as both
     /// events and notices are known complete.
     async fn read(&mut self, after: Position) -> Result<Vec<Item>, StoreError> {
-        let (bound, notices) = self.store.forward_notices(after, BATCH).await?;
+        let (bound, notices) = self.store.forward_notices(&self.name, after, BATCH).await?;
         let events = self
             .store
             .feed_page(after, BATCH, &FeedFilter::default())

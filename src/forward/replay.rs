@@ -20,7 +20,7 @@ impl Relay {
             let next = (seq.0, seq.1.saturating_add(1));
             let messages = if dead.notice {
                 self.store
-                    .forward_notice(dead.position.id)
+                    .forward_notice(&self.name, dead.position.id)
                     .await?
                     .map(|n| Ok(self.notice_messages(&n, next)))
             } else {

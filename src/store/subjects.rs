@@ -15,13 +15,13 @@ impl Store {
         const REMEMBER: &str = "INSERT INTO erased_events (job_id, event, erased_at) \
              SELECT job_id, event, $2 FROM webhook_events WHERE job_id = $1 \
              ON CONFLICT (job_id, event) DO UPDATE SET erased_at = excluded.erased_at";
-        const DELETE: &str = "DELETE FROM webhook_events WHERE job_id = $1 RETURNING id";
+        const DELETE: &str = "DELETE FROM webhook_events WHERE job_id = $1 RETURNING {returning}";
         // Deliveries of the job received before the delete answered, stored
         // after it (in flight on another replica, spooled) are refused.
         const JOB: &str = "INSERT INTO erased_jobs (job_id, erased_at) VALUES ($1, $2) \
              ON CONFLICT (job_id) DO UPDATE SET erased_at = excluded.erased_at";
         macro_rules! delete {
-            ($s:expr, $lock:expr, $notice:expr) => {{
+            ($s:expr, $lock:expr, $notice:expr, $returning:expr) => {{
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
                 // Taken once the inserts in flight have committed: a
@@ -37,21 +37,31 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                let ids: Vec<i64> = sqlx::query_scalar(DELETE)
-                    .bind(job_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let n = ids.len() as u64;
+                let rows: Vec<(i64, i64, String, Option<bool>)> =
+                    sqlx::query_as(&DELETE.replace("{returning}", $returning))
+                        .bind(job_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let erased: Vec<forward::Erased> =
+                    rows.into_iter().map(forward::Erased::from_row).collect();
+                let n = erased.len() as u64;
                 // Destinations hear of it in the same commit (CONTRACT §11).
-                $notice(&mut tx, &ids).await?;
+                $notice(&mut tx, &erased).await?;
                 super::audit::append(&mut *tx, &audit.clone().count(n)).await?;
                 tx.commit().await?;
                 Ok(n)
             }};
         }
         match self {
-            Store::Postgres(s) => delete!(s, lock_postgres, forward::notice_pg),
-            Store::Sqlite(s) => delete!(s, lock_sqlite, forward::notice_sqlite),
+            Store::Postgres(s) => {
+                delete!(s, lock_postgres, forward::notice_pg, forward::RETURNING_PG)
+            }
+            Store::Sqlite(s) => delete!(
+                s,
+                lock_sqlite,
+                forward::notice_sqlite,
+                forward::RETURNING_SQLITE
+            ),
         }
     }
 
@@ -79,34 +89,36 @@ impl Store {
         const REMEMBER: &str = "INSERT INTO erased_events (job_id, event, erased_at) \
              SELECT job_id, event, $2 FROM webhook_events WHERE {indexed} \
              ON CONFLICT (job_id, event) DO UPDATE SET erased_at = excluded.erased_at";
-        const EVENTS: &str = "DELETE FROM webhook_events WHERE {indexed} RETURNING id";
+        const EVENTS: &str = "DELETE FROM webhook_events WHERE {indexed} RETURNING {returning}";
         const QUARANTINED: &str = "DELETE FROM quarantined_deliveries WHERE id IN \
              (SELECT quarantine_id FROM quarantine_subjects WHERE subject = $1)";
         const TOMBSTONE: &str = "INSERT INTO erased_subjects (subject, erased_at) VALUES ($1, $2) \
              ON CONFLICT (subject) DO UPDATE SET erased_at = excluded.erased_at";
         macro_rules! forget {
-            ($s:expr, $lock:expr, $notice:expr, $indexed:expr) => {{
+            ($s:expr, $lock:expr, $notice:expr, $indexed:expr, $returning:expr) => {{
                 let remember = REMEMBER.replace("{indexed}", $indexed);
-                let events = EVENTS.replace("{indexed}", $indexed);
+                let events = EVENTS
+                    .replace("{indexed}", $indexed)
+                    .replace("{returning}", $returning);
                 let mut tx = $s.pool().begin().await?;
                 $lock(&mut tx).await?;
                 // Taken once the inserts in flight have committed: a
                 // delivery received while the erasure waited is barred too.
                 let now = DbTime(chrono::Utc::now());
                 let mut n = 0;
-                let mut deleted: Vec<i64> = Vec::new();
+                let mut deleted: Vec<forward::Erased> = Vec::new();
                 for subject in subjects {
                     sqlx::query(&remember)
                         .bind(subject.as_bytes())
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                    let ids: Vec<i64> = sqlx::query_scalar(&events)
+                    let ids: Vec<(i64, i64, String, Option<bool>)> = sqlx::query_as(&events)
                         .bind(subject.as_bytes())
                         .fetch_all(&mut *tx)
                         .await?;
                     n += ids.len() as u64;
-                    deleted.extend(ids);
+                    deleted.extend(ids.into_iter().map(forward::Erased::from_row));
                     n += sqlx::query(QUARANTINED)
                         .bind(subject.as_bytes())
                         .execute(&mut *tx)
@@ -126,8 +138,20 @@ impl Store {
             }};
         }
         match self {
-            Store::Postgres(s) => forget!(s, lock_postgres, forward::notice_pg, PG_INDEXED),
-            Store::Sqlite(s) => forget!(s, lock_sqlite, forward::notice_sqlite, SQLITE_INDEXED),
+            Store::Postgres(s) => forget!(
+                s,
+                lock_postgres,
+                forward::notice_pg,
+                PG_INDEXED,
+                forward::RETURNING_PG
+            ),
+            Store::Sqlite(s) => forget!(
+                s,
+                lock_sqlite,
+                forward::notice_sqlite,
+                SQLITE_INDEXED,
+                forward::RETURNING_SQLITE
+            ),
         }
     }
 

@@ -203,3 +203,107 @@ async fn old_or_passed_notices_and_old_dead_letters_are_purged() {
         assert_eq!(ids_in(&store, NOTICES).await, ["900003"]);
     }
 }
+
+/// The notices of `name` from the start: each one's ids.
+async fn notices_of(store: &Store, name: &str) -> Vec<String> {
+    let (_, notices) = store
+        .forward_notices(name, Position::default(), 64)
+        .await
+        .unwrap();
+    notices.into_iter().map(|n| n.event_ids).collect()
+}
+
+/// [`notices_of`] once one is readable: on Postgres the relay reads only
+/// below the oldest transaction running in the cluster (another test's).
+async fn until_notice(store: &Store, name: &str) -> Vec<String> {
+    eventually("the notice is readable", || async {
+        let got = notices_of(store, name).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await
+}
+
+/// An erasure tells each destination only of the erased events it
+/// forwarded or may have in flight: its filters admit them and its relay
+/// can have read them (its position plus one batch). A destination that
+/// is far behind, or filters them out, hears nothing: it never got them,
+/// and never will now that they are deleted.
+#[tokio::test]
+async fn an_erasure_names_to_each_destination_only_what_it_may_have_got() {
+    let ring = test_ring(KEY_A);
+    let failed = ["job.failed".to_owned()];
+    for (store, _backing) in each_store().await {
+        let name = backend_name(&store);
+        let register = [
+            fwd::Filters {
+                name: "everything",
+                events: &[],
+                valid: "any",
+            },
+            fwd::Filters {
+                name: "failures",
+                events: &failed,
+                valid: "any",
+            },
+            fwd::Filters {
+                name: "behind",
+                events: &[],
+                valid: "any",
+            },
+        ];
+        store.forward_register(&register).await.unwrap();
+        // More than one relay batch ahead of "behind" (at the start).
+        for i in 0..fwd::RELAY_BATCH + 6 {
+            let e = sealed_event_with(&ring, &format!("filler-{i}"), "job.succeeded", b"{}");
+            store.insert(&e).await.unwrap();
+        }
+        for ev in ["job.succeeded", "job.failed", "job.progress"] {
+            store
+                .insert(&sealed_event_with(&ring, "erased-job", ev, b"{}"))
+                .await
+                .unwrap();
+        }
+        let rows = store.job_events("erased-job").await.unwrap();
+        let id_of = |ev: &str| {
+            let row = &rows.iter().find(|r| r.row.event == ev).unwrap().row;
+            row.id.to_string()
+        };
+        let mut all: Vec<i64> = rows.iter().map(|r| r.row.id).collect();
+        all.sort_unstable();
+        let all: Vec<String> = all.iter().map(i64::to_string).collect();
+        // "everything" and "failures" forwarded every event.
+        let latest = store.forward_latest().await.unwrap();
+        let audit = |action| {
+            imggo_receiver::audit::AuditEntry::new(imggo_receiver::audit::Actor::Cli, action, None)
+        };
+        for dest in ["everything", "failures"] {
+            store
+                .forward_reset(
+                    dest,
+                    latest,
+                    &audit(imggo_receiver::audit::Action::ForwardReset),
+                )
+                .await
+                .unwrap();
+        }
+        let n = store
+            .delete_job(
+                "erased-job",
+                &audit(imggo_receiver::audit::Action::JobDelete),
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 3, "{name}");
+        assert_eq!(
+            until_notice(&store, "everything").await,
+            [all.join(",")],
+            "{name}"
+        );
+        assert_eq!(
+            until_notice(&store, "failures").await,
+            [id_of("job.failed")],
+            "{name}"
+        );
+        assert!(notices_of(&store, "behind").await.is_empty(), "{name}");
+    }
+}

@@ -4,16 +4,20 @@
 //!
 //! One room per concern: [`positions`] (each destination's row, its
 //! position, state and lag, and the missed count retention adds),
-//! [`dead`] (dead letters), [`notices`] (erasure notices and reading one
-//! event or notice again), [`lease`] (who forwards a destination).
+//! [`dead`] (dead letters), [`erased`] (what an erasure tells each
+//! destination), [`notices`] (erasure notices and reading one event or
+//! notice again), [`lease`] (who forwards a destination).
 
 mod dead;
+mod erased;
 mod lease;
 mod notices;
 mod positions;
 
+pub use erased::RELAY_BATCH;
+pub(crate) use erased::{notice_pg, notice_sqlite, Erased, RETURNING_PG, RETURNING_SQLITE};
 pub use lease::{claim, keepalive, ping, try_lock};
-pub(crate) use notices::{notice_pg, notice_sqlite, purge_pg, purge_sqlite};
+pub(crate) use notices::{purge_pg, purge_sqlite};
 pub(crate) use positions::{count_missed_pg, count_missed_sqlite};
 pub use positions::{Filters, LAG_COUNT_PG, LAG_EXACT, LAG_OLDEST_PG};
 
@@ -39,7 +43,7 @@ pub struct DestinationState {
 #[derive(Clone, Debug)]
 pub struct Notice {
     pub position: Position,
-    /// The deleted events' ids, comma-separated.
+    /// The deleted events' ids this destination hears of, comma-separated.
     pub event_ids: String,
 }
 

@@ -1,19 +1,22 @@
-//! Erasure notices: written in the erasure's transaction, read by the
-//! relay in feed order beside the events; and one event or notice read
+//! Erasure notices: written in the erasure's transaction (see
+//! [`super::erased`]), read by each destination's relay in feed order
+//! beside the events; and one event or notice read
 //! again by its place (a dead letter's replay).
 
 use chrono::{DateTime, Utc};
 
-use super::{now_micros, Notice};
+use super::Notice;
 use crate::store::feed::Position;
 use crate::store::{EventColumns, FeedEvent, Store, StoreError};
 
 impl Store {
-    /// Notices after `after` (at most `limit`), and the bound below which
+    /// `destination`'s notices after `after` (at most `limit`; a notice
+    /// that names nothing of its own is not among them), and the bound below which
     /// both notices and events are complete at this moment: items at or
     /// above it may still commit behind it, so the relay stops before it.
     pub async fn forward_notices(
         &self,
+        destination: &str,
         after: Position,
         limit: u32,
     ) -> Result<(Position, Vec<Notice>), StoreError> {
@@ -30,14 +33,16 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
                 let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-                    "SELECT tx::text::bigint, id, event_ids FROM forward_notices \
-                     WHERE (tx, id) > ($1::bigint::text::xid8, $2) \
-                       AND tx < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY tx, id LIMIT $3",
+                    "SELECT n.tx::text::bigint, n.id, i.event_ids FROM forward_notices n \
+                     JOIN forward_notice_ids i ON i.notice = n.id AND i.destination = $4 \
+                     WHERE (n.tx, n.id) > ($1::bigint::text::xid8, $2) \
+                       AND n.tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY n.tx, n.id LIMIT $3",
                 )
                 .bind(after.tx)
                 .bind(after.id)
                 .bind(i64::from(limit))
+                .bind(destination)
                 .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -58,10 +63,13 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
                 let rows: Vec<(i64, String)> = sqlx::query_as(
-                    "SELECT id, event_ids FROM forward_notices WHERE id > $1 ORDER BY id LIMIT $2",
+                    "SELECT n.id, i.event_ids FROM forward_notices n \
+                     JOIN forward_notice_ids i ON i.notice = n.id AND i.destination = $3 \
+                     WHERE n.id > $1 ORDER BY n.id LIMIT $2",
                 )
                 .bind(after.id)
                 .bind(i64::from(limit))
+                .bind(destination)
                 .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -108,22 +116,33 @@ impl Store {
         }
     }
 
-    /// One notice by id.
-    pub async fn forward_notice(&self, id: i64) -> Result<Option<Notice>, StoreError> {
+    /// One notice by id, as `destination` is sent it (`None` if it names
+    /// nothing of that destination's, or is gone).
+    pub async fn forward_notice(
+        &self,
+        destination: &str,
+        id: i64,
+    ) -> Result<Option<Notice>, StoreError> {
         let notice = match self {
             Store::Postgres(s) => {
                 sqlx::query_as::<_, (i64, i64, String)>(
-                    "SELECT tx::text::bigint, id, event_ids FROM forward_notices WHERE id = $1",
+                    "SELECT n.tx::text::bigint, n.id, i.event_ids FROM forward_notices n \
+                     JOIN forward_notice_ids i ON i.notice = n.id AND i.destination = $2 \
+                     WHERE n.id = $1",
                 )
                 .bind(id)
+                .bind(destination)
                 .fetch_optional(s.pool())
                 .await?
             }
             Store::Sqlite(s) => {
                 sqlx::query_as::<_, (i64, i64, String)>(
-                    "SELECT 0, id, event_ids FROM forward_notices WHERE id = $1",
+                    "SELECT 0, n.id, i.event_ids FROM forward_notices n \
+                     JOIN forward_notice_ids i ON i.notice = n.id AND i.destination = $2 \
+                     WHERE n.id = $1",
                 )
                 .bind(id)
+                .bind(destination)
                 .fetch_optional(s.pool())
                 .await?
             }
@@ -133,53 +152,6 @@ impl Store {
             event_ids,
         }))
     }
-}
-
-/// Erasure (inside its transaction): a notice naming the deleted events,
-/// with an id from the events' own sequence (Postgres).
-pub(crate) async fn notice_pg(
-    conn: &mut sqlx::PgConnection,
-    ids: &[i64],
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO forward_notices (id, event_ids, created_at) \
-         VALUES (nextval(pg_get_serial_sequence('webhook_events', 'id')), $1, $2)",
-    )
-    .bind(join_ids(ids))
-    .bind(now_micros())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// [`notice_pg`] for SQLite: the id is the events' next AUTOINCREMENT value,
-/// taken from `sqlite_sequence` so no event ever gets it.
-pub(crate) async fn notice_sqlite(
-    conn: &mut sqlx::SqliteConnection,
-    ids: &[i64],
-) -> Result<(), StoreError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let id: i64 = sqlx::query_scalar(
-        "UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'webhook_events' RETURNING seq",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query("INSERT INTO forward_notices (id, event_ids, created_at) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(join_ids(ids))
-        .bind(now_micros())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-fn join_ids(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Postgres, at each retention pass: dead letters older than `cutoff` go
