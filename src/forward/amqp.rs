@@ -9,6 +9,16 @@
 //! back to back (up to `IN_FLIGHT` awaiting confirms) and the confirms are
 //! awaited in order.
 //!
+//! A message the broker refuses as too large (RabbitMQ's `max_message_size`,
+//! 16 MiB by default since 4.0, 128 MiB before, at most 512 MiB) is a
+//! refusal of that one message, not a failure of the destination: RabbitMQ
+//! closes the channel with 406 PRECONDITION_FAILED and a reason naming the
+//! message size, which lapin hands to the publish or its confirm; that
+//! close is told apart from other 406s by its reason text ([`too_large`]).
+//! The broker's limit is its own setting, so it is read from its answer,
+//! not guessed here. The rest of the batch, published on the closed
+//! channel, fails and is sent again on a fresh one.
+//!
 //! lapin has known hangs (issues #245, #367, #437, #470): every call into
 //! it — connect, channel, confirm_select, publish, confirm — runs under the
 //! destination's timeout, and after any failure the connection is dropped
@@ -55,7 +65,8 @@ impl std::fmt::Debug for AmqpPublisher {
 }
 
 enum Pending {
-    Confirm(PublisherConfirm),
+    /// The confirm, and the body's size.
+    Confirm(PublisherConfirm, usize),
     Decided(Verdict),
 }
 
@@ -75,9 +86,26 @@ impl AmqpPublisher {
         what: &str,
         call: impl Future<Output = lapin::Result<T>>,
     ) -> Result<T, Verdict> {
+        self.call_for(what, call, None).await
+    }
+
+    /// [`Self::call`] for the publish or confirm of a body of `size` bytes:
+    /// the broker's size refusal is this message's only if it is over the
+    /// limit the broker names (the close fails every pending confirm).
+    async fn call_for<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = lapin::Result<T>>,
+        size: Option<usize>,
+    ) -> Result<T, Verdict> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.failed(reason_of(&e), &format!("{what}: {e}"))),
+            Ok(Err(e)) => Err(match (too_large(&e), size) {
+                (Some((why, max)), Some(size)) if size as u64 > max => {
+                    Verdict::Refused(format!("rabbitmq refused the message: {why}"))
+                }
+                _ => self.failed(reason_of(&e), &format!("{what}: {e}")),
+            }),
             Err(_) => Err(self.failed("timeout", &format!("{what} timed out"))),
         }
     }
@@ -179,8 +207,9 @@ impl AmqpPublisher {
                 &message.body,
                 properties,
             );
-            match self.call("publish", publish).await {
-                Ok(confirm) => pending.push_back(Pending::Confirm(confirm)),
+            let size = message.body.len();
+            match self.call_for("publish", publish, Some(size)).await {
+                Ok(confirm) => pending.push_back(Pending::Confirm(confirm, size)),
                 Err(failed) => {
                     pending.push_back(Pending::Decided(failed));
                     break;
@@ -209,7 +238,10 @@ impl AmqpPublisher {
         };
         let verdict = match front {
             Pending::Decided(v) => v,
-            Pending::Confirm(confirm) => match self.call("confirm", confirm).await {
+            Pending::Confirm(confirm, size) => match self
+                .call_for("confirm", confirm, Some(size))
+                .await
+            {
                 Ok(Confirmation::Ack(None)) => Verdict::Confirmed,
                 Ok(Confirmation::Ack(Some(returned))) => Verdict::Failed {
                     reason: "unroutable",
@@ -244,6 +276,35 @@ fn reason_of(e: &lapin::Error) -> &'static str {
         | lapin::ErrorKind::MissingHeartbeatError => "unreachable",
         _ => "other",
     }
+}
+
+/// The broker's reason and limit when `e` is its refusal of a message as
+/// too large: a channel close 406 PRECONDITION_FAILED naming the message
+/// size (RabbitMQ: "message size N is larger than configured max size M").
+fn too_large(e: &lapin::Error) -> Option<(String, u64)> {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    let lapin::ErrorKind::ProtocolError(error) = e.kind() else {
+        return None;
+    };
+    if !matches!(
+        error.kind(),
+        AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+    ) {
+        return None;
+    }
+    let text = error.get_message().as_str();
+    let lower = text.to_ascii_lowercase();
+    if !lower.contains("message size") {
+        return None;
+    }
+    let (_, after) = lower.split_once("max size")?;
+    let max: u64 = after
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((text.chars().take(200).collect(), max))
 }
 
 /// A message no broker could take as it is: refused for good.
@@ -301,6 +362,29 @@ mod tests {
         m.target = "k".into();
         m.id = "i".repeat(256);
         assert!(matches!(refuse(&m), Some(Verdict::Refused(_))));
+    }
+
+    fn closed(kind: lapin::protocol::AMQPSoftError, text: &str) -> lapin::Error {
+        let error = lapin::protocol::AMQPError::new(
+            lapin::protocol::AMQPErrorKind::Soft(kind),
+            text.into(),
+        );
+        lapin::ErrorKind::ProtocolError(error).into()
+    }
+
+    #[test]
+    fn only_a_406_close_naming_the_message_size_is_a_refusal() {
+        use lapin::protocol::AMQPSoftError::{ACCESSREFUSED, PRECONDITIONFAILED};
+        let text = "PRECONDITION_FAILED - message size 20000000 is larger than configured max size 16777216";
+        let (why, max) = too_large(&closed(PRECONDITIONFAILED, text)).unwrap();
+        assert_eq!(max, 16_777_216);
+        assert!(why.contains("larger than configured max size"), "{why}");
+        // Other 406s (an exchange redeclared differently, …) stay failures.
+        let other = "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'x'";
+        assert!(too_large(&closed(PRECONDITIONFAILED, other)).is_none());
+        assert!(too_large(&closed(ACCESSREFUSED, text)).is_none());
+        let io = lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::other("x")));
+        assert!(too_large(&io.into()).is_none());
     }
 
     #[test]

@@ -231,3 +231,46 @@ async fn amqp_unreachable_broker_fails_fast_and_hides_the_password() {
         "{detail}"
     );
 }
+
+/// A message over the broker's `max_message_size` (16 MiB by default on
+/// RabbitMQ 4, whose channel close 406 names the size) is refused: a dead
+/// letter of that one message, not a failure retried forever; the messages
+/// before it are confirmed, and the ones after go on a fresh channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_broker_finds_too_large_is_refused_and_the_rest_go_on() {
+    let name = unique("imggo-test-");
+    declare(&name).await;
+    let n = name.clone();
+    with_cleanup(
+        async move {
+            let mut p =
+                AmqpPublisher::new(URL.into(), n.clone(), std::time::Duration::from_secs(10));
+            let mut batch = messages("big", ROUTED, 1, 3);
+            batch[1].body = bytes::Bytes::from(vec![b' '; 128 * 1024 * 1024 + 1024]);
+            let verdicts = publish(&mut p, &batch).await;
+            assert!(matches!(verdicts[0], Verdict::Confirmed), "{verdicts:?}");
+            match &verdicts[1] {
+                Verdict::Refused(why) => assert!(why.contains("message size"), "{why}"),
+                other => panic!("not refused: {other:?}"),
+            }
+            // What came after it on the closed channel goes again.
+            let rest = &batch[2..];
+            // (The close fails its confirm too: not a refusal of it.)
+            if verdicts.len() > 2 {
+                assert!(
+                    matches!(verdicts[2], Verdict::Failed { .. }),
+                    "{verdicts:?}"
+                );
+            }
+            publish_until_confirmed(&mut p, rest).await;
+            let got: Vec<String> = drain(&n).await.into_iter().map(|g| g.message_id).collect();
+            assert!(
+                got.contains(&batch[0].id) && got.contains(&batch[2].id),
+                "{got:?}"
+            );
+            assert!(!got.contains(&batch[1].id), "{got:?}");
+        },
+        remove(name),
+    )
+    .await;
+}
