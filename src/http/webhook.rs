@@ -148,7 +148,7 @@ where
     // From here the body is genuine: ingest stores it, or keeps it in
     // quarantine when validation refuses it.
     let meta = Meta { request_id };
-    match state.ingest.accept(&body, &meta).await {
+    match state.ingest.accept(body, &meta).await {
         Ok(Accepted { outcome, envelope }) => Ok((outcome, envelope)),
         Err(Refusal { reason, envelope }) => Err(Refused {
             error: match reason {

@@ -147,17 +147,21 @@ impl Refusal {
 
 impl Ingest {
     /// Stores a delivery whose signature was verified, or says why not.
-    pub async fn accept(&self, body: &[u8], meta: &Meta<'_>) -> Result<Accepted, Refusal> {
+    /// The body is taken by value and dropped once sealed: the commit may
+    /// wait up to its deadline, and the raw body (unredacted personal data)
+    /// must not wait in memory with it.
+    pub async fn accept(&self, body: bytes::Bytes, meta: &Meta<'_>) -> Result<Accepted, Refusal> {
         let age = Some(self.max_timestamp_age);
-        let Prepared { event, label } = match self.pipeline.prepare(body, age) {
+        let Prepared { event, label } = match self.pipeline.prepare(&body, age) {
             Ok(prepared) => prepared,
             Err(refusal) => {
                 if let Reason::Invalid(error) = &refusal.reason {
-                    self.quarantine(body, error, meta).await;
+                    self.quarantine(&body, error, meta).await;
                 }
                 return Err(refusal);
             }
         };
+        drop(body);
         let envelope = event.envelope.clone();
         let landed = self.commit.event(event).await.map_err(|e| {
             if matches!(&e, NotKept::Spool(s) if !matches!(s, SpoolError::Full)) {
