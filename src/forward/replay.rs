@@ -29,12 +29,23 @@ impl Relay {
                         .map(|m| vec![Message { seq: next, ..m }])
                 })
             };
-            let Some(Ok(messages)) = messages else {
-                // Erased or purged since (or unreadable still): nothing to send.
-                self.store
-                    .forward_dead_done(&self.name, &dead.message_id)
-                    .await?;
-                continue;
+            let messages = match messages {
+                Some(Ok(messages)) => messages,
+                // Still unreadable (its key is not loaded): it stays a dead
+                // letter, with the reason, for a replay once the key is back.
+                Some(Err(reason)) => {
+                    self.store
+                        .forward_dead_again(&self.name, &dead.message_id, &reason)
+                        .await?;
+                    continue;
+                }
+                // Erased or purged since: nothing to send.
+                None => {
+                    self.store
+                        .forward_dead_done(&self.name, &dead.message_id)
+                        .await?;
+                    continue;
+                }
             };
             let last = messages.last().map_or(next, |m| m.seq);
             let verdicts = self.publisher.publish(&messages).await;
