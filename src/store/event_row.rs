@@ -85,6 +85,14 @@ impl EventColumns {
         &SQLITE_SELECT
     }
 
+    /// The select list of `store`'s backend.
+    pub fn of(store: &super::Store) -> &'static str {
+        match store {
+            super::Store::Postgres(_) => Self::pg(),
+            super::Store::Sqlite(_) => Self::sqlite(),
+        }
+    }
+
     /// The columns a [`NewEvent`] fills, in bind order (both backends).
     pub fn new_event() -> &'static str {
         &NEW_EVENT_NAMES

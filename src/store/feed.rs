@@ -127,25 +127,14 @@ impl Store {
 
     /// Every event of a job with its feed position, oldest first.
     pub async fn job_events(&self, job_id: &str) -> Result<Vec<FeedEvent>, StoreError> {
-        let sql = |columns: &str| {
-            format!(
-                "SELECT {columns} FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id"
-            )
-        };
-        Ok(match self {
-            Store::Postgres(s) => {
-                sqlx::query_as(&sql(EventColumns::pg()))
-                    .bind(job_id)
-                    .fetch_all(s.pool())
-                    .await?
-            }
-            Store::Sqlite(s) => {
-                sqlx::query_as(&sql(EventColumns::sqlite()))
-                    .bind(job_id)
-                    .fetch_all(s.pool())
-                    .await?
-            }
-        })
+        let sql = format!(
+            "SELECT {} FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
+            EventColumns::of(self)
+        );
+        Ok(on_backend!(self, s => sqlx::query_as(&sql)
+            .bind(job_id)
+            .fetch_all(s.pool())
+            .await?))
     }
 
     /// Where the feed ends now, and how long rows have been held back.

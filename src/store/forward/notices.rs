@@ -92,28 +92,14 @@ impl Store {
 
     /// One event by its row id, with its feed position.
     pub async fn forward_event(&self, row_id: i64) -> Result<Option<FeedEvent>, StoreError> {
-        match self {
-            Store::Postgres(s) => {
-                let sql = format!(
-                    "SELECT {} FROM webhook_events WHERE id = $1",
-                    EventColumns::pg()
-                );
-                Ok(sqlx::query_as(&sql)
-                    .bind(row_id)
-                    .fetch_optional(s.pool())
-                    .await?)
-            }
-            Store::Sqlite(s) => {
-                let sql = format!(
-                    "SELECT {} FROM webhook_events WHERE id = $1",
-                    EventColumns::sqlite()
-                );
-                Ok(sqlx::query_as(&sql)
-                    .bind(row_id)
-                    .fetch_optional(s.pool())
-                    .await?)
-            }
-        }
+        let sql = format!(
+            "SELECT {} FROM webhook_events WHERE id = $1",
+            EventColumns::of(self)
+        );
+        Ok(on_backend!(self, s => sqlx::query_as(&sql)
+            .bind(row_id)
+            .fetch_optional(s.pool())
+            .await?))
     }
 
     /// One notice by id, as `destination` is sent it (`None` if it names
