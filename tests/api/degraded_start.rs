@@ -98,6 +98,7 @@ async fn a_replica_started_during_an_outage_serves_from_the_spool_then_migrates_
         "{ready}"
     );
     assert_eq!(ready["status"], "ready", "{ready}");
+    assert!(!ready.to_string().contains(PASSWORD), "{ready}");
 
     // Acknowledged into the spool; the signature is still checked.
     let job = new_job_id();
@@ -122,7 +123,11 @@ async fn a_replica_started_during_an_outage_serves_from_the_spool_then_migrates_
         .unwrap();
     assert_eq!(res.status(), 503);
     assert!(res.headers().get("retry-after").is_some());
-    assert_eq!(error_code(res).await, "unavailable");
+    let text = res.text().await.unwrap();
+    assert!(!text.contains(PASSWORD), "the password leaked: {text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert!(answer["error"]["message"].is_string(), "{text}");
+    assert_eq!(answer["error"]["code"], "unavailable", "{text}");
     assert!(!migrated(&db).await, "nothing reached Postgres yet");
 
     proxy.set_up(true);
