@@ -1,4 +1,4 @@
-//! Key rotation reaches every sealed row (README runbook): `reencrypt`
+//! Key rotation reaches every sealed row (docs/operations.md runbook): `reencrypt`
 //! re-seals stored events, quarantined deliveries and the local spool, with
 //! a count per kind, and start-up and `check-config` warn about rows a
 //! missing key still guards.
