@@ -130,6 +130,12 @@ pub(super) fn unreachable(last: Option<&sqlx::Error>, waited: Duration) -> Store
 
 /// The connect options of `url`: only the parameters sqlx reads reach it
 /// (it would log any other, value and all); the rest are counted, not named.
+///
+/// JIT is off for our sessions: every statement here is short, and when a
+/// plan's estimate is off (a table just filled, before autovacuum's
+/// ANALYZE) Postgres spent ~0.8 s compiling a statement that then ran in
+/// 0.1 ms: the retention pass held the destinations' rows that long, under
+/// load. Per session, so the server's configuration is untouched.
 pub(super) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     let (url, ignored) = dsn::known_pg_parameters(url);
     if ignored > 0 {
@@ -145,12 +151,25 @@ pub(super) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError>
                     .into(),
             )
         })?
-        .application_name("imggo-receiver"))
+        .application_name("imggo-receiver")
+        .options([("jit", "off")]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_run_without_jit_after_the_urls_own_options() {
+        let plain = connect_options("postgres://u@db.internal/imggo").unwrap();
+        assert_eq!(plain.get_options(), Some("-c jit=off"));
+        // A URL's own `options` are kept; ours come after them.
+        let own =
+            connect_options("postgres://u@db.internal/imggo?options=-c%20work_mem%3D8MB").unwrap();
+        let text = own.get_options().unwrap();
+        assert!(text.contains("work_mem"), "{text}");
+        assert!(text.ends_with("-c jit=off"), "{text}");
+    }
 
     #[test]
     fn only_what_can_get_better_is_retried() {

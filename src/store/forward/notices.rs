@@ -9,6 +9,10 @@ use super::Notice;
 use crate::store::feed::Position;
 use crate::store::{EventColumns, FeedEvent, Store, StoreError};
 
+/// The horizon, and a notice (all `None` when there is none): one row of
+/// the Postgres read in [`Store::forward_notices`].
+type HorizonAndNotice = (i64, Option<i64>, Option<i64>, Option<String>);
+
 impl Store {
     /// `destination`'s notices after `after` (at most `limit`; a notice
     /// that names nothing of its own is not among them), and the bound below which
@@ -22,35 +26,32 @@ impl Store {
     ) -> Result<(Position, Vec<Notice>), StoreError> {
         match self {
             Store::Postgres(s) => {
-                let mut tx = s.pool().begin().await?;
-                // One snapshot for the horizon and the notices.
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    .execute(&mut *tx)
-                    .await?;
-                let horizon: i64 = sqlx::query_scalar(
-                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-                    "SELECT n.tx::text::bigint, n.id, i.event_ids FROM forward_notices n \
-                     JOIN forward_notice_ids i ON i.notice = n.id AND i.destination = $4 \
-                     WHERE (n.tx, n.id) > ($1::bigint::text::xid8, $2) \
-                       AND n.tx < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY n.tx, n.id LIMIT $3",
+                // One statement, so one snapshot for the horizon and the
+                // notices (and one round trip per relay step).
+                let rows: Vec<HorizonAndNotice> = sqlx::query_as(
+                    "SELECT h.x::text::bigint, n.tx::text::bigint, n.id, n.event_ids \
+                     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) h \
+                     LEFT JOIN LATERAL ( \
+                       SELECT n.tx, n.id, i.event_ids FROM forward_notices n \
+                       JOIN forward_notice_ids i ON i.notice = n.id AND i.destination = $4 \
+                       WHERE (n.tx, n.id) > ($1::bigint::text::xid8, $2) AND n.tx < h.x \
+                       ORDER BY n.tx, n.id LIMIT $3) n ON true \
+                     ORDER BY n.tx, n.id",
                 )
                 .bind(after.tx)
                 .bind(after.id)
                 .bind(i64::from(limit))
                 .bind(destination)
-                .fetch_all(&mut *tx)
+                .fetch_all(s.pool())
                 .await?;
-                tx.commit().await?;
+                let horizon = rows.first().map_or(0, |r| r.0);
                 let notices = rows
                     .into_iter()
-                    .map(|(tx, id, event_ids)| Notice {
-                        position: Position { tx, id },
-                        event_ids,
+                    .filter_map(|(_, tx, id, event_ids)| {
+                        Some(Notice {
+                            position: Position { tx: tx?, id: id? },
+                            event_ids: event_ids?,
+                        })
                     })
                     .collect();
                 Ok((Position { tx: horizon, id: 0 }, notices))

@@ -99,8 +99,13 @@ impl Store {
              ON CONFLICT (destination, message_id) DO UPDATE SET reason = excluded.reason, \
              dead_at = excluded.dead_at, replay = false";
         on_backend!(self, s => {
-            let mut tx = s.pool().begin().await?;
-            let moved = sqlx::query(POSITION)
+            // Without dead letters the step is one statement (its own
+            // transaction): the common case costs one round trip.
+            let mut tx = match step.dead {
+                [] => None,
+                _ => Some(s.pool().begin().await?),
+            };
+            let position = sqlx::query(POSITION)
                 .bind(name)
                 .bind(step.position.tx)
                 .bind(step.position.id)
@@ -109,14 +114,19 @@ impl Store {
                 .bind(now_micros())
                 .bind(step.from.tx)
                 .bind(step.from.id)
-                .bind(step.holder)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .bind(step.holder);
+            let moved = match tx.as_mut() {
+                Some(tx) => position.execute(&mut **tx).await?,
+                None => position.execute(s.pool()).await?,
+            }
+            .rows_affected();
             if moved == 0 {
+                // Nothing written: give the connection back first (SQLite
+                // has only the one).
+                drop(tx);
                 let holder: Option<Option<String>> = sqlx::query_scalar(HOLDER)
                     .bind(name)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(s.pool())
                     .await?;
                 return Ok(if holder.flatten().as_deref() == Some(step.holder) {
                     Advanced::Reset
@@ -124,19 +134,21 @@ impl Store {
                     Advanced::Fenced
                 });
             }
-            for d in step.dead {
-                sqlx::query(DEAD)
-                    .bind(name)
-                    .bind(&d.message_id)
-                    .bind(d.notice)
-                    .bind(d.position.tx)
-                    .bind(d.position.id)
-                    .bind(&d.reason)
-                    .bind(d.dead_at)
-                    .execute(&mut *tx)
-                    .await?;
+            if let Some(mut tx) = tx {
+                for d in step.dead {
+                    sqlx::query(DEAD)
+                        .bind(name)
+                        .bind(&d.message_id)
+                        .bind(d.notice)
+                        .bind(d.position.tx)
+                        .bind(d.position.id)
+                        .bind(&d.reason)
+                        .bind(d.dead_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
         });
         Ok(Advanced::Moved)
     }
@@ -293,9 +305,15 @@ pub(crate) async fn count_missed_pg(
     cutoff: DateTime<Utc>,
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "UPDATE forward_positions p SET missed = missed + m.n FROM ( \
-           SELECT d.destination, (SELECT count(*) FROM webhook_events w \
-             WHERE w.received_at < $1 AND (w.tx, w.id) > (d.tx::text::xid8, d.id) \
+        // Driven from the expired rows (the `received_at` index), so it
+        // costs what the purge is about to delete, never a walk over every
+        // event after a position: the destinations' rows stay locked for
+        // that long, and their relays wait on them.
+        "WITH expired AS MATERIALIZED ( \
+           SELECT tx, id, event, valid FROM webhook_events WHERE received_at < $1) \
+         UPDATE forward_positions p SET missed = missed + m.n FROM ( \
+           SELECT d.destination, (SELECT count(*) FROM expired w \
+             WHERE (w.tx, w.id) > (d.tx::text::xid8, d.id) \
                AND (d.events IS NULL OR w.event = ANY(string_to_array(d.events, E'\\n'))) \
                AND (d.valid_filter = 'any' OR w.valid = (d.valid_filter = 'true'))) AS n \
            FROM forward_positions d) m \
