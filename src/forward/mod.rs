@@ -12,7 +12,11 @@
 //! - [`lease`]: one replica at a time forwards a destination.
 //!
 //! Forwarding runs beside the webhook route and shares nothing with it but
-//! the database: a destination that is down only grows its own lag.
+//! the database: a destination that is down only grows its own lag. On
+//! Postgres the relays run on threads of their own at a lower CPU priority
+//! ([`RELAY_NICE`]) with their own connections, so a busy machine serves
+//! the webhook route first and forwards with what is left (the lag grows
+//! under a load the machine cannot carry both ways, and shrinks after).
 
 pub mod amqp;
 pub mod backoff;
@@ -41,6 +45,12 @@ use relay::Relay;
 
 /// How often each destination's lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(2);
+/// How far the relays' threads' nice value is above the server's (capped
+/// at 19, the lowest priority): on a busy machine the kernel gives such a
+/// thread about a tenth of a route thread's share.
+pub const RELAY_NICE: i32 = 10;
+/// The name of the relays' threads (`/proc/PID/task/*/comm`).
+pub const RELAY_THREAD: &str = "imggo-forward";
 
 /// The destinations, checked and ready to start.
 pub struct Forwarding {
@@ -79,6 +89,7 @@ impl Forwarding {
                 feed: feed.clone(),
                 backoff: relay::Backoff::default(),
                 holder: holder.clone(),
+                state: None,
             });
         }
         Ok(Self {
@@ -139,17 +150,85 @@ impl Forwarding {
             Store::Sqlite(_) => store.clone(),
         };
         let lag = tokio::spawn(measure_lag(measuring, names, shutdown.clone()));
-        let relays: Vec<_> = self
-            .destinations
-            .into_iter()
-            .map(|relay| tokio::spawn(supervise(relay, held.clone(), shutdown.clone())))
-            .collect();
+        // SQLite's one connection is shared with ingest: a relay holding it
+        // while its thread waits for the CPU would hold ingest up, so
+        // SQLite's relays stay on the server's threads.
+        let apart = match &store {
+            Store::Postgres(pg) => match relay_runtime() {
+                Ok(runtime) => Some((pg.clone(), runtime)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the relays' own threads; forwarding on the server's");
+                    None
+                }
+            },
+            Store::Sqlite(_) => None,
+        };
+        // The runtime is held until every relay has returned (or this
+        // future is dropped).
+        let (_runtime, relays): (Option<RelayRuntime>, Vec<_>) = match apart {
+            Some((pg, runtime)) => {
+                // Their own pool, made in their runtime (its connections
+                // and their I/O belong to the relays' threads).
+                let own = {
+                    let _inside = runtime.enter();
+                    let connections = u32::try_from(self.destinations.len()).unwrap_or(u32::MAX);
+                    Store::Postgres(pg.own_pool(connections))
+                };
+                let relays = self
+                    .destinations
+                    .into_iter()
+                    .map(|mut relay| {
+                        relay.store = own.clone();
+                        runtime.spawn(supervise(relay, held.clone(), shutdown.clone()))
+                    })
+                    .collect();
+                (Some(RelayRuntime(Some(runtime))), relays)
+            }
+            _ => (
+                None,
+                self.destinations
+                    .into_iter()
+                    .map(|relay| tokio::spawn(supervise(relay, held.clone(), shutdown.clone())))
+                    .collect(),
+            ),
+        };
         for task in relays.into_iter().chain([leases, lag]) {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "a forwarding task failed");
             }
         }
     }
+}
+
+/// The relays' runtime, shut down without blocking when dropped: dropping
+/// a runtime blocks, which a task of the server's runtime may not do.
+struct RelayRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for RelayRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The relays' runtime: [`RELAY_THREAD`] threads at [`RELAY_NICE`].
+fn relay_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(RELAY_THREAD)
+        .on_thread_start(|| {
+            // Per thread on Linux (`who` 0 is the calling thread). Lowering
+            // a priority needs no privilege; if it fails anyway, forwarding
+            // still runs, only at the route's priority.
+            let nice = rustix::process::getpriority_process(None)
+                .map_or(RELAY_NICE, |n| n.saturating_add(RELAY_NICE).min(19));
+            if let Err(e) = rustix::process::setpriority_process(None, nice) {
+                tracing::warn!(error = %e, "cannot lower the relays' CPU priority");
+            }
+        })
+        .enable_all()
+        .build()
 }
 
 /// The publisher of a destination's kind.

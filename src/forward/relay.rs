@@ -30,7 +30,7 @@ use crate::crypto::KeyRing;
 use crate::event::wire;
 use crate::feed::{self, CursorForm, FeedWatch, Position};
 use crate::metrics as m;
-use crate::store::forward::{Advance, Advanced, DeadLetter, Notice};
+use crate::store::forward::{Advance, Advanced, DeadLetter, DestinationState, Notice};
 use crate::store::{FeedEvent, FeedFilter, Store, StoreError};
 
 /// Feed items read (and sent) per batch: the read-ahead an erasure counts
@@ -40,6 +40,11 @@ const BATCH: u32 = crate::store::forward::RELAY_BATCH;
 const SEQ_SHIFT: u32 = 10;
 /// How often an idle or paused relay looks again without a wake-up.
 const IDLE: Duration = Duration::from_secs(1);
+/// The least time between two reads of the feed, unless the first filled a
+/// batch (see [`Relay::run`]): a few large batches cost the database and
+/// the destination far less than one tiny batch per ingest commit. A lone
+/// event after a quiet spell goes at once; only the ones behind it wait.
+const LINGER: Duration = Duration::from_millis(50);
 
 pub struct Relay {
     pub name: String,
@@ -55,6 +60,10 @@ pub struct Relay {
     pub backoff: Backoff,
     /// This replica's lease holder id (the fence on the position).
     pub holder: String,
+    /// The destination's row as this relay last wrote it: read once, then
+    /// kept while the relay's own steps are what moves it (an advance
+    /// that finds the row changed, a pause, a replay or an error drops it).
+    pub state: Option<DestinationState>,
 }
 
 /// A feed item: a stored event or an erasure notice.
@@ -84,8 +93,10 @@ enum Slot {
 
 /// What a step did.
 pub(super) enum Step {
-    /// Sent something; go on at once.
+    /// Sent a full batch: go on at once.
     Busy,
+    /// Sent less than a batch: go on, [`LINGER`] after this read began.
+    Partial,
     /// Nothing new.
     Idle,
     Paused,
@@ -105,11 +116,34 @@ pub fn seq_of(p: Position) -> (u64, u64) {
 impl Relay {
     /// Forwards until dropped or `stop` is cancelled.
     pub async fn run(&mut self, stop: &CancellationToken) {
+        // Another replica may have moved the row since this one last held
+        // the lease.
+        self.state = None;
         let mut head = self.feed.subscribe();
+        // When the last read began, unless it filled a batch: the next one
+        // waits until [`LINGER`] after it. Under ingest the feed head moves
+        // at every commit, while what the relay may read (below the oldest
+        // transaction still running) moves in steps: without the pause each
+        // commit would cost every relay two queries that find little or
+        // nothing. After a quiet spell the last read is long past, so a
+        // lone event still goes at once.
+        let mut last_read: Option<tokio::time::Instant> = None;
         while !stop.is_cancelled() {
+            if let Some(last) = last_read {
+                tokio::select! {
+                    () = tokio::time::sleep_until(last + LINGER) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
             head.borrow_and_update();
-            let wait = match self.step().await {
-                Ok(Step::Busy) => continue,
+            let began = tokio::time::Instant::now();
+            let step = self.step().await;
+            last_read = (!matches!(step, Ok(Step::Busy))).then_some(began);
+            if !matches!(step, Ok(Step::Busy | Step::Partial)) {
+                self.state = None;
+            }
+            let wait = match step {
+                Ok(Step::Busy | Step::Partial) => continue,
                 Ok(Step::Idle) => {
                     tokio::select! {
                         _ = head.changed() => {}
@@ -133,15 +167,19 @@ impl Relay {
     }
 
     async fn step(&mut self) -> Result<Step, StoreError> {
-        let state = self
-            .store
-            .forward_state(&self.name)
-            .await?
-            .unwrap_or_default();
+        let state = match self.state.take() {
+            Some(state) => state,
+            None => self
+                .store
+                .forward_state(&self.name)
+                .await?
+                .unwrap_or_default(),
+        };
         if state.paused.is_some() {
             return Ok(Step::Paused);
         }
         let items = self.read(state.position).await?;
+        let full = items.len() >= BATCH as usize;
         if items.is_empty() {
             return self.replay(&state).await;
         }
@@ -190,7 +228,14 @@ impl Relay {
                 holder: &self.holder,
             };
             match self.store.forward_advance(&self.name, &step).await? {
-                Advanced::Moved => {}
+                Advanced::Moved => {
+                    self.state = Some(DestinationState {
+                        position,
+                        seq,
+                        last_error: None,
+                        ..state
+                    });
+                }
                 Advanced::Reset => {
                     // What was sent counts, the reset stands.
                     tracing::info!(destination = %self.name, "position was reset; continuing from there");
@@ -211,7 +256,8 @@ impl Relay {
             self.backoff.succeeded();
         }
         match stopped {
-            None => Ok(Step::Busy),
+            None if full => Ok(Step::Busy),
+            None => Ok(Step::Partial),
             Some(verdict) => self.stopped(verdict).await,
         }
     }

@@ -263,3 +263,71 @@ async fn a_standby_replica_takes_over_within_15_s() {
     assert_eq!(dest.bad_signatures(), 0);
     let _ = second.terminate();
 }
+
+/// The nice value and name of each of `pid`'s threads (Linux `/proc`).
+fn threads_of(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // After the name's closing parenthesis: state is field 3, nice 19.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i32 = after.split(' ').nth(19 - 3).unwrap().parse().unwrap();
+        threads.push((comm.trim().to_owned(), nice));
+    }
+    threads
+}
+
+/// On Postgres the relays run on threads of their own at a lower CPU
+/// priority than the webhook route's, and still forward.
+#[tokio::test]
+async fn relays_run_on_their_own_threads_below_the_routes_priority() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = Destination::start().await;
+    let (port, admin) = (free_port(), free_port());
+    let mut env = serve_env(&db, port, admin);
+    env.extend(http_destination("niced", &dest.url()));
+    let mut server = Server::start(command(dir.path(), &env));
+    server.wait_for("listening");
+    let body = prod_body(&new_job_id());
+    let sig = prod_signature(&body);
+    let url = format!("http://127.0.0.1:{port}/webhooks/imggo");
+    let res = post_from(&reqwest::Client::new(), &url, body, Some(&sig)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(dest.until_accepted(1).await.len(), 1);
+    // The nice value the server started with: this test's own.
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let base: i32 = own[own.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(19 - 3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let threads = threads_of(server.child.id());
+    let relays: Vec<i32> = threads
+        .iter()
+        .filter(|(name, _)| name == imggo_receiver::forward::RELAY_THREAD)
+        .map(|(_, nice)| *nice)
+        .collect();
+    assert!(!relays.is_empty(), "no relay thread among {threads:?}");
+    assert!(
+        relays
+            .iter()
+            .all(|n| *n == (base + imggo_receiver::forward::RELAY_NICE).min(19)),
+        "relay threads at {relays:?}, the server at {base}"
+    );
+    // The route's threads keep the priority the process started with.
+    let others: Vec<&(String, i32)> = threads
+        .iter()
+        .filter(|(name, _)| name != imggo_receiver::forward::RELAY_THREAD)
+        .collect();
+    assert!(!others.is_empty());
+    assert!(others.iter().all(|(_, n)| *n == base), "{others:?}");
+    let _ = server.terminate();
+}

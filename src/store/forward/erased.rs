@@ -26,7 +26,7 @@ use crate::store::StoreError;
 
 /// Feed items the relay reads (and sends) per batch: how far ahead of its
 /// confirmed position a destination may have messages in flight.
-pub const RELAY_BATCH: u32 = 64;
+pub const RELAY_BATCH: u32 = 256;
 
 /// A deleted event as the erasure's `DELETE … RETURNING` gives it.
 #[derive(Clone, Debug)]
