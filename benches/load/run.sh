@@ -194,11 +194,29 @@ forward_on() {
 }
 forward_off() { unset "${!IMGGO__FORWARD__@}"; }
 
+# CPU seconds (utime + stime) of each side of a forwarding round, now:
+# "<receiver> <postgres> <brokers and sink>". Postgres is every process of
+# the server (the relays' connections come and go with the receiver's
+# pools); the brokers are the machine's NATS, RabbitMQ and Redis plus the
+# bench's own HTTP sink.
+side_cpu() {
+  local hz pg other
+  hz=$(getconf CLK_TCK)
+  pg=$(pgrep -d ' ' -x postgres | tr ' ' '\n' | sed 's|.*|/proc/&/stat|' | xargs awk '{s += $14 + $15} END {print s + 0}' 2>/dev/null)
+  other=$( (pgrep -x beam.smp; pgrep -x nats-server; pgrep -x redis-server; echo "${SINK_PID:-}") |
+    grep . | sed 's|.*|/proc/&/stat|' | xargs awk '{s += $14 + $15} END {print s + 0}' 2>/dev/null)
+  awk -v hz="$hz" -v p="$pg" -v o="$other" -v r="$(awk '{print $14 + $15}' "/proc/$PID/stat")" \
+    'BEGIN {printf "%.3f %.3f %.3f", r/hz, p/hz, o/hz}'
+}
+
 # One round: wrk on a fresh database and server, destinations off ($1 =
-# off) or on; prints "<stored/s> <catch-up s> <peak RSS MiB> <lag events>"
-# (catch-up and lag "-" when off; catch-up "never" past 4x the load).
+# off) or on; prints "<stored/s> <catch-up s> <peak RSS MiB> <lag events>
+# <receiver µs> <postgres µs> <brokers µs>" (catch-up and lag "-" when off;
+# catch-up "never" past 4x the load). The CPU is per stored delivery, from
+# the load's start until every destination caught up (on) or the load
+# ended (off): what ingest plus forwarding cost each side.
 forward_round() {
-  local out cpu0 stored t0 t1 t2 name="" d ok lag rss catch="-" lagsum="-"
+  local out cpu0 cpu1 stored t0 t1 t2 name="" d ok lag rss catch="-" lagsum="-"
   fresh_db
   if [ "$1" = on ]; then
     name="imggobench$RANDOM$RANDOM"
@@ -206,10 +224,10 @@ forward_round() {
     forward_on "$name"
   fi
   start
-  t0=$(date +%s.%N)
+  t0=$(date +%s.%N); cpu0=$(side_cpu)
   out=$(wrk -t1 -c"$CONNS" -d"${AB_SECONDS}s" --timeout 10s -s benches/load/wrk.lua \
     "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 1)
-  t1=$(date +%s.%N)
+  t1=$(date +%s.%N); cpu1=$(side_cpu)
   stored=$(rows)
   if [ "$1" = on ]; then
     catch=never
@@ -219,7 +237,7 @@ forward_round() {
         [ "$(metric_of "imggo_forward_sent_total{destination=\"$d\"}")" -ge "$stored" ] 2>/dev/null || ok=0
       done
       if [ "$ok" = 1 ]; then
-        t2=$(date +%s.%N)
+        t2=$(date +%s.%N); cpu1=$(side_cpu)
         catch=$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", b - a}')
         break
       fi
@@ -240,17 +258,24 @@ forward_round() {
     $LOADGEN brokers teardown "$name"
   fi
   awk -v n="$stored" -v a="$t0" -v b="$t1" -v c="$catch" -v r="$rss" -v l="$lagsum" \
-    'BEGIN {printf "%.0f %s %s %s", n/(b-a), c, r, l}'
+    -v c0="$cpu0" -v c1="$cpu1" \
+    'BEGIN {split(c0, x, " "); split(c1, y, " ");
+      printf "%.0f %s %s %s %.1f %.1f %.1f", n/(b-a), c, r, l,
+        (y[1]-x[1])*1e6/n, (y[2]-x[2])*1e6/n, (y[3]-x[3])*1e6/n}'
 }
 
 forwarding_ab() {
   local i off on off_sum=0 on_sum=0 catch rss lag worst_catch=0 worst_rss=0 never=0 lag_left=0
+  local offr offp offb onr onp onb cpu_off="0 0 0" cpu_on="0 0 0"
   say "8/8 forwarding A/B: no destination / four (nats, rabbitmq, redis, http) x $AB_ROUNDS, ${AB_SECONDS}s each"
   $LOADGEN sink "127.0.0.1:$SINK" & SINK_PID=$!
   for i in $(seq 1 "$AB_ROUNDS"); do
-    read -r off _ _ _ <<<"$(forward_round off)"
-    read -r on catch rss lag <<<"$(forward_round on)"
-    echo "round $i: off $off/s, on $on/s, caught up ${catch}s after the load, peak RSS ${rss} MiB, lag after ${lag} events" >&2
+    read -r off _ _ _ offr offp offb <<<"$(forward_round off)"
+    read -r on catch rss lag onr onp onb <<<"$(forward_round on)"
+    echo "round $i: off $off/s, on $on/s, caught up ${catch}s after the load, peak RSS ${rss} MiB, lag after ${lag} events;" \
+      "CPU per delivery (receiver/postgres/brokers+sink) off $offr/$offp/$offb µs, on $onr/$onp/$onb µs" >&2
+    cpu_off=$(echo "$cpu_off $offr $offp $offb" | awk '{printf "%s %s %s", $1+$4, $2+$5, $3+$6}')
+    cpu_on=$(echo "$cpu_on $onr $onp $onb" | awk '{printf "%s %s %s", $1+$4, $2+$5, $3+$6}')
     off_sum=$((off_sum + off)); on_sum=$((on_sum + on))
     if [ "$catch" = never ]; then never=1; else worst_catch=$(awk -v a="$worst_catch" -v b="$catch" 'BEGIN {print (b > a) ? b : a}'); fi
     worst_rss=$(awk -v a="$worst_rss" -v b="$rss" 'BEGIN {print (b > a) ? b : a}')
@@ -260,6 +285,8 @@ forwarding_ab() {
   [ "$never" = 1 ] && worst_catch=never
   FWD_REPORT=$(awk -v a="$on_sum" -v b="$off_sum" -v r="$AB_ROUNDS" -v c="$worst_catch" -v s="$AB_SECONDS" -v m="$worst_rss" \
     'BEGIN {printf "forwarding A/B (%d rounds each, alternating): off %.0f/s, on (4 destinations) %.0f/s -> on/off = %.3fx (target >= 0.90); every destination caught up at most %ss after a %ss load (target <= %s); receiver peak RSS with them on %s MiB (target <= 64)", r, b/r, a/r, a/b, c, s, s, m}')
+  FWD_REPORT="$FWD_REPORT; $(echo "$cpu_off $cpu_on" | awk -v r="$AB_ROUNDS" \
+    '{printf "CPU per stored delivery, receiver / postgres / brokers+sink: off %.1f / %.1f / %.1f µs, on %.1f / %.1f / %.1f µs", $1/r, $2/r, $3/r, $4/r, $5/r, $6/r}')"
   echo "$FWD_REPORT"
   FWD_OK=$(awk -v a="$on_sum" -v b="$off_sum" -v c="$worst_catch" -v s="$AB_SECONDS" -v m="$worst_rss" -v l="$lag_left" \
     'BEGIN {print (a/b >= 0.90 && c != "never" && c <= s && m <= 64 && l == 0) ? "ok" : "MISSED"}')
