@@ -90,6 +90,7 @@ impl Forwarding {
                 backoff: relay::Backoff::default(),
                 holder: holder.clone(),
                 state: None,
+                replay_checked: None,
             });
         }
         Ok(Self {
@@ -214,15 +215,18 @@ impl Drop for RelayRuntime {
 
 /// The relays' runtime: [`RELAY_THREAD`] threads at [`RELAY_NICE`].
 fn relay_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    // Read once, here: threads the runtime starts later (its blocking
+    // pool) are started by relay threads already lowered, and would go
+    // lower again.
+    let nice = rustix::process::getpriority_process(None)
+        .map_or(RELAY_NICE, |n| n.saturating_add(RELAY_NICE).min(19));
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name(RELAY_THREAD)
-        .on_thread_start(|| {
+        .on_thread_start(move || {
             // Per thread on Linux (`who` 0 is the calling thread). Lowering
             // a priority needs no privilege; if it fails anyway, forwarding
             // still runs, only at the route's priority.
-            let nice = rustix::process::getpriority_process(None)
-                .map_or(RELAY_NICE, |n| n.saturating_add(RELAY_NICE).min(19));
             if let Err(e) = rustix::process::setpriority_process(None, nice) {
                 tracing::warn!(error = %e, "cannot lower the relays' CPU priority");
             }

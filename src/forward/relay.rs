@@ -64,6 +64,9 @@ pub struct Relay {
     /// kept while the relay's own steps are what moves it (an advance
     /// that finds the row changed, a pause, a replay or an error drops it).
     pub state: Option<DestinationState>,
+    /// When dead letters were last looked at for a replay after a batch
+    /// that caught up (see [`Relay::step`]).
+    pub replay_checked: Option<tokio::time::Instant>,
 }
 
 /// A feed item: a stored event or an erasure notice.
@@ -257,6 +260,23 @@ impl Relay {
         }
         match stopped {
             None if full => Ok(Step::Busy),
+            // Less than a batch: everything below the horizon is read, so
+            // the relay has caught up and a replay may go now (the seq
+            // rule). Under steady ingest a read rarely comes back empty,
+            // so waiting for one would put replays off for as long as the
+            // ingest lasts; looked at once per `IDLE`.
+            None if self.replay_checked.is_none_or(|t| t.elapsed() >= IDLE) => {
+                self.replay_checked = Some(tokio::time::Instant::now());
+                // The replay records seqs of its own: the row is read
+                // afresh before the next step.
+                let Some(state) = self.state.take() else {
+                    return Ok(Step::Partial);
+                };
+                match self.replay(&state).await? {
+                    Step::Idle => Ok(Step::Partial),
+                    other => Ok(other),
+                }
+            }
             None => Ok(Step::Partial),
             Some(verdict) => self.stopped(verdict).await,
         }

@@ -179,6 +179,67 @@ async fn a_refused_event_is_dead_lettered_while_the_rest_go_on_and_replay_sends_
     .await;
 }
 
+/// A replay goes out while ingest goes on: under steady ingest the relay
+/// seldom reads an empty page, so it may not wait for one (it replays once
+/// a batch has caught up to what is readable).
+#[tokio::test]
+async fn a_replay_goes_out_while_ingest_never_lets_the_relay_idle() {
+    let dest = Destination::start().await;
+    let refused = new_job_id();
+    dest.refuse_once(&refused);
+    let app = std::sync::Arc::new(app_forwarding("busyreplay", &dest, None).await);
+    app.deliver(prod_body(&refused)).await;
+    eventually("the dead letter is listed", || async {
+        let out = app.forward_cli("busyreplay", &dest, &["dead", "list"]);
+        (!out.stdout.is_empty()).then_some(())
+    })
+    .await;
+    // Ingest that never pauses for long: a delivery every few ms.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ingest = {
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                app.deliver(prod_body(&new_job_id())).await;
+                sent += 1;
+            }
+            sent
+        })
+    };
+    eventually("ingest is flowing to the destination", || async {
+        (dest.accepted().len() >= 20).then_some(())
+    })
+    .await;
+    let replay = app.forward_cli("busyreplay", &dest, &["dead", "replay", "busyreplay"]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replayed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let first = dest.accepted().iter().position(|r| {
+                serde_json::from_slice::<Value>(&r.body)
+                    .is_ok_and(|b| b["job_id"] == refused.as_str())
+            });
+            if first.is_some() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Still ingesting when the replay arrived (or timed out).
+    assert!(!ingest.is_finished(), "ingest stopped on its own");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = ingest.await.unwrap();
+    assert!(
+        replayed.is_ok(),
+        "the replay did not go out within 10 s of steady ingest ({sent} deliveries)"
+    );
+}
+
 #[tokio::test]
 async fn gone_pauses_the_destination_until_resume() {
     let dest = Destination::start().await;
