@@ -98,6 +98,9 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (destination, message_id) DO UPDATE SET reason = excluded.reason, \
              dead_at = excluded.dead_at, replay = false";
+        if let Store::Postgres(s) = self {
+            return advance_pg(s.pool(), name, step).await;
+        }
         on_backend!(self, s => {
             // Without dead letters the step is one statement (its own
             // transaction): the common case costs one round trip.
@@ -295,6 +298,69 @@ impl Store {
         };
         Ok((events.unsigned_abs(), oldest))
     }
+}
+
+/// [`Store::forward_advance`] on Postgres: one statement, dead letters
+/// and all. The relays run below the server's CPU priority, and an erasure
+/// waits (holding ingest off) for the destinations' rows: a transaction of
+/// several round trips holding a destination's row from a thread the CPU
+/// is slow to come back to would stall ingest that long.
+async fn advance_pg(
+    pool: &sqlx::PgPool,
+    name: &str,
+    step: &Advance<'_>,
+) -> Result<Advanced, StoreError> {
+    const SQL: &str = "WITH moved AS ( \
+           UPDATE forward_positions SET tx = $2, id = $3, seq_hi = $4, seq_lo = $5, \
+             last_error = NULL, updated_at = $6 \
+           WHERE destination = $1 AND tx = $7 AND id = $8 AND lease_holder = $9 \
+           RETURNING 1), \
+         dead AS ( \
+           INSERT INTO forward_dead \
+             (destination, message_id, notice, tx, row_id, reason, dead_at) \
+           SELECT $1, u.message_id, u.notice, u.tx, u.row_id, u.reason, u.dead_at \
+           FROM UNNEST($10::text[], $11::bool[], $12::int8[], $13::int8[], $14::text[], \
+                       $15::int8[]) AS u(message_id, notice, tx, row_id, reason, dead_at) \
+           WHERE EXISTS (SELECT 1 FROM moved) \
+           ON CONFLICT (destination, message_id) DO UPDATE SET reason = excluded.reason, \
+             dead_at = excluded.dead_at, replay = false) \
+         SELECT (SELECT count(*) FROM moved), \
+           (SELECT lease_holder FROM forward_positions WHERE destination = $1)";
+    // One row per message id: an upsert may not touch a row twice.
+    let mut dead: Vec<&super::DeadLetter> = Vec::with_capacity(step.dead.len());
+    for d in step.dead {
+        dead.retain(|k| k.message_id != d.message_id);
+        dead.push(d);
+    }
+    let (moved, holder): (i64, Option<String>) = sqlx::query_as(SQL)
+        .bind(name)
+        .bind(step.position.tx)
+        .bind(step.position.id)
+        .bind(seq_column(step.seq.0))
+        .bind(seq_column(step.seq.1))
+        .bind(now_micros())
+        .bind(step.from.tx)
+        .bind(step.from.id)
+        .bind(step.holder)
+        .bind(
+            dead.iter()
+                .map(|d| d.message_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(dead.iter().map(|d| d.notice).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.position.tx).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.position.id).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>())
+        .bind(dead.iter().map(|d| d.dead_at).collect::<Vec<_>>())
+        .fetch_one(pool)
+        .await?;
+    Ok(if moved > 0 {
+        Advanced::Moved
+    } else if holder.as_deref() == Some(step.holder) {
+        Advanced::Reset
+    } else {
+        Advanced::Fenced
+    })
 }
 
 /// Retention (before it deletes): per destination, the events older than
