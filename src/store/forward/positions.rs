@@ -32,6 +32,23 @@ pub struct Filters<'a> {
     pub valid: &'a str,
 }
 
+/// Binds `$1`..`$9` of an advance: the destination, the new position and
+/// seq, the time, and the fence (the position it read from, the holder).
+macro_rules! bind_step {
+    ($query:expr, $name:expr, $step:expr) => {
+        $query
+            .bind($name)
+            .bind($step.position.tx)
+            .bind($step.position.id)
+            .bind(seq_column($step.seq.0))
+            .bind(seq_column($step.seq.1))
+            .bind(now_micros())
+            .bind($step.from.tx)
+            .bind($step.from.id)
+            .bind($step.holder)
+    };
+}
+
 impl Store {
     /// Creates the rows of destinations seen for the first time (at the
     /// oldest position: every stored event goes).
@@ -108,16 +125,7 @@ impl Store {
                 [] => None,
                 _ => Some(s.pool().begin().await?),
             };
-            let position = sqlx::query(POSITION)
-                .bind(name)
-                .bind(step.position.tx)
-                .bind(step.position.id)
-                .bind(seq_column(step.seq.0))
-                .bind(seq_column(step.seq.1))
-                .bind(now_micros())
-                .bind(step.from.tx)
-                .bind(step.from.id)
-                .bind(step.holder);
+            let position = bind_step!(sqlx::query(POSITION), name, step);
             let moved = match tx.as_mut() {
                 Some(tx) => position.execute(&mut **tx).await?,
                 None => position.execute(s.pool()).await?,
@@ -332,16 +340,7 @@ async fn advance_pg(
         dead.retain(|k| k.message_id != d.message_id);
         dead.push(d);
     }
-    let (moved, holder): (i64, Option<String>) = sqlx::query_as(SQL)
-        .bind(name)
-        .bind(step.position.tx)
-        .bind(step.position.id)
-        .bind(seq_column(step.seq.0))
-        .bind(seq_column(step.seq.1))
-        .bind(now_micros())
-        .bind(step.from.tx)
-        .bind(step.from.id)
-        .bind(step.holder)
+    let (moved, holder): (i64, Option<String>) = bind_step!(sqlx::query_as(SQL), name, step)
         .bind(
             dead.iter()
                 .map(|d| d.message_id.as_str())
