@@ -115,52 +115,53 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (destination, message_id) DO UPDATE SET reason = excluded.reason, \
              dead_at = excluded.dead_at, replay = false";
-        if let Store::Postgres(s) = self {
-            return advance_pg(s.pool(), name, step).await;
+        // On Postgres one statement; SQLite's relays share the server's
+        // threads, so a short transaction there holds nothing up.
+        let s = match self {
+            Store::Postgres(s) => return advance_pg(s.pool(), name, step).await,
+            Store::Sqlite(s) => s,
+        };
+        // Without dead letters the step is one statement (its own
+        // transaction): the common case costs one round trip.
+        let mut tx = match step.dead {
+            [] => None,
+            _ => Some(s.pool().begin().await?),
+        };
+        let position = bind_step!(sqlx::query(POSITION), name, step);
+        let moved = match tx.as_mut() {
+            Some(tx) => position.execute(&mut **tx).await?,
+            None => position.execute(s.pool()).await?,
         }
-        on_backend!(self, s => {
-            // Without dead letters the step is one statement (its own
-            // transaction): the common case costs one round trip.
-            let mut tx = match step.dead {
-                [] => None,
-                _ => Some(s.pool().begin().await?),
-            };
-            let position = bind_step!(sqlx::query(POSITION), name, step);
-            let moved = match tx.as_mut() {
-                Some(tx) => position.execute(&mut **tx).await?,
-                None => position.execute(s.pool()).await?,
-            }
-            .rows_affected();
-            if moved == 0 {
-                // Nothing written: give the connection back first (SQLite
-                // has only the one).
-                drop(tx);
-                let holder: Option<Option<String>> = sqlx::query_scalar(HOLDER)
+        .rows_affected();
+        if moved == 0 {
+            // Nothing written: give the connection back first (SQLite
+            // has only the one).
+            drop(tx);
+            let holder: Option<Option<String>> = sqlx::query_scalar(HOLDER)
+                .bind(name)
+                .fetch_optional(s.pool())
+                .await?;
+            return Ok(if holder.flatten().as_deref() == Some(step.holder) {
+                Advanced::Reset
+            } else {
+                Advanced::Fenced
+            });
+        }
+        if let Some(mut tx) = tx {
+            for d in step.dead {
+                sqlx::query(DEAD)
                     .bind(name)
-                    .fetch_optional(s.pool())
+                    .bind(&d.message_id)
+                    .bind(d.notice)
+                    .bind(d.position.tx)
+                    .bind(d.position.id)
+                    .bind(&d.reason)
+                    .bind(d.dead_at)
+                    .execute(&mut *tx)
                     .await?;
-                return Ok(if holder.flatten().as_deref() == Some(step.holder) {
-                    Advanced::Reset
-                } else {
-                    Advanced::Fenced
-                });
             }
-            if let Some(mut tx) = tx {
-                for d in step.dead {
-                    sqlx::query(DEAD)
-                        .bind(name)
-                        .bind(&d.message_id)
-                        .bind(d.notice)
-                        .bind(d.position.tx)
-                        .bind(d.position.id)
-                        .bind(&d.reason)
-                        .bind(d.dead_at)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-            }
-        });
+            tx.commit().await?;
+        }
         Ok(Advanced::Moved)
     }
 
