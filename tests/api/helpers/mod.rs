@@ -355,7 +355,12 @@ pub fn sqlite_url(dir: &std::path::Path) -> String {
 }
 
 pub async fn each_store() -> Vec<(Store, Backing)> {
-    let settings = test_settings();
+    let mut settings = test_settings();
+    // The tests' 1 s acquire timeout is for outages; opening and migrating
+    // a fresh SQLite file while the whole suite runs on two cores took
+    // longer once (PoolTimedOut in CI), and no store test here times out
+    // on purpose.
+    settings.database.acquire_timeout = std::time::Duration::from_secs(10);
     let db = TestDb::new().await;
     let pg = Store::Postgres(PgStore::from_pool(db.pool.clone()));
     let dir = tempfile::tempdir().unwrap();
