@@ -1,6 +1,7 @@
 //! The one start-up seam: build the application from settings, secrets and
 //! an optional pre-bound listener; run it until the token is cancelled.
 
+use crate::store::partitions::Layout;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -80,14 +81,16 @@ impl Application {
                 "stopped by a signal while waiting for the database ({store_location}); nothing was served"
             ),
         };
+        let layout = Layout::of(&settings);
         let (store, pending) = match opened {
             Opened::Connected(store) => {
+                let store = store.with_layout(layout);
                 store.migrate().await.context("cannot apply migrations")?;
                 (store, None)
             }
             Opened::Unreachable { store, why } => {
                 degraded::warn_unreachable(url, &why, &settings);
-                (store, Some(SchemaReady::later()))
+                (store.with_layout(layout), Some(SchemaReady::later()))
             }
         };
         let (mark, schema) = pending.map_or((None, SchemaReady::now()), |(m, s)| (Some(m), s));
@@ -117,6 +120,9 @@ impl Application {
         listener: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        // The partition interval and the served window are the settings'
+        // whoever opened the store.
+        let store = store.with_layout(Layout::of(&settings));
         // First, so that what start-up records (the spool's depth) is kept.
         let metrics = crate::metrics::install(&settings.webhook.path);
         let caps = ConnectionCaps::at_start_up(&settings);

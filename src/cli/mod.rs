@@ -11,6 +11,7 @@ mod rejected_fix;
 mod tokens;
 mod validate;
 
+use crate::store::partitions::Layout;
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -200,9 +201,10 @@ fn say_which_store(url: &secrecy::SecretString) {
 async fn connect_or_create(settings: &Settings) -> anyhow::Result<Store> {
     let url = secrets::database_url(&ProcessEnv)?;
     say_which_store(&url);
-    Store::connect(&url, &settings.database)
+    Ok(Store::connect(&url, &settings.database)
         .await
-        .with_context(|| database_context(&url))
+        .with_context(|| database_context(&url))?
+        .with_layout(Layout::of(settings)))
 }
 
 /// The store as commands that read it need it: it must exist and carry the
@@ -211,7 +213,8 @@ async fn connect_or_create(settings: &Settings) -> anyhow::Result<Store> {
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let url = secrets::database_url(&ProcessEnv)?;
     say_which_store(&url);
-    Store::open_migrated(&url, &settings.database)
+    Ok(Store::open_migrated(&url, &settings.database)
         .await
-        .with_context(|| database_context(&url))
+        .with_context(|| database_context(&url))?
+        .with_layout(Layout::of(settings)))
 }

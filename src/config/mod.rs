@@ -48,6 +48,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// Database pool.
     pub database: DatabaseSettings,
+    /// How events are laid out on Postgres (time partitions).
+    pub storage: StorageSettings,
     /// Log output.
     pub log: LogSettings,
     /// PII redaction rules.
@@ -159,6 +161,15 @@ pub struct RetentionSettings {
     pub purge_interval: Duration,
     /// Rows deleted per transaction.
     pub batch_size: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Width of each time partition of the events table (Postgres only):
+    /// at least 1h, dividing a day evenly (CONTRACT §5).
+    #[serde(with = "duration")]
+    pub partition_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

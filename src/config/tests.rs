@@ -41,6 +41,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.retention.max_age, Duration::from_secs(30 * 86_400));
     assert_eq!(s.retention.purge_interval, Duration::from_secs(3600));
     assert_eq!(s.retention.batch_size, 1000);
+    assert_eq!(s.storage.partition_interval, Duration::from_secs(86_400));
     assert_eq!(s.database.max_connections, 10);
     assert_eq!(s.log.format, LogFormat::Json);
 }
@@ -118,6 +119,23 @@ fn bad_values_name_their_key() {
         (
             &[("IMGGO__RETENTION__BATCH_SIZE", "0")],
             "retention.batch_size",
+        ),
+        // Partitions tile a day, and are never shorter than an hour.
+        (
+            &[("IMGGO__STORAGE__PARTITION_INTERVAL", "7h")],
+            "storage.partition_interval",
+        ),
+        (
+            &[("IMGGO__STORAGE__PARTITION_INTERVAL", "30m")],
+            "storage.partition_interval",
+        ),
+        (
+            &[("IMGGO__STORAGE__PARTITION_INTERVAL", "2d")],
+            "storage.partition_interval",
+        ),
+        (
+            &[("IMGGO__STORAGE__PARTITION_INTERVAL", "1h 30s")],
+            "storage.partition_interval",
         ),
         // Listeners on one socket: the API is never the public listener.
         (

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use super::{forward, ConfigError, Settings, MAX_RETENTION};
 
+/// A day: the time partitions tile it.
+const DAY: Duration = Duration::from_secs(86_400);
+
 impl Settings {
     /// Checks what types alone cannot express.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -47,6 +50,16 @@ impl Settings {
         }
         if self.retention.batch_size == 0 {
             return fail("retention.batch_size", "must be at least 1");
+        }
+        let interval = self.storage.partition_interval;
+        if interval < Duration::from_secs(3600)
+            || DAY.as_secs() % interval.as_secs() != 0
+            || interval.subsec_nanos() != 0
+        {
+            return fail(
+                "storage.partition_interval",
+                "must be at least 1h and divide a day evenly (1h, 2h, 3h, 4h, 6h, 8h, 12h or 1d)",
+            );
         }
         if self.database.max_connections == 0 {
             return fail("database.max_connections", "must be at least 1");

@@ -66,6 +66,7 @@ static PG_PAGE: LazyLock<String> = LazyLock::new(|| {
            AND ($3::text IS NULL OR event = $3) \
            AND ($4::text IS NULL OR pattern_id = $4) \
            AND ($6::bool IS NULL OR valid = $6) \
+           AND received_at >= $7 \
          ORDER BY tx, id LIMIT $5",
         EventColumns::pg()
     )
@@ -96,8 +97,19 @@ const PG_HEAD: &str = "\
       SELECT w.tx::text::bigint AS feed_tx, w.id FROM webhook_events w \
       WHERE w.tx < h.horizon ORDER BY w.tx DESC, w.id DESC LIMIT 1) head ON true";
 
+/// The condition that keeps rows past `retention.max_age` out of a read
+/// on Postgres, with the served-since time as parameter `$n` (none on
+/// SQLite, whose purge deletes them by row).
+pub(super) fn served(store: &Store, n: usize) -> String {
+    match store {
+        Store::Postgres(_) => format!("AND received_at >= ${n}"),
+        Store::Sqlite(_) => String::new(),
+    }
+}
+
 impl Store {
-    /// Up to `limit` events after `after`, in feed order.
+    /// Up to `limit` events after `after`, in feed order. On Postgres none
+    /// received longer ago than `retention.max_age`.
     pub async fn feed_page(
         &self,
         after: Position,
@@ -112,6 +124,7 @@ impl Store {
                 .bind(filter.pattern_id.as_deref())
                 .bind(i64::from(limit))
                 .bind(filter.valid)
+                .bind(s.layout().served_since())
                 .fetch_all(s.pool())
                 .await?),
             Store::Sqlite(s) => Ok(sqlx::query_as(&SQLITE_PAGE)
@@ -126,15 +139,29 @@ impl Store {
     }
 
     /// Every event of a job with its feed position, oldest first.
+    /// On Postgres none received longer ago than `retention.max_age`,
+    /// even while its partition waits to be dropped.
     pub async fn job_events(&self, job_id: &str) -> Result<Vec<FeedEvent>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
-            EventColumns::of(self)
+            "SELECT {} FROM webhook_events WHERE job_id = $1 {} ORDER BY received_at, id",
+            EventColumns::of(self),
+            served(self, 2),
         );
-        Ok(on_backend!(self, s => sqlx::query_as(&sql)
-            .bind(job_id)
-            .fetch_all(s.pool())
-            .await?))
+        Ok(match self {
+            Store::Postgres(s) => {
+                sqlx::query_as(&sql)
+                    .bind(job_id)
+                    .bind(s.layout().served_since())
+                    .fetch_all(s.pool())
+                    .await?
+            }
+            Store::Sqlite(s) => {
+                sqlx::query_as(&sql)
+                    .bind(job_id)
+                    .fetch_all(s.pool())
+                    .await?
+            }
+        })
     }
 
     /// Where the feed ends now, and how long rows have been held back.

@@ -7,6 +7,7 @@ mod db_time;
 pub mod deferred;
 mod event_row;
 pub mod location;
+pub mod partitions;
 mod pg_connect;
 pub mod postgres;
 pub mod quarantine;
@@ -182,6 +183,34 @@ impl Store {
         }
     }
 
+    /// This store with `layout`'s partition interval and retention
+    /// (Postgres; SQLite keeps one table and deletes by row).
+    pub fn with_layout(self, layout: partitions::Layout) -> Self {
+        match self {
+            Self::Postgres(s) => Self::Postgres(s.with_layout(layout)),
+            Self::Sqlite(s) => Self::Sqlite(s),
+        }
+    }
+
+    /// Makes the time partitions ahead (Postgres; nothing on SQLite): run
+    /// after the migrations, before the first insert is taken.
+    pub async fn make_partitions(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.make_partitions().await,
+            Self::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Makes the partitions (events and dedup keys) that rows received at
+    /// `times` need (Postgres; nothing on SQLite): for rows about to be
+    /// placed in the past.
+    pub async fn make_partitions_for(&self, times: &[DateTime<Utc>]) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => partitions::cover_times(s.pool(), s.layout(), times).await,
+            Self::Sqlite(_) => Ok(()),
+        }
+    }
+
     /// Writers that can commit at once: SQLite has a single writer
     /// connection, so more writer tasks would only queue for it (and time
     /// out under load).
@@ -192,10 +221,11 @@ impl Store {
         }
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations, then (Postgres) makes the time
+    /// partitions ahead.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         on_backend!(self, s => s.migrator().run(s.pool()).await?);
-        Ok(())
+        self.make_partitions().await
     }
 
     /// Ready when the database answers and every migration is applied.
@@ -260,10 +290,11 @@ impl Store {
         on_backend!(self, s => s.events_for_job(job_id).await)
     }
 
-    /// One retention pass: deletes rows received more than `max_age` ago in
-    /// batches of `batch_size`, each its own short transaction (or counts
-    /// them, `dry_run`). With Postgres only one replica purges at a time;
-    /// the others skip.
+    /// One retention pass: removes rows received more than `max_age` ago
+    /// (or counts them, `dry_run`). Postgres drops whole partitions, those
+    /// wholly past `max_age`, and only one replica purges at a time (the
+    /// others skip); SQLite deletes in batches of `batch_size`, each its
+    /// own short transaction.
     pub async fn purge(
         &self,
         max_age: Duration,
@@ -287,7 +318,10 @@ impl Store {
             let quarantined = self.count_quarantined_before(cutoff).await?;
             return Ok((PurgeOutcome::WouldDelete(n), quarantined));
         }
-        let outcome = on_backend!(self, s => s.purge(cutoff, batch_size).await)?;
+        let outcome = match self {
+            Self::Postgres(s) => s.purge(cutoff).await,
+            Self::Sqlite(s) => s.purge(cutoff, batch_size).await,
+        }?;
         // Quarantined deliveries age out with the events (after them: a
         // replica that skipped the events pass skips these too).
         let quarantined = if outcome == PurgeOutcome::Skipped {

@@ -10,6 +10,7 @@ use tracing::instrument;
 
 use chrono::{DateTime, Utc};
 
+use super::partitions::{self, Layout};
 use super::pg_connect::{connect_options, describe, refused, unreachable, worth_retrying};
 use super::{
     EventColumns, InsertOutcome, NewEvent, PgEventArrays, PurgeOutcome, StoreError, StoredEvent,
@@ -39,6 +40,7 @@ fn pool_options(db: &DatabaseSettings) -> PgPoolOptions {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    layout: Layout,
 }
 
 impl PgStore {
@@ -60,7 +62,10 @@ impl PgStore {
                 Ok(conn) => {
                     let _ = conn.close().await;
                     let pool = pool_options(db).connect_lazy_with(options);
-                    return Ok(Self { pool });
+                    return Ok(Self {
+                        pool,
+                        layout: Layout::default(),
+                    });
                 }
                 Err(e) if !worth_retrying(&e) => return Err(refused(&e)),
                 Err(e) if tokio::time::Instant::now() + backoff < deadline => {
@@ -80,12 +85,34 @@ impl PgStore {
         let options = connect_options(url)?;
         Ok(Self {
             pool: pool_options(db).connect_lazy_with(options),
+            layout: Layout::default(),
         })
     }
 
     /// Wraps an existing pool (tests, tools).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            layout: Layout::default(),
+        }
+    }
+
+    /// This store with the partition interval and retention of `layout`
+    /// (the default: daily partitions, every stored row served).
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Makes the partitions from now to two intervals ahead
+    /// (`store::partitions`): start-up runs it after the migrations, each
+    /// purge pass again.
+    pub async fn make_partitions(&self) -> Result<(), StoreError> {
+        partitions::make_ahead(&self.pool, &self.layout, Utc::now()).await
     }
 
     /// A store over a pool of its own, `connections` large, with this one's
@@ -108,7 +135,10 @@ impl PgStore {
             .max_connections(connections.max(1))
             .acquire_timeout(self.pool.options().get_acquire_timeout())
             .connect_lazy_with(options);
-        Self { pool }
+        Self {
+            pool,
+            layout: self.layout,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -127,7 +157,24 @@ impl PgStore {
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        insert_rows(&mut conn, events).await
+        self.insert_rows(&mut conn, events).await
+    }
+
+    /// [`insert_rows`], making first the partitions the batch needs if no
+    /// partition holds one of its rows (Postgres says so with 23514, and
+    /// the statement changed nothing).
+    pub(super) async fn insert_rows(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[&NewEvent],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let first = insert_rows(conn, events).await;
+        if !first.as_ref().is_err_and(no_partition) {
+            return first;
+        }
+        let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
+        partitions::cover_times(&self.pool, &self.layout, &times).await?;
+        insert_rows(conn, events).await
     }
 
     /// [`Self::insert_batch`] on the connection in `held`, checking one out
@@ -147,7 +194,7 @@ impl PgStore {
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         let held = &mut held.0;
         if let Some(conn) = held {
-            match insert_rows(conn, events).await {
+            match self.insert_rows(conn, events).await {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(StoreError::Unavailable(e)) => {
                     tracing::debug!(error = %e, "kept connection failed; retrying on a fresh one");
@@ -160,7 +207,7 @@ impl PgStore {
             }
         }
         let mut conn = self.pool.acquire().await?;
-        let outcomes = insert_rows(&mut conn, events).await?;
+        let outcomes = self.insert_rows(&mut conn, events).await?;
         *held = Some(conn);
         Ok(outcomes)
     }
@@ -168,32 +215,35 @@ impl PgStore {
     #[instrument(skip_all, fields(job_id = %job_id))]
     pub async fn events_for_job(&self, job_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(sqlx::query_as::<_, StoredEvent>(&format!(
-            "SELECT {} FROM webhook_events WHERE job_id = $1 ORDER BY received_at, id",
+            "SELECT {} FROM webhook_events WHERE job_id = $1 \
+             AND received_at >= $2 ORDER BY received_at, id",
             EventColumns::pg()
         ))
         .bind(job_id)
+        .bind(self.layout.served_since())
         .fetch_all(&self.pool)
         .await?)
     }
 
-    /// Rows received before `cutoff`.
+    /// Rows that a purge at `cutoff` removes: those of the partitions
+    /// wholly before it.
     pub async fn count_expired(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE received_at < $1")
-                .bind(cutoff)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(n.unsigned_abs())
+        let mut conn = self.pool.acquire().await?;
+        let parts = partitions::list(&mut conn, partitions::EVENTS).await?;
+        let mut n = 0;
+        for part in partitions::expired(&parts, cutoff) {
+            n += partitions::rows_in(&mut conn, part).await?;
+        }
+        Ok(n)
     }
 
-    /// Deletes rows received before `cutoff`, in batches. Only one replica
-    /// purges at a time (a session advisory lock); the others skip.
+    /// One retention pass: makes the partitions ahead, then detaches and
+    /// drops every partition (events and dedup keys) whose upper bound is
+    /// at or before `cutoff`: two statements per partition, whatever it
+    /// holds. Only one replica purges at a time (a session advisory lock);
+    /// the others skip. Returns the events removed.
     #[instrument(skip_all)]
-    pub async fn purge(
-        &self,
-        cutoff: DateTime<Utc>,
-        batch_size: u32,
-    ) -> Result<PurgeOutcome, StoreError> {
+    pub async fn purge(&self, cutoff: DateTime<Utc>) -> Result<PurgeOutcome, StoreError> {
         // The lock lives on one connection: take, use and release it there.
         let mut conn = self.pool.acquire().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -203,34 +253,46 @@ impl PgStore {
         if !locked {
             return Ok(PurgeOutcome::Skipped);
         }
-        // Counted under the lock, so only the purging replica counts.
-        let missed = super::forward::count_missed_pg(&self.pool, cutoff).await;
-        if let Err(e) = super::forward::purge_pg(&self.pool, cutoff).await {
-            tracing::warn!(error = %e, "cannot purge old forwarding notices and dead letters");
-        }
-        crate::metrics::forward_missed(missed);
-        // The lock guards the pass; its batches may run on any connection.
-        let result = super::delete_in_batches(batch_size, || async {
-            Ok(sqlx::query(
-                // ANY(ARRAY(...)) keeps the outer delete on the primary
-                // key; `IN (subquery)` plans a hash join over the table.
-                "DELETE FROM webhook_events WHERE id = ANY(ARRAY( \
-                   SELECT id FROM webhook_events WHERE received_at < $1 \
-                   ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
-            )
-            .bind(cutoff)
-            .bind(i64::from(batch_size))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-        })
-        .await;
+        let result = self.purge_locked(&mut conn, cutoff).await;
         // If the unlock fails the connection is broken, and the lock went with it.
         let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(PURGE_LOCK_KEY)
             .execute(&mut *conn)
             .await;
         Ok(PurgeOutcome::Deleted(result?))
+    }
+
+    async fn purge_locked(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if let Err(e) = partitions::make_ahead(&self.pool, &self.layout, Utc::now()).await {
+            // Inserts make what they need on demand: retention goes on.
+            tracing::warn!(error = %e, "cannot make the time partitions ahead");
+        }
+        partitions::drop_leftovers(conn).await?;
+        let parts = partitions::list(conn, partitions::EVENTS).await?;
+        let expired = partitions::expired(&parts, cutoff);
+        // Counted under the lock, so only the purging replica counts.
+        let below = partitions::expired_below(&parts, cutoff);
+        let missed = super::forward::count_missed_pg(&self.pool, below).await;
+        if let Err(e) = super::forward::purge_pg(&self.pool, cutoff).await {
+            tracing::warn!(error = %e, "cannot purge old forwarding notices and dead letters");
+        }
+        crate::metrics::forward_missed(missed);
+        let mut deleted = 0;
+        for part in expired {
+            let rows = partitions::rows_in(conn, part).await?;
+            partitions::drop_partition(conn, partitions::EVENTS, part).await?;
+            tracing::info!(partition = %part.name, rows, "dropped an expired partition");
+            deleted += rows;
+        }
+        let keys = partitions::list(conn, partitions::KEYS).await?;
+        for part in partitions::expired(&keys, cutoff) {
+            partitions::drop_partition(conn, partitions::KEYS, part).await?;
+        }
+        Ok(deleted)
     }
 
     /// Up to `limit` rows with `id > after` not sealed under `current_key`.
@@ -251,6 +313,13 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Postgres found no partition for a row (23514, and the statement
+/// changed nothing).
+fn no_partition(e: &StoreError) -> bool {
+    matches!(e, StoreError::Other(sqlx::Error::Database(db))
+        if db.code().as_deref() == Some("23514") && db.message().contains("no partition"))
 }
 
 /// A database connection a batch writer keeps between batches; empty when
@@ -295,10 +364,90 @@ pub(crate) async fn lock_out_inserts(conn: &mut sqlx::PgConnection) -> Result<()
     Ok(())
 }
 
-/// `BEGIN` and [`lock_shared`] in one simple-protocol round trip: the
-/// batch insert's transaction start (its key is [`ERASURE_LOCK_KEY`]).
-const BEGIN_HOLDING_ERASURE_LOCK: &str =
-    "BEGIN; SELECT pg_advisory_xact_lock_shared(7596841840388433266)";
+/// Lock class of the per-key advisory locks ("imky"); see [`Guard`].
+const KEY_LOCK_CLASS: i32 = 0x696d_6b79;
+
+/// How near a key window's edge a row must be for its key to be locked,
+/// and how old a row must be for its batch to be serialized; see [`Guard`].
+const NEAR_EDGE: chrono::TimeDelta = chrono::TimeDelta::hours(2);
+const OLD: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// What keeps two deliveries of one (job_id, event) in different key
+/// windows from both being stored. In one window ON CONFLICT decides: the
+/// second waits for the first's commit and finds its key. Across windows
+/// each statement checks the other windows with NOT EXISTS, which sees only
+/// what committed before it began, so two such batches in flight at once
+/// must not run side by side:
+/// - a batch with a row received over an hour ago (a spool drained after an
+///   outage, `rejected replay`) takes the erasure lock exclusively, as an
+///   erasure does: it runs alone, and every other insert holds that lock
+///   shared;
+/// - otherwise both batches are recent and in flight together, so rows of
+///   one key in two windows lie within about an hour of the edge between
+///   them: every row within two hours of an edge takes a lock on its key
+///   (in sorted order: no deadlock), and the second waits for the first.
+///
+/// Most batches need neither: one shared lock, as before. The locks are
+/// taken in statements before the insert, so that its snapshot is taken
+/// after them and sees what the batch it waited for committed.
+#[derive(Debug, PartialEq, Eq)]
+enum Guard {
+    Shared,
+    Keys(Vec<i32>),
+    Exclusive,
+}
+
+impl Guard {
+    fn for_batch(events: &[&NewEvent], now: DateTime<Utc>) -> Self {
+        if events.iter().any(|e| e.received_at < now - OLD) {
+            return Self::Exclusive;
+        }
+        let mut keys: Vec<i32> = events
+            .iter()
+            .filter(|e| {
+                let start = partitions::key_window(e.received_at);
+                let window = chrono::Duration::from_std(partitions::KEY_WINDOW)
+                    .unwrap_or(chrono::TimeDelta::MAX);
+                e.received_at - start < NEAR_EDGE || start + window - e.received_at <= NEAR_EDGE
+            })
+            .map(|e| key_lock(&e.envelope.key()))
+            .collect();
+        if keys.is_empty() {
+            return Self::Shared;
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Self::Keys(keys)
+    }
+
+    /// The statements that take the guard, after `BEGIN` or a savepoint.
+    fn sql(&self) -> String {
+        match self {
+            Self::Shared => format!("SELECT pg_advisory_xact_lock_shared({ERASURE_LOCK_KEY})"),
+            Self::Exclusive => format!("SELECT pg_advisory_xact_lock({ERASURE_LOCK_KEY})"),
+            Self::Keys(keys) => {
+                let list: Vec<String> = keys.iter().map(i32::to_string).collect();
+                format!(
+                    "SELECT pg_advisory_xact_lock_shared({ERASURE_LOCK_KEY}); \
+                     SELECT pg_advisory_xact_lock({KEY_LOCK_CLASS}, k) \
+                     FROM unnest('{{{}}}'::int4[]) AS k",
+                    list.join(",")
+                )
+            }
+        }
+    }
+}
+
+/// A key's lock: FNV-1a of its two parts. Two keys that share one only
+/// wait for each other.
+fn key_lock(key: &DedupKey<'_>) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.job_id.bytes().chain([0xff]).chain(key.event.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    i32::from_ne_bytes(h.to_ne_bytes())
+}
 
 /// Holds the erasure lock shared until the calling transaction ends: an
 /// erasure waits for this transaction, and this transaction's next
@@ -316,9 +465,11 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// or when one of its subjects was erased, or its job deleted, at or after
 /// its receipt (it was received before the erasure answered, and commits
 /// after it). A barred key is remembered like an erased one. The rest are
-/// inserted once per (job_id, event), each with its subject hashes in the
-/// row: `$9` holds every subject hash of the batch, `$10` the 1-based
-/// position of its event in the batch.
+/// stored once per (job_id, event): the first of the batch claims its key
+/// in `event_keys` (ON CONFLICT in its week's window, NOT EXISTS in the
+/// others: see [`Guard`]), and only a claimed key's event is inserted, with
+/// its subject hashes in the row: `$11` holds every subject hash of the
+/// batch, `$12` the 1-based position of its event in the batch.
 ///
 /// The subject and job tombstones are looked at per event only when one
 /// was written at or after the batch's oldest receipt (one probe of their
@@ -333,17 +484,19 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
         "\
     WITH batch AS ( \
       SELECT * FROM UNNEST({arrays}) WITH ORDINALITY AS b({columns}, n)), \
-    subj AS ( \
-      SELECT n, array_agg(subject) AS subjects \
-      FROM UNNEST(${subject}::bytea[], ${subject_of}::int8[]) AS s(subject, n) GROUP BY n), \
-    rows AS ( \
-      SELECT b.*, s.subjects FROM batch b LEFT JOIN subj s USING (n)), \
     since AS ( \
       SELECT EXISTS (SELECT 1 FROM erased_subjects WHERE erased_at >= t.oldest) AS subjects, \
              EXISTS (SELECT 1 FROM erased_jobs WHERE erased_at >= t.oldest) AS jobs \
       FROM (SELECT min(received_at) AS oldest FROM batch) t), \
+    subj AS ( \
+      SELECT n, array_agg(subject) AS subjects \
+      FROM UNNEST(${subject}::bytea[], ${subject_of}::int8[]) AS s(subject, n) GROUP BY n), \
+    firsts AS ( \
+      SELECT DISTINCT ON (job_id, event) b.*, s.subjects, \
+             date_bin('7 days', b.received_at, '1970-01-05 00:00:00+00') AS window_start \
+      FROM batch b LEFT JOIN subj s USING (n) ORDER BY job_id, event, n), \
     barred AS ( \
-      SELECT b.job_id, b.event FROM rows b \
+      SELECT b.job_id, b.event FROM firsts b \
       WHERE EXISTS (SELECT 1 FROM erased_events x \
                     WHERE x.job_id = b.job_id AND x.event = b.event) \
          OR ((SELECT subjects FROM since) AND b.subjects IS NOT NULL \
@@ -352,22 +505,30 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
          OR ((SELECT jobs FROM since) \
              AND EXISTS (SELECT 1 FROM erased_jobs j \
                          WHERE j.job_id = b.job_id AND j.erased_at >= b.received_at))), \
+    claimed AS ( \
+      INSERT INTO event_keys (job_id, event, since) \
+      SELECT job_id, event, window_start FROM firsts b \
+      WHERE NOT EXISTS (SELECT 1 FROM barred x WHERE x.job_id = b.job_id AND x.event = b.event) \
+        AND NOT EXISTS (SELECT 1 FROM event_keys k \
+                        WHERE k.job_id = b.job_id AND k.event = b.event \
+                          AND k.since <> b.window_start) \
+      ON CONFLICT DO NOTHING \
+      RETURNING job_id, event), \
     ins AS ( \
       INSERT INTO webhook_events ({columns}, subjects) \
-      SELECT {columns}, subjects FROM rows b \
-      WHERE NOT EXISTS (SELECT 1 FROM barred x WHERE x.job_id = b.job_id AND x.event = b.event) \
-      ON CONFLICT (job_id, event) DO NOTHING \
+      SELECT {columns}, subjects FROM firsts JOIN claimed USING (job_id, event) \
       RETURNING job_id, event), \
     remembered AS ( \
       INSERT INTO erased_events (job_id, event, erased_at) \
-      SELECT DISTINCT job_id, event, now() FROM barred \
+      SELECT job_id, event, now() FROM barred \
       ON CONFLICT (job_id, event) DO NOTHING) \
     SELECT job_id, event FROM ins"
     )
 });
 
 /// One statement for the whole batch, in one transaction that holds the
-/// erasure lock shared (see [`lock_out_inserts`]): one commit.
+/// erasure lock (see [`lock_out_inserts`]) and whatever else its [`Guard`]
+/// needs: one commit.
 #[instrument(skip_all, fields(rows = events.len()))]
 pub(super) async fn insert_rows(
     conn: &mut sqlx::PgConnection,
@@ -384,17 +545,19 @@ pub(super) async fn insert_rows(
         }
         columns.push(e);
     }
-    // The transaction opens with the erasure lock held shared, in one round
-    // trip: inserts never wait for each other, only for an erasure, and
-    // the statement's snapshot is newer than any erasure that held it.
-    // Inside a caller's transaction (`rejected replay --body`), a savepoint
-    // and the lock as a statement of its own.
+    // The transaction opens with its guard held, in one round trip:
+    // inserts never wait for each other (but for a key both write near a
+    // window's edge), only for an erasure, and the statement's snapshot is
+    // newer than any erasure that held the lock. Inside a caller's
+    // transaction (`rejected replay --body`), a savepoint and the guard as
+    // statements of their own.
+    let guard = Guard::for_batch(events, Utc::now()).sql();
     let mut tx = if conn.is_in_transaction() {
         let mut tx = conn.begin().await?;
-        lock_shared(&mut tx).await?;
+        sqlx::Executor::execute(&mut *tx, guard.as_str()).await?;
         tx
     } else {
-        conn.begin_with(BEGIN_HOLDING_ERASURE_LOCK).await?
+        conn.begin_with(format!("BEGIN; {guard}")).await?
     };
     let inserted: Vec<(String, String)> = columns
         .bind(sqlx::query(&INSERT_BATCH))
@@ -425,9 +588,53 @@ mod tests {
         )));
     }
 
+    fn event_at(job: &str, received_at: &str) -> NewEvent {
+        let mut e = crate::event::NewEvent::for_tests(job);
+        e.received_at = received_at.parse().unwrap();
+        e
+    }
+
     #[test]
-    fn the_batch_transaction_takes_the_erasure_lock() {
-        assert!(BEGIN_HOLDING_ERASURE_LOCK
-            .ends_with(&format!("pg_advisory_xact_lock_shared({ERASURE_LOCK_KEY})")));
+    fn a_batch_far_from_a_window_edge_holds_the_erasure_lock_shared_only() {
+        let now: DateTime<Utc> = "2026-12-10T12:00:00Z".parse().unwrap();
+        let e = event_at("a", "2026-12-10T11:59:00Z");
+        assert_eq!(Guard::for_batch(&[&e], now), Guard::Shared);
+        assert_eq!(
+            Guard::Shared.sql(),
+            format!("SELECT pg_advisory_xact_lock_shared({ERASURE_LOCK_KEY})")
+        );
+    }
+
+    #[test]
+    fn rows_near_a_key_window_edge_lock_their_keys_in_order() {
+        // 2026-12-14 00:00 UTC is a Monday: a key window starts there.
+        let (a, b) = (
+            event_at("b", "2026-12-13T23:30:00Z"),
+            event_at("a", "2026-12-14T00:10:00Z"),
+        );
+        let now: DateTime<Utc> = "2026-12-14T00:20:00Z".parse().unwrap();
+        let Guard::Keys(keys) = Guard::for_batch(&[&a, &b, &a], now) else {
+            panic!("no key locks");
+        };
+        assert_eq!(keys.len(), 2, "one lock per key");
+        assert!(keys[0] < keys[1], "sorted: {keys:?}");
+        assert_eq!(
+            keys[0],
+            key_lock(&a.envelope.key()).min(key_lock(&b.envelope.key()))
+        );
+    }
+
+    #[test]
+    fn a_batch_with_an_old_row_runs_alone() {
+        let now: DateTime<Utc> = "2026-12-10T12:00:00Z".parse().unwrap();
+        let (fresh, old) = (
+            event_at("a", "2026-12-10T11:59:00Z"),
+            event_at("b", "2026-12-10T10:30:00Z"),
+        );
+        assert_eq!(Guard::for_batch(&[&fresh, &old], now), Guard::Exclusive);
+        assert_eq!(
+            Guard::Exclusive.sql(),
+            format!("SELECT pg_advisory_xact_lock({ERASURE_LOCK_KEY})")
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imggo_receiver::store::batch::BatchOptions;
-use imggo_receiver::store::{BatchWriter, InsertOutcome, NewEvent, PgStore, Store, SubmitError};
+use imggo_receiver::store::{BatchWriter, InsertOutcome, NewEvent, SubmitError};
 
 use crate::helpers::*;
 
@@ -81,7 +81,7 @@ async fn concurrent_submissions_get_their_own_outcome() {
 #[tokio::test]
 async fn a_failed_batch_fails_every_request_in_it_and_acknowledges_nothing() {
     let db = TestDb::new().await;
-    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let store = db.store();
     let (writer, _h) = BatchWriter::spawn(store.clone(), opts(64, 1, 64));
     db.take_events_table_away().await;
     let results =
@@ -129,7 +129,7 @@ async fn lock_table(db: &TestDb) -> sqlx::PgConnection {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_refused_at_once_then_everything_queued_commits() {
     let db = TestDb::new().await;
-    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let store = db.store();
     let (writer, _h) = BatchWriter::spawn(store.clone(), opts(1, 1, 2));
     let mut lock = lock_table(&db).await;
 
@@ -165,7 +165,7 @@ async fn a_full_queue_is_refused_at_once_then_everything_queued_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_a_non_empty_queue_commits_what_was_queued() {
     let db = TestDb::new().await;
-    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let store = db.store();
     let (writer, handle) = BatchWriter::spawn(store.clone(), opts(4, 1, 64));
     let mut lock = lock_table(&db).await;
     let waiting: Vec<_> = (0..20)
@@ -199,7 +199,7 @@ async fn shutdown_with_a_non_empty_queue_commits_what_was_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_database_refuses_does_not_fail_its_batch_mates() {
     let db = TestDb::new().await;
-    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let store = db.store();
     let (writer, _h) = BatchWriter::spawn(store.clone(), opts(64, 1, 64));
     let mut lock = lock_table(&db).await;
     // Postgres refuses NUL in text; HTTP validation stops it, this test goes around it.

@@ -129,7 +129,7 @@ async fn the_lag_is_measured_by_index_probes_not_scans() {
             assert!(*rows <= fwd::LAG_EXACT as f64, "{kind} read {rows} rows");
         }
     }
-    let store = Store::Postgres(imggo_receiver::store::PgStore::from_pool(db.pool.clone()));
+    let store = db.store();
     let (events, oldest) = store.forward_lag(Position::default()).await.unwrap();
     assert!(events >= 30_000, "{events}");
     assert!(oldest.is_some());

@@ -32,6 +32,7 @@ mod metrics;
 mod openapi;
 mod operator;
 mod outage;
+mod partitions;
 mod payloads;
 mod pii_hardening;
 mod quarantine;

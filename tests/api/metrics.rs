@@ -5,7 +5,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use imggo_receiver::store::{PgStore, Store};
 
 use crate::helpers::*;
 
@@ -116,7 +115,7 @@ async fn metrics_count_outcomes_on_the_admin_port_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_retention_passes_are_counted_in_metrics() {
     let db = TestDb::new().await;
-    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let store = db.store();
     let jobs: Vec<String> = (0..5).map(|i| format!("expired-{i}")).collect();
     for job in &jobs {
         store.insert(&sealed_event(job)).await.unwrap();

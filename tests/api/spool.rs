@@ -264,9 +264,7 @@ async fn deliveries_spooled_before_an_erasure_never_reach_postgres() {
     );
 
     // The erasure commits in Postgres directly (another replica, or the CLI).
-    let store = imggo_receiver::store::Store::Postgres(imggo_receiver::store::PgStore::from_pool(
-        app.db.pool.clone(),
-    ));
+    let store = app.db.store();
     let key = imggo_receiver::subjects::SubjectKey::new(&base64_decode(HASH_KEY));
     let subject = key.hash("alice@example.com").unwrap();
     let entry = imggo_receiver::audit::AuditEntry::new(

@@ -146,7 +146,7 @@ async fn concurrent_duplicates_insert_once() {
 async fn no_plaintext_reaches_the_database() {
     let (db, store) = {
         let db = TestDb::new().await;
-        let store = Store::Postgres(imggo_receiver::store::PgStore::from_pool(db.pool.clone()));
+        let store = db.store();
         (db, store)
     };
     let ring = test_ring(KEY_A);

@@ -238,8 +238,9 @@ async fn a_spool_file_from_the_previous_release_is_migrated_and_drained() {
         .unwrap();
         sqlx::query(
             "INSERT INTO spooled_events (job_id, event, received_at, key_id, nonce, ciphertext) \
-             VALUES ('old-job', 'job.succeeded', 1, ?, ?, ?)",
+             VALUES ('old-job', 'job.succeeded', ?, ?, ?, ?)",
         )
+        .bind(chrono::Utc::now().timestamp_micros())
         .bind(sealed.key_id.as_str())
         .bind(&sealed.nonce)
         .bind(&sealed.ciphertext)

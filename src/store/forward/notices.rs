@@ -94,13 +94,25 @@ impl Store {
     /// One event by its row id, with its feed position.
     pub async fn forward_event(&self, row_id: i64) -> Result<Option<FeedEvent>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM webhook_events WHERE id = $1",
-            EventColumns::of(self)
+            "SELECT {} FROM webhook_events WHERE id = $1 {}",
+            EventColumns::of(self),
+            crate::store::feed::served(self, 2),
         );
-        Ok(on_backend!(self, s => sqlx::query_as(&sql)
-            .bind(row_id)
-            .fetch_optional(s.pool())
-            .await?))
+        Ok(match self {
+            Store::Postgres(s) => {
+                sqlx::query_as(&sql)
+                    .bind(row_id)
+                    .bind(s.layout().served_since())
+                    .fetch_optional(s.pool())
+                    .await?
+            }
+            Store::Sqlite(s) => {
+                sqlx::query_as(&sql)
+                    .bind(row_id)
+                    .fetch_optional(s.pool())
+                    .await?
+            }
+        })
     }
 
     /// One notice by id, as `destination` is sent it (`None` if it names

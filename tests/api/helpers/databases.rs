@@ -2,6 +2,7 @@
 //! a fresh one named after its run, dropped when it is; leftovers of
 //! interrupted runs are swept once they are a day old.
 
+use imggo_receiver::store::partitions::Layout;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -63,14 +64,23 @@ pub struct TestDb {
     pub pool: PgPool,
 }
 
+/// The tests' layout: hourly partitions (so that an hour's retention
+/// drops what a test moved two hours back), every stored row served.
+pub const TEST_LAYOUT: Layout = Layout {
+    interval: std::time::Duration::from_secs(3600),
+    max_age: None,
+};
+
 impl TestDb {
     pub async fn new() -> Self {
         let db = Self::unmigrated().await;
-        Store::Postgres(PgStore::from_pool(db.pool.clone()))
-            .migrate()
-            .await
-            .unwrap();
+        db.store().migrate().await.unwrap();
         db
+    }
+
+    /// A store on this database, with [`TEST_LAYOUT`].
+    pub fn store(&self) -> Store {
+        Store::Postgres(PgStore::from_pool(self.pool.clone()).with_layout(TEST_LAYOUT))
     }
 
     /// A fresh database no migration has touched (what a first start sees).

@@ -45,6 +45,9 @@ impl TestDb {
     /// `n` events (`bulk-1`...) written straight to the table, received
     /// `age_hours` ago, with placeholder payloads (they are never opened).
     pub async fn insert_raw_events(&self, n: i64, age_hours: i64) {
+        let at = chrono::Utc::now() - chrono::Duration::hours(age_hours);
+        let around = [at - chrono::Duration::minutes(1), at];
+        self.store().make_partitions_for(&around).await.unwrap();
         sqlx::query(
             "INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at) \
              SELECT 'bulk-' || g, 'job.succeeded', 'ka', '\\x00', '\\x00', \
@@ -155,13 +158,14 @@ impl TestDb {
         stall
     }
 
-    /// Makes every delete from the events table fail from now on.
+    /// Makes every retention pass fail from now on: no table of this
+    /// database can be dropped (retention drops expired partitions).
     pub async fn refuse_event_deletes(&self) {
         sqlx::raw_sql(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+            "CREATE FUNCTION refuse_drop() RETURNS event_trigger LANGUAGE plpgsql AS \
              $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
-             CREATE TRIGGER refuse_delete BEFORE DELETE ON webhook_events \
-             FOR EACH ROW EXECUTE FUNCTION refuse()",
+             CREATE EVENT TRIGGER refuse_drop ON ddl_command_start \
+             WHEN TAG IN ('DROP TABLE') EXECUTE FUNCTION refuse_drop()",
         )
         .execute(&self.pool)
         .await

@@ -24,7 +24,7 @@ use imggo_receiver::config::secrets::Secrets;
 use imggo_receiver::config::Settings;
 use imggo_receiver::crypto::KeyRing;
 use imggo_receiver::startup::Application;
-use imggo_receiver::store::{PgStore, Store, StoredEvent};
+use imggo_receiver::store::{Store, StoredEvent};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,8 @@ pub fn test_settings() -> Settings {
     let mut s = Settings::load_with_env(None, Vec::new()).unwrap();
     s.server.bind = "127.0.0.1:0".parse().unwrap();
     s.admin.bind = "127.0.0.1:0".parse().unwrap();
+    // As TestDb's stores: an hour's retention drops what is two hours old.
+    s.storage.partition_interval = databases::TEST_LAYOUT.interval;
     s.api.bind = "127.0.0.1:0".to_owned();
     s.database.acquire_timeout = std::time::Duration::from_secs(1);
     s.database.connect_timeout = std::time::Duration::from_secs(5);
@@ -323,6 +325,17 @@ pub async fn backdate_rows(store: &Store, job_ids: &[&str], secs: i64) {
         .map(|j| format!("'{j}'"))
         .collect::<Vec<_>>()
         .join(",");
+    // The partitions the rows move into (Postgres).
+    if let Store::Postgres(s) = store {
+        let times: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(&format!(
+            "SELECT received_at - make_interval(secs => {secs}) FROM webhook_events \
+             WHERE job_id IN ({list})"
+        ))
+        .fetch_all(s.pool())
+        .await
+        .unwrap();
+        store.make_partitions_for(&times).await.unwrap();
+    }
     exec(
         store,
         &format!("UPDATE webhook_events SET received_at = received_at - make_interval(secs => {secs}) WHERE job_id IN ({list})"),
@@ -332,8 +345,25 @@ pub async fn backdate_rows(store: &Store, job_ids: &[&str], secs: i64) {
 }
 
 /// Moves every erasure tombstone (erased keys and subjects) back in time by
-/// `secs`.
+/// `secs`, and on Postgres every dedup key's window with them (as if the
+/// events had been received then: the keys age out with their window).
 pub async fn backdate_tombstones(store: &Store, secs: i64) {
+    if let Store::Postgres(s) = store {
+        let times: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(&format!(
+            "SELECT since - make_interval(secs => {secs}) FROM event_keys"
+        ))
+        .fetch_all(s.pool())
+        .await
+        .unwrap();
+        store.make_partitions_for(&times).await.unwrap();
+        sqlx::query(&format!(
+            "UPDATE event_keys SET since = date_bin('7 days', since - make_interval(secs => {secs}), \
+             '1970-01-05 00:00:00+00')"
+        ))
+        .execute(s.pool())
+        .await
+        .unwrap();
+    }
     for table in ["erased_events", "erased_subjects"] {
         exec(
             store,
@@ -362,7 +392,7 @@ pub async fn each_store() -> Vec<(Store, Backing)> {
     // on purpose.
     settings.database.acquire_timeout = std::time::Duration::from_secs(10);
     let db = TestDb::new().await;
-    let pg = Store::Postgres(PgStore::from_pool(db.pool.clone()));
+    let pg = db.store();
     let dir = tempfile::tempdir().unwrap();
     let url = secrecy::SecretString::from(sqlite_url(dir.path()));
     let lite = Store::connect(&url, &settings.database).await.unwrap();

@@ -1,0 +1,429 @@
+//! Time partitions on Postgres (CONTRACT §5): events in partitions of
+//! `storage.partition_interval`, their dedup keys in weekly windows. Both
+//! are made ahead of time (and on demand, for a row no partition holds) and
+//! dropped whole by retention.
+//!
+//! Every decision is taken from the partitions' bounds as the catalog has
+//! them, never from their names or the current interval: a partition made
+//! under another interval, or by hand, is covered and dropped like the
+//! others. New partitions fill only what no partition covers, from the
+//! interval's boundary (UTC) or an existing partition's edge, whichever is
+//! nearer, so they never overlap one.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::postgres::PgPool;
+use sqlx::{Connection as _, PgConnection};
+
+use super::StoreError;
+
+/// The events table.
+pub const EVENTS: &str = "webhook_events";
+/// The dedup keys.
+pub const KEYS: &str = "event_keys";
+
+/// Width of a key window: a week, starting Mondays 00:00 UTC (the
+/// migration's `date_bin('7 days', …, '1970-01-05')`).
+pub const KEY_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+/// The Monday the key windows count from.
+const KEY_ORIGIN: i64 = 4 * 86_400;
+
+/// Advisory lock id held while partitions are made ("imggo-pa"): replicas
+/// (and a writer making one on demand) never make the same one twice.
+const CREATE_LOCK_KEY: i64 = 0x696d_6767_6f2d_7061;
+
+/// How the events are laid out, and how long they are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// `storage.partition_interval`.
+    pub interval: Duration,
+    /// `retention.max_age`: no read returns an event received longer ago.
+    /// `None` serves everything stored (tools and tests that set no
+    /// retention).
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(86_400),
+            max_age: None,
+        }
+    }
+}
+
+impl Layout {
+    /// From the settings.
+    pub fn of(settings: &crate::config::Settings) -> Self {
+        Self {
+            interval: settings.storage.partition_interval,
+            max_age: Some(settings.retention.max_age),
+        }
+    }
+
+    /// The oldest receipt a read may return now (the Unix epoch when no
+    /// retention applies). Always a value, never NULL: `received_at >= $n`
+    /// lets Postgres skip the partitions wholly before it.
+    pub fn served_since(&self) -> DateTime<Utc> {
+        self.max_age
+            .map_or(DateTime::UNIX_EPOCH, super::retention_cutoff)
+    }
+
+    /// How far ahead of now partitions are made: two intervals, so the
+    /// next one exists a whole interval before it is needed, even if a
+    /// purge pass (which makes them) is late.
+    fn ahead(&self) -> chrono::Duration {
+        secs(self.interval) * 2
+    }
+}
+
+fn secs(d: Duration) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1000).max(1))
+}
+
+/// The start of the window of `width` (from `origin`, Unix seconds) that
+/// holds `t`.
+fn align_down(t: DateTime<Utc>, width: Duration, origin: i64) -> DateTime<Utc> {
+    let width = i64::try_from(width.as_secs()).unwrap_or(86_400).max(1);
+    let start = origin + (t.timestamp() - origin).div_euclid(width) * width;
+    Utc.timestamp_opt(start, 0).single().unwrap_or(t)
+}
+
+/// One partition, by its bounds (`None`: MINVALUE or MAXVALUE).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Partition {
+    pub name: String,
+    pub lo: Option<DateTime<Utc>>,
+    pub hi: Option<DateTime<Utc>>,
+    /// A `DETACH … CONCURRENTLY` was interrupted: it is still attached,
+    /// and only `DETACH … FINALIZE` may touch it.
+    pub detach_pending: bool,
+}
+
+impl Partition {
+    fn holds(&self, t: DateTime<Utc>) -> bool {
+        self.lo.is_none_or(|lo| lo <= t) && self.hi.is_none_or(|hi| t < hi)
+    }
+}
+
+/// The partitions of `parent`, by lower bound. The bounds are printed and
+/// parsed back in one session, so its time zone and date style cancel out.
+pub async fn list(conn: &mut PgConnection, parent: &str) -> Result<Vec<Partition>, StoreError> {
+    const SQL: &str = "\
+        SELECT c.relname::text AS name, i.inhdetachpending AS detach_pending, \
+          (regexp_match(b, 'FROM \\(''([^'']*)''\\)'))[1]::timestamptz AS lo, \
+          (regexp_match(b, 'TO \\(''([^'']*)''\\)'))[1]::timestamptz AS hi \
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid, \
+             pg_get_expr(c.relpartbound, c.oid) AS b \
+        WHERE i.inhparent = $1::regclass";
+    let mut parts: Vec<Partition> = sqlx::query_as(SQL)
+        .bind(parent)
+        .fetch_all(&mut *conn)
+        .await?;
+    parts.sort_by_key(|p| p.lo);
+    Ok(parts)
+}
+
+/// The range a new partition of `width` holding `t` takes: from the
+/// window's start or the edge of the partition before, to the window's end
+/// or the start of the partition after.
+fn gap_around(
+    parts: &[Partition],
+    t: DateTime<Utc>,
+    width: Duration,
+    origin: i64,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = align_down(t, width, origin);
+    let lo = parts
+        .iter()
+        .filter_map(|p| p.hi.filter(|hi| *hi <= t))
+        .fold(start, DateTime::max);
+    let hi = parts
+        .iter()
+        .filter_map(|p| p.lo.filter(|lo| *lo > t))
+        .fold(start + secs(width), DateTime::min);
+    (lo, hi)
+}
+
+/// Makes the partitions of `parent` that `times` need, each `width` wide
+/// (from `origin`): every instant of `times` ends up in a partition, and so
+/// does every instant from the first to the last when `span` is set. Each
+/// partition is made in a transaction of its own under [`CREATE_LOCK_KEY`]
+/// (replicas racing here make it once; few locks are held at a time), which
+/// gives up after `lock_timeout` rather than wait long behind a detach.
+/// Returns the names made.
+async fn cover(
+    pool: &PgPool,
+    parent: &str,
+    width: Duration,
+    origin: i64,
+    times: &[DateTime<Utc>],
+    span: bool,
+) -> Result<Vec<String>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut parts = list(&mut conn, parent).await?;
+    let mut made = Vec::new();
+    let mut wanted: Vec<DateTime<Utc>> = times.to_vec();
+    wanted.sort();
+    wanted.dedup();
+    let mut i = 0;
+    while i < wanted.len() {
+        let t = wanted[i];
+        let holder = parts.iter().position(|p| p.holds(t));
+        let end = if let Some(p) = holder {
+            parts[p].hi
+        } else {
+            let mut tx = conn.begin().await?;
+            sqlx::query("SET LOCAL lock_timeout = '5s'")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(CREATE_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+            // Another replica may have made it meanwhile.
+            parts = list(&mut tx, parent).await?;
+            let end = if let Some(p) = parts.iter().position(|p| p.holds(t)) {
+                parts[p].hi
+            } else {
+                let (lo, hi) = gap_around(&parts, t, width, origin);
+                let name: String =
+                    sqlx::query_scalar("SELECT imggo_create_partition($1::regclass, $2, $3)")
+                        .bind(parent)
+                        .bind(lo)
+                        .bind(hi)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                parts.push(Partition {
+                    name: name.clone(),
+                    lo: Some(lo),
+                    hi: Some(hi),
+                    detach_pending: false,
+                });
+                made.push(name);
+                Some(hi)
+            };
+            tx.commit().await?;
+            end
+        };
+        // With a span, the instant after this partition is wanted too.
+        if let (true, Some(end), Some(next)) = (span, end, wanted.get(i + 1)) {
+            if end < *next {
+                wanted.insert(i + 1, end);
+            }
+        }
+        i += 1;
+    }
+    if !made.is_empty() {
+        tracing::info!(table = parent, partitions = ?made, "made time partitions");
+    }
+    Ok(made)
+}
+
+/// Makes the partitions that events received at `times` (and their keys)
+/// need: a batch whose rows no partition holds (a delivery spooled long
+/// ago, a clock that jumped), or a test placing rows in the past.
+pub async fn cover_times(
+    pool: &PgPool,
+    layout: &Layout,
+    times: &[DateTime<Utc>],
+) -> Result<(), StoreError> {
+    cover(pool, EVENTS, layout.interval, 0, times, false).await?;
+    cover(pool, KEYS, KEY_WINDOW, KEY_ORIGIN, times, false).await?;
+    Ok(())
+}
+
+/// Makes every partition from the one holding `from` to two intervals
+/// ahead of now (and the key windows for the same span), so that inserts
+/// never wait for one to be made. Run from now at start-up (after
+/// migrations) and by each purge pass; an older row (a delivery spooled
+/// long ago) gets its partition on demand ([`cover_times`]).
+pub async fn make_ahead(
+    pool: &PgPool,
+    layout: &Layout,
+    from: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let until = Utc::now() + layout.ahead();
+    let from = from.min(until);
+    cover(pool, EVENTS, layout.interval, 0, &[from, until], true).await?;
+    cover(pool, KEYS, KEY_WINDOW, KEY_ORIGIN, &[from, until], true).await?;
+    Ok(())
+}
+
+/// The partitions of `parent` that retention drops at `cutoff`: every one
+/// whose upper bound is at or before it.
+pub fn expired(parts: &[Partition], cutoff: DateTime<Utc>) -> Vec<&Partition> {
+    parts
+        .iter()
+        .filter(|p| p.hi.is_some_and(|hi| hi <= cutoff))
+        .collect()
+}
+
+/// The receipt below which every row lies in an expired partition: the
+/// lower bound of the oldest partition kept (`cutoff` if none is kept).
+/// The partitions do not overlap, so the rows below it are exactly the
+/// expired partitions' rows.
+pub fn expired_below(parts: &[Partition], cutoff: DateTime<Utc>) -> DateTime<Utc> {
+    parts
+        .iter()
+        .filter(|p| p.hi.is_none_or(|hi| hi > cutoff))
+        .filter_map(|p| p.lo)
+        .fold(cutoff, DateTime::min)
+}
+
+/// The comment a partition gets before it is detached: a pass that
+/// stopped between the detach and the drop (a crash, a refused drop)
+/// leaves a table that is no partition any more, and the next pass finds it
+/// by this and drops it.
+const EXPIRED: &str = "imggo-receiver: expired partition, to drop";
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Detaches (`CONCURRENTLY`: inserts and reads of the other partitions go
+/// on) and drops `part`. A detach left pending by an interrupted pass is
+/// finished first. Runs outside a transaction, as `CONCURRENTLY` must.
+pub async fn drop_partition(
+    conn: &mut PgConnection,
+    parent: &str,
+    part: &Partition,
+) -> Result<(), StoreError> {
+    let name = quoted(&part.name);
+    let mark = format!("COMMENT ON TABLE {name} IS '{EXPIRED}'");
+    sqlx::Executor::execute(&mut *conn, mark.as_str()).await?;
+    let how = if part.detach_pending {
+        "FINALIZE"
+    } else {
+        "CONCURRENTLY"
+    };
+    let detach = format!("ALTER TABLE {parent} DETACH PARTITION {name} {how}");
+    sqlx::Executor::execute(&mut *conn, detach.as_str()).await?;
+    let drop = format!("DROP TABLE {name}");
+    sqlx::Executor::execute(&mut *conn, drop.as_str()).await?;
+    Ok(())
+}
+
+/// Drops the tables an earlier pass detached but did not drop (see
+/// [`EXPIRED`]); returns how many.
+pub async fn drop_leftovers(conn: &mut PgConnection) -> Result<usize, StoreError> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c \
+         WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace \
+           AND obj_description(c.oid, 'pg_class') = $1 \
+           AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)",
+    )
+    .bind(EXPIRED)
+    .fetch_all(&mut *conn)
+    .await?;
+    for name in &names {
+        let drop = format!("DROP TABLE {}", quoted(name));
+        sqlx::Executor::execute(&mut *conn, drop.as_str()).await?;
+    }
+    Ok(names.len())
+}
+
+/// Rows in `part` (a purge reports how many events it removed).
+pub async fn rows_in(conn: &mut PgConnection, part: &Partition) -> Result<u64, StoreError> {
+    let sql = format!("SELECT count(*) FROM {}", quoted(&part.name));
+    let n: i64 = sqlx::query_scalar(&sql).fetch_one(&mut *conn).await?;
+    Ok(n.unsigned_abs())
+}
+
+/// The start of the key window holding `t`.
+pub fn key_window(t: DateTime<Utc>) -> DateTime<Utc> {
+    align_down(t, KEY_WINDOW, KEY_ORIGIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn part(lo: &str, hi: &str) -> Partition {
+        Partition {
+            name: lo.to_owned(),
+            lo: Some(at(lo)),
+            hi: Some(at(hi)),
+            detach_pending: false,
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn windows_start_at_utc_boundaries_and_key_windows_on_mondays() {
+        assert_eq!(
+            align_down(at("2026-12-07T13:45:10Z"), HOUR, 0),
+            at("2026-12-07T13:00:00Z")
+        );
+        assert_eq!(
+            align_down(at("2026-12-07T13:45:10Z"), DAY, 0),
+            at("2026-12-07T00:00:00Z")
+        );
+        // 2026-12-07 is a Monday; the Sunday before belongs to the week before.
+        assert_eq!(
+            key_window(at("2026-12-09T08:00:00Z")),
+            at("2026-12-07T00:00:00Z")
+        );
+        assert_eq!(
+            key_window(at("2026-12-06T23:59:59Z")),
+            at("2026-11-30T00:00:00Z")
+        );
+        assert_eq!(
+            key_window(at("1969-12-31T00:00:00Z")),
+            at("1969-12-29T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_new_partition_fills_only_the_gap_it_finds() {
+        // A day partition exists; the interval is now an hour.
+        let parts = [part("2026-12-07T00:00:00Z", "2026-12-08T00:00:00Z")];
+        assert_eq!(
+            gap_around(&parts, at("2026-12-08T00:30:00Z"), HOUR, 0),
+            (at("2026-12-08T00:00:00Z"), at("2026-12-08T01:00:00Z"))
+        );
+        // An hourly partition exists from 01:00; the interval is now a day.
+        let parts = [part("2026-12-08T01:00:00Z", "2026-12-08T02:00:00Z")];
+        assert_eq!(
+            gap_around(&parts, at("2026-12-08T00:10:00Z"), DAY, 0),
+            (at("2026-12-08T00:00:00Z"), at("2026-12-08T01:00:00Z"))
+        );
+        assert_eq!(
+            gap_around(&parts, at("2026-12-08T05:00:00Z"), DAY, 0),
+            (at("2026-12-08T02:00:00Z"), at("2026-12-09T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn retention_drops_by_upper_bound_and_counts_rows_below_the_oldest_kept() {
+        let parts = [
+            part("2026-12-05T00:00:00Z", "2026-12-06T00:00:00Z"),
+            part("2026-12-06T00:00:00Z", "2026-12-07T00:00:00Z"),
+            part("2026-12-07T00:00:00Z", "2026-12-08T00:00:00Z"),
+        ];
+        let cutoff = at("2026-12-07T00:00:00Z");
+        let names: Vec<&str> = expired(&parts, cutoff)
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["2026-12-05T00:00:00Z", "2026-12-06T00:00:00Z"]);
+        assert_eq!(expired_below(&parts, cutoff), cutoff);
+        // A cutoff inside a partition keeps it whole.
+        let cutoff = at("2026-12-06T23:00:00Z");
+        assert_eq!(expired(&parts, cutoff).len(), 1);
+        assert_eq!(expired_below(&parts, cutoff), at("2026-12-06T00:00:00Z"));
+        // A partition with no upper bound is never dropped.
+        let open = [Partition {
+            hi: None,
+            ..part("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z")
+        }];
+        assert!(expired(&open, at("2030-01-01T00:00:00Z")).is_empty());
+    }
+}

@@ -1,0 +1,347 @@
+//! Time partitions on Postgres (CONTRACT §5): retention drops whole
+//! partitions, no read serves an event past `max_age`, uniqueness holds
+//! across partitions and key windows, and `migrate` moves a previous
+//! release's rows into the layout.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use imggo_receiver::config::RetentionSettings;
+use imggo_receiver::store::partitions::Layout;
+use imggo_receiver::store::{FeedFilter, InsertOutcome, PgStore, PurgeOutcome, Store};
+use serde_json::Value;
+
+use crate::api_support::make_token;
+use crate::helpers::*;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn event_at(job: &str, at: DateTime<Utc>) -> imggo_receiver::event::NewEvent {
+    let mut e = sealed_event(job);
+    e.received_at = at;
+    e
+}
+
+/// The start of the current week's key window: Monday 00:00 UTC.
+fn this_monday() -> DateTime<Utc> {
+    let now = Utc::now();
+    let days = i64::from(now.weekday().num_days_from_monday());
+    let day = now.date_naive() - chrono::Duration::days(days);
+    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
+}
+
+async fn scalar_i64(db: &TestDb, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn retention_drops_whole_partitions_and_deletes_no_row() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    db.insert_raw_events(2000, 3).await;
+    store.insert(&sealed_event("fresh")).await.unwrap();
+    // A delete by row now fails: only dropping partitions can remove rows.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'a row was deleted'; END $$; \
+         CREATE TRIGGER refuse_delete BEFORE DELETE ON webhook_events \
+         FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let partitions =
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'webhook_events'::regclass";
+    let before = scalar_i64(&db, partitions).await;
+
+    assert_eq!(
+        store.purge(HOUR, 10, true).await.unwrap(),
+        PurgeOutcome::WouldDelete(2000)
+    );
+    assert_eq!(
+        store.purge(HOUR, 10, false).await.unwrap(),
+        PurgeOutcome::Deleted(2000)
+    );
+    assert_eq!(db.stored_job_ids().await, ["fresh"]);
+    assert!(scalar_i64(&db, partitions).await < before);
+    // Nothing detached is left behind, and no DEFAULT partition exists
+    // (it would stop DETACH ... CONCURRENTLY).
+    assert_eq!(
+        scalar_i64(
+            &db,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'webhook_events_p%' \
+             AND relkind = 'r' AND NOT relispartition"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        scalar_i64(
+            &db,
+            "SELECT count(*) FROM pg_partitioned_table WHERE partdefid <> 0"
+        )
+        .await,
+        0
+    );
+    // The next pass finds nothing more.
+    assert_eq!(
+        store.purge(HOUR, 10, false).await.unwrap(),
+        PurgeOutcome::Deleted(0)
+    );
+}
+
+#[tokio::test]
+async fn no_read_serves_an_event_past_max_age_while_its_partition_waits() {
+    let db = TestDb::new().await;
+    // Daily partitions, an hour's retention: the old row's partition is
+    // not wholly past max_age, so it stays until a later pass.
+    let store = Store::Postgres(PgStore::from_pool(db.pool.clone()).with_layout(Layout {
+        interval: Duration::from_secs(86_400),
+        max_age: Some(HOUR),
+    }));
+    let old_at = Utc::now() - chrono::Duration::minutes(61);
+    store.insert(&event_at("old", old_at)).await.unwrap();
+    store.insert(&sealed_event("fresh")).await.unwrap();
+    assert_eq!(
+        db.stored_job_ids().await,
+        ["fresh", "old"],
+        "both are stored"
+    );
+
+    let page = store
+        .feed_page(Default::default(), 100, &FeedFilter::default())
+        .await
+        .unwrap();
+    let served: Vec<&str> = page.iter().map(|e| e.row.job_id.as_str()).collect();
+    assert_eq!(served, ["fresh"]);
+    assert!(store.job_events("old").await.unwrap().is_empty());
+    assert!(store.events_for_job("old").await.unwrap().is_empty());
+    assert_eq!(store.job_events("fresh").await.unwrap().len(), 1);
+    let old_id: i64 = sqlx::query_scalar("SELECT id FROM webhook_events WHERE job_id = 'old'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(store.forward_event(old_id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_server_serves_nothing_past_max_age() {
+    let app = spawn_app_with(|o| {
+        o.settings.retention = RetentionSettings {
+            max_age: HOUR,
+            purge_interval: Duration::from_secs(3600),
+            batch_size: 10,
+        };
+    })
+    .await;
+    let (old, fresh) = (new_job_id(), new_job_id());
+    assert_eq!(app.post_signed(prod_body(&old)).await.status(), 200);
+    assert_eq!(app.post_signed(prod_body(&fresh)).await.status(), 200);
+    backdate_rows(&app.store, &[old.as_str()], 3600 + 60).await;
+    let token = make_token(&app.store, "reader", "events:read").await;
+    let (events, _) = app.drain(&token, 100, 1).await;
+    let served: Vec<&str> = events
+        .iter()
+        .map(|e| e["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(served, [fresh.as_str()]);
+    let res = app
+        .client
+        .get(app.api(&format!("/v1/jobs/{old}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["events"].as_array().is_none_or(|e| e.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn one_key_is_stored_once_across_partitions_and_key_windows() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let now = Utc::now();
+    let (week_ago, two_days_ago) = (
+        now - chrono::Duration::days(8),
+        now - chrono::Duration::days(2),
+    );
+    // Old first (its partitions are made on demand), then new ones.
+    assert_eq!(
+        store.insert(&event_at("a", week_ago)).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    for at in [two_days_ago, now] {
+        assert_eq!(
+            store.insert(&event_at("a", at)).await.unwrap(),
+            InsertOutcome::Duplicate,
+            "{at}"
+        );
+    }
+    // New first, then older ones (a spool draining late).
+    assert_eq!(
+        store.insert(&event_at("b", now)).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    for at in [two_days_ago, week_ago] {
+        assert_eq!(
+            store.insert(&event_at("b", at)).await.unwrap(),
+            InsertOutcome::Duplicate,
+            "{at}"
+        );
+    }
+    // Both in one batch, in two windows: the first counts.
+    let (c_new, c_old) = (event_at("c", now), event_at("c", week_ago));
+    assert_eq!(
+        store.insert_batch(&[&c_new, &c_old]).await.unwrap(),
+        [InsertOutcome::Inserted, InsertOutcome::Duplicate]
+    );
+    assert_eq!(db.stored_job_ids().await, ["a", "b", "c"]);
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM event_keys").await,
+        3,
+        "one key per stored event"
+    );
+}
+
+/// Two deliveries of one key, one a second before a key window's edge and
+/// one a second after it, all started at once: exactly one of each pair is
+/// stored (ON CONFLICT cannot see across windows; the guard serializes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_of_one_key_in_two_windows_at_once_store_one() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let edge = this_monday();
+    let (before, after) = (
+        edge - chrono::Duration::seconds(1),
+        edge + chrono::Duration::seconds(1),
+    );
+    store.make_partitions_for(&[before, after]).await.unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("edge-{i}")).collect();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(keys.len() * 2));
+    let mut tasks = Vec::new();
+    for key in &keys {
+        for at in [before, after] {
+            let (store, start, e) = (store.clone(), start.clone(), event_at(key, at));
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                store.insert(&e).await.unwrap()
+            }));
+        }
+    }
+    assert_eq!(count_inserted(tasks).await, keys.len());
+    assert_eq!(count_rows(&store).await, keys.len() as i64);
+}
+
+#[tokio::test]
+async fn a_partition_interval_changed_later_continues_without_overlap() {
+    let db = TestDb::new().await;
+    let daily = Store::Postgres(PgStore::from_pool(db.pool.clone()).with_layout(Layout {
+        interval: Duration::from_secs(86_400),
+        max_age: None,
+    }));
+    daily.make_partitions().await.unwrap();
+    // Hourly from here on: the hours after the last day partition.
+    let hourly = db.store();
+    hourly.make_partitions().await.unwrap();
+    let in_three_days = Utc::now() + chrono::Duration::days(3);
+    hourly
+        .insert(&event_at("later", in_three_days))
+        .await
+        .unwrap();
+    assert_eq!(db.stored_job_ids().await, ["later"]);
+}
+
+/// `migrate` on a database the previous release filled: every row moves
+/// into the partitions with its id, feed position, subjects and verdict;
+/// the id sequence and the dedup of the old keys carry on.
+#[tokio::test]
+async fn migrate_moves_a_previous_release_database_into_partitions() {
+    let db = TestDb::unmigrated().await;
+    let all = imggo_receiver::store::postgres::MIGRATOR
+        .migrations
+        .to_vec();
+    let previous = sqlx::migrate::Migrator {
+        migrations: Cow::Owned(
+            all.iter()
+                .filter(|m| m.version < 20261209100000)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    previous.run(&db.pool).await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at, \
+                                     subjects, valid, validation_errors) \
+         SELECT 'old-' || g, 'job.succeeded', 'ka', '\\x01', '\\x02', \
+                now() - g * interval '90 seconds', \
+                CASE WHEN g % 10 = 0 THEN ARRAY['\\xaa'::bytea] END, \
+                CASE WHEN g % 3 = 0 THEN false END, \
+                CASE WHEN g % 3 = 0 THEN '[]' END \
+         FROM generate_series(1, 3000) g; \
+         INSERT INTO forward_notices (id, event_ids, created_at) \
+         VALUES (nextval(pg_get_serial_sequence('webhook_events', 'id')), '', 0);",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let digest = "SELECT md5(string_agg(concat_ws('|', id, job_id, event, received_at, tx, \
+                  subjects, valid, validation_errors, nonce, ciphertext), ',' ORDER BY id)) \
+                  FROM webhook_events";
+    let before: String = sqlx::query_scalar(digest)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let feed_before = db.job_ids_in_feed_order().await;
+    let notice = scalar_i64(&db, "SELECT max(id) FROM forward_notices").await;
+
+    let store = db.store();
+    store.migrate().await.unwrap();
+
+    let after: String = sqlx::query_scalar(digest)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(after, before, "every row, every column, as it was");
+    assert_eq!(db.job_ids_in_feed_order().await, feed_before);
+    assert!(
+        scalar_i64(
+            &db,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'webhook_events'::regclass"
+        )
+        .await
+            >= 4,
+        "3000 rows 90 s apart span four days"
+    );
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM event_keys").await,
+        3000
+    );
+    let subjects = "SELECT count(*) FROM webhook_events WHERE subjects @> ARRAY['\\xaa'::bytea]";
+    assert_eq!(scalar_i64(&db, subjects).await, 300);
+    // Old keys stay deduplicated; a new event continues the sequence.
+    assert_eq!(
+        store.insert(&sealed_event("old-17")).await.unwrap(),
+        InsertOutcome::Duplicate
+    );
+    assert_eq!(
+        store.insert(&sealed_event("new")).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    let new_id = scalar_i64(&db, "SELECT id FROM webhook_events WHERE job_id = 'new'").await;
+    assert!(new_id > notice, "{new_id} after notice {notice}");
+    // The old table and its sequence are gone.
+    assert_eq!(
+        scalar_i64(
+            &db,
+            "SELECT count(*) FROM pg_class WHERE relname IN \
+             ('webhook_events_unpartitioned', 'webhook_events_id_seq')"
+        )
+        .await,
+        0
+    );
+}
