@@ -39,6 +39,7 @@ mod quarantine;
 mod readme;
 mod redaction;
 mod rejected;
+mod replicas;
 mod results_api;
 mod results_cli;
 mod retention;

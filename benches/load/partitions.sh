@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Storage at scale (time partitions on Postgres), three measurements in one
+# run, each against its own baseline measured in the same run:
+#
+#   bash benches/load/partitions.sh
+#
+# 1. Purge: PB_PURGE_ROWS (1,000,000) expired deliveries removed by
+#    `imggo-receiver purge` (partition drop) against the previous release's
+#    batched DELETE (1000 rows per transaction, as it ran) on the previous
+#    schema, each on a fresh database after a CHECKPOINT: wall time and WAL
+#    bytes written (pg_current_wal_lsn before and after).
+# 2. Growth: ingest with PB_GROW_ROWS (10,000,000) deliveries already stored
+#    (filled with generate_series over the last 29 days, keys included)
+#    against an empty table, rounds alternating (PB_ROUNDS each).
+# 3. Load while purging: ingest while the server's own first retention pass
+#    (5 s after start) drops PB_PURGE_ROWS expired deliveries, against
+#    ingest with nothing to purge, rounds alternating.
+#
+# Ingest rounds are ab.sh's: wrk, one thread, PB_CONNECTIONS (64)
+# connections, PB_SECONDS (20) s, unique signed 1.5 KB deliveries with PII,
+# every feature at its default; stored/s, p99, and CPU per stored delivery
+# (receiver and Postgres, from /proc).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+ROUNDS=${PB_ROUNDS:-2}
+SECS=${PB_SECONDS:-20}
+CONNS=${PB_CONNECTIONS:-64}
+GROW_ROWS=${PB_GROW_ROWS:-10000000}
+PURGE_ROWS=${PB_PURGE_ROWS:-1000000}
+COUNT=$((40000 * SECS))
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
+export PGSSLMODE=${PGSSLMODE:-disable}
+DB=imggo_parts
+BIG=imggo_parts_big
+PORT=28190
+ADMIN=29574
+API=28193
+HZ=$(getconf CLK_TCK)
+
+WORK=$(mktemp -d /tmp/imggo-parts.XXXXXX)
+PID=
+SAMPLER=
+cleanup() {
+  if [ -n "$SAMPLER" ]; then kill "$SAMPLER" 2>/dev/null || true; fi
+  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'echo "benches/load/partitions.sh: failed at line $LINENO" >&2' ERR
+say() { printf '\n== %s\n' "$*" >&2; }
+q() { PGOPTIONS="-c client_min_messages=warning" psql "$PGURL/$1" -qAt -v ON_ERROR_STOP=1 "${@:2}"; }
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+for v in $(compgen -e | grep '^IMGGO_' || true); do unset "$v"; done
+
+say "building the working tree (release)"
+cargo build --release --locked --quiet --bin imggo-receiver --example loadgen
+BIN=$TARGET/release/imggo-receiver
+LOADGEN=$TARGET/release/examples/loadgen
+export IMGGO_WEBHOOK_SECRETS="whsec_bench_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export IMGGO_ENCRYPTION_KEYS="kbench:$($BIN keygen)"
+export IMGGO_HASH_KEY="$($BIN keygen)"
+export IMGGO__SERVER__BIND=127.0.0.1:$PORT IMGGO__ADMIN__BIND=127.0.0.1:$ADMIN
+export IMGGO__API__BIND=127.0.0.1:$API IMGGO__SPOOL__PATH=$WORK/spool.db
+export IMGGO__RATE_LIMIT__PER_SECOND=10000000 IMGGO__RATE_LIMIT__BURST=10000000
+
+say "generating $COUNT unique signed deliveries"
+$LOADGEN gen "$COUNT" "$WORK/deliveries.tsv"
+
+fresh_db() {
+  q postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" >/dev/null
+}
+migrate() { DATABASE_URL="$PGURL/$1?sslmode=$PGSSLMODE" "$BIN" migrate >/dev/null 2>&1; }
+
+# Rows received from $3 to $4 (SQL timestamptz expressions), $2 of them, in
+# database $1, with their dedup keys, in daily partitions (and weekly key
+# windows) made first. ~0.5 kB each, every other one with a subject hash.
+fill() {
+  q "$1" <<SQL
+DO \$\$
+DECLARE lo timestamptz; hi timestamptz := $4;
+BEGIN
+  lo := date_trunc('day', $3, 'UTC');
+  WHILE lo < hi LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'webhook_events_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MI')) THEN
+      PERFORM imggo_create_partition('webhook_events', lo, lo + interval '24 hours');
+    END IF;
+    lo := lo + interval '24 hours';
+  END LOOP;
+  lo := date_bin('7 days', $3, '1970-01-05 00:00:00+00');
+  WHILE lo < hi LOOP
+    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'event_keys_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MI')) THEN
+      PERFORM imggo_create_partition('event_keys', lo, lo + interval '168 hours');
+    END IF;
+    lo := lo + interval '168 hours';
+  END LOOP;
+END
+\$\$;
+INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at, subjects)
+SELECT 'fill-' || md5(g::text), 'job.succeeded', 'kfill', decode(md5(g::text) || md5(g::text), 'hex'),
+       decode(repeat(md5(g::text), 24), 'hex'),
+       $3 + (g::float8 / $2) * ($4 - $3),
+       CASE WHEN g % 2 = 0 THEN ARRAY[decode(md5(g::text), 'hex')] END
+FROM generate_series(1, $2) g;
+INSERT INTO event_keys (job_id, event, since)
+SELECT job_id, event, date_bin('7 days', received_at, '1970-01-05 00:00:00+00') FROM webhook_events;
+VACUUM ANALYZE;
+SQL
+}
+
+# One line per Postgres process serving database $1 or the whole server in
+# the background: "<pid> <utime+stime ticks>" (ab.sh's).
+sampler() {
+  local pattern="^postgres: .*( $1 |walwriter|checkpointer|background writer|autovacuum)" pids
+  while :; do
+    pids=$(pgrep -f "$pattern" | sed 's|.*|/proc/&/stat|' | tr '\n' ' ')
+    # shellcheck disable=SC2086
+    [ -z "$pids" ] || awk '{split(FILENAME, p, "/"); print "S", p[3], $14 + $15}' $pids 2>/dev/null || true
+    echo T
+    sleep 0.5
+  done
+}
+pg_seconds() {
+  awk -v hz="$HZ" '
+    $1 == "T" { n++; next }
+    { if (!($2 in last)) first[$2] = (n == 0) ? $3 : 0; last[$2] = $3 }
+    END { for (p in last) s += last[p] - first[p]; printf "%.3f", s / hz }' "$1"
+}
+cpu_s() { awk -v hz="$HZ" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$PID/stat"; }
+
+wal() { q postgres -c "SELECT pg_current_wal_lsn()"; }
+wal_bytes() { q postgres -c "SELECT pg_wal_lsn_diff('$2', '$1')::bigint"; }
+
+# One ingest round on database $1 labelled $2: appends
+# "<label> <stored/s> <p99> <receiver µs> <postgres µs>" to $WORK/results.
+round() {
+  local db=$1 label=$2 out line before stored secs rcpu0 rcpu1 pgs
+  rm -f "$WORK"/spool.db*
+  local l0 l1; l0=$(wal)
+  DATABASE_URL="$PGURL/$db?sslmode=$PGSSLMODE" "$BIN" serve > "$WORK/server.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  sampler "$db" > "$WORK/pg.samples" &
+  SAMPLER=$!
+  sleep 0.6
+  rcpu0=$(cpu_s)
+  out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 10s -s benches/load/wrk.lua \
+    "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 1)
+  rcpu1=$(cpu_s)
+  sleep 0.6
+  kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
+  kill "$PID"; wait "$PID" || true; PID=
+  l1=$(wal)
+  pgs=$(pg_seconds "$WORK/pg.samples")
+  stored=$(( $(q "$db" -c "SELECT count(*) FROM webhook_events WHERE key_id <> 'kfill'") ))
+  if [ "$label" = quiet ]; then
+    # A fresh database holds only this round's rows: bytes per delivery on
+    # disk (heap, TOAST and indexes of events and keys) and in WAL.
+    q "$db" -c "SELECT $stored, coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c \
+      JOIN pg_inherits i ON i.inhrelid = c.oid \
+      WHERE i.inhparent IN ('webhook_events'::regclass, 'event_keys'::regclass)" \
+      -F' ' | awk -v w="$(wal_bytes "$l0" "$l1")" '{printf "%s %s %s\n", $1, $2, w}' >> "$WORK/bytes"
+  fi
+  line=$(echo "$out" | grep '^WRK ')
+  secs=$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="seconds" {print $2}')
+  local p99; p99=$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="p99_ms" {print $2}')
+  echo "$label $stored $secs $p99 $rcpu0 $rcpu1 $pgs" |
+    awk '{n=$2; printf "%s %.0f %s %.1f %.1f\n", $1, n/$3, $4, ($6-$5)*1e6/n, $7*1e6/n}' >> "$WORK/results"
+  tail -n1 "$WORK/results" | awk '{printf "  %-16s %8s/s  p99 %7s ms  receiver %6s µs  postgres %6s µs\n", $1, $2, $3, $4, $5}' >&2
+  if grep -q "dropped an expired partition" "$WORK/server.log"; then
+    echo "  (the server's retention pass dropped $(grep -c 'dropped an expired partition' "$WORK/server.log") partition(s) during the round)" >&2
+  fi
+  # The round's own deliveries go, so the next round stores them anew.
+  q "$db" -c "DELETE FROM webhook_events WHERE key_id <> 'kfill'" \
+    -c "DELETE FROM event_keys WHERE job_id NOT LIKE 'fill-%'" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+}
+
+
+say "1. purge of $PURGE_ROWS expired deliveries: partition drop"
+fresh_db "$DB"; migrate "$DB"
+fill "$DB" "$PURGE_ROWS" "now() - interval '41 days'" "now() - interval '40 days'"
+q "$DB" -c "CHECKPOINT" >/dev/null
+l0=$(wal); t0=$(date +%s.%N)
+DATABASE_URL="$PGURL/$DB?sslmode=$PGSSLMODE" "$BIN" purge 2>/dev/null | sed -n 1p >&2
+t1=$(date +%s.%N); l1=$(wal)
+DROP_S=$(echo "$t1 - $t0" | bc); DROP_WAL=$(wal_bytes "$l0" "$l1")
+left=$(q "$DB" -c "SELECT count(*) FROM webhook_events")
+echo "  partition drop: $DROP_S s, $DROP_WAL WAL bytes, $left rows left" >&2
+
+say "1. purge of $PURGE_ROWS expired deliveries: the previous release's batched DELETE"
+fresh_db "$DB"
+for f in migrations/postgres/*.sql; do
+  case $f in *20261209100000*) continue ;; esac
+  q "$DB" -f "$f" >/dev/null
+done
+q "$DB" <<SQL
+INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at, subjects)
+SELECT 'fill-' || md5(g::text), 'job.succeeded', 'kfill', decode(md5(g::text) || md5(g::text), 'hex'),
+       decode(repeat(md5(g::text), 24), 'hex'),
+       now() - interval '41 days' + (g::float8 / $PURGE_ROWS) * interval '1 day',
+       CASE WHEN g % 2 = 0 THEN ARRAY[decode(md5(g::text), 'hex')] END
+FROM generate_series(1, $PURGE_ROWS) g;
+VACUUM ANALYZE;
+CHECKPOINT;
+SQL
+l0=$(wal); t0=$(date +%s.%N)
+q "$DB" <<'SQL'
+DO $$
+DECLARE n bigint;
+BEGIN
+  LOOP
+    DELETE FROM webhook_events WHERE id = ANY(ARRAY(
+      SELECT id FROM webhook_events WHERE received_at < now() - interval '30 days'
+      ORDER BY received_at LIMIT 1000 FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    COMMIT;
+    EXIT WHEN n < 1000;
+  END LOOP;
+END
+$$;
+SQL
+t1=$(date +%s.%N); l1=$(wal)
+DEL_S=$(echo "$t1 - $t0" | bc); DEL_WAL=$(wal_bytes "$l0" "$l1")
+left=$(q "$DB" -c "SELECT count(*) FROM webhook_events")
+echo "  batched DELETE: $DEL_S s, $DEL_WAL WAL bytes, $left rows left (vacuum's WAL comes later, not counted)" >&2
+
+say "2. growth: filling $GROW_ROWS deliveries over the last 29 days"
+fresh_db "$BIG"; migrate "$BIG"
+fill "$BIG" "$GROW_ROWS" "now() - interval '29 days'" "now() - interval '1 minute'"
+BIG_SIZE=$(q "$BIG" -c "SELECT pg_size_pretty(pg_database_size('$BIG'))")
+echo "  $BIG_SIZE" >&2
+fresh_db "$DB"; migrate "$DB"
+: > "$WORK/results"; : > "$WORK/bytes"
+for i in $(seq 1 "$ROUNDS"); do
+  say "2. growth round $i of $ROUNDS: empty, then $GROW_ROWS stored"
+  round "$DB" empty
+  round "$BIG" "grown"
+done
+q postgres -c "DROP DATABASE IF EXISTS $BIG WITH (FORCE)" >/dev/null
+
+for i in $(seq 1 "$ROUNDS"); do
+  say "3. load while purging, round $i of $ROUNDS: nothing to purge, then $PURGE_ROWS expired"
+  fresh_db "$DB"; migrate "$DB"
+  round "$DB" quiet
+  fresh_db "$DB"; migrate "$DB"
+  fill "$DB" "$PURGE_ROWS" "now() - interval '41 days'" "now() - interval '40 days'"
+  q "$DB" -c "CHECKPOINT" >/dev/null
+  round "$DB" purging
+done
+q postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+
+echo
+echo "imggo-receiver partitions benchmark ($(git describe --always --dirty)); $(nproc) cores, PostgreSQL $(q postgres -c 'SHOW server_version')"
+echo "wrk $CONNS connections, ${SECS}s per round, $ROUNDS rounds of each kind, alternating; CPU per stored delivery"
+awk -v ds="$DROP_S" -v dw="$DROP_WAL" -v xs="$DEL_S" -v xw="$DEL_WAL" -v n="$PURGE_ROWS" 'BEGIN {
+  printf "purge %d rows: partition drop %.2f s, %.1f kB WAL; batched DELETE %.2f s, %.1f MB WAL -> time %.3fx, WAL %.4fx\n",
+    n, ds, dw / 1024, xs, xw / 1048576, ds / xs, dw / xw }'
+awk -v g="$GROW_ROWS" '
+  { c[$1]++; s[$1] += $2; p[$1] += $3; r[$1] += $4; q[$1] += $5; runs[$1] = runs[$1] sprintf("%s%s", c[$1] > 1 ? ", " : "", $2) }
+  END {
+    printf "%-10s %10s %9s %13s %13s  %s\n", "kind", "stored/s", "p99 ms", "receiver µs", "postgres µs", "per round"
+    split("empty grown quiet purging", k, " ")
+    for (i = 1; i <= 4; i++) { x = k[i]; if (!c[x]) continue
+      m[x] = s[x] / c[x]; rc[x] = r[x] / c[x]; pc[x] = q[x] / c[x]
+      printf "%-10s %10.0f %9.2f %13.1f %13.1f  %s\n", x, m[x], p[x] / c[x], rc[x], pc[x], runs[x] }
+    if (c["empty"] && c["grown"])
+      printf "growth (%d rows stored / empty): stored/s %.2fx, receiver CPU %.2fx, postgres CPU %.2fx\n", g, m["grown"] / m["empty"], rc["grown"] / rc["empty"], pc["grown"] / pc["empty"]
+    if (c["quiet"] && c["purging"])
+      printf "load while purging / without: stored/s %.2fx, receiver CPU %.2fx, postgres CPU %.2fx\n", m["purging"] / m["quiet"], rc["purging"] / rc["quiet"], pc["purging"] / pc["quiet"]
+  }' "$WORK/results"
+awk '{ n += $1; d += $2; w += $3 } END { if (n) printf "bytes per stored delivery (quiet rounds, %d deliveries): %.0f on disk (heap, TOAST, indexes of events and keys), %.0f of WAL\n", n, d / n, w / n }' "$WORK/bytes"
