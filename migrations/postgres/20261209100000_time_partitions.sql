@@ -73,6 +73,10 @@ ALTER SEQUENCE webhook_event_ids OWNED BY webhook_events.id;
 CREATE INDEX webhook_events_job_idx ON webhook_events (job_id);
 -- The feed, in commit order (20261201100000_results_api_feed.sql).
 CREATE INDEX webhook_events_feed_idx ON webhook_events (tx, id);
+-- Retention's count of events a destination missed reads one purge
+-- interval's receipts at a time; a BRIN index costs an insert next to
+-- nothing (rows arrive in receipt order).
+CREATE INDEX webhook_events_received_idx ON webhook_events USING brin (received_at);
 -- Erasure by subject (20261206950000_subjects_in_the_event_row.sql).
 CREATE INDEX webhook_events_subjects_idx ON webhook_events USING gin (subjects)
     WITH (fastupdate = off) WHERE subjects IS NOT NULL;
@@ -121,3 +125,11 @@ SELECT job_id, event, date_bin('7 days', received_at, '1970-01-05 00:00:00+00')
 FROM webhook_events_unpartitioned;
 
 DROP TABLE webhook_events_unpartitioned;
+
+-- Forwarding (CONTRACT §11): an event no read returns any more (past
+-- max_age, its partition not yet dropped) cannot be forwarded. Each pass
+-- counts, per destination, the events that crossed max_age since the pass
+-- before (receipts from `missed_through` to the new cutoff) beyond its
+-- position, so each is counted once, when it is lost, even if the relay
+-- moves past it before its partition is dropped.
+ALTER TABLE forward_positions ADD COLUMN missed_through TIMESTAMPTZ;

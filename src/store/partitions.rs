@@ -260,18 +260,6 @@ pub fn expired(parts: &[Partition], cutoff: DateTime<Utc>) -> Vec<&Partition> {
         .collect()
 }
 
-/// The receipt below which every row lies in an expired partition: the
-/// lower bound of the oldest partition kept (`cutoff` if none is kept).
-/// The partitions do not overlap, so the rows below it are exactly the
-/// expired partitions' rows.
-pub fn expired_below(parts: &[Partition], cutoff: DateTime<Utc>) -> DateTime<Utc> {
-    parts
-        .iter()
-        .filter(|p| p.hi.is_none_or(|hi| hi > cutoff))
-        .filter_map(|p| p.lo)
-        .fold(cutoff, DateTime::min)
-}
-
 /// The comment a partition gets before it is detached: a pass that
 /// stopped between the detach and the drop (a crash, a refused drop)
 /// leaves a table that is no partition any more, and the next pass finds it
@@ -402,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn retention_drops_by_upper_bound_and_counts_rows_below_the_oldest_kept() {
+    fn retention_drops_by_upper_bound_only() {
         let parts = [
             part("2026-12-05T00:00:00Z", "2026-12-06T00:00:00Z"),
             part("2026-12-06T00:00:00Z", "2026-12-07T00:00:00Z"),
@@ -414,11 +402,9 @@ mod tests {
             .map(|p| p.name.as_str())
             .collect();
         assert_eq!(names, ["2026-12-05T00:00:00Z", "2026-12-06T00:00:00Z"]);
-        assert_eq!(expired_below(&parts, cutoff), cutoff);
         // A cutoff inside a partition keeps it whole.
         let cutoff = at("2026-12-06T23:00:00Z");
         assert_eq!(expired(&parts, cutoff).len(), 1);
-        assert_eq!(expired_below(&parts, cutoff), at("2026-12-06T00:00:00Z"));
         // A partition with no upper bound is never dropped.
         let open = [Partition {
             hi: None,

@@ -275,8 +275,7 @@ impl PgStore {
         let parts = partitions::list(conn, partitions::EVENTS).await?;
         let expired = partitions::expired(&parts, cutoff);
         // Counted under the lock, so only the purging replica counts.
-        let below = partitions::expired_below(&parts, cutoff);
-        let missed = super::forward::count_missed_pg(&self.pool, below).await;
+        let missed = super::forward::count_missed_pg(&self.pool, cutoff).await;
         if let Err(e) = super::forward::purge_pg(&self.pool, cutoff).await {
             tracing::warn!(error = %e, "cannot purge old forwarding notices and dead letters");
         }

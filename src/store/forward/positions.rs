@@ -363,27 +363,32 @@ async fn advance_pg(
     })
 }
 
-/// Retention (before it deletes): per destination, the events older than
-/// `cutoff` it has not forwarded yet and would have (its filters admit
-/// them); adds them to its `missed` count.
+/// Retention: per destination, the events that crossed `cutoff`
+/// (`retention.max_age`) since its last count and lie beyond its position,
+/// which it would have forwarded (its filters admit them): no read returns
+/// them any more, so they will never be sent. Adds them to its `missed`
+/// count, and moves its `missed_through` to `cutoff`, so that each is
+/// counted once, when it is lost, whether or not the relay moves past it
+/// before its partition is dropped. One purge interval's receipts are read
+/// per destination (the BRIN index on `received_at`).
 pub(crate) async fn count_missed_pg(
     pool: &sqlx::PgPool,
     cutoff: DateTime<Utc>,
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        // Driven from the expired rows (the `received_at` index), so it
-        // costs what the purge is about to delete, never a walk over every
-        // event after a position: the destinations' rows stay locked for
-        // that long, and their relays wait on them.
-        "WITH expired AS MATERIALIZED ( \
-           SELECT tx, id, event, valid FROM webhook_events WHERE received_at < $1) \
-         UPDATE forward_positions p SET missed = missed + m.n FROM ( \
-           SELECT d.destination, (SELECT count(*) FROM expired w \
-             WHERE (w.tx, w.id) > (d.tx::text::xid8, d.id) \
+        "WITH m AS ( \
+           SELECT d.destination, (SELECT count(*) FROM webhook_events w \
+             WHERE w.received_at < $1 \
+               AND w.received_at >= coalesce(d.missed_through, '-infinity') \
+               AND (w.tx, w.id) > (d.tx::text::xid8, d.id) \
                AND (d.events IS NULL OR w.event = ANY(string_to_array(d.events, E'\\n'))) \
                AND (d.valid_filter = 'any' OR w.valid = (d.valid_filter = 'true'))) AS n \
-           FROM forward_positions d) m \
-         WHERE p.destination = m.destination AND m.n > 0 RETURNING p.destination, m.n",
+           FROM forward_positions d \
+           WHERE d.missed_through IS NULL OR d.missed_through < $1), \
+         counted AS ( \
+           UPDATE forward_positions p SET missed = missed + m.n, missed_through = $1 \
+           FROM m WHERE p.destination = m.destination RETURNING p.destination, m.n) \
+         SELECT destination, n FROM counted WHERE n > 0",
     )
     .bind(cutoff)
     .fetch_all(pool)
