@@ -218,7 +218,7 @@ if [ "${AB_PGBENCH:-1}" = 1 ] && [ -n "$PGBENCH" ]; then
 \set r random(1, 2000000000)
 WITH k AS (
   INSERT INTO event_keys (job_id, event, since)
-  VALUES ('pgb-' || :client_id || '-' || :r, 'job.succeeded', date_bin('7 days', now(), '1970-01-05 00:00:00+00'))
+  VALUES ('pgb-' || :client_id || '-' || :r, 'job.succeeded', date_bin('28 days', now(), '1970-01-05 00:00:00+00'))
   ON CONFLICT DO NOTHING RETURNING job_id, event)
 INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext)
 SELECT job_id, event, 'k', '\x00', decode(repeat('ab', 1600), 'hex') FROM k;

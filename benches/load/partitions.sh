@@ -76,37 +76,37 @@ fresh_db() {
 migrate() { DATABASE_URL="$PGURL/$1?sslmode=$PGSSLMODE" "$BIN" migrate >/dev/null 2>&1; }
 
 # Rows received from $3 to $4 (SQL timestamptz expressions), $2 of them, in
-# database $1, with their dedup keys, in daily partitions (and weekly key
+# database $1, with their dedup keys, in daily partitions (and four-week key
 # windows) made first. ~0.5 kB each, every other one with a subject hash.
 fill() {
   q "$1" <<SQL
 DO \$\$
-DECLARE lo timestamptz; hi timestamptz := $4;
+DECLARE lo timestamptz; hi timestamptz := ($4);
 BEGIN
-  lo := date_trunc('day', $3, 'UTC');
+  lo := date_trunc('day', ($3), 'UTC');
   WHILE lo < hi LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'webhook_events_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MI')) THEN
       PERFORM imggo_create_partition('webhook_events', lo, lo + interval '24 hours');
     END IF;
     lo := lo + interval '24 hours';
   END LOOP;
-  lo := date_bin('7 days', $3, '1970-01-05 00:00:00+00');
+  lo := date_bin('28 days', ($3), '1970-01-05 00:00:00+00');
   WHILE lo < hi LOOP
     IF NOT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'event_keys_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MI')) THEN
-      PERFORM imggo_create_partition('event_keys', lo, lo + interval '168 hours');
+      PERFORM imggo_create_partition('event_keys', lo, lo + interval '672 hours');
     END IF;
-    lo := lo + interval '168 hours';
+    lo := lo + interval '672 hours';
   END LOOP;
 END
 \$\$;
 INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at, subjects)
 SELECT 'fill-' || md5(g::text), 'job.succeeded', 'kfill', decode(md5(g::text) || md5(g::text), 'hex'),
        decode(repeat(md5(g::text), 24), 'hex'),
-       $3 + (g::float8 / $2) * ($4 - $3),
+       ($3) + (g::float8 / $2) * (($4) - ($3)),
        CASE WHEN g % 2 = 0 THEN ARRAY[decode(md5(g::text), 'hex')] END
 FROM generate_series(1, $2) g;
 INSERT INTO event_keys (job_id, event, since)
-SELECT job_id, event, date_bin('7 days', received_at, '1970-01-05 00:00:00+00') FROM webhook_events;
+SELECT job_id, event, date_bin('28 days', received_at, '1970-01-05 00:00:00+00') FROM webhook_events;
 VACUUM ANALYZE;
 SQL
 }
@@ -134,12 +134,23 @@ cpu_s() { awk -v hz="$HZ" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$PID/stat";
 wal() { q postgres -c "SELECT pg_current_wal_lsn()"; }
 wal_bytes() { q postgres -c "SELECT pg_wal_lsn_diff('$2', '$1')::bigint"; }
 
+# Waits until Postgres has no background work left (autovacuum, a
+# checkpoint's writes), so a round measures its own work only.
+settle() {
+  q postgres -c "CHECKPOINT" >/dev/null
+  for _ in $(seq 1 240); do
+    [ "$(q postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && return 0
+    sleep 0.5
+  done
+}
+
 # One ingest round on database $1 labelled $2: appends
 # "<label> <stored/s> <p99> <receiver µs> <postgres µs>" to $WORK/results.
 round() {
   local db=$1 label=$2 out line before stored secs rcpu0 rcpu1 pgs
   rm -f "$WORK"/spool.db*
-  local l0 l1; l0=$(wal)
+  settle
+  local l0 l1 start; l0=$(wal); start=$(q postgres -c "SELECT now()")
   DATABASE_URL="$PGURL/$db?sslmode=$PGSSLMODE" "$BIN" serve > "$WORK/server.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 300); do
@@ -158,7 +169,7 @@ round() {
   kill "$PID"; wait "$PID" || true; PID=
   l1=$(wal)
   pgs=$(pg_seconds "$WORK/pg.samples")
-  stored=$(( $(q "$db" -c "SELECT count(*) FROM webhook_events WHERE key_id <> 'kfill'") ))
+  stored=$(( $(q "$db" -c "SELECT count(*) FROM webhook_events WHERE received_at >= '$start'") ))
   if [ "$label" = quiet ]; then
     # A fresh database holds only this round's rows: bytes per delivery on
     # disk (heap, TOAST and indexes of events and keys) and in WAL.
@@ -176,9 +187,12 @@ round() {
   if grep -q "dropped an expired partition" "$WORK/server.log"; then
     echo "  (the server's retention pass dropped $(grep -c 'dropped an expired partition' "$WORK/server.log") partition(s) during the round)" >&2
   fi
-  # The round's own deliveries go, so the next round stores them anew.
-  q "$db" -c "DELETE FROM webhook_events WHERE key_id <> 'kfill'" \
-    -c "DELETE FROM event_keys WHERE job_id NOT LIKE 'fill-%'" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+  # The round's own deliveries go (found by receipt: the partitions of
+  # the round only), so the next round stores them anew.
+  q "$db" -c "WITH d AS (DELETE FROM webhook_events WHERE received_at >= '$start' \
+      RETURNING job_id, event) DELETE FROM event_keys k USING d \
+      WHERE k.job_id = d.job_id AND k.event = d.event" \
+    -c "VACUUM ANALYZE webhook_events, event_keys" >/dev/null
 }
 
 

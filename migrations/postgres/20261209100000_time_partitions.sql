@@ -6,12 +6,13 @@
 --
 -- A unique index of a partitioned table must include the partition key, so
 -- (job_id, event) can no longer be unique across the table. Uniqueness
--- moves into `event_keys`: one narrow row per stored key, in weekly windows
--- (`since`, the Monday 00:00 UTC that starts the week of the event's
+-- moves into `event_keys`: one narrow row per stored key, in four-week windows
+-- (`since`, the Monday 00:00 UTC that starts the window of the event's
 -- receipt) that are partitions of their own, dropped by retention like the
--- events' once the whole week is past `retention.max_age`. The batch insert
+-- events' once the whole window is past `retention.max_age`. The batch insert
 -- claims a key with ON CONFLICT in its window and checks the other windows
--- (at most max_age / 7 days + 2 of them); `store::postgres` says how two
+-- (those not past max_age: two or three at the default 30 days);
+-- `store::postgres` says how two
 -- deliveries of one key in different windows are kept from both winning.
 --
 -- This migration copies every existing event into daily partitions, in one
@@ -92,7 +93,7 @@ CREATE TABLE event_keys (
 
 -- The windows of the stored rows: days for events (the default
 -- `storage.partition_interval`; the server continues with its own from the
--- last one), weeks for keys. `interval '24 hours'`, never '1 day', which a
+-- last one), four weeks for keys. `interval '24 hours'`, never '1 day', which a
 -- session in a zone with daylight saving would stretch.
 DO $$
 DECLARE
@@ -105,11 +106,11 @@ BEGIN
         PERFORM imggo_create_partition('webhook_events', lo, lo + interval '24 hours');
         lo := lo + interval '24 hours';
     END LOOP;
-    SELECT date_bin('7 days', min(received_at), '1970-01-05 00:00:00+00'), max(received_at)
+    SELECT date_bin('28 days', min(received_at), '1970-01-05 00:00:00+00'), max(received_at)
     INTO lo, last FROM webhook_events_unpartitioned;
     WHILE lo <= last LOOP
-        PERFORM imggo_create_partition('event_keys', lo, lo + interval '168 hours');
-        lo := lo + interval '168 hours';
+        PERFORM imggo_create_partition('event_keys', lo, lo + interval '672 hours');
+        lo := lo + interval '672 hours';
     END LOOP;
 END
 $$;
@@ -121,7 +122,7 @@ SELECT id, job_id, event, pattern_id, status, received_at, key_id, nonce,
 FROM webhook_events_unpartitioned;
 
 INSERT INTO event_keys (job_id, event, since)
-SELECT job_id, event, date_bin('7 days', received_at, '1970-01-05 00:00:00+00')
+SELECT job_id, event, date_bin('28 days', received_at, '1970-01-05 00:00:00+00')
 FROM webhook_events_unpartitioned;
 
 DROP TABLE webhook_events_unpartitioned;

@@ -112,6 +112,7 @@ impl PgStore {
     /// (`store::partitions`): start-up runs it after the migrations, each
     /// purge pass again.
     pub async fn make_partitions(&self) -> Result<(), StoreError> {
+        partitions::warn_if_locks_run_short(&self.pool, &self.layout).await;
         partitions::make_ahead(&self.pool, &self.layout, Utc::now()).await
     }
 
@@ -168,13 +169,14 @@ impl PgStore {
         conn: &mut sqlx::PgConnection,
         events: &[&NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
-        let first = insert_rows(conn, events).await;
+        let kept = partitions::key_window(self.layout.served_since());
+        let first = insert_rows(conn, events, kept).await;
         if !first.as_ref().is_err_and(no_partition) {
             return first;
         }
         let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
         partitions::cover_times(&self.pool, &self.layout, &times).await?;
-        insert_rows(conn, events).await
+        insert_rows(conn, events, kept).await
     }
 
     /// [`Self::insert_batch`] on the connection in `held`, checking one out
@@ -465,19 +467,22 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// its receipt (it was received before the erasure answered, and commits
 /// after it). A barred key is remembered like an erased one. The rest are
 /// stored once per (job_id, event): the first of the batch claims its key
-/// in `event_keys` (ON CONFLICT in its week's window, NOT EXISTS in the
+/// in `event_keys` (ON CONFLICT in its window, NOT EXISTS in the
 /// others: see [`Guard`]), and only a claimed key's event is inserted, with
 /// its subject hashes in the row: `$11` holds every subject hash of the
-/// batch, `$12` the 1-based position of its event in the batch.
+/// batch, `$12` the 1-based position of its event in the batch. `$13` is
+/// the start of the oldest key window retention keeps: older windows (past
+/// max_age, waiting to be dropped) are not probed.
 ///
 /// The subject and job tombstones are looked at per event only when one
 /// was written at or after the batch's oldest receipt (one probe of their
 /// `erased_at` index per batch): erasures are rare, deliveries are not.
 static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
     let (columns, arrays) = (EventColumns::new_event(), EventColumns::pg_arrays());
-    let (subject, subject_of) = (
+    let (subject, subject_of, kept) = (
         EventColumns::new_event_count() + 1,
         EventColumns::new_event_count() + 2,
+        EventColumns::new_event_count() + 3,
     );
     format!(
         "\
@@ -492,7 +497,7 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
       FROM UNNEST(${subject}::bytea[], ${subject_of}::int8[]) AS s(subject, n) GROUP BY n), \
     firsts AS ( \
       SELECT DISTINCT ON (job_id, event) b.*, s.subjects, \
-             date_bin('7 days', b.received_at, '1970-01-05 00:00:00+00') AS window_start \
+             date_bin('28 days', b.received_at, '1970-01-05 00:00:00+00') AS window_start \
       FROM batch b LEFT JOIN subj s USING (n) ORDER BY job_id, event, n), \
     barred AS ( \
       SELECT b.job_id, b.event FROM firsts b \
@@ -510,7 +515,7 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
       WHERE NOT EXISTS (SELECT 1 FROM barred x WHERE x.job_id = b.job_id AND x.event = b.event) \
         AND NOT EXISTS (SELECT 1 FROM event_keys k \
                         WHERE k.job_id = b.job_id AND k.event = b.event \
-                          AND k.since <> b.window_start) \
+                          AND k.since >= ${kept} AND k.since <> b.window_start) \
       ON CONFLICT DO NOTHING \
       RETURNING job_id, event), \
     ins AS ( \
@@ -532,6 +537,7 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
 pub(super) async fn insert_rows(
     conn: &mut sqlx::PgConnection,
     events: &[&NewEvent],
+    kept: DateTime<Utc>,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     use sqlx::Connection as _;
     let mut columns = PgEventArrays::default();
@@ -562,6 +568,7 @@ pub(super) async fn insert_rows(
         .bind(sqlx::query(&INSERT_BATCH))
         .bind(&subjects)
         .bind(&subject_of)
+        .bind(kept)
         .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
         .fetch_all(&mut *tx)
         .await?;
@@ -606,12 +613,12 @@ mod tests {
 
     #[test]
     fn rows_near_a_key_window_edge_lock_their_keys_in_order() {
-        // 2026-12-14 00:00 UTC is a Monday: a key window starts there.
+        // A key window starts on 2026-12-21 00:00 UTC.
         let (a, b) = (
-            event_at("b", "2026-12-13T23:30:00Z"),
-            event_at("a", "2026-12-14T00:10:00Z"),
+            event_at("b", "2026-12-20T23:30:00Z"),
+            event_at("a", "2026-12-21T00:10:00Z"),
         );
-        let now: DateTime<Utc> = "2026-12-14T00:20:00Z".parse().unwrap();
+        let now: DateTime<Utc> = "2026-12-21T00:20:00Z".parse().unwrap();
         let Guard::Keys(keys) = Guard::for_batch(&[&a, &b, &a], now) else {
             panic!("no key locks");
         };

@@ -43,11 +43,11 @@ impl Store {
         const RELEASE: &str = "DELETE FROM quarantined_deliveries WHERE id = $1";
         let key = event.envelope.key();
         macro_rules! replay {
-            ($pool:expr, $insert:path, $marked:expr) => {{
-                let mut tx = $pool.begin().await?;
+            ($pool:expr, |$tx:ident| $insert:expr, $marked:expr) => {{
+                let mut $tx = $pool.begin().await?;
                 // On Postgres the insert's own transaction is a savepoint
                 // inside this one; its erasure lock is held to our commit.
-                let outcome = $insert(&mut *tx, &[event])
+                let outcome = $insert
                     .await?
                     .first()
                     .copied()
@@ -57,20 +57,26 @@ impl Store {
                         .bind($marked)
                         .bind(key.job_id)
                         .bind(key.event)
-                        .execute(&mut *tx)
+                        .execute(&mut *$tx)
                         .await?;
                 }
-                sqlx::query(RELEASE).bind(id).execute(&mut *tx).await?;
+                sqlx::query(RELEASE).bind(id).execute(&mut *$tx).await?;
                 let count = u64::from(outcome == InsertOutcome::Inserted);
-                super::audit::append(&mut *tx, &audit.clone().count(count)).await?;
-                tx.commit().await?;
+                super::audit::append(&mut *$tx, &audit.clone().count(count)).await?;
+                $tx.commit().await?;
                 outcome
             }};
         }
         Ok(match self {
-            Store::Postgres(s) => replay!(s.pool(), super::postgres::insert_rows, true),
+            // Through the store: a body received long ago gets its
+            // partition made on demand.
+            Store::Postgres(s) => replay!(s.pool(), |tx| s.insert_rows(&mut tx, &[event]), true),
             Store::Sqlite(s) => {
-                let outcome = replay!(s.pool(), super::SqliteStore::insert_rows, 1_i64);
+                let outcome = replay!(
+                    s.pool(),
+                    |tx| super::SqliteStore::insert_rows(&mut tx, &[event]),
+                    1_i64
+                );
                 s.committed();
                 outcome
             }

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use imggo_receiver::config::RetentionSettings;
 use imggo_receiver::store::partitions::Layout;
 use imggo_receiver::store::{FeedFilter, InsertOutcome, PgStore, PurgeOutcome, Store};
@@ -23,12 +23,12 @@ fn event_at(job: &str, at: DateTime<Utc>) -> imggo_receiver::event::NewEvent {
     e
 }
 
-/// The start of the current week's key window: Monday 00:00 UTC.
-fn this_monday() -> DateTime<Utc> {
-    let now = Utc::now();
-    let days = i64::from(now.weekday().num_days_from_monday());
-    let day = now.date_naive() - chrono::Duration::days(days);
-    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
+/// The start of the current key window: a Monday 00:00 UTC, a multiple
+/// of four weeks after 1970-01-05.
+fn this_window() -> DateTime<Utc> {
+    let (origin, width) = (4 * 86_400, 28 * 86_400);
+    let start = origin + (Utc::now().timestamp() - origin).div_euclid(width) * width;
+    Utc.timestamp_opt(start, 0).unwrap()
 }
 
 async fn scalar_i64(db: &TestDb, sql: &str) -> i64 {
@@ -165,13 +165,14 @@ async fn one_key_is_stored_once_across_partitions_and_key_windows() {
     let db = TestDb::new().await;
     let store = db.store();
     let now = Utc::now();
-    let (week_ago, two_days_ago) = (
-        now - chrono::Duration::days(8),
+    // 29 days back: another key window whatever today is.
+    let (month_ago, two_days_ago) = (
+        now - chrono::Duration::days(29),
         now - chrono::Duration::days(2),
     );
     // Old first (its partitions are made on demand), then new ones.
     assert_eq!(
-        store.insert(&event_at("a", week_ago)).await.unwrap(),
+        store.insert(&event_at("a", month_ago)).await.unwrap(),
         InsertOutcome::Inserted
     );
     for at in [two_days_ago, now] {
@@ -186,7 +187,7 @@ async fn one_key_is_stored_once_across_partitions_and_key_windows() {
         store.insert(&event_at("b", now)).await.unwrap(),
         InsertOutcome::Inserted
     );
-    for at in [two_days_ago, week_ago] {
+    for at in [two_days_ago, month_ago] {
         assert_eq!(
             store.insert(&event_at("b", at)).await.unwrap(),
             InsertOutcome::Duplicate,
@@ -194,7 +195,7 @@ async fn one_key_is_stored_once_across_partitions_and_key_windows() {
         );
     }
     // Both in one batch, in two windows: the first counts.
-    let (c_new, c_old) = (event_at("c", now), event_at("c", week_ago));
+    let (c_new, c_old) = (event_at("c", now), event_at("c", month_ago));
     assert_eq!(
         store.insert_batch(&[&c_new, &c_old]).await.unwrap(),
         [InsertOutcome::Inserted, InsertOutcome::Duplicate]
@@ -214,7 +215,7 @@ async fn one_key_is_stored_once_across_partitions_and_key_windows() {
 async fn deliveries_of_one_key_in_two_windows_at_once_store_one() {
     let db = TestDb::new().await;
     let store = db.store();
-    let edge = this_monday();
+    let edge = this_window();
     let (before, after) = (
         edge - chrono::Duration::seconds(1),
         edge + chrono::Duration::seconds(1),
