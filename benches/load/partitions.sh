@@ -107,7 +107,20 @@ SELECT 'fill-' || md5(g::text), 'job.succeeded', 'kfill', decode(md5(g::text) ||
 FROM generate_series(1, $2) g;
 INSERT INTO event_keys (job_id, event, since)
 SELECT job_id, event, date_bin('28 days', received_at, '1970-01-05 00:00:00+00') FROM webhook_events;
-VACUUM ANALYZE;
+VACUUM (ANALYZE, FREEZE);
+-- The filled partitions are vacuumed and frozen: no autovacuum worker may
+-- start on them during a round (the sampler counts every autovacuum
+-- worker, of any database). Partitions the rounds write keep theirs.
+DO \$\$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT c.oid::regclass AS t FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent IN ('webhook_events'::regclass, 'event_keys'::regclass)
+             AND c.reltuples > 0 LOOP
+    EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = false)', r.t);
+  END LOOP;
+END
+\$\$;
 SQL
 }
 
