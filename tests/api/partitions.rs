@@ -109,10 +109,18 @@ async fn no_read_serves_an_event_past_max_age_while_its_partition_waits() {
         "both are stored"
     );
 
-    let page = store
-        .feed_page(Default::default(), 100, &FeedFilter::default())
-        .await
-        .unwrap();
+    // The feed reads below the oldest transaction running anywhere in the
+    // cluster (another test's may hold both rows back for a moment): wait
+    // for the newer row; the older one, written first, would come before it.
+    let reader = &store;
+    let page = eventually("the fresh event is in the feed", || async move {
+        let page = reader
+            .feed_page(Default::default(), 100, &FeedFilter::default())
+            .await
+            .unwrap();
+        (!page.is_empty()).then_some(page)
+    })
+    .await;
     let served: Vec<&str> = page.iter().map(|e| e.row.job_id.as_str()).collect();
     assert_eq!(served, ["fresh"]);
     assert!(store.job_events("old").await.unwrap().is_empty());
