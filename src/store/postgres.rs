@@ -174,9 +174,21 @@ impl PgStore {
         if !first.as_ref().is_err_and(no_partition) {
             return first;
         }
+        // Neither a partition that cannot be made now (its ATTACH timed out
+        // behind a retention pass's detach) nor one dropped again meanwhile
+        // is the batch's fault: Unavailable, so the batch goes to the spool
+        // whole instead of being retried row by row, each waiting as long.
         let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
-        partitions::cover_times(&self.pool, &self.layout, &times).await?;
-        insert_rows(conn, events, kept).await
+        partitions::cover_times(&self.pool, &self.layout, &times)
+            .await
+            .map_err(retry_later)?;
+        insert_rows(conn, events, kept).await.map_err(|e| {
+            if no_partition(&e) {
+                retry_later(e)
+            } else {
+                e
+            }
+        })
     }
 
     /// [`Self::insert_batch`] on the connection in `held`, checking one out
@@ -323,6 +335,14 @@ fn no_partition(e: &StoreError) -> bool {
         if db.code().as_deref() == Some("23514") && db.message().contains("no partition"))
 }
 
+/// `e` as a failure waiting can fix ([`StoreError::Unavailable`]).
+fn retry_later(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Other(e) => StoreError::Unavailable(e),
+        e => e,
+    }
+}
+
 /// A database connection a batch writer keeps between batches; empty when
 /// it has none. Dropping it returns the connection to the pool.
 #[derive(Debug, Default)]
@@ -403,12 +423,12 @@ impl Guard {
         if events.iter().any(|e| e.received_at < now - OLD) {
             return Self::Exclusive;
         }
+        let window =
+            chrono::Duration::from_std(partitions::KEY_WINDOW).unwrap_or(chrono::TimeDelta::MAX);
         let mut keys: Vec<i32> = events
             .iter()
             .filter(|e| {
                 let start = partitions::key_window(e.received_at);
-                let window = chrono::Duration::from_std(partitions::KEY_WINDOW)
-                    .unwrap_or(chrono::TimeDelta::MAX);
                 e.received_at - start < NEAR_EDGE || start + window - e.received_at <= NEAR_EDGE
             })
             .map(|e| key_lock(&e.envelope.key()))

@@ -9,8 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use imggo_receiver::config::RetentionSettings;
 use imggo_receiver::store::partitions::Layout;
-use imggo_receiver::store::{FeedFilter, InsertOutcome, PgStore, PurgeOutcome, Store};
+use imggo_receiver::store::{FeedFilter, InsertOutcome, PgStore, PurgeOutcome, Store, StoreError};
 use serde_json::Value;
+use sqlx::Connection as _;
 
 use crate::api_support::make_token;
 use crate::helpers::*;
@@ -352,5 +353,32 @@ async fn migrate_moves_a_previous_release_database_into_partitions() {
         )
         .await,
         0
+    );
+}
+
+/// A partition that cannot be made now (its ATTACH waits behind a lock a
+/// retention pass's detach would hold) fails the batch as Unavailable, so
+/// the batch writer sends it to the spool whole instead of retrying each
+/// of its rows, each waiting as long.
+#[tokio::test]
+async fn a_partition_that_cannot_be_made_now_is_unavailable_not_refused() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE webhook_events IN SHARE UPDATE EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let old = event_at("old", Utc::now() - chrono::Duration::days(3));
+    let err = store.insert(&old).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.insert(&old).await.unwrap(),
+        InsertOutcome::Inserted,
+        "made once the lock is gone"
     );
 }
