@@ -344,15 +344,7 @@ if [ "$STORED" -lt "$OK" ] && [ "$COMPLETED" -le "$COUNT" ]; then CHECK="FAILED:
 
 say "4/8 pgbench: one key claim (ON CONFLICT) and INSERT per transaction, 32 clients, 10s"
 fresh_db; $BIN migrate >/dev/null
-cat > "$WORK/insert.sql" <<'SQL'
-\set r random(1, 2000000000)
-WITH k AS (
-  INSERT INTO event_keys (job_id, event, since)
-  VALUES ('pgb-' || :client_id || '-' || :r, 'job.succeeded', date_bin('28 days', now(), '1970-01-05 00:00:00+00'))
-  ON CONFLICT DO NOTHING RETURNING job_id, event)
-INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext)
-SELECT job_id, event, 'k', '\x00', decode(repeat('ab', 1600), 'hex') FROM k;
-SQL
+cp benches/load/pgbench_insert.sql "$WORK/insert.sql"
 if ! $PGBENCH -n -c 32 -j 2 -T 10 -f "$WORK/insert.sql" "$DATABASE_URL" > "$WORK/pgbench.out" 2>&1; then
   echo "pgbench failed:" >&2; tail -n 20 "$WORK/pgbench.out" >&2
 fi

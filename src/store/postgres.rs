@@ -487,8 +487,9 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// its receipt (it was received before the erasure answered, and commits
 /// after it). A barred key is remembered like an erased one. The rest are
 /// stored once per (job_id, event): the first of the batch claims its key
-/// in `event_keys` (ON CONFLICT in its window, NOT EXISTS in the
-/// others: see [`Guard`]), and only a claimed key's event is inserted, with
+/// (`imggo_event_key`, a 16-byte digest of the two) in `event_keys` (ON
+/// CONFLICT in its window, NOT EXISTS in the others: see [`Guard`]), and
+/// only a claimed key's event is inserted, with
 /// its subject hashes in the row: `$11` holds every subject hash of the
 /// batch, `$12` the 1-based position of its event in the batch. `$13` is
 /// the start of the oldest key window retention keeps: older windows (past
@@ -517,7 +518,8 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
       FROM UNNEST(${subject}::bytea[], ${subject_of}::int8[]) AS s(subject, n) GROUP BY n), \
     firsts AS ( \
       SELECT DISTINCT ON (job_id, event) b.*, s.subjects, \
-             date_bin('28 days', b.received_at, '1970-01-05 00:00:00+00') AS window_start \
+             date_bin('28 days', b.received_at, '1970-01-05 00:00:00+00') AS window_start, \
+             imggo_event_key(b.job_id, b.event) AS key \
       FROM batch b LEFT JOIN subj s USING (n) ORDER BY job_id, event, n), \
     barred AS ( \
       SELECT b.job_id, b.event FROM firsts b \
@@ -530,17 +532,16 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
              AND EXISTS (SELECT 1 FROM erased_jobs j \
                          WHERE j.job_id = b.job_id AND j.erased_at >= b.received_at))), \
     claimed AS ( \
-      INSERT INTO event_keys (job_id, event, since) \
-      SELECT job_id, event, window_start FROM firsts b \
+      INSERT INTO event_keys (key, since) \
+      SELECT key, window_start FROM firsts b \
       WHERE NOT EXISTS (SELECT 1 FROM barred x WHERE x.job_id = b.job_id AND x.event = b.event) \
         AND NOT EXISTS (SELECT 1 FROM event_keys k \
-                        WHERE k.job_id = b.job_id AND k.event = b.event \
-                          AND k.since >= ${kept} AND k.since <> b.window_start) \
+                        WHERE k.key = b.key AND k.since >= ${kept} AND k.since <> b.window_start) \
       ON CONFLICT DO NOTHING \
-      RETURNING job_id, event), \
+      RETURNING key), \
     ins AS ( \
       INSERT INTO webhook_events ({columns}, subjects) \
-      SELECT {columns}, subjects FROM firsts JOIN claimed USING (job_id, event) \
+      SELECT {columns}, subjects FROM firsts JOIN claimed USING (key) \
       RETURNING job_id, event), \
     remembered AS ( \
       INSERT INTO erased_events (job_id, event, erased_at) \

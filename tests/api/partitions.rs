@@ -36,6 +36,30 @@ async fn scalar_i64(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
 
+/// Applies the migrations older than `version`: the schema of the release
+/// before it.
+async fn migrate_before(db: &TestDb, version: i64) {
+    let previous = sqlx::migrate::Migrator {
+        migrations: Cow::Owned(
+            imggo_receiver::store::postgres::MIGRATOR
+                .migrations
+                .iter()
+                .filter(|m| m.version < version)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    previous.run(&db.pool).await.unwrap();
+}
+
+/// The first 16 bytes of SHA-256 over the event name, a line feed and the
+/// job id (docs/storage.md), computed here, not by the code under test.
+fn digest_of(job: &str, event: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(format!("{event}\n{job}").as_bytes())[..16].to_vec()
+}
+
 #[tokio::test]
 async fn retention_drops_whole_partitions_and_deletes_no_row() {
     let db = TestDb::new().await;
@@ -271,19 +295,7 @@ async fn a_partition_interval_changed_later_continues_without_overlap() {
 #[tokio::test]
 async fn migrate_moves_a_previous_release_database_into_partitions() {
     let db = TestDb::unmigrated().await;
-    let all = imggo_receiver::store::postgres::MIGRATOR
-        .migrations
-        .to_vec();
-    let previous = sqlx::migrate::Migrator {
-        migrations: Cow::Owned(
-            all.iter()
-                .filter(|m| m.version < 20261209100000)
-                .cloned()
-                .collect(),
-        ),
-        ..sqlx::migrate::Migrator::DEFAULT
-    };
-    previous.run(&db.pool).await.unwrap();
+    migrate_before(&db, 20261209100000).await;
     sqlx::raw_sql(
         "INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at, \
                                      subjects, valid, validation_errors) \
@@ -380,5 +392,94 @@ async fn a_partition_that_cannot_be_made_now_is_unavailable_not_refused() {
         store.insert(&old).await.unwrap(),
         InsertOutcome::Inserted,
         "made once the lock is gone"
+    );
+}
+
+/// A stored key is the digest docs/storage.md gives: the format is stored
+/// data, which a later change must keep or migrate.
+#[tokio::test]
+async fn a_stored_key_is_the_documented_digest_of_event_and_job() {
+    let db = TestDb::new().await;
+    let job = "0f6e3c1a-8d2b-4c57-9a10-5e7f2b9c4d31";
+    db.store().insert(&sealed_event(job)).await.unwrap();
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT uuid_send(key) FROM event_keys")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, [digest_of(job, "job.succeeded")]);
+    // The parts cannot slide into each other: an event name holds no line
+    // feed, and the function is what migrations and benchmarks use.
+    let by_fn: Vec<u8> = sqlx::query_scalar("SELECT uuid_send(imggo_event_key($1, $2))")
+        .bind("b")
+        .bind("a.x")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(by_fn, digest_of("b", "a.x"));
+    assert_ne!(by_fn, digest_of("x\nb", "a"));
+}
+
+/// `migrate` on a database whose keys are still the two texts (the
+/// release before the digests): every key moves, in its window, and still
+/// deduplicates, in its own window and across windows; the old tables go.
+#[tokio::test]
+async fn migrate_rewrites_text_keys_as_digests_and_dedup_holds() {
+    let db = TestDb::unmigrated().await;
+    migrate_before(&db, 20261210100000).await;
+    let (now_window, last_window) = (this_window(), this_window() - chrono::Duration::days(28));
+    for lo in [now_window, last_window] {
+        sqlx::query("SELECT imggo_create_partition('event_keys', $1, $1 + interval '672 hours')")
+            .bind(lo)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO event_keys (job_id, event, since) \
+         SELECT 'text-' || g, 'job.succeeded', CASE WHEN g % 2 = 0 THEN $1 ELSE $2 END \
+         FROM generate_series(1, 1000) g",
+    )
+    .bind(now_window)
+    .bind(last_window)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let store = db.store();
+    store.migrate().await.unwrap();
+
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM event_keys").await,
+        1000
+    );
+    let old_window_keys: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_keys WHERE since = $1 AND key = imggo_event_key('text-7', 'job.succeeded')",
+    )
+    .bind(last_window)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(old_window_keys, 1, "an odd key stays in the last window");
+    // text-8's key is in this window (ON CONFLICT), text-7's in the last
+    // one (the probe of the other windows).
+    for job in ["text-8", "text-7"] {
+        assert_eq!(
+            store.insert(&sealed_event(job)).await.unwrap(),
+            InsertOutcome::Duplicate,
+            "{job}"
+        );
+    }
+    assert_eq!(
+        store.insert(&sealed_event("new")).await.unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(
+        scalar_i64(
+            &db,
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'event_keys%by_text'"
+        )
+        .await,
+        0,
+        "the text tables are gone"
     );
 }
