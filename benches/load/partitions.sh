@@ -19,7 +19,17 @@
 # Ingest rounds are ab.sh's: wrk, one thread, PB_CONNECTIONS (64)
 # connections, PB_SECONDS (20) s, unique signed 1.5 KB deliveries with PII,
 # every feature at its default; stored/s, p99, and CPU per stored delivery
-# (receiver and Postgres, from /proc).
+# (receiver and Postgres, from /proc; Postgres' kernel share beside it).
+#
+# Before every round and every purge the machine settles: a CHECKPOINT, the
+# kernel's dirty pages written (sync), the page cache dropped (when this
+# runs as root: PB_DROP_CACHES=1, the default then) and no autovacuum worker
+# left. A fill of millions of rows otherwise leaves gigabytes of page cache
+# and writeback behind it that the next round pays for in kernel time, which
+# says nothing about the table the round writes to. Every round thus starts
+# with Postgres' files read from disk, the grown table's indexes too.
+#
+# PB_PARTS ("purge growth load") runs a subset.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -29,6 +39,8 @@ SECS=${PB_SECONDS:-20}
 CONNS=${PB_CONNECTIONS:-64}
 GROW_ROWS=${PB_GROW_ROWS:-10000000}
 PURGE_ROWS=${PB_PURGE_ROWS:-1000000}
+PARTS=${PB_PARTS:-purge growth load}
+if [ -w /proc/sys/vm/drop_caches ]; then DROP_CACHES=${PB_DROP_CACHES:-1}; else DROP_CACHES=0; fi
 COUNT=$((40000 * SECS))
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
@@ -105,8 +117,9 @@ SELECT 'fill-' || md5(g::text), 'job.succeeded', 'kfill', decode(md5(g::text) ||
        ($3) + (g::float8 / $2) * (($4) - ($3)),
        CASE WHEN g % 2 = 0 THEN ARRAY[decode(md5(g::text), 'hex')] END
 FROM generate_series(1, $2) g;
-INSERT INTO event_keys (job_id, event, since)
-SELECT job_id, event, date_bin('28 days', received_at, '1970-01-05 00:00:00+00') FROM webhook_events;
+INSERT INTO event_keys (key, since)
+SELECT imggo_event_key(job_id, event), date_bin('28 days', received_at, '1970-01-05 00:00:00+00')
+FROM webhook_events;
 VACUUM (ANALYZE, FREEZE);
 -- The filled partitions are vacuumed and frozen: no autovacuum worker may
 -- start on them during a round (the sampler counts every autovacuum
@@ -131,15 +144,18 @@ sampler() {
   while :; do
     pids=$(pgrep -f "$pattern" | sed 's|.*|/proc/&/stat|' | tr '\n' ' ')
     # shellcheck disable=SC2086
-    [ -z "$pids" ] || awk '{split(FILENAME, p, "/"); print "S", p[3], $14 + $15}' $pids 2>/dev/null || true
+    [ -z "$pids" ] || awk '{split(FILENAME, p, "/"); print "S", p[3], $14 + $15, $15}' $pids 2>/dev/null || true
     echo T
     sleep 0.5
   done
 }
+# Postgres CPU seconds over a sampler's output ($2 = 3: user and system,
+# 4: system only), per process from its first sample (0 for one that started
+# during the round) to its last.
 pg_seconds() {
-  awk -v hz="$HZ" '
+  awk -v hz="$HZ" -v f="${2:-3}" '
     $1 == "T" { n++; next }
-    { if (!($2 in last)) first[$2] = (n == 0) ? $3 : 0; last[$2] = $3 }
+    { if (!($2 in last)) first[$2] = (n == 0) ? $f : 0; last[$2] = $f }
     END { for (p in last) s += last[p] - first[p]; printf "%.3f", s / hz }' "$1"
 }
 cpu_s() { awk -v hz="$HZ" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$PID/stat"; }
@@ -151,6 +167,8 @@ wal_bytes() { q postgres -c "SELECT pg_wal_lsn_diff('$2', '$1')::bigint"; }
 # checkpoint's writes), so a round measures its own work only.
 settle() {
   q postgres -c "CHECKPOINT" >/dev/null
+  sync
+  if [ "$DROP_CACHES" = 1 ]; then echo 3 > /proc/sys/vm/drop_caches; fi
   for _ in $(seq 1 240); do
     [ "$(q postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ] && return 0
     sleep 0.5
@@ -160,7 +178,7 @@ settle() {
 # One ingest round on database $1 labelled $2: appends
 # "<label> <stored/s> <p99> <receiver µs> <postgres µs>" to $WORK/results.
 round() {
-  local db=$1 label=$2 out line before stored secs rcpu0 rcpu1 pgs
+  local db=$1 label=$2 out line before stored secs rcpu0 rcpu1 pgs pgsys
   rm -f "$WORK"/spool.db*
   settle
   local l0 l1 start; l0=$(wal); start=$(q postgres -c "SELECT now()")
@@ -181,7 +199,7 @@ round() {
   kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
   kill "$PID"; wait "$PID" || true; PID=
   l1=$(wal)
-  pgs=$(pg_seconds "$WORK/pg.samples")
+  pgs=$(pg_seconds "$WORK/pg.samples"); pgsys=$(pg_seconds "$WORK/pg.samples" 4)
   stored=$(( $(q "$db" -c "SELECT count(*) FROM webhook_events WHERE received_at >= '$start'") ))
   if [ "$label" = quiet ]; then
     # A fresh database holds only this round's rows: bytes per delivery on
@@ -194,9 +212,9 @@ round() {
   line=$(echo "$out" | grep '^WRK ')
   secs=$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="seconds" {print $2}')
   local p99; p99=$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="p99_ms" {print $2}')
-  echo "$label $stored $secs $p99 $rcpu0 $rcpu1 $pgs" |
-    awk '{n=$2; printf "%s %.0f %s %.1f %.1f\n", $1, n/$3, $4, ($6-$5)*1e6/n, $7*1e6/n}' >> "$WORK/results"
-  tail -n1 "$WORK/results" | awk '{printf "  %-16s %8s/s  p99 %7s ms  receiver %6s µs  postgres %6s µs\n", $1, $2, $3, $4, $5}' >&2
+  echo "$label $stored $secs $p99 $rcpu0 $rcpu1 $pgs $pgsys" |
+    awk '{n=$2; printf "%s %.0f %s %.1f %.1f %.0f\n", $1, n/$3, $4, ($6-$5)*1e6/n, $7*1e6/n, ($7 > 0 ? 100*$8/$7 : 0)}' >> "$WORK/results"
+  tail -n1 "$WORK/results" | awk '{printf "  %-16s %8s/s  p99 %7s ms  receiver %6s µs  postgres %6s µs (%s%% system)\n", $1, $2, $3, $4, $5, $6}' >&2
   if grep -q "dropped an expired partition" "$WORK/server.log"; then
     echo "  (the server's retention pass dropped $(grep -c 'dropped an expired partition' "$WORK/server.log") partition(s) during the round)" >&2
   fi
@@ -204,15 +222,21 @@ round() {
   # the round only), so the next round stores them anew.
   q "$db" -c "WITH d AS (DELETE FROM webhook_events WHERE received_at >= '$start' \
       RETURNING job_id, event) DELETE FROM event_keys k USING d \
-      WHERE k.job_id = d.job_id AND k.event = d.event" \
+      WHERE k.key = imggo_event_key(d.job_id, d.event)" \
     -c "VACUUM ANALYZE webhook_events, event_keys" >/dev/null
 }
 
 
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+: > "$WORK/results"; : > "$WORK/bytes"
+DROP_S=
+
+if has purge; then
+# (not indented: the heredocs end on a line of their own)
 say "1. purge of $PURGE_ROWS expired deliveries: partition drop"
 fresh_db "$DB"; migrate "$DB"
 fill "$DB" "$PURGE_ROWS" "now() - interval '41 days'" "now() - interval '40 days'"
-q "$DB" -c "CHECKPOINT" >/dev/null
+settle
 l0=$(wal); t0=$(date +%s.%N)
 DATABASE_URL="$PGURL/$DB?sslmode=$PGSSLMODE" "$BIN" purge 2>/dev/null | sed -n 1p >&2
 t1=$(date +%s.%N); l1=$(wal)
@@ -234,8 +258,8 @@ SELECT 'fill-' || md5(g::text), 'job.succeeded', 'kfill', decode(md5(g::text) ||
        CASE WHEN g % 2 = 0 THEN ARRAY[decode(md5(g::text), 'hex')] END
 FROM generate_series(1, $PURGE_ROWS) g;
 VACUUM ANALYZE;
-CHECKPOINT;
 SQL
+settle
 l0=$(wal); t0=$(date +%s.%N)
 q "$DB" <<'SQL'
 DO $$
@@ -256,46 +280,48 @@ t1=$(date +%s.%N); l1=$(wal)
 DEL_S=$(echo "$t1 - $t0" | bc); DEL_WAL=$(wal_bytes "$l0" "$l1")
 left=$(q "$DB" -c "SELECT count(*) FROM webhook_events")
 echo "  batched DELETE: $DEL_S s, $DEL_WAL WAL bytes, $left rows left (vacuum's WAL comes later, not counted)" >&2
+fi
 
-say "2. growth: filling $GROW_ROWS deliveries over the last 29 days"
-fresh_db "$BIG"; migrate "$BIG"
-fill "$BIG" "$GROW_ROWS" "now() - interval '29 days'" "now() - interval '1 minute'"
-BIG_SIZE=$(q "$BIG" -c "SELECT pg_size_pretty(pg_database_size('$BIG'))")
-echo "  $BIG_SIZE" >&2
-fresh_db "$DB"; migrate "$DB"
-: > "$WORK/results"; : > "$WORK/bytes"
-for i in $(seq 1 "$ROUNDS"); do
-  say "2. growth round $i of $ROUNDS: empty, then $GROW_ROWS stored"
-  round "$DB" empty
-  round "$BIG" "grown"
-done
-q postgres -c "DROP DATABASE IF EXISTS $BIG WITH (FORCE)" >/dev/null
+if has growth; then
+  say "2. growth: filling $GROW_ROWS deliveries over the last 29 days"
+  fresh_db "$BIG"; migrate "$BIG"
+  fill "$BIG" "$GROW_ROWS" "now() - interval '29 days'" "now() - interval '1 minute'"
+  BIG_SIZE=$(q "$BIG" -c "SELECT pg_size_pretty(pg_database_size('$BIG'))")
+  echo "  $BIG_SIZE" >&2
+  fresh_db "$DB"; migrate "$DB"
+  for i in $(seq 1 "$ROUNDS"); do
+    say "2. growth round $i of $ROUNDS: empty, then $GROW_ROWS stored"
+    round "$DB" empty
+    round "$BIG" "grown"
+  done
+  q postgres -c "DROP DATABASE IF EXISTS $BIG WITH (FORCE)" >/dev/null
+fi
 
-for i in $(seq 1 "$ROUNDS"); do
-  say "3. load while purging, round $i of $ROUNDS: nothing to purge, then $PURGE_ROWS expired"
-  fresh_db "$DB"; migrate "$DB"
-  round "$DB" quiet
-  fresh_db "$DB"; migrate "$DB"
-  fill "$DB" "$PURGE_ROWS" "now() - interval '41 days'" "now() - interval '40 days'"
-  q "$DB" -c "CHECKPOINT" >/dev/null
-  round "$DB" purging
-done
-q postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+if has load; then
+  for i in $(seq 1 "$ROUNDS"); do
+    say "3. load while purging, round $i of $ROUNDS: nothing to purge, then $PURGE_ROWS expired"
+    fresh_db "$DB"; migrate "$DB"
+    round "$DB" quiet
+    fresh_db "$DB"; migrate "$DB"
+    fill "$DB" "$PURGE_ROWS" "now() - interval '41 days'" "now() - interval '40 days'"
+    round "$DB" purging
+  done
+fi
 
 echo
 echo "imggo-receiver partitions benchmark ($(git describe --always --dirty)); $(nproc) cores, PostgreSQL $(q postgres -c 'SHOW server_version')"
 echo "wrk $CONNS connections, ${SECS}s per round, $ROUNDS rounds of each kind, alternating; CPU per stored delivery"
-awk -v ds="$DROP_S" -v dw="$DROP_WAL" -v xs="$DEL_S" -v xw="$DEL_WAL" -v n="$PURGE_ROWS" 'BEGIN {
+[ -z "$DROP_S" ] || awk -v ds="$DROP_S" -v dw="$DROP_WAL" -v xs="$DEL_S" -v xw="$DEL_WAL" -v n="$PURGE_ROWS" 'BEGIN {
   printf "purge %d rows: partition drop %.2f s, %.1f kB WAL; batched DELETE %.2f s, %.1f MB WAL -> time %.3fx, WAL %.4fx\n",
     n, ds, dw / 1024, xs, xw / 1048576, ds / xs, dw / xw }'
 awk -v g="$GROW_ROWS" '
-  { c[$1]++; s[$1] += $2; p[$1] += $3; r[$1] += $4; q[$1] += $5; runs[$1] = runs[$1] sprintf("%s%s", c[$1] > 1 ? ", " : "", $2) }
+  { c[$1]++; s[$1] += $2; p[$1] += $3; r[$1] += $4; q[$1] += $5; y[$1] += $6; runs[$1] = runs[$1] sprintf("%s%s", c[$1] > 1 ? ", " : "", $2) }
   END {
-    printf "%-10s %10s %9s %13s %13s  %s\n", "kind", "stored/s", "p99 ms", "receiver µs", "postgres µs", "per round"
+    printf "%-10s %10s %9s %13s %13s %9s  %s\n", "kind", "stored/s", "p99 ms", "receiver µs", "postgres µs", "pg sys %", "per round"
     split("empty grown quiet purging", k, " ")
     for (i = 1; i <= 4; i++) { x = k[i]; if (!c[x]) continue
       m[x] = s[x] / c[x]; rc[x] = r[x] / c[x]; pc[x] = q[x] / c[x]
-      printf "%-10s %10.0f %9.2f %13.1f %13.1f  %s\n", x, m[x], p[x] / c[x], rc[x], pc[x], runs[x] }
+      printf "%-10s %10.0f %9.2f %13.1f %13.1f %9.0f  %s\n", x, m[x], p[x] / c[x], rc[x], pc[x], y[x] / c[x], runs[x] }
     if (c["empty"] && c["grown"])
       printf "growth (%d rows stored / empty): stored/s %.2fx, receiver CPU %.2fx, postgres CPU %.2fx\n", g, m["grown"] / m["empty"], rc["grown"] / rc["empty"], pc["grown"] / pc["empty"]
     if (c["quiet"] && c["purging"])
