@@ -19,6 +19,10 @@
 --
 -- Existing keys are copied into the new form in one transaction (about 8 s
 -- per million keys here: stop the replicas first, as for 20261209100000).
+-- The server's sessions have sequential scans off (src/store/pg_connect.rs);
+-- the copy below reads every key, which a scan does best.
+SET LOCAL enable_seqscan = on;
+
 CREATE FUNCTION imggo_event_key(job_id text, event text) RETURNS uuid
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN encode(substr(sha256(convert_to(event || E'\n' || job_id, 'UTF8')), 1, 16), 'hex')::uuid;

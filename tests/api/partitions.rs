@@ -483,3 +483,49 @@ async fn migrate_rewrites_text_keys_as_digests_and_dedup_holds() {
         "the text tables are gone"
     );
 }
+
+/// A database analyzed while empty (a `VACUUM ANALYZE` after `migrate`)
+/// does not turn the batch into scans: its plan, cached after a few
+/// batches, read the whole current key window for every batch, slower
+/// with every row. The store is opened as the server opens it, and
+/// Postgres' own counters say which way each partition was read.
+#[tokio::test]
+async fn batches_probe_indexes_after_an_empty_database_was_analyzed() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql("VACUUM ANALYZE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let store = match Store::connect(
+        &secrecy::SecretString::from(db.url.clone()),
+        &test_settings().database,
+    )
+    .await
+    .unwrap()
+    {
+        Store::Postgres(pg) => Store::Postgres(pg.with_layout(TEST_LAYOUT)),
+        Store::Sqlite(_) => unreachable!("a Postgres URL"),
+    };
+    for i in 0..20 {
+        let (a, b) = (
+            sealed_event(&format!("a-{i}")),
+            sealed_event(&format!("b-{i}")),
+        );
+        store.insert_batch(&[&a, &b]).await.unwrap();
+    }
+    // A backend reports its counters when it ends.
+    store.close().await;
+    let scans = "SELECT coalesce(sum(seq_scan), 0)::int8, coalesce(sum(idx_scan), 0)::int8 \
+                 FROM pg_stat_user_tables WHERE relname LIKE 'event\\_keys\\_p%'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (seq, idx): (i64, i64) = loop {
+        let (seq, idx) = sqlx::query_as(scans).fetch_one(&db.pool).await.unwrap();
+        if idx >= 20 || std::time::Instant::now() > deadline {
+            break (seq, idx);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(idx >= 20, "the key probes were counted: {idx} index scans");
+    assert_eq!(seq, 0, "no batch scanned a key window ({idx} index scans)");
+    assert_eq!(db.stored_job_ids().await.len(), 40);
+}
