@@ -29,7 +29,12 @@
 # says nothing about the table the round writes to. Every round thus starts
 # with Postgres' files read from disk, the grown table's indexes too.
 #
-# PB_PARTS ("purge growth load") runs a subset.
+# PB_PARTS ("purge growth load") runs a subset. PB_SHARED_BUFFERS (say
+# 2GB) runs everything with Postgres' shared_buffers set so (ALTER SYSTEM
+# and a restart of the local cluster, as root), and puts the setting back
+# and restarts it again on exit, however the run ends: the dedup keys of
+# the retention window, probed at random by every insert, fit there as
+# the README's Scaling section advises, or do not at the default 128MB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -40,6 +45,7 @@ CONNS=${PB_CONNECTIONS:-64}
 GROW_ROWS=${PB_GROW_ROWS:-10000000}
 PURGE_ROWS=${PB_PURGE_ROWS:-1000000}
 PARTS=${PB_PARTS:-purge growth load}
+SHARED_BUFFERS=${PB_SHARED_BUFFERS:-}
 if [ -w /proc/sys/vm/drop_caches ]; then DROP_CACHES=${PB_DROP_CACHES:-1}; else DROP_CACHES=0; fi
 COUNT=$((40000 * SECS))
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -55,10 +61,24 @@ HZ=$(getconf CLK_TCK)
 WORK=$(mktemp -d /tmp/imggo-parts.XXXXXX)
 PID=
 SAMPLER=
+RESTORE_PG=
 cleanup() {
   if [ -n "$SAMPLER" ]; then kill "$SAMPLER" 2>/dev/null || true; fi
   if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi
+  if [ -n "$RESTORE_PG" ]; then
+    psql "$PGURL/postgres" -qAt -c "ALTER SYSTEM RESET shared_buffers" >/dev/null 2>&1 || true
+    restart_pg || true
+  fi
   rm -rf "$WORK"
+}
+# The local cluster, restarted, and waited for.
+restart_pg() {
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main restart
+  for _ in $(seq 1 60); do
+    psql "$PGURL/postgres" -qAt -c "SELECT 1" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  return 1
 }
 trap cleanup EXIT
 trap 'echo "benches/load/partitions.sh: failed at line $LINENO" >&2' ERR
@@ -67,6 +87,13 @@ q() { PGOPTIONS="-c client_min_messages=warning" psql "$PGURL/$1" -qAt -v ON_ERR
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 for v in $(compgen -e | grep '^IMGGO_' || true); do unset "$v"; done
+
+if [ -n "$SHARED_BUFFERS" ]; then
+  say "Postgres: shared_buffers = $SHARED_BUFFERS for this run (restarting the local cluster)"
+  RESTORE_PG=1
+  q postgres -c "ALTER SYSTEM SET shared_buffers = '$SHARED_BUFFERS'"
+  restart_pg
+fi
 
 say "building the working tree (release)"
 cargo build --release --locked --quiet --bin imggo-receiver --example loadgen
@@ -310,7 +337,7 @@ fi
 
 echo
 echo "imggo-receiver partitions benchmark ($(git describe --always --dirty)); $(nproc) cores, PostgreSQL $(q postgres -c 'SHOW server_version')"
-echo "wrk $CONNS connections, ${SECS}s per round, $ROUNDS rounds of each kind, alternating; CPU per stored delivery"
+echo "wrk $CONNS connections, ${SECS}s per round, $ROUNDS rounds of each kind, alternating; CPU per stored delivery; shared_buffers $(q postgres -c 'SHOW shared_buffers')"
 [ -z "$DROP_S" ] || awk -v ds="$DROP_S" -v dw="$DROP_WAL" -v xs="$DEL_S" -v xw="$DEL_WAL" -v n="$PURGE_ROWS" 'BEGIN {
   printf "purge %d rows: partition drop %.2f s, %.1f kB WAL; batched DELETE %.2f s, %.1f MB WAL -> time %.3fx, WAL %.4fx\n",
     n, ds, dw / 1024, xs, xw / 1048576, ds / xs, dw / xw }'
