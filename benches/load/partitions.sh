@@ -19,7 +19,8 @@
 # Ingest rounds are ab.sh's: wrk, one thread, PB_CONNECTIONS (64)
 # connections, PB_SECONDS (20) s, unique signed 1.5 KB deliveries with PII,
 # every feature at its default; stored/s, p99, and CPU per stored delivery
-# (receiver and Postgres, from /proc; Postgres' kernel share beside it).
+# (receiver and Postgres, from /proc; Postgres' kernel share beside it),
+# and WAL bytes and full-page images (pg_stat_wal) per stored delivery.
 #
 # Before every round and every purge the machine settles: a CHECKPOINT, the
 # kernel's dirty pages written (sync), the page cache dropped (when this
@@ -208,7 +209,8 @@ round() {
   local db=$1 label=$2 out line before stored secs rcpu0 rcpu1 pgs pgsys
   rm -f "$WORK"/spool.db*
   settle
-  local l0 l1 start; l0=$(wal); start=$(q postgres -c "SELECT now()")
+  local l0 l1 start f0 f1; l0=$(wal); start=$(q postgres -c "SELECT now()")
+  f0=$(q postgres -c "SELECT wal_fpi FROM pg_stat_wal")
   DATABASE_URL="$PGURL/$db?sslmode=$PGSSLMODE" "$BIN" serve > "$WORK/server.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 300); do
@@ -225,7 +227,7 @@ round() {
   sleep 0.6
   kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
   kill "$PID"; wait "$PID" || true; PID=
-  l1=$(wal)
+  l1=$(wal); f1=$(q postgres -c "SELECT wal_fpi FROM pg_stat_wal")
   pgs=$(pg_seconds "$WORK/pg.samples"); pgsys=$(pg_seconds "$WORK/pg.samples" 4)
   stored=$(( $(q "$db" -c "SELECT count(*) FROM webhook_events WHERE received_at >= '$start'") ))
   if [ "$label" = quiet ]; then
@@ -239,9 +241,9 @@ round() {
   line=$(echo "$out" | grep '^WRK ')
   secs=$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="seconds" {print $2}')
   local p99; p99=$(echo "$line" | tr ' ' '\n' | awk -F= '$1=="p99_ms" {print $2}')
-  echo "$label $stored $secs $p99 $rcpu0 $rcpu1 $pgs $pgsys" |
-    awk '{n=$2; printf "%s %.0f %s %.1f %.1f %.0f\n", $1, n/$3, $4, ($6-$5)*1e6/n, $7*1e6/n, ($7 > 0 ? 100*$8/$7 : 0)}' >> "$WORK/results"
-  tail -n1 "$WORK/results" | awk '{printf "  %-16s %8s/s  p99 %7s ms  receiver %6s µs  postgres %6s µs (%s%% system)\n", $1, $2, $3, $4, $5, $6}' >&2
+  echo "$label $stored $secs $p99 $rcpu0 $rcpu1 $pgs $pgsys $(wal_bytes "$l0" "$l1") $((f1 - f0))" |
+    awk '{n=$2; printf "%s %.0f %s %.1f %.1f %.0f %.0f %.2f\n", $1, n/$3, $4, ($6-$5)*1e6/n, $7*1e6/n, ($7 > 0 ? 100*$8/$7 : 0), $9/n, $10/n}' >> "$WORK/results"
+  tail -n1 "$WORK/results" | awk '{printf "  %-16s %8s/s  p99 %7s ms  receiver %6s µs  postgres %6s µs (%s%% system)  WAL %s B, %s full pages\n", $1, $2, $3, $4, $5, $6, $7, $8}' >&2
   if grep -q "dropped an expired partition" "$WORK/server.log"; then
     echo "  (the server's retention pass dropped $(grep -c 'dropped an expired partition' "$WORK/server.log") partition(s) during the round)" >&2
   fi
@@ -342,13 +344,13 @@ echo "wrk $CONNS connections, ${SECS}s per round, $ROUNDS rounds of each kind, a
   printf "purge %d rows: partition drop %.2f s, %.1f kB WAL; batched DELETE %.2f s, %.1f MB WAL -> time %.3fx, WAL %.4fx\n",
     n, ds, dw / 1024, xs, xw / 1048576, ds / xs, dw / xw }'
 awk -v g="$GROW_ROWS" '
-  { c[$1]++; s[$1] += $2; p[$1] += $3; r[$1] += $4; q[$1] += $5; y[$1] += $6; runs[$1] = runs[$1] sprintf("%s%s", c[$1] > 1 ? ", " : "", $2) }
+  { c[$1]++; s[$1] += $2; p[$1] += $3; r[$1] += $4; q[$1] += $5; y[$1] += $6; wb[$1] += $7; fp[$1] += $8; runs[$1] = runs[$1] sprintf("%s%s", c[$1] > 1 ? ", " : "", $2) }
   END {
-    printf "%-10s %10s %9s %13s %13s %9s  %s\n", "kind", "stored/s", "p99 ms", "receiver µs", "postgres µs", "pg sys %", "per round"
+    printf "%-10s %10s %9s %13s %13s %9s %8s %8s  %s\n", "kind", "stored/s", "p99 ms", "receiver µs", "postgres µs", "pg sys %", "WAL B", "FPI", "per round"
     split("empty grown quiet purging", k, " ")
     for (i = 1; i <= 4; i++) { x = k[i]; if (!c[x]) continue
       m[x] = s[x] / c[x]; rc[x] = r[x] / c[x]; pc[x] = q[x] / c[x]
-      printf "%-10s %10.0f %9.2f %13.1f %13.1f %9.0f  %s\n", x, m[x], p[x] / c[x], rc[x], pc[x], y[x] / c[x], runs[x] }
+      printf "%-10s %10.0f %9.2f %13.1f %13.1f %9.0f %8.0f %8.2f  %s\n", x, m[x], p[x] / c[x], rc[x], pc[x], y[x] / c[x], wb[x] / c[x], fp[x] / c[x], runs[x] }
     if (c["empty"] && c["grown"])
       printf "growth (%d rows stored / empty): stored/s %.2fx, receiver CPU %.2fx, postgres CPU %.2fx\n", g, m["grown"] / m["empty"], rc["grown"] / rc["empty"], pc["grown"] / pc["empty"]
     if (c["quiet"] && c["purging"])
