@@ -37,6 +37,8 @@ set -euo pipefail
 REV_ARG=${1:?usage: benches/load/ab.sh REV}
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+# shellcheck source=benches/load/lib.sh
+. benches/load/lib.sh
 
 ROUNDS=${AB_ROUNDS:-2}
 SECS=${AB_SECONDS:-20}
@@ -50,7 +52,6 @@ DB=imggo_ab
 PORT=28180
 ADMIN=29564
 API=28183
-HZ=$(getconf CLK_TCK)
 
 REV=$(git rev-parse --verify "$REV_ARG^{commit}")
 SHORT=${REV:0:7}
@@ -134,32 +135,6 @@ fresh_db() {
   sync
 }
 
-# One line per Postgres process serving $DB or the whole server in the
-# background: "<pid> <utime+stime ticks>".
-PG_PATTERN="^postgres: .*( $DB |walwriter|checkpointer|background writer|autovacuum)"
-pg_sample() {
-  local pids
-  pids=$(pgrep -f "$PG_PATTERN" | sed 's|.*|/proc/&/stat|' | tr '\n' ' ')
-  [ -n "$pids" ] || return 0
-  # shellcheck disable=SC2086
-  awk '{split(FILENAME, p, "/"); print p[3], $14 + $15}' $pids 2>/dev/null || true
-}
-sampler() {
-  while :; do
-    pg_sample | sed 's/^/S /'
-    echo T
-    sleep 0.5
-  done
-}
-# Postgres CPU seconds over a sampler's output: per process, its last
-# reading minus its first (0 for a process that started after the first).
-pg_seconds() {
-  awk -v hz="$HZ" '
-    $1 == "T" { n++; next }
-    { if (!($2 in last)) first[$2] = (n == 0) ? $3 : 0; last[$2] = $3 }
-    END { for (p in last) s += last[p] - first[p]; printf "%.3f", s / hz }' "$1"
-}
-cpu_s() { awk -v hz="$HZ" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$PID/stat"; }
 
 # One round: build $1 (base|tree) on a fresh database; appends
 # "<build> <stored/s> <p50> <p99> <rss MiB> <receiver µs> <postgres µs> <non2xx> <stored>"
@@ -177,13 +152,13 @@ round() {
     sleep 0.1
   done
   [ -n "$ready" ] || { echo "$b did not become ready"; tail "$WORK/server.log"; exit 1; }
-  sampler > "$WORK/pg.samples" &
+  pg_sampler "$DB" > "$WORK/pg.samples" &
   SAMPLER=$!
   sleep 0.6
-  rcpu0=$(cpu_s)
+  rcpu0=$(cpu_s "$PID")
   out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 10s -s benches/load/wrk.lua \
     "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 1)
-  rcpu1=$(cpu_s)
+  rcpu1=$(cpu_s "$PID")
   sleep 0.6
   kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
   rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$PID/status")

@@ -39,6 +39,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+# shellcheck source=benches/load/lib.sh
+. benches/load/lib.sh
 
 ROUNDS=${PB_ROUNDS:-2}
 SECS=${PB_SECONDS:-20}
@@ -57,7 +59,6 @@ BIG=imggo_parts_big
 PORT=28190
 ADMIN=29574
 API=28193
-HZ=$(getconf CLK_TCK)
 
 WORK=$(mktemp -d /tmp/imggo-parts.XXXXXX)
 PID=
@@ -165,28 +166,6 @@ END
 SQL
 }
 
-# One line per Postgres process serving database $1 or the whole server in
-# the background: "<pid> <utime+stime ticks>" (ab.sh's).
-sampler() {
-  local pattern="^postgres: .*( $1 |walwriter|checkpointer|background writer|autovacuum)" pids
-  while :; do
-    pids=$(pgrep -f "$pattern" | sed 's|.*|/proc/&/stat|' | tr '\n' ' ')
-    # shellcheck disable=SC2086
-    [ -z "$pids" ] || awk '{split(FILENAME, p, "/"); print "S", p[3], $14 + $15, $15}' $pids 2>/dev/null || true
-    echo T
-    sleep 0.5
-  done
-}
-# Postgres CPU seconds over a sampler's output ($2 = 3: user and system,
-# 4: system only), per process from its first sample (0 for one that started
-# during the round) to its last.
-pg_seconds() {
-  awk -v hz="$HZ" -v f="${2:-3}" '
-    $1 == "T" { n++; next }
-    { if (!($2 in last)) first[$2] = (n == 0) ? $f : 0; last[$2] = $f }
-    END { for (p in last) s += last[p] - first[p]; printf "%.3f", s / hz }' "$1"
-}
-cpu_s() { awk -v hz="$HZ" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$PID/stat"; }
 
 wal() { q postgres -c "SELECT pg_current_wal_lsn()"; }
 wal_bytes() { q postgres -c "SELECT pg_wal_lsn_diff('$2', '$1')::bigint"; }
@@ -217,13 +196,13 @@ round() {
     curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  sampler "$db" > "$WORK/pg.samples" &
+  pg_sampler "$db" > "$WORK/pg.samples" &
   SAMPLER=$!
   sleep 0.6
-  rcpu0=$(cpu_s)
+  rcpu0=$(cpu_s "$PID")
   out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 10s -s benches/load/wrk.lua \
     "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 1)
-  rcpu1=$(cpu_s)
+  rcpu1=$(cpu_s "$PID")
   sleep 0.6
   kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
   kill "$PID"; wait "$PID" || true; PID=

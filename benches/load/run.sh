@@ -45,6 +45,8 @@
 # guest/guest) and Redis (6379) running.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/load/lib.sh
+. benches/load/lib.sh
 
 SECONDS_=${BENCH_SECONDS:-30}
 CONNS=${BENCH_CONNECTIONS:-64}
@@ -136,7 +138,6 @@ drain_feed() {
 }
 
 # Receiver CPU seconds so far (utime + stime).
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$PID/stat"; }
 
 # wrk against a fresh database and server, with `validation.schemas_dir` =
 # $1 ("" = off); prints "<stored/s> <receiver µs CPU per stored delivery>".
@@ -144,10 +145,10 @@ ab_round() {
   local out line cpu0 cpu1 stored t0 t1
   fresh_db
   IMGGO__VALIDATION__SCHEMAS_DIR=$1 start
-  cpu0=$(cpu_s); t0=$(date +%s.%N)
+  cpu0=$(cpu_s "$PID"); t0=$(date +%s.%N)
   out=$(wrk -t1 -c"$CONNS" -d"${AB_SECONDS}s" --timeout 10s -s benches/load/wrk.lua \
     "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 1)
-  t1=$(date +%s.%N); cpu1=$(cpu_s)
+  t1=$(date +%s.%N); cpu1=$(cpu_s "$PID")
   stop
   stored=$(rows)
   line=$(echo "$out" | grep '^WRK ')
