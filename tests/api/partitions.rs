@@ -53,6 +53,22 @@ async fn migrate_before(db: &TestDb, version: i64) {
     previous.run(&db.pool).await.unwrap();
 }
 
+/// A store opened as the server opens it (its session settings: no JIT,
+/// no sequential scans), with [`TEST_LAYOUT`]; `db.store()` shares the
+/// test pool.
+async fn server_store(db: &TestDb) -> Store {
+    match Store::connect(
+        &secrecy::SecretString::from(db.url.clone()),
+        &test_settings().database,
+    )
+    .await
+    .unwrap()
+    {
+        Store::Postgres(pg) => Store::Postgres(pg.with_layout(TEST_LAYOUT)),
+        Store::Sqlite(_) => unreachable!("a Postgres URL"),
+    }
+}
+
 /// The first 16 bytes of SHA-256 over the event name, a line feed and the
 /// job id (docs/storage.md), computed here, not by the code under test.
 fn digest_of(job: &str, event: &str) -> Vec<u8> {
@@ -416,7 +432,10 @@ async fn a_stored_key_is_the_documented_digest_of_event_and_job() {
         .await
         .unwrap();
     assert_eq!(by_fn, digest_of("b", "a.x"));
-    assert_ne!(by_fn, digest_of("x\nb", "a"));
+    // Unambiguous only because a line feed never reaches the store: the
+    // pair ("b", "a\nx") would share the digest of ("x\nb", "a").
+    use imggo_receiver::event::Envelope;
+    assert!(!Envelope::is_event("a\nx") && !Envelope::is_job_id("x\nb"));
 }
 
 /// `migrate` on a database whose keys are still the two texts (the
@@ -444,8 +463,16 @@ async fn migrate_rewrites_text_keys_as_digests_and_dedup_holds() {
     .execute(&db.pool)
     .await
     .unwrap();
+    // And a window made ahead, empty: it goes with the old table (windows
+    // are made again ahead of need, or on demand).
+    let ahead = now_window + chrono::Duration::days(28);
+    sqlx::query("SELECT imggo_create_partition('event_keys', $1, $1 + interval '672 hours')")
+        .bind(ahead)
+        .execute(&db.pool)
+        .await
+        .unwrap();
 
-    let store = db.store();
+    let store = server_store(&db).await;
     store.migrate().await.unwrap();
 
     assert_eq!(
@@ -496,16 +523,7 @@ async fn batches_probe_indexes_after_an_empty_database_was_analyzed() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let store = match Store::connect(
-        &secrecy::SecretString::from(db.url.clone()),
-        &test_settings().database,
-    )
-    .await
-    .unwrap()
-    {
-        Store::Postgres(pg) => Store::Postgres(pg.with_layout(TEST_LAYOUT)),
-        Store::Sqlite(_) => unreachable!("a Postgres URL"),
-    };
+    let store = server_store(&db).await;
     for i in 0..20 {
         let (a, b) = (
             sealed_event(&format!("a-{i}")),
