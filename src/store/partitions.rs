@@ -270,6 +270,9 @@ pub async fn warn_if_locks_run_short(pool: &PgPool, layout: &Layout) {
     let Some(max_age) = layout.max_age else {
         return;
     };
+    if WARNED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let kept = max_age.as_secs() / layout.interval.as_secs().max(1) + 3;
     let per_read = kept * LOCKS_PER_PARTITION;
     let settings: Result<(String, String), _> = sqlx::query_as(
@@ -386,6 +389,17 @@ pub fn key_window(t: DateTime<Utc>) -> DateTime<Utc> {
     align_down(t, KEY_WINDOW, KEY_ORIGIN)
 }
 
+/// [`key_window`] of the SQL timestamp `expr`, as Postgres computes it in
+/// the batch statement: one definition of the windows for both sides.
+pub fn key_window_sql(expr: &str) -> String {
+    let origin = DateTime::from_timestamp(KEY_ORIGIN, 0).unwrap_or_default();
+    format!(
+        "date_bin('{} days', {expr}, '{}')",
+        KEY_WINDOW.as_secs() / 86_400,
+        origin.format("%Y-%m-%d %H:%M:%S+00")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +466,15 @@ mod tests {
         assert_eq!(
             gap_around(&parts, at("2026-12-08T05:00:00Z"), DAY, 0),
             (at("2026-12-08T02:00:00Z"), at("2026-12-09T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn the_key_window_in_sql_is_the_migrations_date_bin() {
+        // The literal 20261209100000_time_partitions.sql wrote the keys with.
+        assert_eq!(
+            key_window_sql("b.received_at"),
+            "date_bin('28 days', b.received_at, '1970-01-05 00:00:00+00')"
         );
     }
 

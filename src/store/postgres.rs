@@ -505,6 +505,7 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
         EventColumns::new_event_count() + 2,
         EventColumns::new_event_count() + 3,
     );
+    let window_start = partitions::key_window_sql("b.received_at");
     format!(
         "\
     WITH batch AS ( \
@@ -518,7 +519,7 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
       FROM UNNEST(${subject}::bytea[], ${subject_of}::int8[]) AS s(subject, n) GROUP BY n), \
     firsts AS ( \
       SELECT DISTINCT ON (job_id, event) b.*, s.subjects, \
-             date_bin('28 days', b.received_at, '1970-01-05 00:00:00+00') AS window_start, \
+             {window_start} AS window_start, \
              imggo_event_key(b.job_id, b.event) AS key \
       FROM batch b LEFT JOIN subj s USING (n) ORDER BY job_id, event, n), \
     barred AS ( \
