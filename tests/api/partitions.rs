@@ -53,22 +53,6 @@ async fn migrate_before(db: &TestDb, version: i64) {
     previous.run(&db.pool).await.unwrap();
 }
 
-/// A store opened as the server opens it (its session settings: no JIT,
-/// no sequential scans), with [`TEST_LAYOUT`]; `db.store()` shares the
-/// test pool.
-async fn server_store(db: &TestDb) -> Store {
-    match Store::connect(
-        &secrecy::SecretString::from(db.url.clone()),
-        &test_settings().database,
-    )
-    .await
-    .unwrap()
-    {
-        Store::Postgres(pg) => Store::Postgres(pg.with_layout(TEST_LAYOUT)),
-        Store::Sqlite(_) => unreachable!("a Postgres URL"),
-    }
-}
-
 /// The first 16 bytes of SHA-256 over the event name, a line feed and the
 /// job id (docs/storage.md), computed here, not by the code under test.
 fn digest_of(job: &str, event: &str) -> Vec<u8> {
@@ -472,7 +456,7 @@ async fn migrate_rewrites_text_keys_as_digests_and_dedup_holds() {
         .await
         .unwrap();
 
-    let store = server_store(&db).await;
+    let store = db.server_store().await;
     store.migrate().await.unwrap();
 
     assert_eq!(
@@ -523,7 +507,7 @@ async fn batches_probe_indexes_after_an_empty_database_was_analyzed() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let store = server_store(&db).await;
+    let store = db.server_store().await;
     for i in 0..20 {
         let (a, b) = (
             sealed_event(&format!("a-{i}")),

@@ -83,6 +83,22 @@ impl TestDb {
         Store::Postgres(PgStore::from_pool(self.pool.clone()).with_layout(TEST_LAYOUT))
     }
 
+    /// A store opened as the server opens it (its session settings: no
+    /// JIT, no sequential scans), with [`TEST_LAYOUT`]; [`Self::store`]
+    /// shares the test pool, whose sessions keep Postgres' defaults.
+    pub async fn server_store(&self) -> Store {
+        match Store::connect(
+            &secrecy::SecretString::from(self.url.clone()),
+            &super::test_settings().database,
+        )
+        .await
+        .unwrap()
+        {
+            Store::Postgres(pg) => Store::Postgres(pg.with_layout(TEST_LAYOUT)),
+            Store::Sqlite(_) => unreachable!("a Postgres URL"),
+        }
+    }
+
     /// A fresh database no migration has touched (what a first start sees).
     pub async fn unmigrated() -> Self {
         let name = test_db_name();
