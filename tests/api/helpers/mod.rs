@@ -371,8 +371,10 @@ pub async fn backdate_tombstones(store: &Store, secs: i64) {
         .unwrap();
         store.make_partitions_for(&times).await.unwrap();
         sqlx::query(&format!(
-            "UPDATE event_keys SET since = date_bin('28 days', since - make_interval(secs => {secs}), \
-             '1970-01-05 00:00:00+00')"
+            "UPDATE event_keys SET since = {}",
+            imggo_receiver::store::partitions::key_window_sql(&format!(
+                "since - make_interval(secs => {secs})"
+            ))
         ))
         .execute(s.pool())
         .await
