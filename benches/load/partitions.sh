@@ -23,12 +23,18 @@
 # and WAL bytes and full-page images (pg_stat_wal) per stored delivery.
 #
 # Before every round and every purge the machine settles: a CHECKPOINT, the
-# kernel's dirty pages written (sync), the page cache dropped (when this
-# runs as root: PB_DROP_CACHES=1, the default then) and no autovacuum worker
-# left. A fill of millions of rows otherwise leaves gigabytes of page cache
-# and writeback behind it that the next round pays for in kernel time, which
-# says nothing about the table the round writes to. Every round thus starts
-# with Postgres' files read from disk, the grown table's indexes too.
+# kernel's dirty pages written (sync) and no autovacuum worker left. A fill
+# of millions of rows otherwise leaves gigabytes of writeback behind it that
+# the next round pays for in kernel time, which says nothing about the
+# table the round writes to.
+#
+# Each round measures a running service: PB_WARMUP (10) s of the same load
+# (deliveries of their own) go first, unmeasured, so the round sees what a
+# service that has run for a while sees: the indexes it writes to in
+# memory, their pages' first images since the last checkpoint written.
+# PB_WARMUP=0 PB_DROP_CACHES=1 (root only: the page cache dropped before
+# each round) measures a cold start instead: every page of the grown
+# table's indexes that a round touches is read from disk and logged whole.
 #
 # PB_PARTS ("purge growth load") runs a subset. PB_SHARED_BUFFERS (say
 # 2GB) runs everything with Postgres' shared_buffers set so (ALTER SYSTEM
@@ -49,7 +55,8 @@ GROW_ROWS=${PB_GROW_ROWS:-10000000}
 PURGE_ROWS=${PB_PURGE_ROWS:-1000000}
 PARTS=${PB_PARTS:-purge growth load}
 SHARED_BUFFERS=${PB_SHARED_BUFFERS:-}
-if [ -w /proc/sys/vm/drop_caches ]; then DROP_CACHES=${PB_DROP_CACHES:-1}; else DROP_CACHES=0; fi
+WARMUP=${PB_WARMUP:-10}
+if [ -w /proc/sys/vm/drop_caches ]; then DROP_CACHES=${PB_DROP_CACHES:-0}; else DROP_CACHES=0; fi
 COUNT=$((40000 * SECS))
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
@@ -110,6 +117,7 @@ export IMGGO__RATE_LIMIT__PER_SECOND=10000000 IMGGO__RATE_LIMIT__BURST=10000000
 
 say "generating $COUNT unique signed deliveries"
 $LOADGEN gen "$COUNT" "$WORK/deliveries.tsv"
+[ "$WARMUP" = 0 ] || $LOADGEN gen "$((40000 * WARMUP))" "$WORK/warmup.tsv"
 
 fresh_db() {
   q postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" >/dev/null
@@ -188,14 +196,19 @@ round() {
   local db=$1 label=$2 out line before stored secs rcpu0 rcpu1 pgs pgsys
   rm -f "$WORK"/spool.db*
   settle
-  local l0 l1 start f0 f1; l0=$(wal); start=$(q postgres -c "SELECT now()")
-  f0=$(q postgres -c "SELECT wal_fpi FROM pg_stat_wal")
+  local l0 l1 start first f0 f1; first=$(q postgres -c "SELECT now()")
   DATABASE_URL="$PGURL/$db?sslmode=$PGSSLMODE" "$BIN" serve > "$WORK/server.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 300); do
     curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
     sleep 0.1
   done
+  if [ "$WARMUP" != 0 ]; then
+    wrk -t1 -c"$CONNS" -d"${WARMUP}s" --timeout 10s -s benches/load/wrk.lua \
+      "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/warmup.tsv" 1 >/dev/null
+  fi
+  l0=$(wal); start=$(q postgres -c "SELECT now()")
+  f0=$(q postgres -c "SELECT wal_fpi FROM pg_stat_wal")
   pg_sampler "$db" > "$WORK/pg.samples" &
   SAMPLER=$!
   sleep 0.6
@@ -212,7 +225,10 @@ round() {
   if [ "$label" = quiet ]; then
     # A fresh database holds only this round's rows: bytes per delivery on
     # disk (heap, TOAST and indexes of events and keys) and in WAL.
-    q "$db" -c "SELECT $stored, coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c \
+    # (disk over every row of the round, warm-up's too; WAL over the
+    # measured ones).
+    q "$db" -c "SELECT $stored, coalesce(sum(pg_total_relation_size(c.oid)), 0) \
+        * $stored / (SELECT count(*) FROM webhook_events) FROM pg_class c \
       JOIN pg_inherits i ON i.inhrelid = c.oid \
       WHERE i.inhparent IN ('webhook_events'::regclass, 'event_keys'::regclass)" \
       -F' ' | awk -v w="$(wal_bytes "$l0" "$l1")" '{printf "%s %s %s\n", $1, $2, w}' >> "$WORK/bytes"
@@ -226,9 +242,9 @@ round() {
   if grep -q "dropped an expired partition" "$WORK/server.log"; then
     echo "  (the server's retention pass dropped $(grep -c 'dropped an expired partition' "$WORK/server.log") partition(s) during the round)" >&2
   fi
-  # The round's own deliveries go (found by receipt: the partitions of
-  # the round only), so the next round stores them anew.
-  q "$db" -c "WITH d AS (DELETE FROM webhook_events WHERE received_at >= '$start' \
+  # The round's own deliveries (the warm-up's too) go, found by receipt
+  # (the partitions of the round only), so the next round stores them anew.
+  q "$db" -c "WITH d AS (DELETE FROM webhook_events WHERE received_at >= '$first' \
       RETURNING job_id, event) DELETE FROM event_keys k USING d \
       WHERE k.key = imggo_event_key(d.job_id, d.event)" \
     -c "VACUUM ANALYZE webhook_events, event_keys" >/dev/null
@@ -318,7 +334,7 @@ fi
 
 echo
 echo "imggo-receiver partitions benchmark ($(git describe --always --dirty)); $(nproc) cores, PostgreSQL $(q postgres -c 'SHOW server_version')"
-echo "wrk $CONNS connections, ${SECS}s per round, $ROUNDS rounds of each kind, alternating; CPU per stored delivery; shared_buffers $(q postgres -c 'SHOW shared_buffers')"
+echo "wrk $CONNS connections, ${SECS}s per round after ${WARMUP}s of warm-up, page cache dropped: $DROP_CACHES, $ROUNDS rounds of each kind, alternating; CPU per stored delivery; shared_buffers $(q postgres -c 'SHOW shared_buffers')"
 [ -z "$DROP_S" ] || awk -v ds="$DROP_S" -v dw="$DROP_WAL" -v xs="$DEL_S" -v xw="$DEL_WAL" -v n="$PURGE_ROWS" 'BEGIN {
   printf "purge %d rows: partition drop %.2f s, %.1f kB WAL; batched DELETE %.2f s, %.1f MB WAL -> time %.3fx, WAL %.4fx\n",
     n, ds, dw / 1024, xs, xw / 1048576, ds / xs, dw / xw }'
