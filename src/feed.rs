@@ -112,6 +112,12 @@ impl FeedWatch {
     }
 }
 
+/// The head's sender, and the watch that subscribes to it.
+fn head_channel() -> (Arc<watch::Sender<Position>>, FeedWatch) {
+    let head = Arc::new(watch::Sender::new(Position::default()));
+    (head.clone(), FeedWatch { head })
+}
+
 /// The task side of the watcher.
 pub struct FeedWatcher {
     store: Store,
@@ -137,7 +143,7 @@ const MIN_SPACING: Duration = Duration::from_millis(25);
 
 impl FeedWatcher {
     pub fn new(store: Store) -> (Self, FeedWatch) {
-        let head = Arc::new(watch::Sender::new(Position::default()));
+        let (head, watch) = head_channel();
         let commits = match &store {
             Store::Sqlite(s) => Some(s.commits()),
             Store::Postgres(_) => None,
@@ -145,10 +151,10 @@ impl FeedWatcher {
         (
             Self {
                 store,
-                head: head.clone(),
+                head,
                 commits,
             },
-            FeedWatch { head },
+            watch,
         )
     }
 
@@ -227,6 +233,17 @@ impl FeedWatcher {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_subscribers_are_waiters_however_often_the_watch_is_cloned() {
+        let (head, watch) = head_channel();
+        let clones = [watch.clone(), watch.clone(), watch];
+        assert_eq!(head.receiver_count(), 0, "a watch alone is no waiter");
+        let waiting = clones[1].subscribe();
+        assert_eq!(head.receiver_count(), 1);
+        drop(waiting);
+        assert_eq!(head.receiver_count(), 0);
+    }
 
     #[test]
     fn cursors_round_trip_and_refuse_the_other_form() {
