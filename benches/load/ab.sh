@@ -135,7 +135,6 @@ fresh_db() {
   sync
 }
 
-
 # One round: build $1 (base|tree) on a fresh database; appends
 # "<build> <stored/s> <p50> <p99> <rss MiB> <receiver µs> <postgres µs> <non2xx> <stored>"
 # to $WORK/results.

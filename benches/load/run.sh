@@ -137,8 +137,6 @@ drain_feed() {
   echo "$n $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b-a}')"
 }
 
-# Receiver CPU seconds so far (utime + stime).
-
 # wrk against a fresh database and server, with `validation.schemas_dir` =
 # $1 ("" = off); prints "<stored/s> <receiver µs CPU per stored delivery>".
 ab_round() {
