@@ -6,9 +6,10 @@
 //!   ([`normalize_name`]) and looked up: `hash` replaces `X` by `X_hash` (a
 //!   keyed HMAC of the canonical value), `mask_last4` keeps only the last
 //!   four digits, `drop` removes the field, `keep` cancels a default.
-//! * **Value detection** — every other string (and every number whose value
-//!   is an integer, however written) is scanned for Luhn-valid card numbers
-//!   and US SSNs, which are masked in place. Only the top-level identifiers
+//! * **Value detection** — every key, every other string (and every number
+//!   whose value is an integer, however written) is scanned for Luhn-valid
+//!   card numbers and US SSNs, which are masked in place (a key's name rule
+//!   is chosen from the key as sent). Only the top-level identifiers
 //!   `event` and `job_id` are not rewritten: they are the idempotency key,
 //!   held to strict patterns, and stored beside the payload as they are.
 //!   `pattern_id` and `status` are scanned like any string, and their
@@ -25,8 +26,10 @@
 //! * `mask_last4` of a string with no digit leaves it unchanged.
 //! * Value detection uses ASCII digits only.
 //! * A string whose escapes hold a lone surrogate (`"\ud800"`) is read as
-//!   U+FFFD there and written back with its escapes; if value detection
-//!   masks something in it, the new string keeps U+FFFD instead.
+//!   U+FFFD there and written back with that escape (every other escape
+//!   written as `JSON.stringify` writes it, so the text shows the digits a
+//!   reader sees); if value detection masks something in it, the new string
+//!   keeps U+FFFD instead.
 //!
 //! Redaction is idempotent: `redact(redact(x)) == redact(x)`.
 

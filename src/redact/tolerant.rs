@@ -11,8 +11,10 @@
 //!   `"X":"v"` into `"X_hash":"<digest>"`; `mask_last4` masks; `keep`
 //!   cancels. Under a hashed or masked container every leaf is hashed or
 //!   masked, and nested rules still apply.
-//! * Every string is scanned once its escapes are decoded (`\u0034\u0031…`
-//!   is a card), every number by its value, as in a body that parses.
+//! * Every string, keys included, is scanned once its escapes are decoded
+//!   (`\u0034\u0031…` is a card), every number by its value, as in a body
+//!   that parses. A string with escapes is written from its decoded text,
+//!   so the stored text shows the digits a JSON reader sees.
 //! * What it cannot read (bytes that are no token, a string or number cut
 //!   off by the end of the text) is masked conservatively: every run of
 //!   digits holding 9 or more in all (a card cut short, an SSN without
@@ -23,8 +25,8 @@
 //!   as written, and digit groups joined by spaces or dashes into 13 or more
 //!   digits are masked like unreadable bytes: no JSON value is written so.
 
-use crate::json::escape_str;
 use crate::json::lex::{Lexer, StrToken, Token};
+use crate::json::{escape_str, restringify};
 
 use super::detect::Scanner;
 use super::luhn::mask_card_number;
@@ -181,9 +183,23 @@ impl<'a> Walk<'_, 'a> {
         true
     }
 
+    /// A key kept: its name rule did not remove or rename it, but value
+    /// detection still applies to it (a card spelled as a key is masked).
     fn unchanged_key(&mut self, pending: &Pending<'_>) {
-        self.string(pending.key.raw);
+        let key = &pending.key;
+        match self.detected(&key.text) {
+            Some(masked) => self.quoted(&masked),
+            None => self.as_written(key),
+        }
         self.bare.push_str(&pending.between);
+    }
+
+    /// `text` with value detection applied, when it is on and found anything.
+    fn detected(&mut self, text: &str) -> Option<String> {
+        self.redactor
+            .detect_values
+            .then(|| self.scanner.redact_text(text))
+            .flatten()
     }
 
     /// The value right after a key, under the key's rule.
@@ -205,7 +221,9 @@ impl<'a> Walk<'_, 'a> {
                 _ => None,
             };
             if let Some(digest) = digest {
-                self.quoted(&format!("{}_hash", pending.key.text));
+                let key = self.detected(&pending.key.text);
+                let key = key.as_deref().unwrap_or(&pending.key.text);
+                self.quoted(&format!("{key}_hash"));
                 self.bare.push_str(&pending.between);
                 return self.quoted(&digest);
             }
@@ -238,20 +256,14 @@ impl<'a> Walk<'_, 'a> {
                     Mode::Detect => unreadable(&mut self.scanner, &s.text),
                 };
                 match text {
-                    Some(text) => {
-                        self.flush();
-                        self.out.push('"');
-                        escape_str(&text, |piece| self.out.push_str(piece));
-                    }
-                    None => self.string(s.raw),
+                    Some(text) => self.unclosed(&text),
+                    None => self.as_written(&s),
                 }
             }
-            (Token::Str(s), Mode::Detect) => {
-                match detect.then(|| self.scanner.redact_text(&s.text)).flatten() {
-                    Some(masked) => self.quoted(&masked),
-                    None => self.string(s.raw),
-                }
-            }
+            (Token::Str(s), Mode::Detect) => match self.detected(&s.text) {
+                Some(masked) => self.quoted(&masked),
+                None => self.as_written(&s),
+            },
             (Token::Str(s), Mode::HashLeaves) if !is_hash_hex(&s.text) => {
                 let digest = self.redactor.hash_value(&s.text);
                 self.quoted(&digest);
@@ -259,10 +271,10 @@ impl<'a> Walk<'_, 'a> {
             (Token::Str(s), Mode::MaskLeaves) if !is_hash_hex(&s.text) => {
                 match mask_last4(&s.text) {
                     Some(masked) => self.quoted(&masked),
-                    None => self.string(s.raw),
+                    None => self.as_written(&s),
                 }
             }
-            (Token::Str(s), _) => self.string(s.raw),
+            (Token::Str(s), _) => self.as_written(&s),
             (Token::Number(n), Mode::Detect) => match detect.then(|| mask_card_number(n)).flatten()
             {
                 Some(masked) => self.quoted(&masked),
@@ -288,10 +300,35 @@ impl<'a> Walk<'_, 'a> {
         }
     }
 
-    /// A string's source text, written as it came.
-    fn string(&mut self, raw: &str) {
+    /// A string left as it is: its source text when it has no escape,
+    /// else written again as `JSON.stringify` writes it (lone surrogates
+    /// kept as escapes), so that the stored text shows the characters a
+    /// JSON reader sees: `"4111111111111111\u0034"` holds seventeen digits
+    /// and `"4111111111111111\u0041"` digits glued to a letter, no card,
+    /// and neither is written with a card-shaped run in it.
+    fn as_written(&mut self, s: &StrToken<'_>) {
         self.flush();
-        self.out.push_str(raw);
+        if !s.raw.contains('\\') {
+            self.out.push_str(s.raw);
+            return;
+        }
+        let inside = &s.raw[1..];
+        let inside = match s.closed {
+            true => &inside[..inside.len() - 1],
+            false => inside,
+        };
+        self.out.push('"');
+        restringify(inside, |piece| self.out.push_str(piece));
+        if s.closed {
+            self.out.push('"');
+        }
+    }
+
+    /// `text` written as a JSON string cut off by the end of the text.
+    fn unclosed(&mut self, text: &str) {
+        self.flush();
+        self.out.push('"');
+        escape_str(text, |piece| self.out.push_str(piece));
     }
 
     /// `text` written as a JSON string.

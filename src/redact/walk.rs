@@ -1,5 +1,5 @@
 //! The walk over a payload: name rules on every object key at any depth,
-//! value detection on every other string and integer.
+//! value detection on every key, string and integer.
 
 use crate::json::{Json, JsonStr};
 
@@ -117,6 +117,15 @@ impl<'r> Walker<'r> {
         for (at, (key, value)) in entries.iter_mut().enumerate() {
             normalize_into(key, &mut self.name);
             let action = self.redactor.names.get(&self.name);
+            // A key is a string in the payload too (§4: "every string
+            // anywhere"): a card or SSN spelled as a key is masked there.
+            // Its rule comes from the name as sent.
+            if self.redactor.detect_values {
+                if let Some(masked) = self.scanner.redact_text(key) {
+                    *key = JsonStr::from(masked);
+                    self.changed = true;
+                }
+            }
             let child_mode = match action {
                 Some(Action::Drop) => {
                     changes.push(KeyChange::Remove(at));

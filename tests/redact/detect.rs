@@ -258,14 +258,32 @@ fn strings_in_arrays_and_non_object_payloads() {
     assert_eq!(bare, json!("************1111"));
 }
 
+/// A key is a string in the payload too: a card or SSN spelled as one is
+/// masked like a value, at any depth, and its name rule still applies.
 #[test]
-fn keys_are_not_rewritten() {
-    let mut payload = json!({"manifest": {"4111111111111111": "4111111111111111"}});
+fn keys_are_scanned_like_values() {
+    let mut payload = json!({
+        "4111111111111111": "4111111111111111",
+        "manifest": {"notes": [{"card 4111 1111 1111 1111": 1, "123-45-6789": "x"}]},
+        "cvv": "123",
+        "order 41111111111111114": "kept: seventeen digits are no card"
+    });
     redactor().redact(&mut payload);
     assert_eq!(
         payload,
-        json!({"manifest": {"4111111111111111": "************1111"}})
+        json!({
+            "************1111": "************1111",
+            "manifest": {"notes": [{"card ************1111": 1, "***-**-6789": "x"}]},
+            "order 41111111111111114": "kept: seventeen digits are no card"
+        })
     );
+    let off = RedactSettings {
+        detect_values: false,
+        ..RedactSettings::default()
+    };
+    let mut payload = json!({"4111111111111111": 1});
+    Redactor::new(&off, KEY).redact(&mut payload);
+    assert_eq!(payload, json!({"4111111111111111": 1}));
 }
 
 #[test]
