@@ -32,7 +32,9 @@
 # AB_TARGET (target/ab: REV's cargo target dir, seeded from target/release on
 # first use so dependencies are not compiled again; REV's binary is kept
 # there by commit id), PGURL (postgres://postgres@127.0.0.1:5432),
-# PGSSLMODE (disable).
+# PGSSLMODE (disable), AB_TREE_SQL (SQL run on the tree's database after its
+# migrations, before it serves: with REV = HEAD, the cost of one index or
+# setting, e.g. AB_TREE_SQL='DROP INDEX webhook_events_brin').
 set -euo pipefail
 REV_ARG=${1:?usage: benches/load/ab.sh REV}
 cd "$(dirname "$0")/../.."
@@ -143,6 +145,9 @@ round() {
   fresh_db
   rm -f "$WORK"/spool.db*
   (set -a; . "$WORK/$b/env"; exec "$WORK/$b/imggo-receiver" migrate) > "$WORK/migrate.log" 2>&1 || { cat "$WORK/migrate.log"; exit 1; }
+  if [ "$b" = tree ] && [ -n "${AB_TREE_SQL:-}" ]; then
+    psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -qc "$AB_TREE_SQL" >/dev/null
+  fi
   (set -a; . "$WORK/$b/env"; exec "$WORK/$b/imggo-receiver" serve) > "$WORK/server.log" 2>&1 &
   PID=$!
   local ready=
