@@ -95,8 +95,9 @@ pub struct Delivery<'a> {
     /// The body as received: stored as it is when redaction changes
     /// nothing (its whitespace and key order included, CONTRACT §1).
     raw: &'a [u8],
-    /// Whether `body` holds all of `raw` (no repeated key was folded away:
-    /// redaction never saw a folded value, so its text must not be kept).
+    /// Whether `raw` may stand for `body` ([`Json::parse_whole`]: no
+    /// repeated key was folded away, which redaction never saw, and no
+    /// escape spells a letter or digit, which would show other digits).
     whole: bool,
 }
 

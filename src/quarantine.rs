@@ -85,7 +85,8 @@ pub fn redact(body: &[u8], redactor: &Redactor) -> Vec<u8> {
     }
 }
 
-/// `tree` (parsed from `body`; `whole` when no repeated key was folded)
+/// `tree` (parsed from `body`; `whole` when `body` may stand for it, see
+/// [`Json::parse_whole`])
 /// redacted and written out, or `body` itself when redaction changed
 /// nothing in a whole tree: its text stays as the sender wrote it.
 fn redacted_text(

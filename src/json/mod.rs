@@ -241,9 +241,11 @@ impl<'a> Json<'a> {
         parse::document(bytes).map(|(value, _)| value)
     }
 
-    /// [`Self::parse`], and whether the value holds everything the text
-    /// does: false when repeated keys were folded (the last value kept), so
-    /// the text itself must not stand in for the value.
+    /// [`Self::parse`], and whether the text may stand in for the value:
+    /// false when repeated keys were folded (the last value kept), or when
+    /// an escape spells a letter or digit (`\u0034`, which `JSON.stringify`
+    /// never writes: the text would show a reader digits or a card-shaped
+    /// run other than the value holds).
     pub fn parse_whole(bytes: &'a [u8]) -> Result<(Self, bool), JsonError> {
         parse::document(bytes)
     }

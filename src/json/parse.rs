@@ -6,8 +6,10 @@ use super::keys::dedup_keys;
 use super::{Json, JsonError, JsonStr, LoneSurrogates, Repr, MAX_DEPTH};
 
 /// One JSON document (surrounding whitespace allowed, nothing else).
-/// The document, and whether it holds everything the text does (false
-/// when repeated keys were folded).
+/// The document, and whether its text may stand for it as it came: false
+/// when repeated keys were folded (the text holds more), or when an escape
+/// spells a letter or digit (`"4111111111111111\u0034"`: the text shows a
+/// reader other digits, or digits unglued, where the value has them glued).
 pub(super) fn document(bytes: &[u8]) -> Result<(Json<'_>, bool), JsonError> {
     let text = std::str::from_utf8(bytes).map_err(|e| JsonError::Syntax {
         at: e.valid_up_to(),
@@ -17,6 +19,7 @@ pub(super) fn document(bytes: &[u8]) -> Result<(Json<'_>, bool), JsonError> {
         bytes,
         pos: 0,
         folded: false,
+        spelled: false,
     };
     parser.skip_whitespace();
     let value = parser.value(0)?;
@@ -24,7 +27,7 @@ pub(super) fn document(bytes: &[u8]) -> Result<(Json<'_>, bool), JsonError> {
     if parser.pos != bytes.len() {
         return Err(parser.error());
     }
-    Ok((value, !parser.folded))
+    Ok((value, !parser.folded && !parser.spelled))
 }
 
 /// A recursive-descent reader over text already checked as UTF-8. Every
@@ -36,6 +39,8 @@ struct Parser<'a> {
     pos: usize,
     /// Repeated keys were folded somewhere.
     folded: bool,
+    /// A `\u` escape somewhere stands for a letter or digit.
+    spelled: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -219,6 +224,7 @@ impl<'a> Parser<'a> {
                             self.pos += 1;
                             let (c, lone) = self.unicode_escape()?;
                             lone_surrogate |= lone;
+                            self.spelled |= c.is_alphanumeric();
                             text.push(c);
                             run = self.pos;
                             continue;

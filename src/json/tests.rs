@@ -411,3 +411,27 @@ proptest! {
         }
     }
 }
+
+/// The text may stand for the value only when no escape spells a letter or
+/// digit: `\u0034` would show a reader of the text other digits than the
+/// value holds. Escapes `JSON.stringify` writes keep it whole.
+#[test]
+fn an_escape_that_spells_a_letter_or_digit_makes_the_text_not_whole() {
+    for spelled in [
+        r#"{"n":"4111111111111111\u0034"}"#,
+        r#"{"n":"4111111111111111\u0041"}"#,
+        r#"{"\u00e9":1}"#,
+        r#"["\ud835\udfd2"]"#,
+    ] {
+        let (_, whole) = Json::parse_whole(spelled.as_bytes()).unwrap();
+        assert!(!whole, "{spelled}");
+    }
+    for kept in [
+        r#"{"n":"4111111111111111\n\u0001\ud800\"\\\t"}"#,
+        r#"{"n":"\u0020\u002d"}"#,
+        "{\"n\":\"é 4111\"}",
+    ] {
+        let (_, whole) = Json::parse_whole(kept.as_bytes()).unwrap();
+        assert!(whole, "{kept}");
+    }
+}

@@ -4,10 +4,8 @@
 //! sequences of ASCII digit *groups* joined by exactly one `' '` or `'-'`.
 //! Each run is then judged on its own:
 //!
-//! * a run glued to a letter, digit or `_` on one side cannot use the group
-//!   on that side; the visible last four of an earlier mask (four digits right
-//!   after nine or more `*`, or after `***-**-`) are not used either, so a
-//!   second pass finds nothing new;
+//! * a run glued to a letter or digit on one side cannot use the group on
+//!   that side;
 //! * SSN: three groups of 3, 2 and 4 digits joined by `-` and not joined by
 //!   `-` to any other unmasked group; area not 000/666/9xx, group not 00,
 //!   serial not 0000;
@@ -21,6 +19,14 @@
 //!
 //! A window holds at most 19 groups, so the work per group is bounded and
 //! the scan is linear in the text length.
+//!
+//! The visible last four of a mask are digits like any others: text such as
+//! `*********4111-1111-1111-1111` is a card (a rule that skipped four digits
+//! after nine `*` as "an earlier mask's tail" left that card whole). They may
+//! make a card with the groups after them (`4111111111111111 4111 1111 1111`
+//! leaves `1111 4111 1111 1111` once the first card is masked), so the text is
+//! scanned again until a pass finds nothing: a second redaction finds nothing
+//! new, and every pass masks digits, so the passes end.
 
 use super::luhn::{luhn_valid, CARD_DIGITS};
 use super::mask::mask_digits;
@@ -34,10 +40,8 @@ struct Group {
     end: usize,
     /// Joined to the previous group by `-` (otherwise by `' '`, or first).
     dash_before: bool,
-    /// May take part in an SSN or a card (not glued, not a mask's last four).
+    /// May take part in an SSN or a card (not glued).
     usable: bool,
-    /// The visible last four of an earlier mask.
-    mask_tail: bool,
     /// Already part of a detected SSN or card.
     taken: bool,
 }
@@ -76,8 +80,19 @@ fn glues(c: Option<char>) -> bool {
 
 impl Scanner {
     /// The text with every detected card and SSN masked, or `None` when
-    /// nothing was found (the common case allocates nothing).
+    /// nothing was found (the common case allocates nothing). Scanned again
+    /// until a pass finds nothing (see the module comment).
     pub(crate) fn redact_text(&mut self, text: &str) -> Option<String> {
+        let mut out = self.pass(text)?;
+        while let Some(again) = self.pass(&out) {
+            out = again;
+        }
+        Some(out)
+    }
+
+    /// One pass of [`Scanner::redact_text`]: every `Some` has fewer ASCII
+    /// digits than `text`.
+    fn pass(&mut self, text: &str) -> Option<String> {
         let bytes = text.as_bytes();
         if bytes.iter().filter(|b| b.is_ascii_digit()).count() < MIN_DIGITS {
             return None;
@@ -135,7 +150,6 @@ impl Scanner {
                 end: i,
                 dash_before,
                 usable: true,
-                mask_tail: false,
                 taken: false,
             });
             match (bytes.get(i), bytes.get(i + 1)) {
@@ -159,17 +173,8 @@ impl Scanner {
         let after = &text[run_end..];
         let glued_before = glues(before.chars().next_back());
         let glued_after = glues(after.chars().next());
-        let mask_tail = first.len() == 4
-            && (before.ends_with("***-**-")
-                || before
-                    .bytes()
-                    .rev()
-                    .take_while(|&b| b == b'*')
-                    .nth(8)
-                    .is_some());
         let last_index = self.groups.len() - 1;
-        self.groups[0].mask_tail = mask_tail;
-        self.groups[0].usable &= !glued_before && !mask_tail;
+        self.groups[0].usable &= !glued_before;
         self.groups[last_index].usable &= !glued_after;
 
         let bytes = text.as_bytes();
@@ -180,11 +185,11 @@ impl Scanner {
     }
 
     /// SSNs among the groups not yet taken. A stretch is a maximal sequence
-    /// of dash-joined groups, cut at taken groups and mask tails (a masked
-    /// neighbour cannot make a longer number); an SSN is a stretch of three.
+    /// of dash-joined groups, cut at taken groups (a masked neighbour cannot
+    /// make a longer number); an SSN is a stretch of three.
     fn find_ssns(&mut self, bytes: &[u8]) {
         let count = self.groups.len();
-        let cuts = |g: &Group| g.taken || g.mask_tail;
+        let cuts = |g: &Group| g.taken;
         let mut i = 0;
         while i < count {
             if cuts(&self.groups[i]) {

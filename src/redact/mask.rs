@@ -12,22 +12,32 @@ pub(crate) fn mask_digits(digits: &[u8]) -> String {
 
 /// The `mask_last4` form of a string, or `None` when it stays as it is:
 /// already masked (`*`… then at most four digits) or holding no digit.
+/// Digits of any script count (`４１１１…`, as OCR reads some documents):
+/// a field named for a card is masked whatever its digits look like.
 pub(crate) fn mask_last4(value: &str) -> Option<String> {
     if is_masked(value) {
         return None;
     }
-    let digits: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
+    if value.is_ascii() {
+        let digits: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
+        return (!digits.is_empty()).then(|| mask_digits(&digits));
+    }
+    let digits: Vec<char> = value.chars().filter(|c| c.is_numeric()).collect();
     if digits.is_empty() {
         return None;
     }
-    Some(mask_digits(&digits))
+    let keep = if digits.len() > 4 { 4 } else { 0 };
+    let mut out = String::with_capacity(value.len());
+    out.extend(std::iter::repeat_n('*', digits.len() - keep));
+    out.extend(&digits[digits.len() - keep..]);
+    Some(out)
 }
 
-/// `^\*+[0-9]{0,4}$`
+/// `*`… then at most four digits (of any script).
 pub(crate) fn is_masked(value: &str) -> bool {
     let stars = value.bytes().take_while(|&b| b == b'*').count();
-    let rest = &value.as_bytes()[stars..];
-    stars > 0 && rest.len() <= 4 && rest.iter().all(u8::is_ascii_digit)
+    let rest = &value[stars..];
+    stars > 0 && rest.chars().count() <= 4 && rest.chars().all(char::is_numeric)
 }
 
 /// Exactly 64 lowercase hex digits: the output of the `hash` action, which a
@@ -78,6 +88,14 @@ mod tests {
             ("***-**-6789", Some("****")),
             ("**12345", Some("*2345")),
             ("x*1234", Some("****")),
+            // Digits of other scripts are digits: full-width, Arabic-Indic.
+            (
+                "４１１１ １１１１ １１１１ １１１１",
+                Some("************１１１１"),
+            ),
+            ("٤١١١١١١١١١١١١١١١", Some("************١١١١")),
+            ("************１１１１", None),
+            ("card ٣٤", Some("**")),
         ];
         for (input, want) in cases {
             assert_eq!(mask_last4(input).as_deref(), *want, "{input:?}");

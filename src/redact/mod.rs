@@ -10,8 +10,9 @@
 //!   whose value is an integer, however written) is scanned for Luhn-valid
 //!   card numbers and US SSNs, which are masked in place (a key's name rule
 //!   is chosen from the key as sent). Only the top-level identifiers
-//!   `event` and `job_id` are not rewritten: they are the idempotency key,
-//!   held to strict patterns, and stored beside the payload as they are.
+//!   `event` and `job_id` are not rewritten when they match their strict
+//!   patterns: they are the idempotency key, stored beside the payload as
+//!   they are (a delivery refused for either is quarantined scanned).
 //!   `pattern_id` and `status` are scanned like any string, and their
 //!   plaintext columns are left empty when they hold a card or SSN.
 //!
@@ -24,7 +25,8 @@
 //!   are already a 64-hex-digit digest are left alone, so a second pass
 //!   changes nothing.
 //! * `mask_last4` of a string with no digit leaves it unchanged.
-//! * Value detection uses ASCII digits only.
+//! * Value detection uses ASCII digits only; `mask_last4` masks digits of
+//!   any script.
 //! * A string whose escapes hold a lone surrogate (`"\ud800"`) is read as
 //!   U+FFFD there and written back with that escape (every other escape
 //!   written as `JSON.stringify` writes it, so the text shows the digits a

@@ -1,6 +1,7 @@
 //! The walk over a payload: name rules on every object key at any depth,
 //! value detection on every key, string and integer.
 
+use crate::event::Envelope;
 use crate::json::{Json, JsonStr};
 
 use super::detect::Scanner;
@@ -8,15 +9,6 @@ use super::luhn::mask_card_number;
 use super::mask::{is_hash_hex, mask_last4};
 use super::rules::normalize_into;
 use super::{Action, Redactor};
-
-/// Top-level fields that identify the delivery: `(job_id, event)` is the
-/// idempotency key and the seal's associated data, each held to a strict
-/// pattern (CONTRACT §2), stored beside the payload as they are. Value
-/// detection leaves them alone so that the payload and its columns agree.
-/// Every other envelope field (`pattern_id`, `status`, the timestamps) is
-/// scanned like any string; its column is left empty when it holds a card
-/// or SSN ([`super::holds_card_or_ssn`]).
-const IDENTIFIERS: &[&str] = &["event", "job_id"];
 
 /// What happens to the scalars of a subtree.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -150,10 +142,10 @@ impl<'r> Walker<'r> {
                 None => mode,
             };
             // The identifiers are stored beside the payload as they are; a
-            // number (or anything else) under those names gets no pass.
-            let identifier = top_level
-                && matches!(value, Json::String(_))
-                && IDENTIFIERS.contains(&key.as_str());
+            // number (or anything else) under those names gets no pass, nor
+            // does a string that is no identifier (a delivery refused and
+            // quarantined for it keeps no card in it).
+            let identifier = top_level && is_identifier(key, value);
             if child_mode == Mode::Detect && identifier {
                 continue;
             }
@@ -190,5 +182,21 @@ impl<'r> Walker<'r> {
                 None => entries.push((JsonStr::from(key), digest)),
             }
         }
+    }
+}
+
+/// Top-level fields that identify the delivery: `(job_id, event)` is the
+/// idempotency key and the seal's associated data, each held to a strict
+/// pattern (CONTRACT §2), stored beside the payload as they are. Value
+/// detection leaves them alone, when they match their pattern, so that the
+/// payload and its columns agree.
+/// Every other envelope field (`pattern_id`, `status`, the timestamps) is
+/// scanned like any string; its column is left empty when it holds a card
+/// or SSN ([`super::holds_card_or_ssn`]).
+fn is_identifier(key: &str, value: &Json<'_>) -> bool {
+    match (key, value) {
+        ("event", Json::String(v)) => Envelope::is_event(v),
+        ("job_id", Json::String(v)) => Envelope::is_job_id(v),
+        _ => false,
     }
 }

@@ -107,8 +107,33 @@ async fn personal_data_in_unparsable_bodies_never_reaches_storage() {
         422
     );
 
+    // Nothing to redact, but an escaped digit glued to a card-shaped run:
+    // seventeen digits to a reader, stored as a reader sees them.
+    let spelled = br#"{"event":"job.succeeded","n":"4111111111111111\u0034"}"#.to_vec();
+    assert_eq!(
+        post_with_id(&app, &spelled, Some(prod_signature(&spelled)), "pii3").await,
+        422
+    );
+
+    // A job_id refused for its pattern is no identifier: scanned.
+    let bad_id = br#"{"event":"job.succeeded","job_id":"cust 4111 1111 1111 1111"}"#.to_vec();
+    assert_eq!(
+        post_with_id(&app, &bad_id, Some(prod_signature(&bad_id)), "pii4").await,
+        422
+    );
+
     let list = listed(&app);
-    assert_eq!(list.len(), 2);
+    assert_eq!(list.len(), 4);
+    let shown = rejected(&app, &["show", &list[3]["id"].to_string()], &[]).stdout;
+    assert_eq!(
+        String::from_utf8(shown).unwrap().trim_end(),
+        r#"{"event":"job.succeeded","job_id":"cust ************1111"}"#
+    );
+    let shown = rejected(&app, &["show", &list[2]["id"].to_string()], &[]).stdout;
+    assert_eq!(
+        String::from_utf8(shown).unwrap().trim_end(),
+        r#"{"event":"job.succeeded","n":"41111111111111114"}"#
+    );
     let raw = rejected(&app, &["show", &list[0]["id"].to_string()], &[]).stdout;
     let raw = String::from_utf8(raw).unwrap();
     assert!(

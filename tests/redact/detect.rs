@@ -232,6 +232,9 @@ fn only_the_identifiers_are_not_scanned_and_at_the_top_level_only() {
     });
     let mut want = payload.clone();
     want["error"] = json!("card ************1111 declined");
+    // An identifier is exempt only when it matches its pattern (§2): an
+    // event with a space is refused and quarantined, scanned.
+    want["event"] = json!("job.succeeded ************1111");
     // `status`, `pattern_id` and the timestamps are scanned (issue 21).
     want["status"] = json!("***-**-6789");
     for ts in ["timestamp", "created_at", "completed_at"] {
@@ -310,5 +313,37 @@ fn an_underscore_is_not_a_letter_and_does_not_hide_a_number() {
         ("x_4111 1111 1111 1111_y", "x_************1111_y"),
         ("id_123-45-6789", "id_***-**-6789"),
         ("123-45-6789_ssn", "***-**-6789_ssn"),
+    ]);
+}
+
+/// Stars before a card do not hide it: four digits after nine `*` (or after
+/// `***-**-`) look like the tail of an earlier mask, but joined to more
+/// groups they are the start of a card.
+#[test]
+fn stars_before_a_card_do_not_hide_it() {
+    let stars = |n: usize| "*".repeat(n);
+    check(&[
+        (
+            "*********4111-1111-1111-1111",
+            &format!("{}1111", stars(21)),
+        ),
+        (
+            "ref*********4111 1111 1111 1111 ok",
+            &format!("ref{}1111 ok", stars(21)),
+        ),
+        (
+            "***-**-4111 1111 1111 1111",
+            &format!("***-**-{}1111", stars(12)),
+        ),
+        // A mask's last four and the groups after it can make a card too
+        // (`1111 4111 1111 1111` passes Luhn): masked in the same redaction,
+        // so a second one finds nothing new.
+        (
+            "4111111111111111 4111 1111 1111",
+            &format!("{}1111", stars(24)),
+        ),
+        // Left alone: a mask's last four with too few digits after them.
+        ("************1111 12/26", "************1111 12/26"),
+        ("***-**-6789", "***-**-6789"),
     ]);
 }

@@ -110,17 +110,31 @@ impl Template {
     }
 }
 
+/// Writes `value` cleaned for a subject or key: ASCII letters, digits, `_`,
+/// `-` and inner single dots kept, anything else `_` (CONTRACT §11). A
+/// value that holds a card number or SSN once cleaned has every digit
+/// replaced by `_` too: a pattern id kept in its column because its digits
+/// are glued to a letter (`4111111111111111é`, no card by §4) must not go
+/// out as a clean card number (`4111111111111111_`).
 fn push_value(out: &mut String, value: &str) {
     if value.is_empty() {
         out.push('_');
         return;
     }
     let bytes = value.as_bytes();
+    let mut cleaned = String::with_capacity(value.len());
     for (i, c) in value.char_indices() {
         let dot_ok = i > 0 && i + 1 < bytes.len() && bytes[i - 1] != b'.' && bytes[i + 1] != b'.';
         let keep = c.is_ascii_alphanumeric() || c == '_' || c == '-' || (c == '.' && dot_ok);
-        out.push(if keep { c } else { '_' });
+        cleaned.push(if keep { c } else { '_' });
     }
+    if crate::redact::holds_card_or_ssn(&cleaned) {
+        cleaned = cleaned
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '_' } else { c })
+            .collect();
+    }
+    out.push_str(&cleaned);
 }
 
 #[cfg(test)]
@@ -134,6 +148,17 @@ mod tests {
         assert_eq!(t.render("job.completed", None), "imggo.job.completed.none");
         assert_eq!(t.render("a b*>", Some("p/1")), "imggo.a_b__.p_1");
         assert_eq!(t.render(".x..y.", Some("")), "imggo._x__y_._");
+        // Digits glued to a letter `_` replaces are no card in the column,
+        // but would be one in the subject: they go too.
+        assert_eq!(
+            t.render("e", Some("4111111111111111é")),
+            "imggo.e._________________"
+        );
+        assert_eq!(t.render("e", Some("123-45-6789ß")), "imggo.e.___-__-_____");
+        assert_eq!(
+            t.render("e", Some("inv-41111111111é")),
+            "imggo.e.inv-41111111111_"
+        );
         assert!(Template::parse("x.{job_id}")
             .unwrap_err()
             .contains("{job_id}"));
