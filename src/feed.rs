@@ -14,13 +14,19 @@
 //! **Watcher.** One task per replica publishes the feed head (the newest
 //! position a page could return) on a `tokio::sync::watch`. Waiting
 //! requests hold no database connection: they await the watch and query
-//! again once the head has passed their cursor. On Postgres the task wakes
-//! on `LISTEN imggo_events` (a statement trigger notifies at each commit of
-//! an insert; a wake-up, never data), on a reconnect, and, while someone
-//! waits, on a short timer while committed rows are held back behind an
-//! older open transaction; it also reports `imggo_feed_lag_seconds`. On SQLite the insert path pings
-//! it after each commit, and a timer covers rows written by other
-//! processes (`rejected replay` from the command line).
+//! again once the head has passed their cursor. The insert path pings it
+//! after each commit of this process; while someone waits it also reads
+//! the head every [`WAITING_RECHECK`], for commits of other replicas and
+//! processes (`rejected replay` from the command line) and rows held back
+//! behind an older open transaction; with nobody waiting, every
+//! [`IDLE_RECHECK`]. It also reports `imggo_feed_lag_seconds`.
+//!
+//! Postgres' `LISTEN`/`NOTIFY` woke it before: a notification at every
+//! commit of an insert serialises the commits of every notifying
+//! transaction in the cluster on one lock, and cost 10–20 % of Postgres'
+//! CPU per delivery (`ab.sh` against the same commit with the trigger
+//! dropped). A waiter on another replica now learns of a commit within
+//! `WAITING_RECHECK` instead of at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,21 +107,36 @@ pub fn decode(form: CursorForm, cursor: &str) -> Option<Position> {
 #[derive(Clone, Debug)]
 pub struct FeedWatch {
     head: Arc<watch::Sender<Position>>,
+    /// The watcher's wake-up: a new waiter starts its short rechecks.
+    wake: Arc<Notify>,
 }
 
 impl FeedWatch {
     /// A receiver of the feed head, seeing the current head as seen;
     /// subscribe **before** querying, so that a commit between the query
-    /// and the wait is not missed.
+    /// and the wait is not missed. Wakes the watcher, which may be in its
+    /// long sleep with nobody waiting.
     pub fn subscribe(&self) -> watch::Receiver<Position> {
-        self.head.subscribe()
+        let receiver = self.head.subscribe();
+        self.wake.notify_one();
+        receiver
     }
 }
 
-/// The head's sender, and the watch that subscribes to it.
-fn head_channel() -> (Arc<watch::Sender<Position>>, FeedWatch) {
+/// The head's sender, and the watch that subscribes to it (and wakes the
+/// watcher through `wake`).
+fn head_channel(wake: Arc<Notify>) -> (Arc<watch::Sender<Position>>, FeedWatch) {
     let head = Arc::new(watch::Sender::new(Position::default()));
-    (head.clone(), FeedWatch { head })
+    (head.clone(), FeedWatch { head, wake })
+}
+
+/// How long the watcher sleeps when no commit of this process pings it.
+fn recheck(waiters: bool) -> Duration {
+    if waiters {
+        WAITING_RECHECK
+    } else {
+        IDLE_RECHECK
+    }
 }
 
 /// Whether anyone waits on the head: every receiver alive is a waiter
@@ -128,17 +149,17 @@ fn waiting(head: &watch::Sender<Position>) -> bool {
 pub struct FeedWatcher {
     store: Store,
     head: Arc<watch::Sender<Position>>,
-    /// SQLite: pinged by the insert path after each commit.
-    commits: Option<Arc<Notify>>,
+    /// Pinged by this process's insert path after each commit.
+    commits: Arc<Notify>,
 }
 
-/// How often the head is read again with nothing to wake the watcher:
-/// covers lost notifications and writes by other processes.
+/// How often the head is read again with nobody waiting (for the lag
+/// gauge).
 const IDLE_RECHECK: Duration = Duration::from_millis(500);
-/// How often while someone waits and committed rows are held back behind
-/// an open transaction (which may never insert, so no notification would
-/// come).
-const HELD_RECHECK: Duration = Duration::from_millis(50);
+/// How often while someone waits: commits of other replicas and processes
+/// ping nobody here, and rows held back behind an open transaction (which
+/// may never insert) are released by no commit.
+const WAITING_RECHECK: Duration = Duration::from_millis(50);
 /// The least time between two reads of the head while someone waits. The
 /// first commit after a quiet spell is read at once; under ingest, commits
 /// come every few milliseconds, and a read per commit cost Postgres more
@@ -149,11 +170,11 @@ const MIN_SPACING: Duration = Duration::from_millis(25);
 
 impl FeedWatcher {
     pub fn new(store: Store) -> (Self, FeedWatch) {
-        let (head, watch) = head_channel();
         let commits = match &store {
-            Store::Sqlite(s) => Some(s.commits()),
-            Store::Postgres(_) => None,
+            Store::Sqlite(s) => s.commits(),
+            Store::Postgres(pg) => pg.commits(),
         };
+        let (head, watch) = head_channel(commits.clone());
         (
             Self {
                 store,
@@ -166,17 +187,7 @@ impl FeedWatcher {
 
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let wakeups = Arc::new(Notify::new());
-        let listener = match &self.store {
-            Store::Postgres(pg) => Some(tokio::spawn(crate::store::feed::listen_for_commits(
-                pg.clone(),
-                wakeups.clone(),
-                shutdown.clone(),
-            ))),
-            Store::Sqlite(_) => None,
-        };
-        let commits = self.commits.clone().unwrap_or_else(|| wakeups.clone());
-        let mut held = false;
+        let commits = self.commits.clone();
         let mut refreshed = tokio::time::Instant::now();
         loop {
             // Under a burst of commits nobody may be waiting: then the head
@@ -195,28 +206,19 @@ impl FeedWatcher {
                     }
                 }
                 refreshed = tokio::time::Instant::now();
-                self.refresh(&mut held).await;
+                self.refresh().await;
             }
-            let wait = if held && waiters {
-                HELD_RECHECK
-            } else {
-                IDLE_RECHECK
-            };
             tokio::select! {
                 () = commits.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(recheck(waiters)) => {}
                 () = shutdown.cancelled() => break,
             }
         }
-        if let Some(task) = listener {
-            task.abort();
-        }
     }
 
-    async fn refresh(&self, held: &mut bool) {
+    async fn refresh(&self) {
         match self.store.feed_head().await {
             Ok(head) => {
-                *held = head.lag_seconds > 0.0;
                 metrics::gauge!(crate::metrics::FEED_LAG).set(head.lag_seconds);
                 self.head.send_if_modified(|current| {
                     let changed = *current != head.position;
@@ -229,7 +231,6 @@ impl FeedWatcher {
                 if !matches!(e, StoreError::Unavailable(_)) {
                     tracing::warn!(error = %e, "cannot read the feed head");
                 }
-                *held = true;
             }
         }
     }
@@ -242,7 +243,7 @@ mod tests {
 
     #[test]
     fn only_subscribers_are_waiters_however_often_the_watch_is_cloned() {
-        let (head, watch) = head_channel();
+        let (head, watch) = head_channel(Arc::new(Notify::new()));
         let clones = [watch.clone(), watch.clone(), watch];
         assert!(!waiting(&head), "a watch alone is no waiter");
         let waiter = clones[1].subscribe();

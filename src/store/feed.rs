@@ -1,5 +1,4 @@
-//! The feed's SQL: pages in commit order, the feed head, and (Postgres) the
-//! one `LISTEN` connection per replica that wakes the watcher.
+//! The feed's SQL: pages in commit order and the feed head.
 //!
 //! Postgres pages are read in `(tx, id)` order and only below
 //! `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still
@@ -10,14 +9,9 @@
 //! reports how long as `imggo_feed_lag_seconds`. SQLite commits one writer
 //! at a time, so its ids are commit order already.
 
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::LazyLock;
 
-use sqlx::postgres::PgListener;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-
-use super::{EventColumns, PgStore, Store, StoreError, StoredEvent};
+use super::{EventColumns, Store, StoreError, StoredEvent};
 
 /// A place in the feed: rows strictly after it come next.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,9 +30,6 @@ pub struct FeedHead {
     /// has waited (0 when none is held back).
     pub lag_seconds: f64,
 }
-
-/// The Postgres channel the insert trigger notifies.
-pub const CHANNEL: &str = "imggo_events";
 
 /// Exact-match filters of `GET /v1/events`.
 #[derive(Clone, Debug, Default)]
@@ -192,52 +183,4 @@ impl Store {
             }
         }
     }
-}
-
-/// Holds the replica's one `LISTEN imggo_events` connection (a pool of its
-/// own, so it never takes a connection requests need) and pings `wake` on
-/// every notification and after every reconnect (notifications sent while
-/// disconnected are lost: the watcher reads the head again instead).
-pub async fn listen_for_commits(pg: PgStore, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let own = pg.own_pool(1);
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        let connected = async {
-            let mut listener = PgListener::connect_with(own.pool()).await?;
-            listener.listen(CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match connected.await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "feed listener cannot LISTEN; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        // Connected: whatever committed before now is read by the next refresh.
-        wake.notify_one();
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(_)) => {
-                    // A burst of commits is one refresh.
-                    while listener.next_buffered().is_some() {}
-                    wake.notify_one();
-                }
-                // Reconnected (eagerly, by sqlx): notifications may be lost.
-                Ok(None) => wake.notify_one(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "feed listener lost its connection");
-                    wake.notify_one();
-                    break;
-                }
-            }
-        }
-    }
-    own.pool().close().await;
 }

@@ -1,11 +1,12 @@
 //! The Postgres store: several replicas may share it.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::Connection as _;
+use tokio::sync::Notify;
 use tracing::instrument;
 
 use chrono::{DateTime, Utc};
@@ -29,11 +30,11 @@ const ERASURE_LOCK_KEY: i64 = 0x696d_6767_6f2d_6572;
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// The shared pool's options. The batch writers open their `writers`
-/// connections from their own thread (`own_pool`), and the feed watcher one
-/// for LISTEN (`store::feed`): the rest of the budget is this pool's.
+/// connections from their own thread (`own_pool`): the rest of the budget
+/// is this pool's.
 fn pool_options(db: &DatabaseSettings) -> PgPoolOptions {
     PgPoolOptions::new()
-        .max_connections(db.max_connections.saturating_sub(db.writers + 1).max(1))
+        .max_connections(db.max_connections.saturating_sub(db.writers).max(1))
         .acquire_timeout(db.acquire_timeout)
 }
 
@@ -41,6 +42,9 @@ fn pool_options(db: &DatabaseSettings) -> PgPoolOptions {
 pub struct PgStore {
     pool: PgPool,
     layout: Layout,
+    /// Pinged after each commit of events by this process (every store
+    /// made from this one shares it): what the feed watcher wakes on.
+    commits: Arc<Notify>,
 }
 
 impl PgStore {
@@ -62,10 +66,7 @@ impl PgStore {
                 Ok(conn) => {
                     let _ = conn.close().await;
                     let pool = pool_options(db).connect_lazy_with(options);
-                    return Ok(Self {
-                        pool,
-                        layout: Layout::default(),
-                    });
+                    return Ok(Self::from_pool(pool));
                 }
                 Err(e) if !worth_retrying(&e) => return Err(refused(&e)),
                 Err(e) if tokio::time::Instant::now() + backoff < deadline => {
@@ -83,10 +84,7 @@ impl PgStore {
     /// (`store::deferred`). Fails only on a URL that cannot be used.
     pub fn lazy(url: &str, db: &DatabaseSettings) -> Result<Self, StoreError> {
         let options = connect_options(url)?;
-        Ok(Self {
-            pool: pool_options(db).connect_lazy_with(options),
-            layout: Layout::default(),
-        })
+        Ok(Self::from_pool(pool_options(db).connect_lazy_with(options)))
     }
 
     /// Wraps an existing pool (tests, tools).
@@ -94,7 +92,13 @@ impl PgStore {
         Self {
             pool,
             layout: Layout::default(),
+            commits: Arc::new(Notify::new()),
         }
+    }
+
+    /// What the feed watcher waits on for this process's commits of events.
+    pub fn commits(&self) -> Arc<Notify> {
+        self.commits.clone()
     }
 
     /// This store with the partition interval and retention of `layout`
@@ -139,6 +143,7 @@ impl PgStore {
         Self {
             pool,
             layout: self.layout,
+            commits: self.commits.clone(),
         }
     }
 
@@ -172,7 +177,7 @@ impl PgStore {
         let kept = partitions::key_window(self.layout.served_since());
         let first = insert_rows(conn, events, kept).await;
         if !first.as_ref().is_err_and(no_partition) {
-            return first;
+            return self.committed(first);
         }
         // Neither a partition that cannot be made now (its ATTACH timed out
         // behind a retention pass's detach) nor one dropped again meanwhile
@@ -182,13 +187,24 @@ impl PgStore {
         partitions::cover_times(&self.pool, &self.layout, &times)
             .await
             .map_err(retry_later)?;
-        insert_rows(conn, events, kept).await.map_err(|e| {
+        let second = insert_rows(conn, events, kept).await.map_err(|e| {
             if no_partition(&e) {
                 retry_later(e)
             } else {
                 e
             }
-        })
+        });
+        self.committed(second)
+    }
+
+    /// Wakes the feed watcher after a batch committed (inside a caller's
+    /// transaction, `rejected replay`, a moment early: the watcher then
+    /// finds nothing new and the commit is seen by its next read).
+    fn committed<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        if outcome.is_ok() {
+            self.commits.notify_one();
+        }
+        outcome
     }
 
     /// [`Self::insert_batch`] on the connection in `held`, checking one out
