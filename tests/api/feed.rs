@@ -167,18 +167,7 @@ async fn two_replicas_two_writers_each_one_consumer_exactly_once() {
 /// How long a waiting long-poll takes to answer once a delivery is stored.
 async fn wake_latency(app: &TestApp, token: &str) -> Duration {
     let (_, cursor) = app.drain(token, 1000, 0).await;
-    let waiter = {
-        let (client, url, token) = (
-            app.client.clone(),
-            app.api(&format!("/v1/events?wait=20&after={cursor}")),
-            token.to_owned(),
-        );
-        tokio::spawn(async move {
-            let res = client.get(url).bearer_auth(token).send().await.unwrap();
-            let page: Value = res.json().await.unwrap();
-            (Instant::now(), page["events"].as_array().unwrap().len())
-        })
-    };
+    let waiter = spawn_waiter(app, token, &cursor, 20);
     // Give the waiter its chance to be waiting (bounded; observable through
     // the waiters gauge).
     wait_for_waiters(app, 1).await;
@@ -187,6 +176,26 @@ async fn wake_latency(app: &TestApp, token: &str) -> Duration {
     let (answered, n) = waiter.await.unwrap();
     assert_eq!(n, 1);
     answered.saturating_duration_since(stored)
+}
+
+/// A long-poll after `cursor` for up to `wait` s: when it answered, and
+/// with how many events.
+fn spawn_waiter(
+    app: &TestApp,
+    token: &str,
+    cursor: &str,
+    wait: u32,
+) -> tokio::task::JoinHandle<(Instant, usize)> {
+    let (client, url, token) = (
+        app.client.clone(),
+        app.api(&format!("/v1/events?wait={wait}&after={cursor}")),
+        token.to_owned(),
+    );
+    tokio::spawn(async move {
+        let res = client.get(url).bearer_auth(token).send().await.unwrap();
+        let page: Value = res.json().await.unwrap();
+        (Instant::now(), page["events"].as_array().unwrap().len())
+    })
 }
 
 /// Waits (bounded) until at least `n` long-polls are waiting.
@@ -248,18 +257,7 @@ async fn a_commit_on_another_replica_wakes_a_waiter_here() {
     let there = spawn_app_with(|o| o.database_url = Some(url)).await;
     let token = make_token(&here.store, "reader", "events:read").await;
     let (_, cursor) = here.drain(&token, 1000, 0).await;
-    let waiter = {
-        let (client, url, token) = (
-            here.client.clone(),
-            here.api(&format!("/v1/events?wait=30&after={cursor}")),
-            token.clone(),
-        );
-        tokio::spawn(async move {
-            let res = client.get(url).bearer_auth(token).send().await.unwrap();
-            let page: Value = res.json().await.unwrap();
-            (Instant::now(), page["events"].as_array().unwrap().len())
-        })
-    };
+    let waiter = spawn_waiter(&here, &token, &cursor, 30);
     wait_for_waiters(&here, 1).await;
     let job = new_job_id();
     there.deliver(prod_body(&job)).await;
