@@ -15,18 +15,19 @@
 //! position a page could return) on a `tokio::sync::watch`. Waiting
 //! requests hold no database connection: they await the watch and query
 //! again once the head has passed their cursor. The insert path pings it
-//! after each commit of this process; while someone waits it also reads
+//! after each commit of this process; while a long-poll waits it also reads
 //! the head every [`WAITING_RECHECK`], for commits of other replicas and
 //! processes (`rejected replay` from the command line) and rows held back
-//! behind an older open transaction; with nobody waiting, every
-//! [`IDLE_RECHECK`]. It also reports `imggo_feed_lag_seconds`.
+//! behind an older open transaction; while only relays follow, every
+//! [`FOLLOW_RECHECK`]; with nobody waiting, every [`IDLE_RECHECK`]. It also
+//! reports `imggo_feed_lag_seconds`.
 //!
 //! Postgres' `LISTEN`/`NOTIFY` woke it before: a notification at every
 //! commit of an insert serialises the commits of every notifying
 //! transaction in the cluster on one lock, and cost 10–20 % of Postgres'
 //! CPU per delivery (`ab.sh` against the same commit with the trigger
 //! dropped). A waiter on another replica now learns of a commit within
-//! `WAITING_RECHECK` instead of at once.
+//! `WAITING_RECHECK` (a relay within `FOLLOW_RECHECK`) instead of at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,54 +102,96 @@ pub fn decode(form: CursorForm, cursor: &str) -> Option<Position> {
     parts.next().is_none().then_some(pos)
 }
 
-/// The shared side of the watcher: waiting requests subscribe here. It
-/// holds no receiver of its own, however many times it is cloned: the
-/// watcher counts the receivers alive as the waiters.
+/// The shared side of the watcher: long-polls subscribe here, relays
+/// follow. It holds no receiver of its own, however many times it is
+/// cloned: the watcher counts the receivers alive as the waiters.
 #[derive(Clone, Debug)]
 pub struct FeedWatch {
-    head: Arc<watch::Sender<Position>>,
+    heads: Arc<Heads>,
     /// The watcher's wake-up: a new waiter starts its short rechecks.
     wake: Arc<Notify>,
 }
 
 impl FeedWatch {
-    /// A receiver of the feed head, seeing the current head as seen;
-    /// subscribe **before** querying, so that a commit between the query
-    /// and the wait is not missed. Wakes the watcher, which may be in its
-    /// long sleep with nobody waiting.
+    /// A long-poll's receiver of the feed head, seeing the current head as
+    /// seen; subscribe **before** querying, so that a commit between the
+    /// query and the wait is not missed. Wakes the watcher, which may be in
+    /// its long sleep with nobody waiting; while it is alive, the head is
+    /// read every [`WAITING_RECHECK`].
     pub fn subscribe(&self) -> watch::Receiver<Position> {
-        let receiver = self.head.subscribe();
+        let receiver = self.heads.polls.subscribe();
+        self.wake.notify_one();
+        receiver
+    }
+
+    /// A relay's receiver of the feed head, as [`Self::subscribe`], but a
+    /// relay follows for as long as it holds its lease, traffic or not:
+    /// while only followers wait, the head is read every
+    /// [`FOLLOW_RECHECK`] (and at once after this process's commits).
+    pub fn follow(&self) -> watch::Receiver<Position> {
+        let receiver = self.heads.follows.subscribe();
         self.wake.notify_one();
         receiver
     }
 }
 
-/// The head's sender, and the watch that subscribes to it (and wakes the
-/// watcher through `wake`).
-fn head_channel(wake: Arc<Notify>) -> (Arc<watch::Sender<Position>>, FeedWatch) {
-    let head = Arc::new(watch::Sender::new(Position::default()));
-    (head.clone(), FeedWatch { head, wake })
+/// The head's two channels: long-polls' and relays'.
+#[derive(Debug)]
+struct Heads {
+    polls: watch::Sender<Position>,
+    follows: watch::Sender<Position>,
 }
 
-/// How long the watcher sleeps when no commit of this process pings it.
-fn recheck(waiters: bool) -> Duration {
-    if waiters {
-        WAITING_RECHECK
-    } else {
-        IDLE_RECHECK
+impl Heads {
+    fn new() -> Self {
+        Self {
+            polls: watch::Sender::new(Position::default()),
+            follows: watch::Sender::new(Position::default()),
+        }
+    }
+
+    fn publish(&self, position: Position) {
+        for channel in [&self.polls, &self.follows] {
+            channel.send_if_modified(|current| {
+                let changed = *current != position;
+                *current = position;
+                changed
+            });
+        }
+    }
+
+    /// Whether anyone waits on the head: every receiver alive is a waiter
+    /// ([`FeedWatch`] keeps none). Then this process's commits are read at
+    /// once (at most one read per [`MIN_SPACING`]).
+    fn waiting(&self) -> bool {
+        self.polls.receiver_count() > 0 || self.follows.receiver_count() > 0
+    }
+
+    /// How long the watcher sleeps when no commit of this process pings
+    /// it: short while a long-poll waits, longer while only relays follow,
+    /// longest with nobody waiting.
+    fn recheck(&self) -> Duration {
+        if self.polls.receiver_count() > 0 {
+            WAITING_RECHECK
+        } else if self.follows.receiver_count() > 0 {
+            FOLLOW_RECHECK
+        } else {
+            IDLE_RECHECK
+        }
     }
 }
 
-/// Whether anyone waits on the head: every receiver alive is a waiter
-/// ([`FeedWatch`] keeps none).
-fn waiting(head: &watch::Sender<Position>) -> bool {
-    head.receiver_count() > 0
+/// The heads, and the watch that subscribes to them (and wakes the
+/// watcher through `wake`).
+fn head_channel(wake: Arc<Notify>) -> (Arc<Heads>, FeedWatch) {
+    let heads = Arc::new(Heads::new());
+    (heads.clone(), FeedWatch { heads, wake })
 }
 
 /// The task side of the watcher.
 pub struct FeedWatcher {
     store: Store,
-    head: Arc<watch::Sender<Position>>,
+    heads: Arc<Heads>,
     /// Pinged by this process's insert path after each commit.
     commits: Arc<Notify>,
 }
@@ -156,10 +199,15 @@ pub struct FeedWatcher {
 /// How often the head is read again with nobody waiting (for the lag
 /// gauge).
 const IDLE_RECHECK: Duration = Duration::from_millis(500);
-/// How often while someone waits: commits of other replicas and processes
-/// ping nobody here, and rows held back behind an open transaction (which
-/// may never insert) are released by no commit.
+/// How often while a long-poll waits: commits of other replicas and
+/// processes ping nobody here, and rows held back behind an open
+/// transaction (which may never insert) are released by no commit.
 const WAITING_RECHECK: Duration = Duration::from_millis(50);
+/// How often while only relays follow: a replica holding a destination's
+/// lease follows the head all the time, idle or not, and a read is a probe
+/// of every partition's feed index (1.6 ms with a month of daily ones): a
+/// relay learns of another replica's commit within this.
+const FOLLOW_RECHECK: Duration = Duration::from_millis(200);
 /// The least time between two reads of the head while someone waits. The
 /// first commit after a quiet spell is read at once; under ingest, commits
 /// come every few milliseconds, and a read per commit cost Postgres more
@@ -174,11 +222,11 @@ impl FeedWatcher {
             Store::Sqlite(s) => s.commits(),
             Store::Postgres(pg) => pg.commits(),
         };
-        let (head, watch) = head_channel(commits.clone());
+        let (heads, watch) = head_channel(commits.clone());
         (
             Self {
                 store,
-                head,
+                heads,
                 commits,
             },
             watch,
@@ -197,7 +245,7 @@ impl FeedWatcher {
             // is for someone waiting on them. With waiters, at most one
             // read per `MIN_SPACING`: commits in between are seen by the
             // next read.
-            let waiters = waiting(&self.head);
+            let waiters = self.heads.waiting();
             if waiters || refreshed.elapsed() >= IDLE_RECHECK {
                 if waiters {
                     tokio::select! {
@@ -210,7 +258,7 @@ impl FeedWatcher {
             }
             tokio::select! {
                 () = commits.notified() => {}
-                () = tokio::time::sleep(recheck(waiters)) => {}
+                () = tokio::time::sleep(self.heads.recheck()) => {}
                 () = shutdown.cancelled() => break,
             }
         }
@@ -220,11 +268,7 @@ impl FeedWatcher {
         match self.store.feed_head().await {
             Ok(head) => {
                 metrics::gauge!(crate::metrics::FEED_LAG).set(head.lag_seconds);
-                self.head.send_if_modified(|current| {
-                    let changed = *current != head.position;
-                    *current = head.position;
-                    changed
-                });
+                self.heads.publish(head.position);
             }
             Err(e) => {
                 // Waiters keep their own timeout; try again at the next tick.
@@ -243,13 +287,35 @@ mod tests {
 
     #[test]
     fn only_subscribers_are_waiters_however_often_the_watch_is_cloned() {
-        let (head, watch) = head_channel(Arc::new(Notify::new()));
+        let (heads, watch) = head_channel(Arc::new(Notify::new()));
         let clones = [watch.clone(), watch.clone(), watch];
-        assert!(!waiting(&head), "a watch alone is no waiter");
+        assert!(!heads.waiting(), "a watch alone is no waiter");
+        assert_eq!(heads.recheck(), IDLE_RECHECK);
         let waiter = clones[1].subscribe();
-        assert!(waiting(&head));
+        assert!(heads.waiting());
+        assert_eq!(heads.recheck(), WAITING_RECHECK);
         drop(waiter);
-        assert!(!waiting(&head));
+        assert!(!heads.waiting());
+        assert_eq!(heads.recheck(), IDLE_RECHECK);
+    }
+
+    /// A relay follows all the time: a waiter for this process's commits,
+    /// but it does not keep the head polled every 50 ms; a long-poll
+    /// beside it does.
+    #[test]
+    fn a_following_relay_waits_but_polls_less_often_than_a_long_poll() {
+        let (heads, watch) = head_channel(Arc::new(Notify::new()));
+        let relay = watch.follow();
+        assert!(heads.waiting());
+        assert_eq!(heads.recheck(), FOLLOW_RECHECK);
+        let poll = watch.subscribe();
+        assert_eq!(heads.recheck(), WAITING_RECHECK);
+        drop(poll);
+        assert_eq!(heads.recheck(), FOLLOW_RECHECK);
+        heads.publish(Position { tx: 1, id: 2 });
+        assert_eq!(*relay.borrow(), Position { tx: 1, id: 2 });
+        drop(relay);
+        assert!(!heads.waiting());
     }
 
     #[test]

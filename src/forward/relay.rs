@@ -122,7 +122,7 @@ impl Relay {
         // Another replica may have moved the row since this one last held
         // the lease.
         self.state = None;
-        let mut head = self.feed.subscribe();
+        let mut head = self.feed.follow();
         // When the last read began, unless it filled a batch: the next one
         // waits until [`LINGER`] after it. Under ingest the feed head moves
         // at every commit, while what the relay may read (below the oldest

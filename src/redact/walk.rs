@@ -106,6 +106,7 @@ impl<'r> Walker<'r> {
         top_level: bool,
     ) {
         let mut changes: Vec<KeyChange> = Vec::new();
+        let mut masked_keys: Vec<usize> = Vec::new();
         for (at, (key, value)) in entries.iter_mut().enumerate() {
             normalize_into(key, &mut self.name);
             let action = self.redactor.names.get(&self.name);
@@ -116,6 +117,7 @@ impl<'r> Walker<'r> {
                 if let Some(masked) = self.scanner.redact_text(key) {
                     *key = JsonStr::from(masked);
                     self.changed = true;
+                    masked_keys.push(at);
                 }
             }
             let child_mode = match action {
@@ -150,6 +152,9 @@ impl<'r> Walker<'r> {
                 continue;
             }
             self.value(value, child_mode);
+        }
+        if !masked_keys.is_empty() {
+            keep_apart(entries, &masked_keys);
         }
         if changes.is_empty() {
             return;
@@ -198,5 +203,32 @@ fn is_identifier(key: &str, value: &Json<'_>) -> bool {
         ("event", Json::String(v)) => Envelope::is_event(v),
         ("job_id", Json::String(v)) => Envelope::is_job_id(v),
         _ => false,
+    }
+}
+
+/// Keeps the keys masked at `masked` (positions in `entries`) apart from
+/// every other key of their object: one that now equals another gets the
+/// first free suffix `#2`, `#3`, … (`{"4111111111111111":1,
+/// "4111-1111-1111-1111":2}` becomes `{"************1111":1,
+/// "************1111#2":2}`). Both values stay, and a second redaction
+/// finds nothing to fold or mask.
+fn keep_apart(entries: &mut [(JsonStr<'_>, Json<'_>)], masked: &[usize]) {
+    let mut taken: std::collections::HashSet<String> = entries
+        .iter()
+        .enumerate()
+        .filter(|(at, _)| !masked.contains(at))
+        .map(|(_, (k, _))| k.as_str().to_owned())
+        .collect();
+    for &at in masked {
+        let key = entries[at].0.as_str().to_owned();
+        if taken.insert(key.clone()) {
+            continue;
+        }
+        let free = (2..)
+            .map(|n| format!("{key}#{n}"))
+            .find(|k| !taken.contains(k))
+            .unwrap_or_default();
+        taken.insert(free.clone());
+        entries[at].0 = JsonStr::from(free);
     }
 }

@@ -197,9 +197,10 @@ impl PgStore {
         self.committed(second)
     }
 
-    /// Wakes the feed watcher after a batch committed (inside a caller's
-    /// transaction, `rejected replay`, a moment early: the watcher then
-    /// finds nothing new and the commit is seen by its next read).
+    /// Wakes this process's feed watcher after a batch committed. Inside a
+    /// caller's transaction (`rejected replay`, a process of its own with
+    /// no watcher) the ping reaches nobody: a server learns of that commit
+    /// on its own rechecks (`feed::FeedWatcher`).
     fn committed<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
         if outcome.is_ok() {
             self.commits.notify_one();

@@ -347,3 +347,22 @@ fn stars_before_a_card_do_not_hide_it() {
         ("***-**-6789", "***-**-6789"),
     ]);
 }
+
+/// Two keys masked alike (or one masked like a key already there) stay two
+/// keys: the later gets a suffix, both values stay, and a second redaction
+/// changes nothing.
+#[test]
+fn keys_masked_alike_stay_apart() {
+    let mut payload = json!({
+        "a": {"4111111111111111": 1, "4111-1111-1111-1111": 2},
+        "b": {"************1111": "x", "4111 1111 1111 1111": "y", "************1111#2": "z"}
+    });
+    redactor().redact(&mut payload);
+    let want = json!({
+        "a": {"************1111": 1, "************1111#2": 2},
+        "b": {"************1111": "x", "************1111#3": "y", "************1111#2": "z"}
+    });
+    assert_eq!(payload, want);
+    redactor().redact(&mut payload);
+    assert_eq!(payload, want);
+}

@@ -50,13 +50,29 @@ impl Template {
     /// The template with its fields filled in: `pattern_id` absent is
     /// `none`, and in a value every character outside `A-Za-z0-9_-.`
     /// becomes `_` (so is a `.` that would leave an empty subject token).
+    ///
+    /// Rendered text that holds a card number or SSN (a value cleaned of a
+    /// letter its digits were glued to, or two values joined by `-` into
+    /// one: `{event}-{pattern_id}` of `4111-1111` and `1111-1111`) is
+    /// rendered again with every digit of the values as `_`: a subject or
+    /// key is plaintext wherever the message goes.
     pub fn render(&self, event: &str, pattern_id: Option<&str>) -> String {
+        let out = self.fill(event, pattern_id, false);
+        if crate::redact::holds_card_or_ssn(&out) {
+            return self.fill(event, pattern_id, true);
+        }
+        out
+    }
+
+    fn fill(&self, event: &str, pattern_id: Option<&str>, no_digits: bool) -> String {
         let mut out = String::new();
         for piece in &self.0 {
             match piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Event => push_value(&mut out, event),
-                Piece::PatternId => push_value(&mut out, pattern_id.unwrap_or("none")),
+                Piece::Event => push_value(&mut out, event, no_digits),
+                Piece::PatternId => {
+                    push_value(&mut out, pattern_id.unwrap_or("none"), no_digits);
+                }
             }
         }
         out
@@ -111,30 +127,22 @@ impl Template {
 }
 
 /// Writes `value` cleaned for a subject or key: ASCII letters, digits, `_`,
-/// `-` and inner single dots kept, anything else `_` (CONTRACT §11). A
-/// value that holds a card number or SSN once cleaned has every digit
-/// replaced by `_` too: a pattern id kept in its column because its digits
-/// are glued to a letter (`4111111111111111é`, no card by §4) must not go
-/// out as a clean card number (`4111111111111111_`).
-fn push_value(out: &mut String, value: &str) {
+/// `-` and inner single dots kept, anything else `_` (CONTRACT §11); with
+/// `no_digits`, digits too.
+fn push_value(out: &mut String, value: &str, no_digits: bool) {
     if value.is_empty() {
         out.push('_');
         return;
     }
     let bytes = value.as_bytes();
-    let mut cleaned = String::with_capacity(value.len());
     for (i, c) in value.char_indices() {
         let dot_ok = i > 0 && i + 1 < bytes.len() && bytes[i - 1] != b'.' && bytes[i + 1] != b'.';
-        let keep = c.is_ascii_alphanumeric() || c == '_' || c == '-' || (c == '.' && dot_ok);
-        cleaned.push(if keep { c } else { '_' });
+        let keep = (c.is_ascii_alphanumeric() && !(no_digits && c.is_ascii_digit()))
+            || c == '_'
+            || c == '-'
+            || (c == '.' && dot_ok);
+        out.push(if keep { c } else { '_' });
     }
-    if crate::redact::holds_card_or_ssn(&cleaned) {
-        cleaned = cleaned
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '_' } else { c })
-            .collect();
-    }
-    out.push_str(&cleaned);
 }
 
 #[cfg(test)]
@@ -159,6 +167,14 @@ mod tests {
             t.render("e", Some("inv-41111111111é")),
             "imggo.e.inv-41111111111_"
         );
+        // Two values joined into a card or an SSN by the template's `-`.
+        let joined = Template::parse("x-{event}-{pattern_id}").unwrap();
+        assert_eq!(
+            joined.render("4111-1111", Some("1111-1111")),
+            "x-____-____-____-____"
+        );
+        assert_eq!(joined.render("123-45", Some("6789")), "x-___-__-____");
+        assert_eq!(joined.render("v2-1", Some("7")), "x-v2-1-7");
         assert!(Template::parse("x.{job_id}")
             .unwrap_err()
             .contains("{job_id}"));
