@@ -18,6 +18,26 @@ impl<'a> DedupKey<'a> {
     pub fn new(job_id: &'a str, event: &'a str) -> Self {
         Self { job_id, event }
     }
+
+    /// Whether `text` can be a stored `event` (CONTRACT §2:
+    /// `^[A-Za-z0-9_.-]{1,64}$`).
+    pub fn is_event(text: &str) -> bool {
+        valid_token(text, 64, b"_.-")
+    }
+
+    /// Whether `text` can be a stored `job_id` (CONTRACT §2:
+    /// `^[A-Za-z0-9_.:-]{1,128}$`).
+    pub fn is_job_id(text: &str) -> bool {
+        valid_token(text, 128, b"_.:-")
+    }
+}
+
+/// 1 to `max_len` bytes, each an ASCII letter or digit or one of `extra`.
+fn valid_token(s: &str, max_len: usize, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= max_len
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
 // Both parts are validated tokens (CONTRACT §2), safe in logs.

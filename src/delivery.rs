@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::crypto::{KeyRing, SealError};
+use crate::dedup::DedupKey;
 use crate::event::{Envelope, NewEvent};
 use crate::json::{Json, JsonError};
 use crate::redact::{holds_card_or_ssn, Redactor};
@@ -26,12 +27,12 @@ impl Envelope {
 
     /// Whether `text` can be a stored `event` (CONTRACT §2).
     pub fn is_event(text: &str) -> bool {
-        valid_token(text, 64, b"_.-")
+        DedupKey::is_event(text)
     }
 
     /// Whether `text` can be a stored `job_id` (CONTRACT §2).
     pub fn is_job_id(text: &str) -> bool {
-        valid_token(text, 128, b"_.:-")
+        DedupKey::is_job_id(text)
     }
 
     /// Whether `text` can be a stored `pattern_id` column: at most 128
@@ -206,13 +207,6 @@ fn required_str<'a>(body: &'a Json<'_>, field: &str) -> Result<&'a str, AppError
         None | Some(Json::Null) => Err(invalid(&format!("{field} is required"))),
         Some(_) => Err(invalid(&format!("{field} must be a string"))),
     }
-}
-
-fn valid_token(s: &str, max_len: usize, extra: &[u8]) -> bool {
-    !s.is_empty()
-        && s.len() <= max_len
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
 fn invalid(message: &str) -> AppError {

@@ -1,7 +1,7 @@
 //! The walk over a payload: name rules on every object key at any depth,
 //! value detection on every key, string and integer.
 
-use crate::event::Envelope;
+use crate::dedup::DedupKey;
 use crate::json::{Json, JsonStr};
 
 use super::detect::Scanner;
@@ -200,8 +200,8 @@ impl<'r> Walker<'r> {
 /// or SSN ([`super::holds_card_or_ssn`]).
 fn is_identifier(key: &str, value: &Json<'_>) -> bool {
     match (key, value) {
-        ("event", Json::String(v)) => Envelope::is_event(v),
-        ("job_id", Json::String(v)) => Envelope::is_job_id(v),
+        ("event", Json::String(v)) => DedupKey::is_event(v),
+        ("job_id", Json::String(v)) => DedupKey::is_job_id(v),
         _ => false,
     }
 }
