@@ -233,57 +233,43 @@ fn is_number(word: &str) -> bool {
 /// The text between a string's quotes with its escapes resolved; an escape
 /// that is broken or cut short stays as written, a lone surrogate is U+FFFD.
 fn unescape(inner: &str) -> String {
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek().copied() {
-            Some(e @ ('"' | '\\' | '/')) => {
-                chars.next();
-                out.push(e);
+    String::from_utf16_lossy(&unescape_units(inner))
+}
+
+/// The UTF-16 code units the text between a string's quotes stands for:
+/// each escape resolved (a surrogate escape to its unit, paired or not), an
+/// escape that is broken or cut short (`\x`, `\u12`) kept as written.
+/// [`unescape`] and [`super::restringify`] both read strings through this.
+pub(crate) fn unescape_units(inner: &str) -> Vec<u16> {
+    let mut units = Vec::with_capacity(inner.len());
+    let mut buf = [0u16; 2];
+    let mut rest = inner;
+    while let Some(at) = rest.find('\\') {
+        units.extend(rest[..at].encode_utf16());
+        let after = &rest[at + 1..];
+        let (unit, len) = match after.as_bytes().first() {
+            Some(b'b') => (Some(0x08), 1),
+            Some(b'f') => (Some(0x0c), 1),
+            Some(b'n') => (Some(0x0a), 1),
+            Some(b'r') => (Some(0x0d), 1),
+            Some(b't') => (Some(0x09), 1),
+            Some(&e @ (b'"' | b'\\' | b'/')) => (Some(u16::from(e)), 1),
+            Some(b'u') => (after.get(1..).and_then(hex4), 5),
+            _ => (None, 0),
+        };
+        match unit {
+            Some(unit) => {
+                units.push(unit);
+                rest = &after[len..];
             }
-            Some(e @ ('b' | 'f' | 'n' | 'r' | 't')) => {
-                chars.next();
-                out.push(match e {
-                    'b' => '\u{8}',
-                    'f' => '\u{c}',
-                    'n' => '\n',
-                    'r' => '\r',
-                    _ => '\t',
-                });
+            None => {
+                units.extend_from_slice('\\'.encode_utf16(&mut buf));
+                rest = after;
             }
-            Some('u') => {
-                let rest: String = chars.clone().skip(1).take(4).collect();
-                let Some(unit) = hex4(&rest) else {
-                    out.push('\\');
-                    continue;
-                };
-                chars.nth(4);
-                let code = match unit {
-                    0xD800..=0xDBFF => {
-                        let next: String = chars.clone().take(6).collect();
-                        match next.strip_prefix("\\u").and_then(hex4) {
-                            Some(low @ 0xDC00..=0xDFFF) => {
-                                chars.nth(5);
-                                0x10000
-                                    + ((u32::from(unit) - 0xD800) << 10)
-                                    + (u32::from(low) - 0xDC00)
-                            }
-                            _ => 0xFFFD,
-                        }
-                    }
-                    0xDC00..=0xDFFF => 0xFFFD,
-                    _ => u32::from(unit),
-                };
-                out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
-            }
-            _ => out.push('\\'),
         }
     }
-    out
+    units.extend(rest.encode_utf16());
+    units
 }
 
 fn hex4(text: &str) -> Option<u16> {

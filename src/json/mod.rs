@@ -150,36 +150,7 @@ fn write_lone_surrogates(raw: &str, out: &mut Vec<u8>) {
 /// [`escape_str`] writes it, whether it came escaped or not. A broken
 /// escape (`\x`, `\u12` cut short) is text: its backslash is escaped.
 pub(crate) fn restringify(raw: &str, mut emit: impl FnMut(&str)) {
-    let mut units: Vec<u16> = Vec::with_capacity(raw.len());
-    let mut buf = [0u16; 2];
-    let mut rest = raw;
-    while let Some(at) = rest.find('\\') {
-        units.extend(rest[..at].encode_utf16());
-        let after = &rest[at + 1..];
-        let (unit, len) = match after.as_bytes().first() {
-            Some(b'b') => (Some(0x08), 1),
-            Some(b'f') => (Some(0x0c), 1),
-            Some(b'n') => (Some(0x0a), 1),
-            Some(b'r') => (Some(0x0d), 1),
-            Some(b't') => (Some(0x09), 1),
-            Some(b'"') => (Some(u16::from(b'"')), 1),
-            Some(b'\\') => (Some(u16::from(b'\\')), 1),
-            Some(b'/') => (Some(u16::from(b'/')), 1),
-            Some(b'u') => match after.get(1..5) {
-                Some(hex) if hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    (u16::from_str_radix(hex, 16).ok(), 5)
-                }
-                _ => (None, 0),
-            },
-            _ => (None, 0),
-        };
-        match unit {
-            Some(unit) => units.push(unit),
-            None => units.extend_from_slice('\\'.encode_utf16(&mut buf)),
-        }
-        rest = &after[len..];
-    }
-    units.extend(rest.encode_utf16());
+    let units = lex::unescape_units(raw);
     let mut utf8 = [0u8; 4];
     for c in char::decode_utf16(units) {
         match c {
