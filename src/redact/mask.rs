@@ -3,10 +3,15 @@
 /// `"*"` × (digits − 4) then the last four digits; fewer than five digits:
 /// one `*` per digit. `digits` are ASCII digits.
 pub(crate) fn mask_digits(digits: &[u8]) -> String {
+    masked(digits)
+}
+
+/// [`mask_digits`] of digits of any kind (ASCII bytes or chars).
+fn masked<D: Copy + Into<char>>(digits: &[D]) -> String {
     let keep = if digits.len() > 4 { 4 } else { 0 };
     let mut out = String::with_capacity(digits.len());
     out.extend(std::iter::repeat_n('*', digits.len() - keep));
-    out.extend(digits[digits.len() - keep..].iter().map(|&d| char::from(d)));
+    out.extend(digits[digits.len() - keep..].iter().map(|&d| d.into()));
     out
 }
 
@@ -20,17 +25,10 @@ pub(crate) fn mask_last4(value: &str) -> Option<String> {
     }
     if value.is_ascii() {
         let digits: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
-        return (!digits.is_empty()).then(|| mask_digits(&digits));
+        return (!digits.is_empty()).then(|| masked(&digits));
     }
     let digits: Vec<char> = value.chars().filter(|c| c.is_numeric()).collect();
-    if digits.is_empty() {
-        return None;
-    }
-    let keep = if digits.len() > 4 { 4 } else { 0 };
-    let mut out = String::with_capacity(value.len());
-    out.extend(std::iter::repeat_n('*', digits.len() - keep));
-    out.extend(&digits[digits.len() - keep..]);
-    Some(out)
+    (!digits.is_empty()).then(|| masked(&digits))
 }
 
 /// `*`… then at most four digits (of any script).
