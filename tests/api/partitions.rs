@@ -537,3 +537,81 @@ async fn batches_probe_indexes_after_an_empty_database_was_analyzed() {
     );
     assert_eq!(db.stored_job_ids().await.len(), 40);
 }
+
+/// Every partition's subject index keeps a small pending list (CONTRACT §5
+/// leaves the index to us; docs/storage.md): the partitions made before
+/// the migration that set it and the ones made after, on demand. An
+/// erasure still finds every event whose hashes wait in the list.
+#[tokio::test]
+async fn every_partitions_subject_index_keeps_a_small_pending_list() {
+    let db = TestDb::unmigrated().await;
+    migrate_before(&db, 20261212100000).await;
+    let now = Utc::now();
+    let earlier = now - chrono::Duration::days(3);
+    sqlx::query("SELECT imggo_create_partition('webhook_events', $1, $1 + interval '1 hour')")
+        .bind(earlier)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let store = db.server_store().await;
+    store.migrate().await.unwrap();
+
+    let key = imggo_receiver::subjects::SubjectKey::new(HASH_KEY.as_bytes());
+    let alice = key.hash("alice@example.com").unwrap();
+    // Received two days back: no partition holds it yet, one is made now.
+    let mut events = Vec::new();
+    for (i, at) in [earlier, now - chrono::Duration::days(2), now]
+        .into_iter()
+        .enumerate()
+    {
+        let mut e = event_at(&format!("alice-{i}"), at);
+        e.subjects = vec![alice];
+        events.push(e);
+    }
+    for e in &events {
+        assert_eq!(store.insert(e).await.unwrap(), InsertOutcome::Inserted);
+    }
+
+    let options: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
+        "SELECT c.relname::text, c.reloptions FROM pg_inherits i \
+         JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'webhook_events_subjects_idx'::regclass ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let made: Vec<&str> = options.iter().map(|(name, _)| name.as_str()).collect();
+    // The one made before the migration (from `earlier` on), and the hourly
+    // ones made after it: two days back (on demand) and now.
+    let expected = [
+        earlier.format("%Y%m%dt%H%M").to_string(),
+        (now - chrono::Duration::days(2))
+            .format("%Y%m%dt%H00")
+            .to_string(),
+        now.format("%Y%m%dt%H00").to_string(),
+    ];
+    for part in expected {
+        let index = format!("webhook_events_p{part}_subjects_idx");
+        assert!(made.contains(&index.as_str()), "{index} in {made:?}");
+    }
+    for (name, reloptions) in &options {
+        assert_eq!(
+            reloptions.as_deref(),
+            Some(
+                &[
+                    "fastupdate=on".to_owned(),
+                    "gin_pending_list_limit=64".to_owned()
+                ][..]
+            ),
+            "{name}"
+        );
+    }
+
+    let entry = imggo_receiver::audit::AuditEntry::new(
+        imggo_receiver::audit::Actor::Cli,
+        imggo_receiver::audit::Action::Erasure,
+        Some(alice.to_hex()),
+    );
+    assert_eq!(store.forget_subject(&[alice], &entry).await.unwrap(), 3);
+    assert!(db.stored_job_ids().await.is_empty());
+}
