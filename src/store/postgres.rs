@@ -503,30 +503,31 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// or when one of its subjects was erased, or its job deleted, at or after
 /// its receipt (it was received before the erasure answered, and commits
 /// after it). A barred key is remembered like an erased one. The rest are
-/// stored once per (job_id, event): the first of the batch claims its key
-/// (`imggo_event_key`, a 16-byte digest of the two) in `event_keys` (ON
-/// CONFLICT in its window, NOT EXISTS in the others: see [`Guard`]), and
-/// only a claimed key's event is inserted, with
-/// its subject hashes in the row: `$11` holds every subject hash of the
-/// batch, `$12` the 1-based position of its event in the batch. `$13` is
-/// the start of the oldest key window retention keeps: older windows (past
-/// max_age, waiting to be dropped) are not probed.
+/// stored once per (job_id, event): the batch holds each key once (the
+/// first delivery of it, [`insert_rows`]), which claims its key (`$14`,
+/// [`DedupKey::digest`]) in `event_keys` (ON CONFLICT in its window, NOT
+/// EXISTS in the others: see [`Guard`]), and only a claimed key's event is
+/// inserted, with its subject hashes in the row: `$11` holds every subject
+/// hash of the batch, `$12` the 1-based position of its event in the
+/// batch. `$13` is the start of the oldest key window retention keeps:
+/// older windows (past max_age, waiting to be dropped) are not probed.
 ///
 /// The subject and job tombstones are looked at per event only when one
 /// was written at or after the batch's oldest receipt (one probe of their
 /// `erased_at` index per batch): erasures are rare, deliveries are not.
 static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
     let (columns, arrays) = (EventColumns::new_event(), EventColumns::pg_arrays());
-    let (subject, subject_of, kept) = (
+    let (subject, subject_of, kept, key) = (
         EventColumns::new_event_count() + 1,
         EventColumns::new_event_count() + 2,
         EventColumns::new_event_count() + 3,
+        EventColumns::new_event_count() + 4,
     );
     let window_start = partitions::key_window_sql("b.received_at");
     format!(
         "\
     WITH batch AS ( \
-      SELECT * FROM UNNEST({arrays}) WITH ORDINALITY AS b({columns}, n)), \
+      SELECT * FROM UNNEST({arrays}, ${key}::uuid[]) WITH ORDINALITY AS b({columns}, key, n)), \
     since AS ( \
       SELECT EXISTS (SELECT 1 FROM erased_subjects WHERE erased_at >= t.oldest) AS subjects, \
              EXISTS (SELECT 1 FROM erased_jobs WHERE erased_at >= t.oldest) AS jobs \
@@ -535,10 +536,8 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
       SELECT n, array_agg(subject) AS subjects \
       FROM UNNEST(${subject}::bytea[], ${subject_of}::int8[]) AS s(subject, n) GROUP BY n), \
     firsts AS ( \
-      SELECT DISTINCT ON (job_id, event) b.*, s.subjects, \
-             {window_start} AS window_start, \
-             imggo_event_key(b.job_id, b.event) AS key \
-      FROM batch b LEFT JOIN subj s USING (n) ORDER BY job_id, event, n), \
+      SELECT b.*, s.subjects, {window_start} AS window_start \
+      FROM batch b LEFT JOIN subj s USING (n)), \
     barred AS ( \
       SELECT b.job_id, b.event FROM firsts b \
       WHERE EXISTS (SELECT 1 FROM erased_events x \
@@ -580,14 +579,20 @@ pub(super) async fn insert_rows(
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     use sqlx::Connection as _;
     let mut columns = PgEventArrays::default();
+    let mut keys = Vec::with_capacity(events.len());
     // Subject hashes, each with its event's 1-based position in the batch.
     let (mut subjects, mut subject_of) = (Vec::new(), Vec::new());
-    for (e, n) in events.iter().zip(1_i64..) {
+    // Each key once, as its first delivery in the batch: the others are
+    // duplicates of it (`claim_outcomes`), which Postgres need not sort out.
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    for e in events.iter().filter(|e| seen.insert(e.envelope.key())) {
+        columns.push(e);
+        keys.push(uuid::Uuid::from_bytes(e.envelope.key().digest()));
+        let n = keys.len() as i64;
         for s in &e.subjects {
             subjects.push(s.as_bytes());
             subject_of.push(n);
         }
-        columns.push(e);
     }
     // The transaction opens with its guard held, in one round trip:
     // inserts never wait for each other (but for a key both write near a
@@ -608,6 +613,7 @@ pub(super) async fn insert_rows(
         .bind(&subjects)
         .bind(&subject_of)
         .bind(kept)
+        .bind(&keys)
         .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
         .fetch_all(&mut *tx)
         .await?;
@@ -624,7 +630,8 @@ mod tests {
         let sql = &*INSERT_BATCH;
         assert!(sql.contains(
             "UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
-             $6::text[], $7::bytea[], $8::bytea[], $9::bool[], $10::text[]) WITH ORDINALITY"
+             $6::text[], $7::bytea[], $8::bytea[], $9::bool[], $10::text[], $14::uuid[]) \
+             WITH ORDINALITY"
         ));
         assert!(sql.contains("UNNEST($11::bytea[], $12::int8[])"));
         assert!(sql.contains(&format!(
