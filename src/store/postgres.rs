@@ -504,40 +504,37 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// its receipt (it was received before the erasure answered, and commits
 /// after it). A barred key is remembered like an erased one. The rest are
 /// stored once per (job_id, event): the batch holds each key once (the
-/// first delivery of it, [`insert_rows`]), which claims its key (`$14`,
+/// first delivery of it, [`insert_rows`]), which claims its key (`$13`,
 /// [`DedupKey::digest`]) in `event_keys` (ON CONFLICT in its window, NOT
 /// EXISTS in the others: see [`Guard`]), and only a claimed key's event is
-/// inserted, with its subject hashes in the row: `$11` holds every subject
-/// hash of the batch, `$12` the 1-based position of its event in the
-/// batch. `$13` is the start of the oldest key window retention keeps:
-/// older windows (past max_age, waiting to be dropped) are not probed.
+/// inserted, with its subject hashes in the row (`$11`, each row's list as
+/// text: [`subject_list`]). `$12` is the start of the oldest key window
+/// retention keeps: older windows (past max_age, waiting to be dropped)
+/// are not probed.
 ///
 /// The subject and job tombstones are looked at per event only when one
 /// was written at or after the batch's oldest receipt (one probe of their
 /// `erased_at` index per batch): erasures are rare, deliveries are not.
 static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
     let (columns, arrays) = (EventColumns::new_event(), EventColumns::pg_arrays());
-    let (subject, subject_of, kept, key) = (
+    let (subjects, kept, key) = (
         EventColumns::new_event_count() + 1,
         EventColumns::new_event_count() + 2,
         EventColumns::new_event_count() + 3,
-        EventColumns::new_event_count() + 4,
     );
     let window_start = partitions::key_window_sql("b.received_at");
     format!(
         "\
     WITH batch AS ( \
-      SELECT * FROM UNNEST({arrays}, ${key}::uuid[]) WITH ORDINALITY AS b({columns}, key, n)), \
+      SELECT * FROM UNNEST({arrays}, ${subjects}::text[], ${key}::uuid[]) \
+        AS b({columns}, subject_list, key)), \
     since AS ( \
       SELECT EXISTS (SELECT 1 FROM erased_subjects WHERE erased_at >= t.oldest) AS subjects, \
              EXISTS (SELECT 1 FROM erased_jobs WHERE erased_at >= t.oldest) AS jobs \
       FROM (SELECT min(received_at) AS oldest FROM batch) t), \
-    subj AS ( \
-      SELECT n, array_agg(subject) AS subjects \
-      FROM UNNEST(${subject}::bytea[], ${subject_of}::int8[]) AS s(subject, n) GROUP BY n), \
     firsts AS ( \
-      SELECT b.*, s.subjects, {window_start} AS window_start \
-      FROM batch b LEFT JOIN subj s USING (n)), \
+      SELECT b.*, b.subject_list::bytea[] AS subjects, {window_start} AS window_start \
+      FROM batch b), \
     barred AS ( \
       SELECT b.job_id, b.event FROM firsts b \
       WHERE EXISTS (SELECT 1 FROM erased_events x \
@@ -568,6 +565,29 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// An event's subject hashes as the text of a Postgres `bytea[]`
+/// (`{"\\x…","\\x…"}`), `None` (NULL) for none: the statement casts each
+/// row's own list, where a separate array of every hash with its row's
+/// position cost an aggregate and a join per batch.
+fn subject_list(hashes: &[crate::subjects::SubjectHash]) -> Option<String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if hashes.is_empty() {
+        return None;
+    }
+    let mut text = String::with_capacity(2 + hashes.len() * 70);
+    text.push('{');
+    for (i, h) in hashes.iter().enumerate() {
+        text.push_str(if i == 0 { "\"\\\\x" } else { ",\"\\\\x" });
+        for b in h.as_bytes() {
+            text.push(char::from(HEX[usize::from(b >> 4)]));
+            text.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        text.push('"');
+    }
+    text.push('}');
+    Some(text)
+}
+
 /// One statement for the whole batch, in one transaction that holds the
 /// erasure lock (see [`lock_out_inserts`]) and whatever else its [`Guard`]
 /// needs: one commit.
@@ -580,19 +600,14 @@ pub(super) async fn insert_rows(
     use sqlx::Connection as _;
     let mut columns = PgEventArrays::default();
     let mut keys = Vec::with_capacity(events.len());
-    // Subject hashes, each with its event's 1-based position in the batch.
-    let (mut subjects, mut subject_of) = (Vec::new(), Vec::new());
+    let mut subjects = Vec::with_capacity(events.len());
     // Each key once, as its first delivery in the batch: the others are
     // duplicates of it (`claim_outcomes`), which Postgres need not sort out.
     let mut seen = std::collections::HashSet::with_capacity(events.len());
     for e in events.iter().filter(|e| seen.insert(e.envelope.key())) {
         columns.push(e);
         keys.push(uuid::Uuid::from_bytes(e.envelope.key().digest()));
-        let n = keys.len() as i64;
-        for s in &e.subjects {
-            subjects.push(s.as_bytes());
-            subject_of.push(n);
-        }
+        subjects.push(subject_list(&e.subjects));
     }
     // The transaction opens with its guard held, in one round trip:
     // inserts never wait for each other (but for a key both write near a
@@ -611,7 +626,6 @@ pub(super) async fn insert_rows(
     let inserted: Vec<(String, String)> = columns
         .bind(sqlx::query(&INSERT_BATCH))
         .bind(&subjects)
-        .bind(&subject_of)
         .bind(kept)
         .bind(&keys)
         .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
@@ -630,14 +644,29 @@ mod tests {
         let sql = &*INSERT_BATCH;
         assert!(sql.contains(
             "UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
-             $6::text[], $7::bytea[], $8::bytea[], $9::bool[], $10::text[], $14::uuid[]) \
-             WITH ORDINALITY"
+             $6::text[], $7::bytea[], $8::bytea[], $9::bool[], $10::text[], $11::text[], \
+             $13::uuid[]) AS b("
         ));
-        assert!(sql.contains("UNNEST($11::bytea[], $12::int8[])"));
+        assert!(sql.contains("k.since >= $12"));
         assert!(sql.contains(&format!(
             "INSERT INTO webhook_events ({}, subjects)",
             EventColumns::new_event()
         )));
+    }
+
+    #[test]
+    fn subject_lists_are_bytea_array_literals_with_hex_escapes() {
+        use crate::subjects::SubjectHash;
+        assert_eq!(subject_list(&[]), None);
+        let (a, b) = (SubjectHash([0xab; 32]), SubjectHash([0x01; 32]));
+        assert_eq!(
+            subject_list(&[a, b]).unwrap(),
+            format!(
+                "{{\"\\\\x{}\",\"\\\\x{}\"}}",
+                "ab".repeat(32),
+                "01".repeat(32)
+            )
+        );
     }
 
     fn event_at(job: &str, received_at: &str) -> NewEvent {
