@@ -34,7 +34,9 @@
 # there by commit id), PGURL (postgres://postgres@127.0.0.1:5432),
 # PGSSLMODE (disable), AB_TREE_SQL (SQL run on the tree's database after its
 # migrations, before it serves: with REV = HEAD, the cost of one index or
-# setting, e.g. AB_TREE_SQL='DROP INDEX webhook_events_brin').
+# setting, e.g. AB_TREE_SQL='DROP INDEX webhook_events_brin'), AB_TREE_ENV
+# (settings for the tree's server only, one NAME=VALUE per line, e.g.
+# AB_TREE_ENV=IMGGO__DATABASE__WRITERS=2 with REV = HEAD).
 set -euo pipefail
 REV_ARG=${1:?usage: benches/load/ab.sh REV}
 cd "$(dirname "$0")/../.."
@@ -128,6 +130,7 @@ settings_for() {
 }
 for b in base tree; do
   settings_for "$WORK/$b/default.toml" > "$WORK/$b/env"
+  if [ "$b" = tree ] && [ -n "${AB_TREE_ENV:-}" ]; then echo "$AB_TREE_ENV" >> "$WORK/$b/env"; fi
   echo "$b gets: $(tr '\n' ' ' < "$WORK/$b/env")" >&2
 done
 
