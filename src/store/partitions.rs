@@ -252,7 +252,63 @@ pub async fn make_ahead(
     let from = from.min(until);
     cover(pool, EVENTS, layout.interval, 0, &[from, until], true).await?;
     cover(pool, KEYS, KEY_WINDOW, KEY_ORIGIN, &[from, until], true).await?;
+    if let Err(e) = tune_subject_indexes(pool).await {
+        tracing::warn!(error = %e, "cannot look at the subject indexes' options; next pass");
+    }
     Ok(())
+}
+
+/// The options of every partition's subject index (GIN): a 64 kB pending
+/// list (migration `20261212100000_subject_index_pending_list`).
+const SUBJECT_INDEX_OPTIONS: [&str; 2] = ["fastupdate=on", "gin_pending_list_limit=64"];
+
+/// Gives each partition's subject index that lacks them
+/// [`SUBJECT_INDEX_OPTIONS`], newest partition first: the ones made before
+/// the migration that set them for new partitions, or by a replica of an
+/// older release since. Each in a transaction of its own that waits at
+/// most 100 ms for the index's lock (ALTER INDEX … SET holds it
+/// exclusively, and inserts and feed reads would queue behind it); one not
+/// had in time, or a partition dropped meanwhile, is left to the next pass.
+/// Returns how many it changed.
+pub async fn tune_subject_indexes(pool: &PgPool) -> Result<usize, StoreError> {
+    let wanted: Vec<String> = SUBJECT_INDEX_OPTIONS
+        .iter()
+        .map(|o| o.to_string())
+        .collect();
+    let lacking: Vec<String> = sqlx::query_scalar(
+        "SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = to_regclass('webhook_events_subjects_idx') \
+           AND NOT coalesce(c.reloptions, '{}') @> $1 \
+         ORDER BY c.relname DESC",
+    )
+    .bind(&wanted)
+    .fetch_all(pool)
+    .await?;
+    let mut changed = 0;
+    for index in &lacking {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '100ms'")
+            .execute(&mut *tx)
+            .await?;
+        let alter = format!(
+            "ALTER INDEX {index} SET ({})",
+            SUBJECT_INDEX_OPTIONS.join(", ")
+        );
+        match sqlx::query(&alter).execute(&mut *tx).await {
+            Ok(_) => {
+                tx.commit().await?;
+                changed += 1;
+            }
+            Err(e) => tracing::info!(index, error = %e, "subject index options not set; next pass"),
+        }
+    }
+    if changed > 0 {
+        tracing::info!(
+            indexes = changed,
+            "subject indexes given a small pending list"
+        );
+    }
+    Ok(changed)
 }
 
 /// Relations a read of the whole events table locks per partition: the

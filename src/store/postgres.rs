@@ -565,6 +565,25 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The rows a batch sends, with their keys' digests: each key once, as its
+/// first delivery in the batch (the others are duplicates of it:
+/// [`claim_outcomes`]), in the order of the digests. Two batches in flight
+/// at once claim the keys they share in the same order, so neither holds
+/// one the other waits for while waiting for one the other holds (ON
+/// CONFLICT waits for an uncommitted claim of the same key): no deadlock
+/// when a sender retries a batch's deliveries through another replica, or
+/// a spool drains deliveries that are being retried live.
+fn claim_order<'a>(events: &[&'a NewEvent]) -> Vec<(&'a NewEvent, [u8; 16])> {
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    let mut rows: Vec<(&NewEvent, [u8; 16])> = events
+        .iter()
+        .filter(|e| seen.insert(e.envelope.key()))
+        .map(|e| (*e, e.envelope.key().digest()))
+        .collect();
+    rows.sort_unstable_by_key(|(_, digest)| *digest);
+    rows
+}
+
 /// An event's subject hashes as the text of a Postgres `bytea[]`
 /// (`{"\\x…","\\x…"}`), `None` (NULL) for none: the statement casts each
 /// row's own list, where a separate array of every hash with its row's
@@ -599,14 +618,12 @@ pub(super) async fn insert_rows(
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     use sqlx::Connection as _;
     let mut columns = PgEventArrays::default();
-    let mut keys = Vec::with_capacity(events.len());
-    let mut subjects = Vec::with_capacity(events.len());
-    // Each key once, as its first delivery in the batch: the others are
-    // duplicates of it (`claim_outcomes`), which Postgres need not sort out.
-    let mut seen = std::collections::HashSet::with_capacity(events.len());
-    for e in events.iter().filter(|e| seen.insert(e.envelope.key())) {
+    let rows = claim_order(events);
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut subjects = Vec::with_capacity(rows.len());
+    for (e, digest) in rows {
         columns.push(e);
-        keys.push(uuid::Uuid::from_bytes(e.envelope.key().digest()));
+        keys.push(uuid::Uuid::from_bytes(digest));
         subjects.push(subject_list(&e.subjects));
     }
     // The transaction opens with its guard held, in one round trip:
@@ -652,6 +669,38 @@ mod tests {
             "INSERT INTO webhook_events ({}, subjects)",
             EventColumns::new_event()
         )));
+    }
+
+    #[test]
+    fn a_batch_claims_each_key_once_as_its_first_delivery_in_digest_order() {
+        let mut events: Vec<NewEvent> = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|job| crate::event::NewEvent::for_tests(job))
+            .collect();
+        // A second delivery of "c", told apart from the first by its status.
+        let mut again = crate::event::NewEvent::for_tests("c");
+        again.envelope.status = Some("again".into());
+        events.insert(1, again);
+        let refs: Vec<&NewEvent> = events.iter().collect();
+        let rows = claim_order(&refs);
+        let jobs: Vec<&str> = rows
+            .iter()
+            .map(|(e, _)| e.envelope.job_id.as_str())
+            .collect();
+        assert_eq!(jobs.len(), 6, "{jobs:?}");
+        let c = rows.iter().find(|(e, _)| e.envelope.job_id == "c").unwrap();
+        assert_eq!(
+            c.0.envelope.status.as_deref(),
+            Some("again"),
+            "the first delivery"
+        );
+        for pair in rows.windows(2) {
+            assert!(pair[0].1 < pair[1].1, "{jobs:?} not in digest order");
+        }
+        // Not the order they came in, nor the jobs' order: the digests'.
+        let mut by_job = jobs.clone();
+        by_job.sort_unstable();
+        assert_ne!(jobs, by_job);
     }
 
     #[test]

@@ -615,3 +615,71 @@ async fn every_partitions_subject_index_keeps_a_small_pending_list() {
     assert_eq!(store.forget_subject(&[alice], &entry).await.unwrap(), 3);
     assert!(db.stored_job_ids().await.is_empty());
 }
+
+/// The upkeep that gives older partitions' subject indexes their options
+/// does not wait behind a reader of the index (ALTER INDEX … SET takes it
+/// exclusively, and every insert would queue behind the wait): it leaves
+/// that one to the next pass, and sets it once the reader is done.
+#[tokio::test]
+async fn the_subject_index_upkeep_skips_an_index_in_use_and_comes_back() {
+    let db = TestDb::unmigrated().await;
+    migrate_before(&db, 20261212100000).await;
+    let earlier = Utc::now() - chrono::Duration::days(3);
+    let part: String = sqlx::query_scalar(
+        "SELECT imggo_create_partition('webhook_events', $1, $1 + interval '1 hour')",
+    )
+    .bind(earlier)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let mut reader = db.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "SELECT count(*) FROM {part} WHERE subjects @> ARRAY['\\x00'::bytea]"
+    ))
+    .execute(&mut *reader)
+    .await
+    .unwrap();
+    let index = format!("{part}_subjects_idx");
+    let options = |index: String| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<Vec<String>>>(
+                "SELECT reloptions FROM pg_class WHERE relname = $1",
+            )
+            .bind(index)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // `migrate` runs the upkeep once: everything but the index in use.
+    let store = db.server_store().await;
+    tokio::time::timeout(Duration::from_secs(20), store.migrate())
+        .await
+        .expect("the upkeep waited for the reader")
+        .unwrap();
+    assert_eq!(
+        options(index.clone()).await,
+        Some(vec!["fastupdate=off".to_owned()])
+    );
+
+    reader.commit().await.unwrap();
+    assert_eq!(
+        imggo_receiver::store::partitions::tune_subject_indexes(&db.pool)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        options(index).await,
+        Some(vec![
+            "fastupdate=on".to_owned(),
+            "gin_pending_list_limit=64".to_owned()
+        ])
+    );
+}

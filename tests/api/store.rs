@@ -360,3 +360,62 @@ async fn batch_writer_sessions_flush_their_writes_steadily() {
     assert_ne!(shared, "256kB");
     writers.pool().close().await;
 }
+
+/// Two batches in flight at once that share keys, each in the other's
+/// order (a sender retrying through another replica, a spool draining
+/// deliveries that are retried live), both waiting for a third
+/// transaction's uncommitted claim of those keys. When it goes away, both
+/// finish and each key is stored once: a batch claims its keys in one
+/// order whatever order they came in, so neither can hold a key the other
+/// waits for while waiting for one the other holds. Claimed in arrival
+/// order, the two fall into a deadlock about every other round (Postgres
+/// aborts one after `deadlock_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_sharing_keys_in_opposite_orders_both_finish() {
+    let db = TestDb::new().await;
+    let window = imggo_receiver::store::partitions::key_window(chrono::Utc::now());
+    for round in 0..4 {
+        let (p, q) = (format!("p-{round}"), format!("q-{round}"));
+        let mut blocker = db.pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO event_keys (key, since) VALUES \
+             (imggo_event_key($1, 'job.succeeded'), $3), (imggo_event_key($2, 'job.succeeded'), $3)",
+        )
+        .bind(&p)
+        .bind(&q)
+        .bind(window)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+        let batch = |first: &str, second: &str| {
+            let (store, first, second) = (db.store(), sealed_event(first), sealed_event(second));
+            tokio::spawn(async move { store.insert_batch(&[&first, &second]).await })
+        };
+        let (a, b) = (batch(&q, &p), batch(&p, &q));
+        eventually("both batches wait for the uncommitted claims", || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            (waiting == 2).then_some(())
+        })
+        .await;
+        blocker.rollback().await.unwrap();
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let (a, b) = (
+            a.unwrap_or_else(|e| panic!("round {round}: {e}")),
+            b.unwrap_or_else(|e| panic!("round {round}: {e}")),
+        );
+        let inserted = a
+            .iter()
+            .chain(&b)
+            .filter(|o| **o == InsertOutcome::Inserted)
+            .count();
+        assert_eq!(inserted, 2, "round {round}: {a:?} {b:?}");
+    }
+    let stored = db.stored_job_ids().await;
+    assert_eq!(stored.len(), 8, "{stored:?}");
+}
