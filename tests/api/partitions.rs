@@ -538,21 +538,31 @@ async fn batches_probe_indexes_after_an_empty_database_was_analyzed() {
     assert_eq!(db.stored_job_ids().await.len(), 40);
 }
 
+/// A database at the release before subject indexes kept a pending list,
+/// with an hourly events partition made from three days before `now`:
+/// the database, the partition's name and its start.
+async fn before_pending_lists(now: DateTime<Utc>) -> (TestDb, String, DateTime<Utc>) {
+    let db = TestDb::unmigrated().await;
+    migrate_before(&db, 20261212100000).await;
+    let start = now - chrono::Duration::days(3);
+    let part: String = sqlx::query_scalar(
+        "SELECT imggo_create_partition('webhook_events', $1, $1 + interval '1 hour')",
+    )
+    .bind(start)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    (db, part, start)
+}
+
 /// Every partition's subject index keeps a small pending list (CONTRACT §5
 /// leaves the index to us; docs/storage.md): the partitions made before
 /// the migration that set it and the ones made after, on demand. An
 /// erasure still finds every event whose hashes wait in the list.
 #[tokio::test]
 async fn every_partitions_subject_index_keeps_a_small_pending_list() {
-    let db = TestDb::unmigrated().await;
-    migrate_before(&db, 20261212100000).await;
     let now = Utc::now();
-    let earlier = now - chrono::Duration::days(3);
-    sqlx::query("SELECT imggo_create_partition('webhook_events', $1, $1 + interval '1 hour')")
-        .bind(earlier)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let (db, _, earlier) = before_pending_lists(now).await;
     let store = db.server_store().await;
     store.migrate().await.unwrap();
 
@@ -622,16 +632,7 @@ async fn every_partitions_subject_index_keeps_a_small_pending_list() {
 /// that one to the next pass, and sets it once the reader is done.
 #[tokio::test]
 async fn the_subject_index_upkeep_skips_an_index_in_use_and_comes_back() {
-    let db = TestDb::unmigrated().await;
-    migrate_before(&db, 20261212100000).await;
-    let earlier = Utc::now() - chrono::Duration::days(3);
-    let part: String = sqlx::query_scalar(
-        "SELECT imggo_create_partition('webhook_events', $1, $1 + interval '1 hour')",
-    )
-    .bind(earlier)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (db, part, _) = before_pending_lists(Utc::now()).await;
     let mut reader = db.pool.begin().await.unwrap();
     sqlx::query("SET LOCAL enable_seqscan = off")
         .execute(&mut *reader)
