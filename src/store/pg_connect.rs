@@ -60,7 +60,11 @@ pub(super) fn describe(e: &sqlx::Error) -> String {
                 "28P01" | "28000" => "the server refused the login",
                 "57P03" => "the server is starting up",
                 "53300" => "the server has no connection to spare",
+                "40P01" => "the statement deadlocked with another transaction",
+                "40001" => "the transaction conflicted with another one",
                 c if c.starts_with("28") => "the server refused the login",
+                c if c.starts_with("53") => "the server ran out of a resource",
+                c if c.starts_with("57P") => "the server is shutting down or restarting",
                 c if c.starts_with("08") => "the server refused the connection",
                 _ => "the server refused the connection",
             };

@@ -419,3 +419,38 @@ async fn batches_sharing_keys_in_opposite_orders_both_finish() {
     let stored = db.stored_job_ids().await;
     assert_eq!(stored.len(), 8, "{stored:?}");
 }
+
+/// A deadlock is logged as one, not as a refused connection: the batch
+/// writer's log line is what an operator reads when a batch goes to the
+/// spool for it.
+#[tokio::test]
+async fn a_deadlock_is_described_as_one() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql("CREATE TABLE probe (id int PRIMARY KEY); INSERT INTO probe VALUES (1), (2)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (mut one, mut two) = (
+        db.pool.begin().await.unwrap(),
+        db.pool.begin().await.unwrap(),
+    );
+    for (tx, id) in [(&mut one, 1), (&mut two, 2)] {
+        sqlx::query("UPDATE probe SET id = id WHERE id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+    }
+    // Each now wants the row the other holds.
+    let (a, b) = tokio::join!(
+        sqlx::query("UPDATE probe SET id = id WHERE id = 2").execute(&mut *one),
+        sqlx::query("UPDATE probe SET id = id WHERE id = 1").execute(&mut *two),
+    );
+    let lost = a.err().or(b.err()).expect("Postgres broke the deadlock");
+    let text = StoreError::from(lost).to_string();
+    assert!(
+        text.contains("deadlocked") && text.contains("40P01"),
+        "{text}"
+    );
+    assert!(!text.contains("refused"), "{text}");
+}
