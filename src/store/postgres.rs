@@ -589,7 +589,6 @@ fn claim_order<'a>(events: &[&'a NewEvent]) -> Vec<(&'a NewEvent, [u8; 16])> {
 /// row's own list, where a separate array of every hash with its row's
 /// position cost an aggregate and a join per batch.
 fn subject_list(hashes: &[crate::subjects::SubjectHash]) -> Option<String> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     if hashes.is_empty() {
         return None;
     }
@@ -597,10 +596,7 @@ fn subject_list(hashes: &[crate::subjects::SubjectHash]) -> Option<String> {
     text.push('{');
     for (i, h) in hashes.iter().enumerate() {
         text.push_str(if i == 0 { "\"\\\\x" } else { ",\"\\\\x" });
-        for b in h.as_bytes() {
-            text.push(char::from(HEX[usize::from(b >> 4)]));
-            text.push(char::from(HEX[usize::from(b & 15)]));
-        }
+        text.push_str(&h.to_hex());
         text.push('"');
     }
     text.push('}');
