@@ -1,13 +1,9 @@
 //! Value transforms of the `hash` and `mask_last4` actions.
 
 /// `"*"` × (digits − 4) then the last four digits; fewer than five digits:
-/// one `*` per digit. `digits` are ASCII digits.
-pub(crate) fn mask_digits(digits: &[u8]) -> String {
-    masked(digits)
-}
-
-/// [`mask_digits`] of digits of any kind (ASCII bytes or chars).
-fn masked<D: Copy + Into<char>>(digits: &[D]) -> String {
+/// one `*` per digit. `digits` are ASCII digits (bytes) or digits of any
+/// script (chars).
+pub(crate) fn mask_digits<D: Copy + Into<char>>(digits: &[D]) -> String {
     let keep = if digits.len() > 4 { 4 } else { 0 };
     let mut out = String::with_capacity(digits.len());
     out.extend(std::iter::repeat_n('*', digits.len() - keep));
@@ -25,10 +21,10 @@ pub(crate) fn mask_last4(value: &str) -> Option<String> {
     }
     if value.is_ascii() {
         let digits: Vec<u8> = value.bytes().filter(u8::is_ascii_digit).collect();
-        return (!digits.is_empty()).then(|| masked(&digits));
+        return (!digits.is_empty()).then(|| mask_digits(&digits));
     }
     let digits: Vec<char> = value.chars().filter(|c| c.is_numeric()).collect();
-    (!digits.is_empty()).then(|| masked(&digits))
+    (!digits.is_empty()).then(|| mask_digits(&digits))
 }
 
 /// `*`… then at most four digits (of any script).
