@@ -164,7 +164,7 @@ impl Heads {
     /// ([`FeedWatch`] keeps none). Then this process's commits are read at
     /// once (at most one read per [`MIN_SPACING`]).
     fn waiting(&self) -> bool {
-        self.polls.receiver_count() > 0 || self.follows.receiver_count() > 0
+        self.recheck() != IDLE_RECHECK
     }
 
     /// How long the watcher sleeps when no commit of this process pings

@@ -271,17 +271,13 @@ const SUBJECT_INDEX_OPTIONS: [&str; 2] = ["fastupdate=on", "gin_pending_list_lim
 /// had in time, or a partition dropped meanwhile, is left to the next pass.
 /// Returns how many it changed.
 pub async fn tune_subject_indexes(pool: &PgPool) -> Result<usize, StoreError> {
-    let wanted: Vec<String> = SUBJECT_INDEX_OPTIONS
-        .iter()
-        .map(|o| o.to_string())
-        .collect();
     let lacking: Vec<String> = sqlx::query_scalar(
         "SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
          WHERE i.inhparent = to_regclass('webhook_events_subjects_idx') \
            AND NOT coalesce(c.reloptions, '{}') @> $1 \
          ORDER BY c.relname DESC",
     )
-    .bind(&wanted)
+    .bind(&SUBJECT_INDEX_OPTIONS[..])
     .fetch_all(pool)
     .await?;
     let mut changed = 0;
