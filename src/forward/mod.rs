@@ -9,6 +9,8 @@
 //!   of what the broker kinds log.
 //! - [`relay`]: one destination's loop over the feed, its position, dead
 //!   letters, backoff and pause.
+//! - [`shared`]: what one relay read of the feed, opened, serves the
+//!   replica's other relays (Postgres), never past an erasure.
 //! - [`lease`]: one replica at a time forwards a destination.
 //!
 //! Forwarding runs beside the webhook route and shares nothing with it but
@@ -29,6 +31,7 @@ pub mod publish;
 pub mod redis;
 pub mod relay;
 mod replay;
+pub mod shared;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +73,7 @@ impl Forwarding {
         let mut relays = Vec::new();
         // This replica, as the leases (and the position's fence) know it.
         let holder = uuid::Uuid::new_v4().to_string();
+        let shared = Arc::new(shared::SharedFeed::default());
         for (name, settings) in destinations {
             // Every series at zero before the first scrape.
             crate::metrics::register_forward(name);
@@ -87,6 +91,7 @@ impl Forwarding {
                 form: CursorForm::of(store),
                 publisher,
                 feed: feed.clone(),
+                shared: shared.clone(),
                 backoff: relay::Backoff::default(),
                 holder: holder.clone(),
                 state: None,

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub use super::backoff::Backoff;
 use super::notice;
 use super::publish::{Message, Publisher, Verdict};
+use super::shared::{Opened, SharedFeed};
 use crate::config::forward::{DestinationSettings, Template};
 use crate::crypto::KeyRing;
 use crate::event::wire;
@@ -56,6 +57,8 @@ pub struct Relay {
     pub form: CursorForm,
     pub publisher: Box<dyn Publisher>,
     pub feed: FeedWatch,
+    /// What this replica's relays read of the feed, opened, for each other.
+    pub shared: Arc<SharedFeed>,
     /// The wait before the next retry.
     pub backoff: Backoff,
     /// This replica's lease holder id (the fence on the position).
@@ -69,16 +72,16 @@ pub struct Relay {
     pub replay_checked: Option<tokio::time::Instant>,
 }
 
-/// A feed item: a stored event or an erasure notice.
+/// A feed item: a stored event (opened) or an erasure notice.
 enum Item {
-    Event(FeedEvent),
+    Event(Arc<Opened>),
     Notice(Notice),
 }
 
 impl Item {
     fn position(&self) -> Position {
         match self {
-            Self::Event(e) => e.position,
+            Self::Event(e) => e.event.position,
             Self::Notice(n) => n.position,
         }
     }
@@ -285,15 +288,10 @@ impl Relay {
     /// The next items after `after`, in feed order, only as far as both
     /// events and notices are known complete.
     async fn read(&mut self, after: Position) -> Result<Vec<Item>, StoreError> {
-        let (bound, notices) = self.store.forward_notices(&self.name, after, BATCH).await?;
-        let events = self
-            .store
-            .feed_page(after, BATCH, &FeedFilter::default())
-            .await?;
-        let mut limit = bound;
-        if events.len() >= BATCH as usize {
-            limit = limit.min(next_after(events.last().map(|e| e.position)));
-        }
+        let read = self.store.forward_notices(&self.name, after, BATCH).await?;
+        let (events, until) = self.events(after, read.bound, read.epoch).await?;
+        let notices = read.notices;
+        let mut limit = read.bound.min(until);
         if notices.len() >= BATCH as usize {
             limit = limit.min(next_after(notices.last().map(|n| n.position)));
         }
@@ -308,20 +306,62 @@ impl Relay {
         Ok(items)
     }
 
+    /// The events after `after`, opened, and the position below which they
+    /// are complete: from the replica's shared run when it holds them
+    /// under `epoch` (Postgres), else read from the database and offered
+    /// to the other relays.
+    async fn events(
+        &mut self,
+        after: Position,
+        bound: Position,
+        epoch: Option<i64>,
+    ) -> Result<(Vec<Arc<Opened>>, Position), StoreError> {
+        let since = self.store.served_since();
+        if let (Some(epoch), Some(since)) = (epoch, since) {
+            if let Some(served) = self.shared.serve(after, epoch, BATCH as usize, since) {
+                return Ok((served.events, served.until));
+            }
+        }
+        let page = self
+            .store
+            .feed_page(after, BATCH, &FeedFilter::default())
+            .await?;
+        // A full page is complete through its last event; a shorter one
+        // through everything below the bound read before it.
+        let until = if page.len() >= BATCH as usize {
+            next_after(page.last().map(|e| e.position))
+        } else {
+            bound
+        };
+        let opened: Vec<Arc<Opened>> = page.into_iter().map(|e| Arc::new(self.open(e))).collect();
+        if let (Some(epoch), Some(_)) = (epoch, since) {
+            self.shared.offer(after, until, epoch, &opened);
+        }
+        Ok((opened, until))
+    }
+
+    /// `e` as every destination sends it, its ciphertext dropped.
+    fn open(&self, mut e: FeedEvent) -> Opened {
+        let body = self.body(&e);
+        e.row.ciphertext = Vec::new();
+        e.row.nonce = Vec::new();
+        Opened { event: e, body }
+    }
+
     /// Builds `item`'s message into `batch` (or says why not).
     fn slot(&self, item: &Item, batch: &mut Vec<Message>) -> Slot {
         let message = match item {
             Item::Event(e) => {
-                let row = &e.row;
+                let row = &e.event.row;
                 let wanted = (self.settings.events.is_empty()
                     || self.settings.events.contains(&row.event))
                     && self.settings.valid.admits(row.valid);
                 if !wanted {
                     return Slot::Skip;
                 }
-                match self.event_message(e) {
-                    Ok(m) => m,
-                    Err(why) => return Slot::Dead(why),
+                match &e.body {
+                    Ok(body) => self.message(&e.event, body.clone()),
+                    Err(why) => return Slot::Dead(why.clone()),
                 }
             }
             Item::Notice(n) => {
@@ -337,6 +377,13 @@ impl Relay {
     }
 
     pub(super) fn event_message(&self, e: &FeedEvent) -> Result<Message, String> {
+        let body = self.body(e)?;
+        Ok(self.message(e, body))
+    }
+
+    /// The feed's EVENT for `e`: the same for every destination of this
+    /// replica (one cursor form), so it is made once and shared.
+    fn body(&self, e: &FeedEvent) -> Result<Bytes, String> {
         let payload = wire::open(&self.keys, &e.row).map_err(|err| {
             tracing::error!(destination = %self.name, row = e.row.id, error = %err, "stored event cannot be forwarded");
             format!("cannot be read: {err}")
@@ -344,13 +391,18 @@ impl Relay {
         let mut body = Vec::with_capacity(payload.len() + 512);
         let cursor = feed::encode(self.form, e.position);
         wire::write(&mut body, &e.row, Some(&cursor), &payload);
-        Ok(Message {
+        Ok(Bytes::from(body))
+    }
+
+    /// `e`'s message to this destination.
+    fn message(&self, e: &FeedEvent, body: Bytes) -> Message {
+        Message {
             id: e.row.id.to_string(),
             target: self.target(&e.row.event, e.row.pattern_id.as_deref()),
-            body: Bytes::from(body),
+            body,
             timestamp: chrono::Utc::now().timestamp(),
             seq: seq_of(e.position),
-        })
+        }
     }
 
     /// The notice's messages, seqs from `first` on.
@@ -378,7 +430,7 @@ impl Relay {
 
     fn dead_letter(&self, item: &Item, reason: &str) -> DeadLetter {
         let (message_id, notice) = match item {
-            Item::Event(e) => (e.row.id.to_string(), false),
+            Item::Event(e) => (e.event.row.id.to_string(), false),
             Item::Notice(n) => (notice::message_id(n.position.id, 0), true),
         };
         tracing::warn!(destination = %self.name, id = %message_id, reason, "message refused: moved to dead letters");

@@ -11,6 +11,8 @@
 
 use std::sync::LazyLock;
 
+use chrono::{DateTime, Utc};
+
 use super::{EventColumns, Store, StoreError, StoredEvent};
 
 /// A place in the feed: rows strictly after it come next.
@@ -99,6 +101,16 @@ pub(super) fn served(store: &Store, n: usize) -> String {
 }
 
 impl Store {
+    /// The oldest receipt a read may return now: `Some` on Postgres, whose
+    /// partitions wait past `retention.max_age` to be dropped (reads
+    /// filter on it); `None` on SQLite, whose purge deletes the rows.
+    pub fn served_since(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Store::Postgres(s) => Some(s.layout().served_since()),
+            Store::Sqlite(_) => None,
+        }
+    }
+
     /// Up to `limit` events after `after`, in feed order. On Postgres none
     /// received longer ago than `retention.max_age`.
     pub async fn feed_page(

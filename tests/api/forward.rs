@@ -320,6 +320,75 @@ async fn erasure_sends_each_destination_the_deleted_ids_on_sqlite() {
     erasure_notice(Some(dir.path()), "lite-erasure").await;
 }
 
+/// The race of a shared read and an erasure, forced. The relays of a
+/// replica share what one of them read of the feed (`forward::shared`).
+/// "fast" reads the events and then hangs on sending the first, so what it
+/// read stays in memory and it reads nothing more; "held" fails and
+/// retries from the start, served from that memory. Alice's two events are
+/// erased. From the first step "held" begins after the erasure answered,
+/// it must never get an erased event out of that memory: only the other
+/// event and the notice naming the two. (A request already in flight when
+/// the erasure committed may carry one: the notice covers that.)
+#[tokio::test]
+async fn a_destination_behind_never_gets_an_event_erased_after_another_read_it() {
+    let fast = Destination::start().await;
+    let held = Destination::start().await;
+    fast.delay(Duration::from_secs(30));
+    held.answer_always(500);
+    let mut env = http_destination("fast", &fast.url());
+    env.push(("IMGGO__FORWARD__FAST__TIMEOUT".into(), "60s".into()));
+    env.extend(http_destination("held", &held.url()));
+    let app = spawn_app_with(|o| with_destinations(&mut o.settings, env)).await;
+    let token = make_token(&app.store, "dpo", "events:read,events:delete").await;
+    let alice = json!({"customer": {"email": "alice@example.com"}});
+    app.deliver(body_with(&new_job_id(), "job.succeeded", alice.clone()))
+        .await;
+    app.deliver(body_with(&new_job_id(), "job.succeeded", json!({"n": 1})))
+        .await;
+    app.deliver(body_with(&new_job_id(), "job.succeeded", alice))
+        .await;
+    let (events, _) = app.drain(&token, 10, 3).await;
+    eventually("fast hangs on its first message, held tried", || async {
+        (fast.arrived() >= 1 && !held.requests().is_empty()).then_some(())
+    })
+    .await;
+    let res = app
+        .client
+        .post(app.api("/v1/erasure"))
+        .bearer_auth(&token)
+        .json(&json!({"value": "alice@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let before = held.requests().len();
+    // Two more attempts: the second one's step began after the erasure.
+    eventually("held retried twice", || async {
+        (held.requests().len() >= before + 2).then_some(())
+    })
+    .await;
+    held.answer_always(200);
+    let got = held.until_accepted(2).await;
+    let erased = [
+        events[0]["id"].as_str().unwrap(),
+        events[2]["id"].as_str().unwrap(),
+    ];
+    for r in &held.requests()[before + 1..] {
+        assert!(
+            !erased.contains(&r.id.as_str()),
+            "an erased event went out after the erasure: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(got[0].id, events[1]["id"].as_str().unwrap());
+    let notice: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(
+        notice,
+        json!({"erasure": {"ids": [events[0]["id"], events[2]["id"]]}})
+    );
+    assert_eq!(fast.arrived(), 1, "fast read on while it hung");
+}
+
 #[tokio::test]
 async fn an_unreachable_destination_does_not_stop_the_service() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

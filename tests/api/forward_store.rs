@@ -298,3 +298,57 @@ async fn an_erasure_names_to_each_destination_only_what_it_may_have_got() {
         assert!(notices_of(&store, "behind").await.is_empty(), "{name}");
     }
 }
+
+/// The relays of a replica share what they read of the feed, and serve it
+/// only under the erasure epoch it was read under: every statement that
+/// deletes events counts the epoch up in its own transaction, whichever
+/// path (by job, by subject) or release (a bare `DELETE`) it comes from.
+/// SQLite's relays do not share reads and have no epoch.
+#[tokio::test]
+async fn every_delete_of_events_counts_up_the_erasure_epoch() {
+    let ring = test_ring(KEY_A);
+    for (store, _backing) in each_store().await {
+        let epoch = || async {
+            store
+                .forward_notices("nobody", Position::default(), 1)
+                .await
+                .unwrap()
+                .epoch
+        };
+        if matches!(store, Store::Sqlite(_)) {
+            assert_eq!(epoch().await, None);
+            continue;
+        }
+        let audit = || {
+            imggo_receiver::audit::AuditEntry::new(
+                imggo_receiver::audit::Actor::Cli,
+                imggo_receiver::audit::Action::JobDelete,
+                None,
+            )
+        };
+        let start = epoch().await.expect("an epoch on Postgres");
+        store
+            .insert(&sealed_event_with(
+                &ring,
+                "gone-job",
+                "job.succeeded",
+                b"{}",
+            ))
+            .await
+            .unwrap();
+        // Inserts do not count.
+        assert_eq!(epoch().await, Some(start));
+        assert_eq!(store.delete_job("gone-job", &audit()).await.unwrap(), 1);
+        assert_eq!(epoch().await, Some(start + 1));
+        let subject = imggo_receiver::subjects::SubjectHash([7; 32]);
+        store.forget_subject(&[subject], &audit()).await.unwrap();
+        assert_eq!(epoch().await, Some(start + 2));
+        if let Store::Postgres(s) = &store {
+            sqlx::query("DELETE FROM webhook_events WHERE job_id = 'no-such-job'")
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+        assert_eq!(epoch().await, Some(start + 3));
+    }
+}

@@ -71,6 +71,8 @@ struct Script {
     default: Option<u16>,
     bad_signatures: usize,
     delay: Duration,
+    /// Requests that arrived, answered or still in their delay.
+    arrived: usize,
 }
 
 /// The test's HTTP destination.
@@ -115,6 +117,12 @@ impl Destination {
 
     pub fn delay(&self, d: Duration) {
         self.script.lock().unwrap().delay = d;
+    }
+
+    /// Requests that arrived so far, including those still held by
+    /// [`Destination::delay`].
+    pub fn arrived(&self) -> usize {
+        self.script.lock().unwrap().arrived
     }
 
     pub fn requests(&self) -> Vec<Received> {
@@ -167,7 +175,11 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let delay = script.lock().unwrap().delay;
+    let delay = {
+        let mut s = script.lock().unwrap();
+        s.arrived += 1;
+        s.delay
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

@@ -17,6 +17,7 @@ mod positions;
 pub use erased::RELAY_BATCH;
 pub(crate) use erased::{notice_pg, notice_sqlite, Erased, RETURNING_PG, RETURNING_SQLITE};
 pub use lease::{claim, keepalive, ping, try_lock};
+pub use notices::NoticeRead;
 pub(crate) use notices::{purge_pg, purge_sqlite};
 pub(crate) use positions::{count_missed_pg, count_missed_sqlite};
 pub use positions::{Filters, LAG_COUNT_PG, LAG_EXACT, LAG_OLDEST_PG};

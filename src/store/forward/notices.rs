@@ -9,9 +9,23 @@ use super::Notice;
 use crate::store::feed::Position;
 use crate::store::{EventColumns, FeedEvent, Store, StoreError};
 
-/// The horizon, and a notice (all `None` when there is none): one row of
-/// the Postgres read in [`Store::forward_notices`].
-type HorizonAndNotice = (i64, Option<i64>, Option<i64>, Option<String>);
+/// The horizon, the erasure epoch, and a notice (all `None` when there is
+/// none): one row of the Postgres read in [`Store::forward_notices`].
+type HorizonAndNotice = (i64, i64, Option<i64>, Option<i64>, Option<String>);
+
+/// What a relay's step reads before the events: see
+/// [`Store::forward_notices`].
+#[derive(Debug)]
+pub struct NoticeRead {
+    /// Items below it are complete: anything at or above it may still
+    /// commit behind it.
+    pub bound: Position,
+    /// How many statements have deleted events so far (Postgres; `None`
+    /// on SQLite, whose relays do not share reads): what a relay read
+    /// under another epoch may hold an event deleted since.
+    pub epoch: Option<i64>,
+    pub notices: Vec<Notice>,
+}
 
 impl Store {
     /// `destination`'s notices after `after` (at most `limit`; a notice
@@ -23,14 +37,15 @@ impl Store {
         destination: &str,
         after: Position,
         limit: u32,
-    ) -> Result<(Position, Vec<Notice>), StoreError> {
+    ) -> Result<NoticeRead, StoreError> {
         match self {
             Store::Postgres(s) => {
                 // One statement, so one snapshot for the horizon and the
                 // notices (and one round trip per relay step).
                 let rows: Vec<HorizonAndNotice> = sqlx::query_as(
-                    "SELECT h.x::text::bigint, n.tx::text::bigint, n.id, n.event_ids \
-                     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) h \
+                    "SELECT h.x::text::bigint, h.epoch, n.tx::text::bigint, n.id, n.event_ids \
+                     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x, \
+                             (SELECT epoch FROM forward_erasure_epoch) AS epoch) h \
                      LEFT JOIN LATERAL ( \
                        SELECT n.tx, n.id, i.event_ids FROM forward_notices n \
                        JOIN forward_notice_ids i ON i.notice = n.id AND i.destination = $4 \
@@ -44,17 +59,21 @@ impl Store {
                 .bind(destination)
                 .fetch_all(s.pool())
                 .await?;
-                let horizon = rows.first().map_or(0, |r| r.0);
+                let (horizon, epoch) = rows.first().map_or((0, 0), |r| (r.0, r.1));
                 let notices = rows
                     .into_iter()
-                    .filter_map(|(_, tx, id, event_ids)| {
+                    .filter_map(|(_, _, tx, id, event_ids)| {
                         Some(Notice {
                             position: Position { tx: tx?, id: id? },
                             event_ids: event_ids?,
                         })
                     })
                     .collect();
-                Ok((Position { tx: horizon, id: 0 }, notices))
+                Ok(NoticeRead {
+                    bound: Position { tx: horizon, id: 0 },
+                    epoch: Some(epoch),
+                    notices,
+                })
             }
             Store::Sqlite(s) => {
                 let mut tx = s.pool().begin().await?;
@@ -86,7 +105,11 @@ impl Store {
                     tx: 0,
                     id: seq.unwrap_or(0).saturating_add(1),
                 };
-                Ok((bound, notices))
+                Ok(NoticeRead {
+                    bound,
+                    epoch: None,
+                    notices,
+                })
             }
         }
     }
