@@ -40,7 +40,9 @@
 # BENCH_RATE (5000), BENCH_OPEN_SECONDS (20), BENCH_DELIVERIES (900000),
 # PGURL (postgres://postgres@127.0.0.1:5432), PGSSLMODE (disable),
 # BENCH_AB_SECONDS (15), BENCH_AB_ROUNDS (2), BENCH_ONLY (`validation`:
-# phase 7 alone; `forwarding`: phase 8 alone).
+# phase 7 alone; `forwarding`: phase 8 alone). BENCH_PERF=PREFIX records
+# the receiver with `perf record` during each load with destinations
+# on, into PREFIX.<random> (`perf report -i` reads it).
 # Phase 8 needs NATS with JetStream (127.0.0.1:4222), RabbitMQ (5672,
 # guest/guest) and Redis (6379) running.
 set -euo pipefail
@@ -174,7 +176,11 @@ validation_ab() {
 
 SINK=$((PORT + 4))
 metric_of() { curl -s "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1==m {printf "%.0f", $2}'; }
-DESTS="bnats bmq bredis bhttp"
+# BENCH_FORWARD_KINDS (all four) runs phase 8 with some of them, e.g.
+# "rabbitmq" alone, to cost one kind.
+KINDS=${BENCH_FORWARD_KINDS:-nats rabbitmq redis http}
+DESTS=$(for k in $KINDS; do case $k in nats) echo bnats ;; rabbitmq) echo bmq ;;
+  redis) echo bredis ;; http) echo bhttp ;; *) echo "unknown kind $k" >&2; exit 1 ;; esac; done | xargs)
 
 # The four destinations of phase 8 as IMGGO__FORWARD__* settings, over the
 # broker objects named $1 (`loadgen brokers setup`).
@@ -190,6 +196,10 @@ forward_on() {
   export IMGGO__FORWARD__BHTTP__KIND=http IMGGO__FORWARD__BHTTP__URL="http://127.0.0.1:$SINK/hook" \
     IMGGO__FORWARD__BHTTP__SECRET="whsec_$(head -c 24 /dev/urandom | base64)"
   for pre in BNATS BMQ BREDIS BHTTP; do export "IMGGO__FORWARD__${pre}__MAX_BACKOFF=2s"; done
+  # Only the kinds asked for.
+  for pre in BNATS BMQ BREDIS BHTTP; do
+    case " $DESTS " in *" ${pre,,} "*) ;; *) unset $(compgen -v "IMGGO__FORWARD__${pre}__") ;; esac
+  done
 }
 forward_off() { unset "${!IMGGO__FORWARD__@}"; }
 
@@ -223,11 +233,16 @@ forward_round() {
     forward_on "$name"
   fi
   start
+  local perf=""
+  if [ "$1" = on ] && [ -n "${BENCH_PERF:-}" ]; then
+    perf record -q -F 499 -p "$PID" -o "$BENCH_PERF.$RANDOM" 2>/dev/null & perf=$!
+  fi
   t0=$(date +%s.%N); cpu0=$(side_cpu)
   out=$(wrk -t1 -c"$CONNS" -d"${AB_SECONDS}s" --timeout 10s -s benches/load/wrk.lua \
     "http://127.0.0.1:$PORT/webhooks/imggo" -- "$WORK/deliveries.tsv" 1)
   t1=$(date +%s.%N); cpu1=$(side_cpu)
   stored=$(rows)
+  if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf" || true; fi
   if [ "$1" = on ]; then
     catch=never
     while awk -v a="$t1" -v b="$(date +%s.%N)" -v s="$AB_SECONDS" 'BEGIN {exit !(b - a < 4 * s)}'; do
@@ -264,14 +279,14 @@ forward_round() {
 }
 
 forwarding_ab() {
-  local i off on off_sum=0 on_sum=0 catch rss lag worst_catch=0 worst_rss=0 never=0 lag_left=0
+  local i off on off_sum=0 on_sum=0 catch rss rss_off lag worst_catch=0 worst_rss=0 never=0 lag_left=0
   local offr offp offb onr onp onb cpu_off="0 0 0" cpu_on="0 0 0"
-  say "8/8 forwarding A/B: no destination / four (nats, rabbitmq, redis, http) x $AB_ROUNDS, ${AB_SECONDS}s each"
+  say "8/8 forwarding A/B: no destination / $DESTS x $AB_ROUNDS, ${AB_SECONDS}s each"
   $LOADGEN sink "127.0.0.1:$SINK" & SINK_PID=$!
   for i in $(seq 1 "$AB_ROUNDS"); do
-    read -r off _ _ _ offr offp offb <<<"$(forward_round off)"
+    read -r off _ rss_off _ offr offp offb <<<"$(forward_round off)"
     read -r on catch rss lag onr onp onb <<<"$(forward_round on)"
-    echo "round $i: off $off/s, on $on/s, caught up ${catch}s after the load, peak RSS ${rss} MiB, lag after ${lag} events;" \
+    echo "round $i: off $off/s, on $on/s, caught up ${catch}s after the load, peak RSS off ${rss_off} / on ${rss} MiB, lag after ${lag} events;" \
       "CPU per delivery (receiver/postgres/brokers+sink) off $offr/$offp/$offb µs, on $onr/$onp/$onb µs" >&2
     cpu_off=$(echo "$cpu_off $offr $offp $offb" | awk '{printf "%s %s %s", $1+$4, $2+$5, $3+$6}')
     cpu_on=$(echo "$cpu_on $onr $onp $onb" | awk '{printf "%s %s %s", $1+$4, $2+$5, $3+$6}')
@@ -282,8 +297,8 @@ forwarding_ab() {
   done
   kill "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true
   [ "$never" = 1 ] && worst_catch=never
-  FWD_REPORT=$(awk -v a="$on_sum" -v b="$off_sum" -v r="$AB_ROUNDS" -v c="$worst_catch" -v s="$AB_SECONDS" -v m="$worst_rss" \
-    'BEGIN {printf "forwarding A/B (%d rounds each, alternating): off %.0f/s, on (4 destinations) %.0f/s -> on/off = %.3fx (target >= 0.90); every destination caught up at most %ss after a %ss load (target <= %s); receiver peak RSS with them on %s MiB (target <= 64)", r, b/r, a/r, a/b, c, s, s, m}')
+  FWD_REPORT=$(awk -v a="$on_sum" -v b="$off_sum" -v r="$AB_ROUNDS" -v c="$worst_catch" -v s="$AB_SECONDS" -v m="$worst_rss" -v d="$DESTS" \
+    'BEGIN {printf "forwarding A/B (%d rounds each, alternating): off %.0f/s, on (%s) %.0f/s -> on/off = %.3fx (target >= 0.90); every destination caught up at most %ss after a %ss load (target <= %s); receiver peak RSS with them on %s MiB (target <= 64)", r, b/r, d, a/r, a/b, c, s, s, m}')
   FWD_REPORT="$FWD_REPORT; $(echo "$cpu_off $cpu_on" | awk -v r="$AB_ROUNDS" \
     '{printf "CPU per stored delivery, receiver / postgres / brokers+sink: off %.1f / %.1f / %.1f µs, on %.1f / %.1f / %.1f µs", $1/r, $2/r, $3/r, $4/r, $5/r, $6/r}')"
   echo "$FWD_REPORT"
