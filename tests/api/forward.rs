@@ -275,9 +275,9 @@ async fn gone_pauses_the_destination_until_resume() {
     assert_eq!(status["last_error"], Value::Null);
 }
 
-async fn erasure_notice(sqlite: Option<&std::path::Path>, name: &str) {
-    let dest = Destination::start().await;
-    let app = app_forwarding(name, &dest, sqlite).await;
+/// Three deliveries: Alice's, another, Alice's again. Returns a token
+/// that may read and erase, and the three as the feed serves them.
+async fn deliver_alice_other_alice(app: &TestApp) -> (String, Vec<Value>) {
     let token = make_token(&app.store, "dpo", "events:read,events:delete").await;
     let alice = json!({"customer": {"email": "alice@example.com"}});
     app.deliver(body_with(&new_job_id(), "job.succeeded", alice.clone()))
@@ -287,16 +287,28 @@ async fn erasure_notice(sqlite: Option<&std::path::Path>, name: &str) {
     app.deliver(body_with(&new_job_id(), "job.succeeded", alice))
         .await;
     let (events, _) = app.drain(&token, 10, 3).await;
-    dest.until_accepted(3).await;
+    (token, events)
+}
+
+/// Erases Alice by her e-mail address through the Results API.
+async fn erase_alice(app: &TestApp, token: &str) {
     let res = app
         .client
         .post(app.api("/v1/erasure"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({"value": "alice@example.com"}))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+async fn erasure_notice(sqlite: Option<&std::path::Path>, name: &str) {
+    let dest = Destination::start().await;
+    let app = app_forwarding(name, &dest, sqlite).await;
+    let (token, events) = deliver_alice_other_alice(&app).await;
+    dest.until_accepted(3).await;
+    erase_alice(&app, &token).await;
     let got = dest.until_accepted(4).await;
     let notice: Value = serde_json::from_slice(&got[3].body).unwrap();
     let wanted = json!({"erasure": {"ids": [events[0]["id"], events[2]["id"]]}});
@@ -339,28 +351,12 @@ async fn a_destination_behind_never_gets_an_event_erased_after_another_read_it()
     env.push(("IMGGO__FORWARD__FAST__TIMEOUT".into(), "60s".into()));
     env.extend(http_destination("held", &held.url()));
     let app = spawn_app_with(|o| with_destinations(&mut o.settings, env)).await;
-    let token = make_token(&app.store, "dpo", "events:read,events:delete").await;
-    let alice = json!({"customer": {"email": "alice@example.com"}});
-    app.deliver(body_with(&new_job_id(), "job.succeeded", alice.clone()))
-        .await;
-    app.deliver(body_with(&new_job_id(), "job.succeeded", json!({"n": 1})))
-        .await;
-    app.deliver(body_with(&new_job_id(), "job.succeeded", alice))
-        .await;
-    let (events, _) = app.drain(&token, 10, 3).await;
+    let (token, events) = deliver_alice_other_alice(&app).await;
     eventually("fast hangs on its first message, held tried", || async {
         (fast.arrived() >= 1 && !held.requests().is_empty()).then_some(())
     })
     .await;
-    let res = app
-        .client
-        .post(app.api("/v1/erasure"))
-        .bearer_auth(&token)
-        .json(&json!({"value": "alice@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    erase_alice(&app, &token).await;
     let before = held.requests().len();
     // Two more attempts: the second one's step began after the erasure.
     eventually("held retried twice", || async {
