@@ -73,7 +73,7 @@ impl Forwarding {
         let mut relays = Vec::new();
         // This replica, as the leases (and the position's fence) know it.
         let holder = uuid::Uuid::new_v4().to_string();
-        let shared = Arc::new(shared::SharedFeed::default());
+        let shared = Arc::new(shared::SharedFeed::for_relays(destinations.len()));
         for (name, settings) in destinations {
             // Every series at zero before the first scrape.
             crate::metrics::register_forward(name);

@@ -30,9 +30,11 @@
 //!   events received before the oldest receipt a read may return now,
 //!   exactly as the page query does.
 //!
-//! The run holds at most [`CAPACITY`] events (a few MiB of bodies); its
-//! oldest go first. Nothing in it is personal data beyond what the feed
-//! serves: the bodies are the redacted EVENTs the destinations get.
+//! The run holds at most [`CAPACITY`] events and [`BUDGET`] bytes of
+//! bodies (deliveries may be large); its oldest go first. A replica with
+//! one destination keeps none. Nothing in it is personal data beyond what
+//! the feed serves: the bodies are the redacted EVENTs the destinations
+//! get.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -46,6 +48,8 @@ use crate::store::FeedEvent;
 /// The most events a run keeps: four relay batches, so destinations a few
 /// batches apart still share.
 pub const CAPACITY: usize = 4 * crate::store::forward::RELAY_BATCH as usize;
+/// The most bytes of bodies a run keeps.
+pub const BUDGET: usize = 8 << 20;
 
 /// A feed event as every destination sends it.
 pub struct Opened {
@@ -62,9 +66,17 @@ pub struct Served {
 }
 
 /// The replica's shared run, one per [`super::Forwarding`].
-#[derive(Default)]
 pub struct SharedFeed {
     run: Mutex<Run>,
+    /// The most events the run keeps (none with one relay: nobody to share
+    /// with).
+    capacity: usize,
+}
+
+impl Default for SharedFeed {
+    fn default() -> Self {
+        Self::for_relays(2)
+    }
 }
 
 /// Every feed event in `(from, until)` as of `epoch`, in order.
@@ -74,6 +86,8 @@ struct Run {
     from: Position,
     until: Position,
     events: VecDeque<Arc<Opened>>,
+    /// The bytes of their bodies.
+    bytes: usize,
 }
 
 impl Run {
@@ -82,7 +96,21 @@ impl Run {
     }
 }
 
+impl Opened {
+    fn size(&self) -> usize {
+        self.body.as_ref().map_or(0, Bytes::len)
+    }
+}
+
 impl SharedFeed {
+    /// The run of a replica with `relays` destinations.
+    pub fn for_relays(relays: usize) -> Self {
+        Self {
+            run: Mutex::default(),
+            capacity: if relays > 1 { CAPACITY } else { 0 },
+        }
+    }
+
     /// Up to `limit` events after `after`, if the run holds them under
     /// `epoch`; the ones received before `since` left out (their place
     /// still counts as read). `None` when it holds none to send: the
@@ -136,26 +164,32 @@ impl SharedFeed {
         if epoch == run.epoch && run.covers(after) {
             // Joins the run: what lies past its end extends it.
             let end = run.until;
-            run.events
-                .extend(page.filter(|o| o.event.position >= end).cloned());
+            for o in page.filter(|o| o.event.position >= end) {
+                run.bytes += o.size();
+                run.events.push_back(o.clone());
+            }
             run.until = run.until.max(until);
         } else if epoch > run.epoch || after >= run.until || run.events.is_empty() {
             // A newer epoch, or the front has moved past the run: start
             // again from this page.
+            let events: VecDeque<Arc<Opened>> = page.cloned().collect();
             *run = Run {
                 epoch,
                 from: after,
                 until,
-                events: page.cloned().collect(),
+                bytes: events.iter().map(|o| o.size()).sum(),
+                events,
             };
         } else {
             // Behind the run: a destination catching up reads alone.
             return;
         }
-        while run.events.len() > CAPACITY {
-            if let Some(old) = run.events.pop_front() {
-                run.from = old.event.position;
-            }
+        while run.events.len() > self.capacity || run.bytes > BUDGET {
+            let Some(old) = run.events.pop_front() else {
+                break;
+            };
+            run.from = old.event.position;
+            run.bytes -= old.size();
         }
     }
 }
@@ -287,6 +321,30 @@ mod tests {
         assert!(shared.serve(at(5), 0, 256, LONG_AGO).is_none());
         let s = shared.serve(at(10), 0, 3, LONG_AGO).expect("held");
         assert_eq!(ids(&s), [11, 12, 13]);
+    }
+
+    #[test]
+    fn the_run_keeps_its_newest_bodies_within_its_byte_budget() {
+        let shared = SharedFeed::default();
+        let big = |id| {
+            Arc::new(Opened {
+                body: Ok(Bytes::from(vec![b' '; BUDGET / 3])),
+                ..Arc::try_unwrap(opened(id, Utc::now())).ok().unwrap()
+            })
+        };
+        let page: Vec<Arc<Opened>> = (1..=5).map(big).collect();
+        shared.offer(at(0), at(6), 0, &page);
+        // Three bodies fit in the budget: 3, 4 and 5 stay.
+        assert!(shared.serve(at(1), 0, 256, LONG_AGO).is_none());
+        let s = shared.serve(at(2), 0, 256, LONG_AGO).expect("held");
+        assert_eq!(ids(&s), [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_lone_relay_keeps_nothing() {
+        let shared = SharedFeed::for_relays(1);
+        shared.offer(at(0), at(6), 0, &page(1..=5));
+        assert!(shared.serve(at(0), 0, 256, LONG_AGO).is_none());
     }
 
     #[test]

@@ -398,6 +398,22 @@ pub async fn drop_partition(
     };
     let detach = format!("ALTER TABLE {parent} DETACH PARTITION {name} {how}");
     sqlx::Executor::execute(&mut *conn, detach.as_str()).await?;
+    if parent == EVENTS {
+        // Its events are gone from every read: a relay's shared run that
+        // holds some (a replica whose clock is behind this one's) is not
+        // served again (see `forward::shared`).
+        // (A database the migrations have not reached yet has no epoch,
+        // and no relay of this release reading it.)
+        let counted = sqlx::query("UPDATE forward_erasure_epoch SET epoch = epoch + 1")
+            .execute(&mut *conn)
+            .await;
+        match counted {
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {}
+            other => {
+                other?;
+            }
+        }
+    }
     let drop = format!("DROP TABLE {name}");
     sqlx::Executor::execute(&mut *conn, drop.as_str()).await?;
     Ok(())

@@ -300,9 +300,10 @@ async fn an_erasure_names_to_each_destination_only_what_it_may_have_got() {
 }
 
 /// The relays of a replica share what they read of the feed, and serve it
-/// only under the erasure epoch it was read under: every statement that
-/// deletes events counts the epoch up in its own transaction, whichever
-/// path (by job, by subject) or release (a bare `DELETE`) it comes from.
+/// only under the erasure epoch it was read under: every transaction that
+/// deletes events counts the epoch up once, whichever path (by job, by
+/// subject) or hand (a bare `DELETE` on the table or on one partition, a
+/// `TRUNCATE`) it comes from; a delete that finds nothing does not.
 /// SQLite's relays do not share reads and have no epoch.
 #[tokio::test]
 async fn every_delete_of_events_counts_up_the_erasure_epoch() {
@@ -315,10 +316,10 @@ async fn every_delete_of_events_counts_up_the_erasure_epoch() {
                 .unwrap()
                 .epoch
         };
-        if matches!(store, Store::Sqlite(_)) {
+        let Store::Postgres(pg) = &store else {
             assert_eq!(epoch().await, None);
             continue;
-        }
+        };
         let audit = || {
             imggo_receiver::audit::AuditEntry::new(
                 imggo_receiver::audit::Actor::Cli,
@@ -326,29 +327,42 @@ async fn every_delete_of_events_counts_up_the_erasure_epoch() {
                 None,
             )
         };
+        let insert = |job: &'static str, event: &'static str| {
+            let mut e = sealed_event_with(&ring, job, event, b"{}");
+            e.subjects = vec![imggo_receiver::subjects::SubjectHash([7; 32])];
+            let store = store.clone();
+            async move { store.insert(&e).await.unwrap() }
+        };
+        let sql = |text: String| async move {
+            sqlx::query(&text).execute(pg.pool()).await.unwrap();
+        };
         let start = epoch().await.expect("an epoch on Postgres");
-        store
-            .insert(&sealed_event_with(
-                &ring,
-                "gone-job",
-                "job.succeeded",
-                b"{}",
-            ))
-            .await
-            .unwrap();
+        insert("by-job", "job.succeeded").await;
         // Inserts do not count.
         assert_eq!(epoch().await, Some(start));
-        assert_eq!(store.delete_job("gone-job", &audit()).await.unwrap(), 1);
+        assert_eq!(store.delete_job("by-job", &audit()).await.unwrap(), 1);
         assert_eq!(epoch().await, Some(start + 1));
+        // Nothing deleted, nothing counted.
+        assert_eq!(store.delete_job("by-job", &audit()).await.unwrap(), 0);
+        assert_eq!(epoch().await, Some(start + 1));
+        insert("by-subject", "job.succeeded").await;
+        insert("by-subject", "job.failed").await;
         let subject = imggo_receiver::subjects::SubjectHash([7; 32]);
-        store.forget_subject(&[subject], &audit()).await.unwrap();
-        assert_eq!(epoch().await, Some(start + 2));
-        if let Store::Postgres(s) = &store {
-            sqlx::query("DELETE FROM webhook_events WHERE job_id = 'no-such-job'")
-                .execute(s.pool())
-                .await
-                .unwrap();
-        }
+        assert_eq!(store.forget_subject(&[subject], &audit()).await.unwrap(), 2);
+        assert_eq!(epoch().await, Some(start + 2), "two rows, one count");
+        insert("bare", "job.succeeded").await;
+        sql("DELETE FROM webhook_events WHERE job_id = 'bare'".into()).await;
         assert_eq!(epoch().await, Some(start + 3));
+        insert("one-partition", "job.succeeded").await;
+        let part: String = sqlx::query_scalar(
+            "SELECT tableoid::regclass::text FROM webhook_events WHERE job_id = 'one-partition'",
+        )
+        .fetch_one(pg.pool())
+        .await
+        .unwrap();
+        sql(format!("DELETE FROM {part} WHERE job_id = 'one-partition'")).await;
+        assert_eq!(epoch().await, Some(start + 4), "a DELETE on {part}");
+        sql("TRUNCATE webhook_events".into()).await;
+        assert_eq!(epoch().await, Some(start + 5));
     }
 }

@@ -79,17 +79,28 @@ async fn retention_drops_whole_partitions_and_deletes_no_row() {
     let partitions =
         "SELECT count(*) FROM pg_inherits WHERE inhparent = 'webhook_events'::regclass";
     let before = scalar_i64(&db, partitions).await;
+    let epoch = "SELECT epoch FROM forward_erasure_epoch";
+    let epoch_before = scalar_i64(&db, epoch).await;
 
     assert_eq!(
         store.purge(HOUR, 10, true).await.unwrap(),
         PurgeOutcome::WouldDelete(2000)
     );
+    assert_eq!(scalar_i64(&db, epoch).await, epoch_before, "a dry run");
     assert_eq!(
         store.purge(HOUR, 10, false).await.unwrap(),
         PurgeOutcome::Deleted(2000)
     );
     assert_eq!(db.stored_job_ids().await, ["fresh"]);
-    assert!(scalar_i64(&db, partitions).await < before);
+    let dropped = before - scalar_i64(&db, partitions).await;
+    assert!(dropped > 0);
+    // Each dropped partition counts the erasure epoch up: a relay's shared
+    // read holding its events is not served again (`forward::shared`).
+    assert_eq!(
+        scalar_i64(&db, epoch).await - epoch_before,
+        dropped,
+        "one count per dropped partition"
+    );
     // Nothing detached is left behind, and no DEFAULT partition exists
     // (it would stop DETACH ... CONCURRENTLY).
     assert_eq!(
