@@ -73,12 +73,6 @@ pub struct SharedFeed {
     capacity: usize,
 }
 
-impl Default for SharedFeed {
-    fn default() -> Self {
-        Self::for_relays(2)
-    }
-}
-
 /// Every feed event in `(from, until)` as of `epoch`, in order.
 #[derive(Default)]
 struct Run {
@@ -238,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_page_serves_the_next_relay_from_its_position_on() {
-        let shared = SharedFeed::default();
+        let shared = SharedFeed::for_relays(2);
         shared.offer(at(0), at(6), 7, &page(1..=5));
         let s = shared.serve(at(2), 7, 256, LONG_AGO).expect("held");
         assert_eq!(ids(&s), [3, 4, 5]);
@@ -252,7 +246,7 @@ mod tests {
 
     #[test]
     fn nothing_is_served_under_another_epoch() {
-        let shared = SharedFeed::default();
+        let shared = SharedFeed::for_relays(2);
         shared.offer(at(0), at(6), 7, &page(1..=5));
         // An erasure committed since the page was read.
         assert!(shared.serve(at(0), 8, 256, LONG_AGO).is_none());
@@ -267,7 +261,7 @@ mod tests {
 
     #[test]
     fn positions_outside_the_run_or_at_its_end_read_the_database() {
-        let shared = SharedFeed::default();
+        let shared = SharedFeed::for_relays(2);
         assert!(shared.serve(at(0), 0, 256, LONG_AGO).is_none());
         shared.offer(at(10), at(16), 0, &page(11..=15));
         // Behind the run: events before it are not known to be complete.
@@ -279,7 +273,7 @@ mod tests {
 
     #[test]
     fn pages_join_the_run_without_a_gap_or_a_repeat() {
-        let shared = SharedFeed::default();
+        let shared = SharedFeed::for_relays(2);
         shared.offer(at(0), at(4), 0, &page(1..=3));
         // Overlapping the run's end: only what is new joins.
         shared.offer(at(2), at(8), 0, &page(3..=7));
@@ -303,7 +297,7 @@ mod tests {
 
     #[test]
     fn events_past_the_bound_of_their_page_are_not_held() {
-        let shared = SharedFeed::default();
+        let shared = SharedFeed::for_relays(2);
         // Event 5 committed after the bound was read, before the page.
         shared.offer(at(0), at(5), 0, &page(1..=5));
         let s = shared.serve(at(0), 0, 256, LONG_AGO).expect("held");
@@ -315,7 +309,7 @@ mod tests {
 
     #[test]
     fn the_run_keeps_its_newest_events_up_to_its_capacity() {
-        let shared = SharedFeed::default();
+        let shared = SharedFeed::for_relays(2);
         let n = i64::try_from(CAPACITY).unwrap() + 10;
         shared.offer(at(0), at(n + 1), 0, &page(1..=n));
         assert!(shared.serve(at(5), 0, 256, LONG_AGO).is_none());
@@ -325,7 +319,7 @@ mod tests {
 
     #[test]
     fn the_run_keeps_its_newest_bodies_within_its_byte_budget() {
-        let shared = SharedFeed::default();
+        let shared = SharedFeed::for_relays(2);
         let big = |id| {
             Arc::new(Opened {
                 body: Ok(Bytes::from(vec![b' '; BUDGET / 3])),
@@ -349,7 +343,7 @@ mod tests {
 
     #[test]
     fn events_past_the_retention_window_are_left_out() {
-        let shared = SharedFeed::default();
+        let shared = SharedFeed::for_relays(2);
         let now = Utc::now();
         let old = now - chrono::Duration::days(40);
         let page = vec![opened(1, now), opened(2, old), opened(3, now)];
