@@ -128,7 +128,9 @@ migrate() { DATABASE_URL="$PGURL/$1?sslmode=$PGSSLMODE" "$BIN" migrate >/dev/nul
 
 # Rows received from $3 to $4 (SQL timestamptz expressions), $2 of them, in
 # database $1, with their dedup keys, in daily partitions (and four-week key
-# windows) made first. ~0.5 kB each, every other one with a subject hash.
+# windows, and today's claim day) made first: keys of days past sealed into
+# their windows, today's claimed, as a running server leaves them. ~0.5 kB
+# each, every other one with a subject hash.
 fill() {
   q "$1" <<SQL
 DO \$\$
@@ -148,6 +150,10 @@ BEGIN
     END IF;
     lo := lo + interval '672 hours';
   END LOOP;
+  lo := date_trunc('day', now(), 'UTC');
+  IF hi > lo AND NOT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'event_claims_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"t"HH24MI')) THEN
+    PERFORM imggo_create_partition('event_claims', lo, lo + interval '24 hours');
+  END IF;
 END
 \$\$;
 INSERT INTO webhook_events (job_id, event, key_id, nonce, ciphertext, received_at, subjects)
@@ -156,9 +162,14 @@ SELECT 'fill-' || md5(g::text), 'job.succeeded', 'kfill', decode(md5(g::text) ||
        ($3) + (g::float8 / $2) * (($4) - ($3)),
        CASE WHEN g % 2 = 0 THEN ARRAY[decode(md5(g::text), 'hex')] END
 FROM generate_series(1, $2) g;
+SET imggo.seal = 'on';
 INSERT INTO event_keys (key, since)
 SELECT imggo_event_key(job_id, event), date_bin('28 days', received_at, '1970-01-05 00:00:00+00')
-FROM webhook_events;
+FROM webhook_events WHERE received_at < date_trunc('day', now(), 'UTC')
+ORDER BY 1;
+INSERT INTO event_claims (key, day)
+SELECT imggo_event_key(job_id, event), date_trunc('day', received_at, 'UTC')
+FROM webhook_events WHERE received_at >= date_trunc('day', now(), 'UTC');
 VACUUM (ANALYZE, FREEZE);
 -- The filled partitions are vacuumed and frozen: no autovacuum worker may
 -- start on them during a round (the sampler counts every autovacuum
@@ -233,7 +244,7 @@ round() {
     q "$db" -c "SELECT $stored, coalesce(sum(pg_total_relation_size(c.oid)), 0) \
         * $stored / (SELECT count(*) FROM webhook_events) FROM pg_class c \
       JOIN pg_inherits i ON i.inhrelid = c.oid \
-      WHERE i.inhparent IN ('webhook_events'::regclass, 'event_keys'::regclass)" \
+      WHERE i.inhparent IN ('webhook_events'::regclass, 'event_keys'::regclass, 'event_claims'::regclass)" \
       -F' ' | awk -v w="$(wal_bytes "$l0" "$l1")" '{printf "%s %s %s\n", $1, $2, w}' >> "$WORK/bytes"
   fi
   line=$(echo "$out" | grep '^WRK ')
@@ -248,9 +259,9 @@ round() {
   # The round's own deliveries (the warm-up's too) go, found by receipt
   # (the partitions of the round only), so the next round stores them anew.
   q "$db" -c "WITH d AS (DELETE FROM webhook_events WHERE received_at >= '$first' \
-      RETURNING job_id, event) DELETE FROM event_keys k USING d \
+      RETURNING job_id, event) DELETE FROM event_claims k USING d \
       WHERE k.key = imggo_event_key(d.job_id, d.event)" \
-    -c "VACUUM ANALYZE webhook_events, event_keys" >/dev/null
+    -c "VACUUM ANALYZE webhook_events, event_claims" >/dev/null
 }
 
 

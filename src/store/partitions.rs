@@ -1,7 +1,9 @@
 //! Time partitions on Postgres (CONTRACT §5): events in partitions of
-//! `storage.partition_interval`, their dedup keys in four-week windows. Both
-//! are made ahead of time (and on demand, for a row no partition holds) and
-//! dropped whole by retention.
+//! `storage.partition_interval`; their dedup keys claimed into a partition
+//! of the receipt's day ([`CLAIMS`]) and sealed, once the day is over, into
+//! four-week windows ([`KEYS`], [`seal`]). All are made ahead of time (and
+//! on demand, for a row no partition holds); events and key windows are
+//! dropped whole by retention, claim days by the seal.
 //!
 //! Every decision is taken from the partitions' bounds as the catalog has
 //! them, never from their names or the current interval: a partition made
@@ -20,15 +22,28 @@ use super::StoreError;
 
 /// The events table.
 pub const EVENTS: &str = "webhook_events";
-/// The dedup keys.
+/// The sealed dedup keys, in [`KEY_WINDOW`]s: probed by every insert,
+/// written only by [`seal`].
 pub const KEYS: &str = "event_keys";
+/// The dedup keys claimed by inserts, a partition per [`CLAIM_DAY`] of
+/// receipt: small, so the random places each claim writes stay in memory.
+pub const CLAIMS: &str = "event_claims";
+
+/// Width of a claim partition: a UTC day.
+pub const CLAIM_DAY: Duration = Duration::from_secs(86_400);
+/// How long after its day ends a claim partition is sealed: past the age
+/// from which a batch runs alone (`postgres::OLD`), with room for clocks
+/// that disagree. Until then only a batch of recent rows may claim into
+/// it; after, only one that runs alone, which the seal waits for.
+pub const SEAL_AFTER: Duration = Duration::from_secs(3600);
 
 /// Width of a key window: four weeks, each starting on a Monday 00:00 UTC
 /// (the migration's `date_bin('28 days', …, '1970-01-05')`). An insert
 /// probes every window kept (from the one holding `now - max_age`): at the
 /// default 30 days two or three, each holding at most four weeks of keys.
 /// Weekly windows made that five or six probes, and ingest with ten
-/// million events stored ran at 0.65x of an empty table's.
+/// million events stored ran at 0.65x of an empty table's. Each claim day
+/// lies wholly in one window (a day starts at 00:00 UTC, a window too).
 pub const KEY_WINDOW: Duration = Duration::from_secs(28 * 86_400);
 /// The Monday the key windows count from.
 const KEY_ORIGIN: i64 = 4 * 86_400;
@@ -234,6 +249,7 @@ pub async fn cover_times(
     times: &[DateTime<Utc>],
 ) -> Result<(), StoreError> {
     cover(pool, EVENTS, layout.interval, 0, times, false).await?;
+    cover(pool, CLAIMS, CLAIM_DAY, 0, times, false).await?;
     cover(pool, KEYS, KEY_WINDOW, KEY_ORIGIN, times, false).await?;
     Ok(())
 }
@@ -251,6 +267,7 @@ pub async fn make_ahead(
     let until = Utc::now() + layout.ahead();
     let from = from.min(until);
     cover(pool, EVENTS, layout.interval, 0, &[from, until], true).await?;
+    cover(pool, CLAIMS, CLAIM_DAY, 0, &[from, until], true).await?;
     cover(pool, KEYS, KEY_WINDOW, KEY_ORIGIN, &[from, until], true).await?;
     if let Err(e) = tune_subject_indexes(pool).await {
         tracing::warn!(error = %e, "cannot look at the subject indexes' options; next pass");
@@ -456,6 +473,83 @@ pub async fn rows_in(conn: &mut PgConnection, part: &Partition) -> Result<u64, S
 /// The start of the key window holding `t`.
 pub fn key_window(t: DateTime<Utc>) -> DateTime<Utc> {
     align_down(t, KEY_WINDOW, KEY_ORIGIN)
+}
+
+/// The start of the claim day holding `t`.
+pub fn claim_day(t: DateTime<Utc>) -> DateTime<Utc> {
+    align_down(t, CLAIM_DAY, 0)
+}
+
+/// [`claim_day`] of the SQL timestamp `expr`, as the batch statement
+/// computes it.
+pub fn claim_day_sql(expr: &str) -> String {
+    format!(
+        "date_bin('{} seconds', {expr}, '1970-01-01 00:00:00+00')",
+        CLAIM_DAY.as_secs()
+    )
+}
+
+/// Seals every claim partition whose day ended [`SEAL_AFTER`] before
+/// `now`: its keys copied, in key order, into the key window holding the
+/// day, and the partition dropped, in one transaction. A batch's statement
+/// sees each key in one place or both, never in neither: before the commit
+/// it sees the partition (the drop waits for it), after, the copies. The
+/// transaction holds the erasure lock shared: a batch that may still claim
+/// into a day past (rows older than `postgres::OLD`, which takes that lock
+/// exclusively) runs wholly before it or after. The drop waits at most a
+/// second for the claims table (every batch holds it while it runs); one
+/// not had in time is left, copies and all, to the next pass. Returns the
+/// keys sealed.
+pub async fn seal(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let horizon = now - secs(SEAL_AFTER);
+    let parts = list(conn, CLAIMS).await?;
+    let mut sealed = 0;
+    for part in parts
+        .iter()
+        .filter(|p| p.hi.is_some_and(|hi| hi <= horizon))
+    {
+        let Some(lo) = part.lo else { continue };
+        let window = key_window(lo);
+        cover(pool, KEYS, KEY_WINDOW, KEY_ORIGIN, &[window], false).await?;
+        let name = quoted(&part.name);
+        let mut tx = conn.begin().await?;
+        sqlx::query(
+            "SELECT set_config('imggo.seal', 'on', true), pg_advisory_xact_lock_shared($1)",
+        )
+        .bind(super::postgres::ERASURE_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+        let copied = sqlx::query(&format!(
+            "INSERT INTO {KEYS} (key, since) SELECT key, $1 FROM {name} ORDER BY key \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(window)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("SET LOCAL lock_timeout = '1s'")
+            .execute(&mut *tx)
+            .await?;
+        let drop = format!("DROP TABLE {name}");
+        let dropped = sqlx::Executor::execute(&mut *tx, drop.as_str()).await;
+        match dropped {
+            Ok(_) => {
+                tx.commit().await?;
+                tracing::info!(partition = %part.name, keys = copied, "sealed a claim day");
+                sealed += copied;
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                tx.rollback().await?;
+                tracing::info!(partition = %part.name, "claim day busy; sealed next pass");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(sealed)
 }
 
 /// [`key_window`] of the SQL timestamp `expr`, as Postgres computes it in

@@ -25,7 +25,7 @@ const PURGE_LOCK_KEY: i64 = 0x696d_6767_6f2d_7075;
 /// Advisory lock id that orders erasure against inserts ("imggo-er"):
 /// every insert transaction holds it shared, an erasure (or a job delete)
 /// holds it exclusively. See [`lock_out_inserts`].
-const ERASURE_LOCK_KEY: i64 = 0x696d_6767_6f2d_6572;
+pub(crate) const ERASURE_LOCK_KEY: i64 = 0x696d_6767_6f2d_6572;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -318,6 +318,9 @@ impl PgStore {
             tracing::info!(partition = %part.name, rows, "dropped an expired partition");
             deleted += rows;
         }
+        // Sealed first: a day's keys go to their window, which may be past
+        // max_age already (rows received long ago) and go with it now.
+        partitions::seal(&self.pool, conn, Utc::now()).await?;
         let keys = partitions::list(conn, partitions::KEYS).await?;
         for part in partitions::expired(&keys, cutoff) {
             partitions::drop_partition(conn, partitions::KEYS, part).await?;
@@ -405,25 +408,29 @@ pub(crate) async fn lock_out_inserts(conn: &mut sqlx::PgConnection) -> Result<()
 /// Lock class of the per-key advisory locks ("imky"); see [`Guard`].
 const KEY_LOCK_CLASS: i32 = 0x696d_6b79;
 
-/// How near a key window's edge a row must be for its key to be locked,
+/// How near a claim day's edge a row must be for its key to be locked,
 /// and how old a row must be for its batch to be serialized; see [`Guard`].
-const NEAR_EDGE: chrono::TimeDelta = chrono::TimeDelta::hours(2);
-const OLD: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// A row is stored within milliseconds of its receipt unless Postgres was
+/// away (a spool draining) or an operator replays it: ten minutes apart
+/// from now is already one of those.
+const NEAR_EDGE: chrono::TimeDelta = chrono::TimeDelta::minutes(20);
+const OLD: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
-/// What keeps two deliveries of one (job_id, event) in different key
-/// windows from both being stored. In one window ON CONFLICT decides: the
-/// second waits for the first's commit and finds its key. Across windows
-/// each statement checks the other windows with NOT EXISTS, which sees only
-/// what committed before it began, so two such batches in flight at once
-/// must not run side by side:
-/// - a batch with a row received over an hour ago (a spool drained after an
+/// What keeps two deliveries of one (job_id, event) claimed on different
+/// days (`event_claims`, by receipt) from both being stored. On one day ON
+/// CONFLICT decides: the second waits for the first's commit and finds its
+/// key. Across days, and against the sealed windows (`event_keys`), each
+/// statement checks with NOT EXISTS, which sees only what committed before
+/// it began, so two such batches in flight at once must not run side by
+/// side:
+/// - a batch with a row received over [`OLD`] ago (a spool drained after an
 ///   outage, `rejected replay`) takes the erasure lock exclusively, as an
 ///   erasure does: it runs alone, and every other insert holds that lock
-///   shared;
+///   shared (so does the seal: `partitions::seal`);
 /// - otherwise both batches are recent and in flight together, so rows of
-///   one key in two windows lie within about an hour of the edge between
-///   them: every row within two hours of an edge takes a lock on its key
-///   (in sorted order: no deadlock), and the second waits for the first.
+///   one key on two days lie within [`OLD`] of the midnight between them:
+///   every row within [`NEAR_EDGE`] of one takes a lock on its key (in
+///   sorted order: no deadlock), and the second waits for the first.
 ///
 /// Most batches need neither: one shared lock, as before. The locks are
 /// taken in statements before the insert, so that its snapshot is taken
@@ -440,13 +447,13 @@ impl Guard {
         if events.iter().any(|e| e.received_at < now - OLD) {
             return Self::Exclusive;
         }
-        let window =
-            chrono::Duration::from_std(partitions::KEY_WINDOW).unwrap_or(chrono::TimeDelta::MAX);
+        let day =
+            chrono::Duration::from_std(partitions::CLAIM_DAY).unwrap_or(chrono::TimeDelta::MAX);
         let mut keys: Vec<i32> = events
             .iter()
             .filter(|e| {
-                let start = partitions::key_window(e.received_at);
-                e.received_at - start < NEAR_EDGE || start + window - e.received_at <= NEAR_EDGE
+                let start = partitions::claim_day(e.received_at);
+                e.received_at - start < NEAR_EDGE || start + day - e.received_at <= NEAR_EDGE
             })
             .map(|e| key_lock(&e.envelope.key()))
             .collect();
@@ -505,10 +512,11 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// after it). A barred key is remembered like an erased one. The rest are
 /// stored once per (job_id, event): the batch holds each key once (the
 /// first delivery of it, [`insert_rows`]), which claims its key (`$13`,
-/// [`DedupKey::digest`]) in `event_keys` (ON CONFLICT in its window, NOT
-/// EXISTS in the others: see [`Guard`]), and only a claimed key's event is
-/// inserted, with its subject hashes in the row (`$11`, each row's list as
-/// text: [`subject_list`]). `$12` is the start of the oldest key window
+/// [`DedupKey::digest`]) in `event_claims` on the day of its receipt (ON
+/// CONFLICT on that day, NOT EXISTS on the other days and in the sealed
+/// windows of `event_keys`: see [`Guard`]), and only a claimed key's event
+/// is inserted, with its subject hashes in the row (`$11`, each row's list
+/// as text: [`subject_list`]). `$12` is the start of the oldest key window
 /// retention keeps: older windows (past max_age, waiting to be dropped)
 /// are not probed.
 ///
@@ -522,7 +530,7 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
         EventColumns::new_event_count() + 2,
         EventColumns::new_event_count() + 3,
     );
-    let window_start = partitions::key_window_sql("b.received_at");
+    let claim_day = partitions::claim_day_sql("b.received_at");
     format!(
         "\
     WITH batch AS ( \
@@ -533,7 +541,7 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
              EXISTS (SELECT 1 FROM erased_jobs WHERE erased_at >= t.oldest) AS jobs \
       FROM (SELECT min(received_at) AS oldest FROM batch) t), \
     firsts AS ( \
-      SELECT b.*, b.subject_list::bytea[] AS subjects, {window_start} AS window_start \
+      SELECT b.*, b.subject_list::bytea[] AS subjects, {claim_day} AS claim_day \
       FROM batch b), \
     barred AS ( \
       SELECT b.job_id, b.event FROM firsts b \
@@ -546,11 +554,12 @@ static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
              AND EXISTS (SELECT 1 FROM erased_jobs j \
                          WHERE j.job_id = b.job_id AND j.erased_at >= b.received_at))), \
     claimed AS ( \
-      INSERT INTO event_keys (key, since) \
-      SELECT key, window_start FROM firsts b \
+      INSERT INTO event_claims (key, day) \
+      SELECT key, claim_day FROM firsts b \
       WHERE NOT EXISTS (SELECT 1 FROM barred x WHERE x.job_id = b.job_id AND x.event = b.event) \
-        AND NOT EXISTS (SELECT 1 FROM event_keys k \
-                        WHERE k.key = b.key AND k.since >= ${kept} AND k.since <> b.window_start) \
+        AND NOT EXISTS (SELECT 1 FROM event_keys k WHERE k.key = b.key AND k.since >= ${kept}) \
+        AND NOT EXISTS (SELECT 1 FROM event_claims c \
+                        WHERE c.key = b.key AND c.day <> b.claim_day) \
       ORDER BY b.job_id, b.event \
       ON CONFLICT DO NOTHING \
       RETURNING key), \
@@ -723,13 +732,13 @@ mod tests {
     }
 
     #[test]
-    fn rows_near_a_key_window_edge_lock_their_keys_in_order() {
-        // A key window starts on 2026-12-21 00:00 UTC.
+    fn rows_near_a_claim_days_edge_lock_their_keys_in_order() {
+        // A claim day starts at every midnight UTC.
         let (a, b) = (
-            event_at("b", "2026-12-20T23:30:00Z"),
-            event_at("a", "2026-12-21T00:10:00Z"),
+            event_at("b", "2026-12-09T23:58:00Z"),
+            event_at("a", "2026-12-10T00:05:00Z"),
         );
-        let now: DateTime<Utc> = "2026-12-21T00:20:00Z".parse().unwrap();
+        let now: DateTime<Utc> = "2026-12-10T00:06:00Z".parse().unwrap();
         let Guard::Keys(keys) = Guard::for_batch(&[&a, &b, &a], now) else {
             panic!("no key locks");
         };
@@ -739,6 +748,26 @@ mod tests {
             keys[0],
             key_lock(&a.envelope.key()).min(key_lock(&b.envelope.key()))
         );
+        // Half an hour from either midnight: no lock.
+        let (late, early) = (
+            event_at("c", "2026-12-10T23:29:00Z"),
+            event_at("d", "2026-12-10T00:31:00Z"),
+        );
+        let now: DateTime<Utc> = "2026-12-10T23:30:00Z".parse().unwrap();
+        assert_eq!(Guard::for_batch(&[&late], now), Guard::Shared);
+        let now: DateTime<Utc> = "2026-12-10T00:32:00Z".parse().unwrap();
+        assert_eq!(Guard::for_batch(&[&early], now), Guard::Shared);
+    }
+
+    /// Rows of one key on two days, in flight at once, are each younger
+    /// than OLD, so each lies within OLD of the midnight between them:
+    /// NEAR_EDGE must cover that with room for clocks that disagree, and
+    /// a day must be sealed only when no such row may still claim into it.
+    #[test]
+    fn the_guards_margins_cover_the_rows_that_may_race() {
+        assert!(NEAR_EDGE >= OLD * 2);
+        let seal_after = chrono::Duration::from_std(partitions::SEAL_AFTER).unwrap();
+        assert!(seal_after >= OLD * 4, "{seal_after} against {OLD}");
     }
 
     #[test]
@@ -746,7 +775,7 @@ mod tests {
         let now: DateTime<Utc> = "2026-12-10T12:00:00Z".parse().unwrap();
         let (fresh, old) = (
             event_at("a", "2026-12-10T11:59:00Z"),
-            event_at("b", "2026-12-10T10:30:00Z"),
+            event_at("b", "2026-12-10T11:49:00Z"),
         );
         assert_eq!(Guard::for_batch(&[&fresh, &old], now), Guard::Exclusive);
         assert_eq!(

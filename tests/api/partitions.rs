@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use imggo_receiver::config::RetentionSettings;
-use imggo_receiver::store::partitions::Layout;
+use imggo_receiver::store::partitions::{self, Layout};
 use imggo_receiver::store::{FeedFilter, InsertOutcome, PgStore, PurgeOutcome, Store, StoreError};
 use serde_json::Value;
 use sqlx::Connection as _;
@@ -31,6 +31,10 @@ fn this_window() -> DateTime<Utc> {
     let start = origin + (Utc::now().timestamp() - origin).div_euclid(width) * width;
     Utc.timestamp_opt(start, 0).unwrap()
 }
+
+/// Every dedup key, claimed (today's and unsealed days') or sealed.
+const KEYS_CLAIMED_OR_SEALED: &str =
+    "SELECT (SELECT count(*) FROM event_claims) + (SELECT count(*) FROM event_keys)";
 
 async fn scalar_i64(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
@@ -246,26 +250,35 @@ async fn one_key_is_stored_once_across_partitions_and_key_windows() {
     );
     assert_eq!(db.stored_job_ids().await, ["a", "b", "c"]);
     assert_eq!(
-        scalar_i64(&db, "SELECT count(*) FROM event_keys").await,
+        scalar_i64(&db, KEYS_CLAIMED_OR_SEALED).await,
         3,
         "one key per stored event"
     );
 }
 
-/// Two deliveries of one key, one a second before a key window's edge and
-/// one a second after it, all started at once: exactly one of each pair is
-/// stored (ON CONFLICT cannot see across windows; the guard serializes).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deliveries_of_one_key_in_two_windows_at_once_store_one() {
+/// Two deliveries of one key, one a second before `edge` and one a second
+/// after it, all started at once: exactly one of each pair is stored (ON
+/// CONFLICT cannot see across claim days; the guard serializes).
+async fn deliveries_of_one_key_either_side_of(edge: DateTime<Utc>, rounds: usize) {
     let db = TestDb::new().await;
     let store = db.store();
-    let edge = this_window();
     let (before, after) = (
         edge - chrono::Duration::seconds(1),
         edge + chrono::Duration::seconds(1),
     );
     store.make_partitions_for(&[before, after]).await.unwrap();
-    let keys: Vec<String> = (0..30).map(|i| format!("edge-{i}")).collect();
+    for round in 0..rounds {
+        race_either_side(&store, round, before, after).await;
+    }
+}
+
+async fn race_either_side(
+    store: &Store,
+    round: usize,
+    before: DateTime<Utc>,
+    after: DateTime<Utc>,
+) {
+    let keys: Vec<String> = (0..30).map(|i| format!("edge-{round}-{i}")).collect();
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(keys.len() * 2));
     let mut tasks = Vec::new();
     for key in &keys {
@@ -277,8 +290,236 @@ async fn deliveries_of_one_key_in_two_windows_at_once_store_one() {
             }));
         }
     }
-    assert_eq!(count_inserted(tasks).await, keys.len());
-    assert_eq!(count_rows(&store).await, keys.len() as i64);
+    assert_eq!(count_inserted(tasks).await, keys.len(), "round {round}");
+    assert_eq!(
+        count_rows(store).await,
+        ((round + 1) * keys.len()) as i64,
+        "round {round}"
+    );
+}
+
+/// At a key window's edge, which lies in the past: each batch holds a row
+/// older than ten minutes, so it runs alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_of_one_key_in_two_windows_at_once_store_one() {
+    deliveries_of_one_key_either_side_of(this_window(), 1).await;
+}
+
+/// At the next midnight: recent rows (in the future, not old), so the
+/// batches run side by side and only the per-key locks of rows near a
+/// claim day's edge keep the second out (without them about two rounds in
+/// three store a key twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_of_one_key_on_two_claim_days_at_once_store_one() {
+    let tomorrow = partitions::claim_day(Utc::now()) + chrono::Duration::days(1);
+    deliveries_of_one_key_either_side_of(tomorrow, 4).await;
+}
+
+/// Inserts one event per job received at `at`, each stored.
+async fn store_at(store: &Store, jobs: &[&str], at: DateTime<Utc>) {
+    for job in jobs {
+        assert_eq!(
+            store.insert(&event_at(job, at)).await.unwrap(),
+            InsertOutcome::Inserted,
+            "{job}"
+        );
+    }
+}
+
+/// Names of the claim partitions, oldest first.
+async fn claim_days(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'event_claims'::regclass ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// A day's claims, once sealed, are in the key window holding the day and
+/// nowhere else, and still make every later delivery of them a duplicate,
+/// received then or now; today's claims stay where they are.
+#[tokio::test]
+async fn a_sealed_day_keeps_its_keys_in_its_key_window() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let now = Utc::now();
+    let past = now - chrono::Duration::days(2);
+    store_at(&store, &["past-1", "past-2"], past).await;
+    store_at(&store, &["today"], now).await;
+    let past_day = format!(
+        "event_claims_p{}",
+        partitions::claim_day(past).format("%Y%m%dt%H%M")
+    );
+    assert!(claim_days(&db).await.contains(&past_day));
+
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    assert_eq!(partitions::seal(&db.pool, &mut conn, now).await.unwrap(), 2);
+    assert!(!claim_days(&db).await.contains(&past_day), "dropped");
+    let sealed: Vec<(Vec<u8>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT uuid_send(key), since FROM event_keys ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let mut expected = vec![
+        (
+            digest_of("past-1", "job.succeeded"),
+            partitions::key_window(past),
+        ),
+        (
+            digest_of("past-2", "job.succeeded"),
+            partitions::key_window(past),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(sealed, expected);
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM event_claims").await,
+        1,
+        "today's claim stays"
+    );
+    for at in [past, now] {
+        assert_eq!(
+            store.insert(&event_at("past-1", at)).await.unwrap(),
+            InsertOutcome::Duplicate,
+            "{at}"
+        );
+    }
+    assert_eq!(
+        store.insert(&event_at("today", now)).await.unwrap(),
+        InsertOutcome::Duplicate
+    );
+    // Nothing left to seal.
+    assert_eq!(partitions::seal(&db.pool, &mut conn, now).await.unwrap(), 0);
+}
+
+/// Waits until a session of this database waits for a lock.
+async fn until_one_waits_for_a_lock(db: &TestDb, what: &str) {
+    eventually(what, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+}
+
+/// A batch of old rows (a spool draining) claims into a day past; it runs
+/// alone, holding the erasure lock. A seal that starts while it is in
+/// flight waits for it and seals its claim too: copied before the drop,
+/// the claim would be dropped with its day and the key forgotten.
+#[tokio::test]
+async fn a_claim_in_flight_when_its_day_is_sealed_is_sealed_too() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let past = Utc::now() - chrono::Duration::days(2);
+    store_at(&store, &["sealed-early"], past).await;
+    // The batch in flight: the erasure lock ("imggo-er", docs/storage.md)
+    // held exclusively, its claim, not committed yet.
+    let mut batch = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(i64::from_be_bytes(*b"imggo-er"))
+        .execute(&mut *batch)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO event_claims (key, day) VALUES (imggo_event_key('late', 'job.succeeded'), $1)",
+    )
+    .bind(partitions::claim_day(past))
+    .execute(&mut *batch)
+    .await
+    .unwrap();
+    let sealing = {
+        let pool = db.pool.clone();
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            partitions::seal(&pool, &mut conn, Utc::now()).await
+        })
+    };
+    until_one_waits_for_a_lock(&db, "the seal waits for the batch").await;
+    batch.commit().await.unwrap();
+    assert_eq!(sealing.await.unwrap().unwrap(), 2);
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, 2);
+    assert_eq!(
+        store.insert(&event_at("late", Utc::now())).await.unwrap(),
+        InsertOutcome::Duplicate,
+        "the late claim's key is remembered"
+    );
+}
+
+/// A seal whose drop cannot have the claims table within its second (a
+/// long transaction holds it) gives up whole, copies and all, and the next
+/// pass seals the day: no key is lost or left in two places.
+#[tokio::test]
+async fn a_claim_day_in_use_is_sealed_by_the_next_pass() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let past = Utc::now() - chrono::Duration::days(2);
+    store_at(&store, &["busy-1", "busy-2"], past).await;
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE event_claims IN ROW EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    assert_eq!(
+        partitions::seal(&db.pool, &mut conn, Utc::now())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, 0);
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM event_claims").await,
+        2
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(
+        partitions::seal(&db.pool, &mut conn, Utc::now())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(scalar_i64(&db, KEYS_CLAIMED_OR_SEALED).await, 2);
+    assert_eq!(
+        store.insert(&event_at("busy-2", past)).await.unwrap(),
+        InsertOutcome::Duplicate
+    );
+}
+
+/// Only the seal writes the sealed windows: a replica of an earlier
+/// release, which claims there and never looks at the claims, fails its
+/// batch instead of storing a second delivery of a key claimed here.
+#[tokio::test]
+async fn an_earlier_releases_claim_into_the_sealed_windows_fails() {
+    let db = TestDb::new().await;
+    db.store()
+        .insert(&sealed_event("claimed-here"))
+        .await
+        .unwrap();
+    let err = sqlx::query(
+        "INSERT INTO event_keys (key, since) \
+         VALUES (imggo_event_key('claimed-here', 'job.succeeded'), $1) ON CONFLICT DO NOTHING",
+    )
+    .bind(partitions::key_window(Utc::now()))
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("event_keys holds sealed keys only"),
+        "{err}"
+    );
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, 0);
 }
 
 #[tokio::test]
@@ -413,7 +654,7 @@ async fn a_stored_key_is_the_documented_digest_of_event_and_job() {
     let db = TestDb::new().await;
     let job = "0f6e3c1a-8d2b-4c57-9a10-5e7f2b9c4d31";
     db.store().insert(&sealed_event(job)).await.unwrap();
-    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT uuid_send(key) FROM event_keys")
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT uuid_send(key) FROM event_claims")
         .fetch_all(&db.pool)
         .await
         .unwrap();

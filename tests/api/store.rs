@@ -373,17 +373,17 @@ async fn batch_writer_sessions_flush_their_writes_steadily() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_sharing_keys_in_opposite_orders_both_finish() {
     let db = TestDb::new().await;
-    let window = imggo_receiver::store::partitions::key_window(chrono::Utc::now());
+    let day = imggo_receiver::store::partitions::claim_day(chrono::Utc::now());
     for round in 0..4 {
         let (p, q) = (format!("p-{round}"), format!("q-{round}"));
         let mut blocker = db.pool.begin().await.unwrap();
         sqlx::query(
-            "INSERT INTO event_keys (key, since) VALUES \
+            "INSERT INTO event_claims (key, day) VALUES \
              (imggo_event_key($1, 'job.succeeded'), $3), (imggo_event_key($2, 'job.succeeded'), $3)",
         )
         .bind(&p)
         .bind(&q)
-        .bind(window)
+        .bind(day)
         .execute(&mut *blocker)
         .await
         .unwrap();

@@ -359,22 +359,27 @@ pub async fn backdate_rows(store: &Store, job_ids: &[&str], secs: i64) {
 }
 
 /// Moves every erasure tombstone (erased keys and subjects) back in time by
-/// `secs`, and on Postgres every dedup key's window with them (as if the
-/// events had been received then: the keys age out with their window).
+/// `secs`, and on Postgres every dedup key with them, claimed or sealed (as
+/// if the events had been received then: the keys age out with them).
 pub async fn backdate_tombstones(store: &Store, secs: i64) {
     if let Store::Postgres(s) = store {
         let times: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(&format!(
-            "SELECT since - make_interval(secs => {secs}) FROM event_keys"
+            "SELECT since - make_interval(secs => {secs}) FROM event_keys \
+             UNION SELECT day - make_interval(secs => {secs}) FROM event_claims"
         ))
         .fetch_all(s.pool())
         .await
         .unwrap();
         store.make_partitions_for(&times).await.unwrap();
-        sqlx::query(&format!(
-            "UPDATE event_keys SET since = {}",
-            imggo_receiver::store::partitions::key_window_sql(&format!(
-                "since - make_interval(secs => {secs})"
-            ))
+        let partitions = |expr: &str| {
+            use imggo_receiver::store::partitions::{claim_day_sql, key_window_sql};
+            let back = format!("{expr} - make_interval(secs => {secs})");
+            (key_window_sql(&back), claim_day_sql(&back))
+        };
+        let (since, _) = partitions("since");
+        let (_, day) = partitions("day");
+        sqlx::raw_sql(&format!(
+            "UPDATE event_keys SET since = {since}; UPDATE event_claims SET day = {day}"
         ))
         .execute(s.pool())
         .await
