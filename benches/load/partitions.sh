@@ -9,6 +9,9 @@
 #    batched DELETE (1000 rows per transaction, as it ran) on the previous
 #    schema, each on a fresh database after a CHECKPOINT: wall time and WAL
 #    bytes written (pg_current_wal_lsn before and after).
+# 1b. Seal: PB_PURGE_ROWS dedup keys claimed on a day past, sealed by
+#    `imggo-receiver purge` into their four-week key window (a copy in key
+#    order, and the day dropped): wall time and WAL bytes.
 # 2. Growth: ingest with PB_GROW_ROWS (10,000,000) deliveries already stored
 #    (filled with generate_series over the last 29 days, keys included)
 #    against an empty table, rounds alternating (PB_ROUNDS each).
@@ -38,7 +41,7 @@
 # each round) measures a cold start instead: every page of the grown
 # table's indexes that a round touches is read from disk and logged whole.
 #
-# PB_PARTS ("purge growth load") runs a subset. PB_SHARED_BUFFERS (say
+# PB_PARTS ("purge seal growth load") runs a subset. PB_SHARED_BUFFERS (say
 # 2GB) runs everything with Postgres' shared_buffers set so (ALTER SYSTEM
 # and a restart of the local cluster, as root), and puts the setting back
 # and restarts it again on exit, however the run ends: the dedup keys of
@@ -55,7 +58,7 @@ SECS=${PB_SECONDS:-20}
 CONNS=${PB_CONNECTIONS:-64}
 GROW_ROWS=${PB_GROW_ROWS:-10000000}
 PURGE_ROWS=${PB_PURGE_ROWS:-1000000}
-PARTS=${PB_PARTS:-purge growth load}
+PARTS=${PB_PARTS:-purge seal growth load}
 SHARED_BUFFERS=${PB_SHARED_BUFFERS:-}
 WARMUP=${PB_WARMUP:-10}
 if [ -w /proc/sys/vm/drop_caches ]; then DROP_CACHES=${PB_DROP_CACHES:-0}; else DROP_CACHES=0; fi
@@ -253,6 +256,7 @@ round() {
   echo "$label $stored $secs $p99 $rcpu0 $rcpu1 $pgs $pgsys $(wal_bytes "$l0" "$l1") $((f1 - f0))" |
     awk '{n=$2; printf "%s %.0f %s %.1f %.1f %.0f %.0f %.2f\n", $1, n/$3, $4, ($6-$5)*1e6/n, $7*1e6/n, ($7 > 0 ? 100*$8/$7 : 0), $9/n, $10/n}' >> "$WORK/results"
   tail -n1 "$WORK/results" | awk '{printf "  %-16s %8s/s  p99 %7s ms  receiver %6s µs  postgres %6s µs (%s%% system)  WAL %s B, %s full pages\n", $1, $2, $3, $4, $5, $6, $7, $8}' >&2
+  echo "  (of Postgres' CPU, autovacuum workers: $(pg_autovacuum_seconds "$WORK/pg.samples") s of $pgs s)" >&2
   if grep -q "dropped an expired partition" "$WORK/server.log"; then
     echo "  (the server's retention pass dropped $(grep -c 'dropped an expired partition' "$WORK/server.log") partition(s) during the round)" >&2
   fi
@@ -284,8 +288,10 @@ echo "  partition drop: $DROP_S s, $DROP_WAL WAL bytes, $left rows left" >&2
 
 say "1. purge of $PURGE_ROWS expired deliveries: the previous release's batched DELETE"
 fresh_db "$DB"
+# The schema before partitions: every migration older than them.
 for f in migrations/postgres/*.sql; do
-  case $f in *20261209100000*) continue ;; esac
+  v=$(basename "$f"); v=${v%%_*}
+  [ "$v" -lt 20261209100000 ] || continue
   q "$DB" -f "$f" >/dev/null
 done
 q "$DB" <<SQL
@@ -320,6 +326,27 @@ left=$(q "$DB" -c "SELECT count(*) FROM webhook_events")
 echo "  batched DELETE: $DEL_S s, $DEL_WAL WAL bytes, $left rows left (vacuum's WAL comes later, not counted)" >&2
 fi
 
+if has seal; then
+# (not indented: the heredocs end on a line of their own)
+say "1b. seal of $PURGE_ROWS claimed keys of a day past into their key window"
+fresh_db "$DB"; migrate "$DB"
+q "$DB" <<SQL
+SELECT imggo_create_partition('event_claims', date_trunc('day', now(), 'UTC') - interval '2 days',
+                              date_trunc('day', now(), 'UTC') - interval '1 day');
+INSERT INTO event_claims (key, day)
+SELECT imggo_event_key('seal-' || g, 'job.succeeded'), date_trunc('day', now(), 'UTC') - interval '2 days'
+FROM generate_series(1, $PURGE_ROWS) g;
+VACUUM ANALYZE event_claims;
+SQL
+settle
+l0=$(wal); t0=$(date +%s.%N)
+DATABASE_URL="$PGURL/$DB?sslmode=$PGSSLMODE" "$BIN" purge 2>/dev/null | sed -n 1p >&2
+t1=$(date +%s.%N); l1=$(wal)
+SEAL_S=$(echo "$t1 - $t0" | bc); SEAL_WAL=$(wal_bytes "$l0" "$l1")
+sealed=$(q "$DB" -c "SELECT count(*) FROM event_keys")
+echo "  seal: $SEAL_S s, $SEAL_WAL WAL bytes, $sealed keys sealed, $(q "$DB" -c "SELECT count(*) FROM event_claims") claims left" >&2
+fi
+
 if has growth; then
   say "2. growth: filling $GROW_ROWS deliveries over the last 29 days"
   fresh_db "$BIG"; migrate "$BIG"
@@ -351,6 +378,8 @@ fi
 echo
 echo "imggo-receiver partitions benchmark ($(git describe --always --dirty)); $(nproc) cores, PostgreSQL $(q postgres -c 'SHOW server_version')"
 echo "wrk $CONNS connections, ${SECS}s per round (growth rounds after ${WARMUP}s of warm-up), page cache dropped: $DROP_CACHES, $ROUNDS rounds of each kind, alternating; CPU per stored delivery; shared_buffers $(q postgres -c 'SHOW shared_buffers')"
+[ -z "${SEAL_S:-}" ] || awk -v s="$SEAL_S" -v w="$SEAL_WAL" -v n="$PURGE_ROWS" 'BEGIN {
+  printf "seal of %d claimed keys (the whole purge pass): %.2f s, %.1f MB WAL (%.0f B per key)\n", n, s, w / 1048576, w / n }'
 [ -z "$DROP_S" ] || awk -v ds="$DROP_S" -v dw="$DROP_WAL" -v xs="$DEL_S" -v xw="$DEL_WAL" -v n="$PURGE_ROWS" 'BEGIN {
   printf "purge %d rows: partition drop %.2f s, %.1f kB WAL; batched DELETE %.2f s, %.1f MB WAL -> time %.3fx, WAL %.4fx\n",
     n, ds, dw / 1024, xs, xw / 1048576, ds / xs, dw / xw }'

@@ -32,9 +32,8 @@ pub const CLAIMS: &str = "event_claims";
 /// Width of a claim partition: a UTC day.
 pub const CLAIM_DAY: Duration = Duration::from_secs(86_400);
 /// How long after its day ends a claim partition is sealed: past the age
-/// from which a batch runs alone (`postgres::OLD`), with room for clocks
-/// that disagree. Until then only a batch of recent rows may claim into
-/// it; after, only one that runs alone, which the seal waits for.
+/// from which a row claims on today instead (`postgres::OLD`), with room
+/// for clocks that disagree: after it, nothing claims into the day.
 pub const SEAL_AFTER: Duration = Duration::from_secs(3600);
 
 /// Width of a key window: four weeks, each starting on a Monday 00:00 UTC
@@ -480,8 +479,19 @@ pub fn claim_day(t: DateTime<Utc>) -> DateTime<Utc> {
     align_down(t, CLAIM_DAY, 0)
 }
 
-/// [`claim_day`] of the SQL timestamp `expr`, as the batch statement
-/// computes it.
+/// [`key_window`] of the SQL timestamp `expr`, as Postgres computes it (for
+/// tools and tests that move keys in time, and the migrations' copies).
+pub fn key_window_sql(expr: &str) -> String {
+    let origin = DateTime::from_timestamp(KEY_ORIGIN, 0).unwrap_or_default();
+    format!(
+        "date_bin('{} days', {expr}, '{}')",
+        KEY_WINDOW.as_secs() / 86_400,
+        origin.format("%Y-%m-%d %H:%M:%S+00")
+    )
+}
+
+/// [`claim_day`] of the SQL timestamp `expr`, as Postgres computes it (for
+/// tools and tests that move claims in time).
 pub fn claim_day_sql(expr: &str) -> String {
     format!(
         "date_bin('{} seconds', {expr}, '1970-01-01 00:00:00+00')",
@@ -489,17 +499,22 @@ pub fn claim_day_sql(expr: &str) -> String {
     )
 }
 
+/// Keys a seal copies per transaction.
+pub const SEAL_CHUNK: i64 = 50_000;
+
 /// Seals every claim partition whose day ended [`SEAL_AFTER`] before
-/// `now`: its keys copied, in key order, into the key window holding the
-/// day, and the partition dropped, in one transaction. A batch's statement
-/// sees each key in one place or both, never in neither: before the commit
-/// it sees the partition (the drop waits for it), after, the copies. The
-/// transaction holds the erasure lock shared: a batch that may still claim
-/// into a day past (rows older than `postgres::OLD`, which takes that lock
-/// exclusively) runs wholly before it or after. The drop waits at most a
-/// second for the claims table (every batch holds it while it runs); one
-/// not had in time is left, copies and all, to the next pass. Returns the
-/// keys sealed.
+/// `now`: no batch claims into it any more (a batch claims on the day of
+/// its rows' receipt only while they are recent, and old rows claim on
+/// today: `postgres::claim_days`). Its keys are copied, in key order,
+/// [`SEAL_CHUNK`] per transaction, into the key window holding the day,
+/// and then the partition is dropped. A batch's statement sees each key in
+/// one place or both, never in neither: every copy commits before the
+/// drop, and the drop waits for the statements that read the partition.
+/// It waits at most a second for the claims table (every batch holds it
+/// while it runs); a day not dropped in time stays, its copies with it,
+/// and the next pass copies again (nothing new) and drops it. Nothing
+/// here holds a lock an insert or an erasure waits for, but for that
+/// second. Returns the keys copied.
 pub async fn seal(
     pool: &PgPool,
     conn: &mut PgConnection,
@@ -516,27 +531,39 @@ pub async fn seal(
         let window = key_window(lo);
         cover(pool, KEYS, KEY_WINDOW, KEY_ORIGIN, &[window], false).await?;
         let name = quoted(&part.name);
+        let copy = format!(
+            "WITH chunk AS (SELECT key FROM {name} WHERE key > $1 ORDER BY key LIMIT $2), \
+             copied AS (INSERT INTO {KEYS} (key, since) SELECT key, $3 FROM chunk \
+                        ON CONFLICT DO NOTHING) \
+             SELECT (SELECT key FROM chunk ORDER BY key DESC LIMIT 1), \
+                    (SELECT count(*) FROM chunk)"
+        );
+        let mut after = uuid::Uuid::nil();
+        let mut copied = 0u64;
+        loop {
+            let mut tx = conn.begin().await?;
+            sqlx::query("SELECT set_config('imggo.seal', 'on', true)")
+                .execute(&mut *tx)
+                .await?;
+            let (last, n): (Option<uuid::Uuid>, i64) = sqlx::query_as(&copy)
+                .bind(after)
+                .bind(SEAL_CHUNK)
+                .bind(window)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            copied += n.unsigned_abs();
+            match last {
+                Some(last) if n == SEAL_CHUNK => after = last,
+                _ => break,
+            }
+        }
         let mut tx = conn.begin().await?;
-        sqlx::query(
-            "SELECT set_config('imggo.seal', 'on', true), pg_advisory_xact_lock_shared($1)",
-        )
-        .bind(super::postgres::ERASURE_LOCK_KEY)
-        .execute(&mut *tx)
-        .await?;
-        let copied = sqlx::query(&format!(
-            "INSERT INTO {KEYS} (key, since) SELECT key, $1 FROM {name} ORDER BY key \
-             ON CONFLICT DO NOTHING"
-        ))
-        .bind(window)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
         sqlx::query("SET LOCAL lock_timeout = '1s'")
             .execute(&mut *tx)
             .await?;
         let drop = format!("DROP TABLE {name}");
-        let dropped = sqlx::Executor::execute(&mut *tx, drop.as_str()).await;
-        match dropped {
+        match sqlx::Executor::execute(&mut *tx, drop.as_str()).await {
             Ok(_) => {
                 tx.commit().await?;
                 tracing::info!(partition = %part.name, keys = copied, "sealed a claim day");
@@ -544,23 +571,12 @@ pub async fn seal(
             }
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
                 tx.rollback().await?;
-                tracing::info!(partition = %part.name, "claim day busy; sealed next pass");
+                tracing::info!(partition = %part.name, "claim day busy; dropped next pass");
             }
             Err(e) => return Err(e.into()),
         }
     }
     Ok(sealed)
-}
-
-/// [`key_window`] of the SQL timestamp `expr`, as Postgres computes it in
-/// the batch statement: one definition of the windows for both sides.
-pub fn key_window_sql(expr: &str) -> String {
-    let origin = DateTime::from_timestamp(KEY_ORIGIN, 0).unwrap_or_default();
-    format!(
-        "date_bin('{} days', {expr}, '{}')",
-        KEY_WINDOW.as_secs() / 86_400,
-        origin.format("%Y-%m-%d %H:%M:%S+00")
-    )
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ const PURGE_LOCK_KEY: i64 = 0x696d_6767_6f2d_7075;
 /// Advisory lock id that orders erasure against inserts ("imggo-er"):
 /// every insert transaction holds it shared, an erasure (or a job delete)
 /// holds it exclusively. See [`lock_out_inserts`].
-pub(crate) const ERASURE_LOCK_KEY: i64 = 0x696d_6767_6f2d_6572;
+const ERASURE_LOCK_KEY: i64 = 0x696d_6767_6f2d_6572;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -417,7 +417,7 @@ const NEAR_EDGE: chrono::TimeDelta = chrono::TimeDelta::minutes(20);
 const OLD: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// What keeps two deliveries of one (job_id, event) claimed on different
-/// days (`event_claims`, by receipt) from both being stored. On one day ON
+/// days (`event_claims`, [`claim_days`]) from both being stored. On one day ON
 /// CONFLICT decides: the second waits for the first's commit and finds its
 /// key. Across days, and against the sealed windows (`event_keys`), each
 /// statement checks with NOT EXISTS, which sees only what committed before
@@ -426,7 +426,7 @@ const OLD: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 /// - a batch with a row received over [`OLD`] ago (a spool drained after an
 ///   outage, `rejected replay`) takes the erasure lock exclusively, as an
 ///   erasure does: it runs alone, and every other insert holds that lock
-///   shared (so does the seal: `partitions::seal`);
+///   shared (such a row claims on today, [`claim_days`]);
 /// - otherwise both batches are recent and in flight together, so rows of
 ///   one key on two days lie within [`OLD`] of the midnight between them:
 ///   every row within [`NEAR_EDGE`] of one takes a lock on its key (in
@@ -512,10 +512,10 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// after it). A barred key is remembered like an erased one. The rest are
 /// stored once per (job_id, event): the batch holds each key once (the
 /// first delivery of it, [`insert_rows`]), which claims its key (`$13`,
-/// [`DedupKey::digest`]) in `event_claims` on the day of its receipt (ON
-/// CONFLICT on that day, NOT EXISTS on the other days and in the sealed
-/// windows of `event_keys`: see [`Guard`]), and only a claimed key's event
-/// is inserted, with its subject hashes in the row (`$11`, each row's list
+/// [`DedupKey::digest`]) in `event_claims` on its claim day (`$14`,
+/// [`claim_days`]; ON CONFLICT on that day, NOT EXISTS on the other days
+/// and in the sealed windows of `event_keys`: see [`Guard`]), and only a
+/// claimed key's event is inserted, with its subject hashes in the row (`$11`, each row's list
 /// as text: [`subject_list`]). `$12` is the start of the oldest key window
 /// retention keeps: older windows (past max_age, waiting to be dropped)
 /// are not probed.
@@ -525,23 +525,24 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// `erased_at` index per batch): erasures are rare, deliveries are not.
 static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
     let (columns, arrays) = (EventColumns::new_event(), EventColumns::pg_arrays());
-    let (subjects, kept, key) = (
+    let (subjects, kept, key, day) = (
         EventColumns::new_event_count() + 1,
         EventColumns::new_event_count() + 2,
         EventColumns::new_event_count() + 3,
+        EventColumns::new_event_count() + 4,
     );
-    let claim_day = partitions::claim_day_sql("b.received_at");
     format!(
         "\
     WITH batch AS ( \
-      SELECT * FROM UNNEST({arrays}, ${subjects}::text[], ${key}::uuid[]) \
-        AS b({columns}, subject_list, key)), \
+      SELECT * FROM UNNEST({arrays}, ${subjects}::text[], ${key}::uuid[], \
+                           ${day}::timestamptz[]) \
+        AS b({columns}, subject_list, key, claim_day)), \
     since AS ( \
       SELECT EXISTS (SELECT 1 FROM erased_subjects WHERE erased_at >= t.oldest) AS subjects, \
              EXISTS (SELECT 1 FROM erased_jobs WHERE erased_at >= t.oldest) AS jobs \
       FROM (SELECT min(received_at) AS oldest FROM batch) t), \
     firsts AS ( \
-      SELECT b.*, b.subject_list::bytea[] AS subjects, {claim_day} AS claim_day \
+      SELECT b.*, b.subject_list::bytea[] AS subjects \
       FROM batch b), \
     barred AS ( \
       SELECT b.job_id, b.event FROM firsts b \
@@ -593,6 +594,21 @@ fn claim_order<'a>(events: &[&'a NewEvent]) -> Vec<(&'a NewEvent, [u8; 16])> {
         .collect()
 }
 
+/// The day each row claims its key on (`event_claims`): the day of its
+/// receipt, or today for a row received over [`OLD`] ago (a spool
+/// draining, a replay; its batch runs alone, see [`Guard`]). So no batch
+/// claims into a day more than [`OLD`] after it ended, and the seal
+/// (`partitions::seal`) can copy a day's keys in pieces with no lock,
+/// however many there are.
+fn claim_days(
+    received: impl Iterator<Item = DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    received
+        .map(|at| partitions::claim_day(if at < now - OLD { now } else { at }))
+        .collect()
+}
+
 /// An event's subject hashes as the text of a Postgres `bytea[]`
 /// (`{"\\x…","\\x…"}`), `None` (NULL) for none: the statement casts each
 /// row's own list, where a separate array of every hash with its row's
@@ -626,18 +642,20 @@ pub(super) async fn insert_rows(
     let rows = claim_order(events);
     let mut keys = Vec::with_capacity(rows.len());
     let mut subjects = Vec::with_capacity(rows.len());
-    for (e, digest) in rows {
+    let now = Utc::now();
+    for (e, digest) in &rows {
         columns.push(e);
-        keys.push(uuid::Uuid::from_bytes(digest));
+        keys.push(uuid::Uuid::from_bytes(*digest));
         subjects.push(subject_list(&e.subjects));
     }
+    let days = claim_days(rows.iter().map(|(e, _)| e.received_at), now);
     // The transaction opens with its guard held, in one round trip:
     // inserts never wait for each other (but for a key both write near a
     // window's edge), only for an erasure, and the statement's snapshot is
     // newer than any erasure that held the lock. Inside a caller's
     // transaction (`rejected replay --body`), a savepoint and the guard as
     // statements of their own.
-    let guard = Guard::for_batch(events, Utc::now()).sql();
+    let guard = Guard::for_batch(events, now).sql();
     let mut tx = if conn.is_in_transaction() {
         let mut tx = conn.begin().await?;
         sqlx::Executor::execute(&mut *tx, guard.as_str()).await?;
@@ -650,6 +668,7 @@ pub(super) async fn insert_rows(
         .bind(&subjects)
         .bind(kept)
         .bind(&keys)
+        .bind(&days)
         .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
         .fetch_all(&mut *tx)
         .await?;
@@ -667,7 +686,7 @@ mod tests {
         assert!(sql.contains(
             "UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
              $6::text[], $7::bytea[], $8::bytea[], $9::bool[], $10::text[], $11::text[], \
-             $13::uuid[]) AS b("
+             $13::uuid[], $14::timestamptz[]) AS b("
         ));
         assert!(sql.contains("k.since >= $12"));
         assert!(sql.contains(&format!(
@@ -757,6 +776,30 @@ mod tests {
         assert_eq!(Guard::for_batch(&[&late], now), Guard::Shared);
         let now: DateTime<Utc> = "2026-12-10T00:32:00Z".parse().unwrap();
         assert_eq!(Guard::for_batch(&[&early], now), Guard::Shared);
+    }
+
+    #[test]
+    fn a_row_claims_on_its_receipts_day_unless_it_is_old() {
+        let now: DateTime<Utc> = "2026-12-10T00:05:00Z".parse().unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            claim_days(
+                [
+                    at("2026-12-09T23:58:00Z"),
+                    at("2026-12-10T00:04:00Z"),
+                    at("2026-12-09T23:50:00Z"),
+                    at("2026-11-30T12:00:00Z"),
+                ]
+                .into_iter(),
+                now
+            ),
+            [
+                at("2026-12-09T00:00:00Z"),
+                at("2026-12-10T00:00:00Z"),
+                at("2026-12-10T00:00:00Z"),
+                at("2026-12-10T00:00:00Z"),
+            ]
+        );
     }
 
     /// Rows of one key on two days, in flight at once, are each younger

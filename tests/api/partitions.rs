@@ -326,6 +326,21 @@ async fn store_at(store: &Store, jobs: &[&str], at: DateTime<Utc>) {
     }
 }
 
+/// Claims the keys of `jobs` on the day of `at`, as inserts did while that
+/// day was today (its partition made first).
+async fn claim_on(db: &TestDb, jobs: &[&str], at: DateTime<Utc>) {
+    db.store().make_partitions_for(&[at]).await.unwrap();
+    sqlx::query(
+        "INSERT INTO event_claims (key, day) \
+         SELECT imggo_event_key(j, 'job.succeeded'), $2 FROM unnest($1::text[]) j",
+    )
+    .bind(jobs)
+    .bind(partitions::claim_day(at))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
 /// Names of the claim partitions, oldest first.
 async fn claim_days(db: &TestDb) -> Vec<String> {
     sqlx::query_scalar(
@@ -346,7 +361,7 @@ async fn a_sealed_day_keeps_its_keys_in_its_key_window() {
     let store = db.store();
     let now = Utc::now();
     let past = now - chrono::Duration::days(2);
-    store_at(&store, &["past-1", "past-2"], past).await;
+    claim_on(&db, &["past-1", "past-2"], past).await;
     store_at(&store, &["today"], now).await;
     let past_day = format!(
         "event_claims_p{}",
@@ -394,74 +409,87 @@ async fn a_sealed_day_keeps_its_keys_in_its_key_window() {
     assert_eq!(partitions::seal(&db.pool, &mut conn, now).await.unwrap(), 0);
 }
 
-/// Waits until a session of this database waits for a lock.
-async fn until_one_waits_for_a_lock(db: &TestDb, what: &str) {
-    eventually(what, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
-    })
-    .await;
-}
-
-/// A batch of old rows (a spool draining) claims into a day past; it runs
-/// alone, holding the erasure lock. A seal that starts while it is in
-/// flight waits for it and seals its claim too: copied before the drop,
-/// the claim would be dropped with its day and the key forgotten.
+/// A row received long ago (a spool draining after an outage) claims its
+/// key on today, not on its receipt's day: nothing claims into a day once
+/// it is over, so the seal copies it with no lock. Claimed on a day past
+/// just before its seal dropped it, the key would be forgotten.
 #[tokio::test]
-async fn a_claim_in_flight_when_its_day_is_sealed_is_sealed_too() {
+async fn an_old_row_claims_its_key_on_today_and_outlives_the_seal() {
     let db = TestDb::new().await;
     let store = db.store();
     let past = Utc::now() - chrono::Duration::days(2);
-    store_at(&store, &["sealed-early"], past).await;
-    // The batch in flight: the erasure lock ("imggo-er", docs/storage.md)
-    // held exclusively, its claim, not committed yet.
-    let mut batch = db.pool.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(i64::from_be_bytes(*b"imggo-er"))
-        .execute(&mut *batch)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO event_claims (key, day) VALUES (imggo_event_key('late', 'job.succeeded'), $1)",
+    store_at(&store, &["spooled"], past).await;
+    let day: DateTime<Utc> = sqlx::query_scalar(
+        "SELECT day FROM event_claims WHERE key = imggo_event_key('spooled', 'job.succeeded')",
     )
-    .bind(partitions::claim_day(past))
-    .execute(&mut *batch)
+    .fetch_one(&db.pool)
     .await
     .unwrap();
-    let sealing = {
-        let pool = db.pool.clone();
-        let url = db.url.clone();
-        tokio::spawn(async move {
-            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            partitions::seal(&pool, &mut conn, Utc::now()).await
-        })
-    };
-    until_one_waits_for_a_lock(&db, "the seal waits for the batch").await;
-    batch.commit().await.unwrap();
-    assert_eq!(sealing.await.unwrap().unwrap(), 2);
-    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, 2);
+    assert_eq!(day, partitions::claim_day(Utc::now()));
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    partitions::seal(&db.pool, &mut conn, Utc::now())
+        .await
+        .unwrap();
     assert_eq!(
-        store.insert(&event_at("late", Utc::now())).await.unwrap(),
-        InsertOutcome::Duplicate,
-        "the late claim's key is remembered"
+        store
+            .insert(&event_at("spooled", Utc::now()))
+            .await
+            .unwrap(),
+        InsertOutcome::Duplicate
     );
 }
 
+/// A day of more keys than one copy takes is sealed whole, in pieces.
+#[tokio::test]
+async fn a_day_of_many_keys_is_sealed_in_pieces_and_whole() {
+    let db = TestDb::new().await;
+    let past = Utc::now() - chrono::Duration::days(2);
+    let store = db.store();
+    store.make_partitions_for(&[past]).await.unwrap();
+    let n = partitions::SEAL_CHUNK * 2 + 7;
+    sqlx::query(
+        "INSERT INTO event_claims (key, day) \
+         SELECT imggo_event_key('many-' || g, 'job.succeeded'), $1 FROM generate_series(1, $2) g",
+    )
+    .bind(partitions::claim_day(past))
+    .bind(n)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    assert_eq!(
+        partitions::seal(&db.pool, &mut conn, Utc::now())
+            .await
+            .unwrap(),
+        n.unsigned_abs()
+    );
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, n);
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM event_claims").await,
+        0
+    );
+    for job in [
+        "many-1".to_owned(),
+        format!("many-{n}"),
+        format!("many-{}", n / 2),
+    ] {
+        assert_eq!(
+            store.insert(&event_at(&job, past)).await.unwrap(),
+            InsertOutcome::Duplicate,
+            "{job}"
+        );
+    }
+}
+
 /// A seal whose drop cannot have the claims table within its second (a
-/// long transaction holds it) gives up whole, copies and all, and the next
-/// pass seals the day: no key is lost or left in two places.
+/// long transaction holds it) leaves the day, its copies made, and the
+/// next pass drops it: no key is lost meanwhile, nor stored twice.
 #[tokio::test]
 async fn a_claim_day_in_use_is_sealed_by_the_next_pass() {
     let db = TestDb::new().await;
     let store = db.store();
     let past = Utc::now() - chrono::Duration::days(2);
-    store_at(&store, &["busy-1", "busy-2"], past).await;
+    claim_on(&db, &["busy-1", "busy-2"], past).await;
     let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::raw_sql("BEGIN; LOCK TABLE event_claims IN ROW EXCLUSIVE MODE")
         .execute(&mut holder)
@@ -474,7 +502,7 @@ async fn a_claim_day_in_use_is_sealed_by_the_next_pass() {
             .unwrap(),
         0
     );
-    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, 0);
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, 2);
     assert_eq!(
         scalar_i64(&db, "SELECT count(*) FROM event_claims").await,
         2
@@ -484,12 +512,20 @@ async fn a_claim_day_in_use_is_sealed_by_the_next_pass() {
         .await
         .unwrap();
     assert_eq!(
+        store.insert(&event_at("busy-1", Utc::now())).await.unwrap(),
+        InsertOutcome::Duplicate
+    );
+    assert_eq!(
         partitions::seal(&db.pool, &mut conn, Utc::now())
             .await
             .unwrap(),
         2
     );
-    assert_eq!(scalar_i64(&db, KEYS_CLAIMED_OR_SEALED).await, 2);
+    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, 2);
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM event_claims").await,
+        0
+    );
     assert_eq!(
         store.insert(&event_at("busy-2", past)).await.unwrap(),
         InsertOutcome::Duplicate
