@@ -270,6 +270,17 @@ round() {
 
 
 has() { [[ " $PARTS " == *" $1 "* ]]; }
+
+# One `imggo-receiver purge` on $DB after the machine settles: its wall
+# time in PURGE_S and the WAL bytes it wrote in PURGE_WAL.
+timed_purge() {
+  local l0 l1 t0 t1
+  settle
+  l0=$(wal); t0=$(date +%s.%N)
+  DATABASE_URL="$PGURL/$DB?sslmode=$PGSSLMODE" "$BIN" purge 2>/dev/null | sed -n 1p >&2
+  t1=$(date +%s.%N); l1=$(wal)
+  PURGE_S=$(echo "$t1 - $t0" | bc); PURGE_WAL=$(wal_bytes "$l0" "$l1")
+}
 : > "$WORK/results"; : > "$WORK/bytes"
 DROP_S=
 
@@ -278,11 +289,7 @@ if has purge; then
 say "1. purge of $PURGE_ROWS expired deliveries: partition drop"
 fresh_db "$DB"; migrate "$DB"
 fill "$DB" "$PURGE_ROWS" "now() - interval '41 days'" "now() - interval '40 days'"
-settle
-l0=$(wal); t0=$(date +%s.%N)
-DATABASE_URL="$PGURL/$DB?sslmode=$PGSSLMODE" "$BIN" purge 2>/dev/null | sed -n 1p >&2
-t1=$(date +%s.%N); l1=$(wal)
-DROP_S=$(echo "$t1 - $t0" | bc); DROP_WAL=$(wal_bytes "$l0" "$l1")
+timed_purge; DROP_S=$PURGE_S; DROP_WAL=$PURGE_WAL
 left=$(q "$DB" -c "SELECT count(*) FROM webhook_events")
 echo "  partition drop: $DROP_S s, $DROP_WAL WAL bytes, $left rows left" >&2
 
@@ -338,11 +345,7 @@ SELECT imggo_event_key('seal-' || g, 'job.succeeded'), date_trunc('day', now(), 
 FROM generate_series(1, $PURGE_ROWS) g;
 VACUUM ANALYZE event_claims;
 SQL
-settle
-l0=$(wal); t0=$(date +%s.%N)
-DATABASE_URL="$PGURL/$DB?sslmode=$PGSSLMODE" "$BIN" purge 2>/dev/null | sed -n 1p >&2
-t1=$(date +%s.%N); l1=$(wal)
-SEAL_S=$(echo "$t1 - $t0" | bc); SEAL_WAL=$(wal_bytes "$l0" "$l1")
+timed_purge; SEAL_S=$PURGE_S; SEAL_WAL=$PURGE_WAL
 sealed=$(q "$DB" -c "SELECT count(*) FROM event_keys")
 echo "  seal: $SEAL_S s, $SEAL_WAL WAL bytes, $sealed keys sealed, $(q "$DB" -c "SELECT count(*) FROM event_claims") claims left" >&2
 fi

@@ -24,6 +24,18 @@ fn event_at(job: &str, at: DateTime<Utc>) -> imggo_receiver::event::NewEvent {
     e
 }
 
+/// Asserts that a delivery of `job` received at each of `times` is a
+/// duplicate.
+async fn assert_duplicates(store: &Store, job: &str, times: &[DateTime<Utc>]) {
+    for at in times {
+        assert_eq!(
+            store.insert(&event_at(job, *at)).await.unwrap(),
+            InsertOutcome::Duplicate,
+            "{job} at {at}"
+        );
+    }
+}
+
 /// The start of the current key window: a Monday 00:00 UTC, a multiple
 /// of four weeks after 1970-01-05.
 fn this_window() -> DateTime<Utc> {
@@ -223,25 +235,13 @@ async fn one_key_is_stored_once_across_partitions_and_key_windows() {
         store.insert(&event_at("a", month_ago)).await.unwrap(),
         InsertOutcome::Inserted
     );
-    for at in [two_days_ago, now] {
-        assert_eq!(
-            store.insert(&event_at("a", at)).await.unwrap(),
-            InsertOutcome::Duplicate,
-            "{at}"
-        );
-    }
+    assert_duplicates(&store, "a", &[two_days_ago, now]).await;
     // New first, then older ones (a spool draining late).
     assert_eq!(
         store.insert(&event_at("b", now)).await.unwrap(),
         InsertOutcome::Inserted
     );
-    for at in [two_days_ago, month_ago] {
-        assert_eq!(
-            store.insert(&event_at("b", at)).await.unwrap(),
-            InsertOutcome::Duplicate,
-            "{at}"
-        );
-    }
+    assert_duplicates(&store, "b", &[two_days_ago, month_ago]).await;
     // Both in one batch, in two windows: the first counts.
     let (c_new, c_old) = (event_at("c", now), event_at("c", month_ago));
     assert_eq!(
@@ -394,13 +394,7 @@ async fn a_sealed_day_keeps_its_keys_in_its_key_window() {
         1,
         "today's claim stays"
     );
-    for at in [past, now] {
-        assert_eq!(
-            store.insert(&event_at("past-1", at)).await.unwrap(),
-            InsertOutcome::Duplicate,
-            "{at}"
-        );
-    }
+    assert_duplicates(&store, "past-1", &[past, now]).await;
     assert_eq!(
         store.insert(&event_at("today", now)).await.unwrap(),
         InsertOutcome::Duplicate
@@ -481,6 +475,22 @@ async fn a_day_of_many_keys_is_sealed_in_pieces_and_whole() {
     }
 }
 
+/// One seal pass as the purge runs it, now: the keys it copied.
+async fn seal_now(db: &TestDb) -> u64 {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    partitions::seal(&db.pool, &mut conn, Utc::now())
+        .await
+        .unwrap()
+}
+
+/// Keys in the sealed windows, and claimed.
+async fn sealed_and_claimed(db: &TestDb) -> (i64, i64) {
+    (
+        scalar_i64(db, "SELECT count(*) FROM event_keys").await,
+        scalar_i64(db, "SELECT count(*) FROM event_claims").await,
+    )
+}
+
 /// A seal whose drop cannot have the claims table within its second (a
 /// long transaction holds it) leaves the day, its copies made, and the
 /// next pass drops it: no key is lost meanwhile, nor stored twice.
@@ -495,37 +505,15 @@ async fn a_claim_day_in_use_is_sealed_by_the_next_pass() {
         .execute(&mut holder)
         .await
         .unwrap();
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    assert_eq!(
-        partitions::seal(&db.pool, &mut conn, Utc::now())
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, 2);
-    assert_eq!(
-        scalar_i64(&db, "SELECT count(*) FROM event_claims").await,
-        2
-    );
+    assert_eq!(seal_now(&db).await, 0);
+    assert_eq!(sealed_and_claimed(&db).await, (2, 2));
     sqlx::raw_sql("ROLLBACK")
         .execute(&mut holder)
         .await
         .unwrap();
-    assert_eq!(
-        store.insert(&event_at("busy-1", Utc::now())).await.unwrap(),
-        InsertOutcome::Duplicate
-    );
-    assert_eq!(
-        partitions::seal(&db.pool, &mut conn, Utc::now())
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, 2);
-    assert_eq!(
-        scalar_i64(&db, "SELECT count(*) FROM event_claims").await,
-        0
-    );
+    assert_duplicates(&store, "busy-1", &[Utc::now()]).await;
+    assert_eq!(seal_now(&db).await, 2);
+    assert_eq!(sealed_and_claimed(&db).await, (2, 0));
     assert_eq!(
         store.insert(&event_at("busy-2", past)).await.unwrap(),
         InsertOutcome::Duplicate
