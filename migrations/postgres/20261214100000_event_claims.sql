@@ -40,3 +40,23 @@ $$;
 
 CREATE TRIGGER event_keys_sealed_only BEFORE INSERT ON event_keys
     FOR EACH STATEMENT EXECUTE FUNCTION imggo_event_keys_sealed_only();
+
+-- A batch decides its claim days and locks from its replica's clock just
+-- before it waits for those locks (behind an erasure, or a batch of old
+-- rows that runs alone). One that waited longer than `max_wait` would act
+-- on a stale decision: its statement fails with IG001 instead, and the
+-- receiver decides again and retries. `imggo.guard_from` is the clock
+-- time the batch began waiting, set in its transaction.
+CREATE FUNCTION imggo_guard_fresh(max_wait interval) RETURNS boolean
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    waited interval := statement_timestamp()
+                       - current_setting('imggo.guard_from')::timestamptz;
+BEGIN
+    IF waited > max_wait THEN
+        RAISE EXCEPTION 'the batch waited % for its locks', waited
+            USING ERRCODE = 'IG001';
+    END IF;
+    RETURN true;
+END
+$$;

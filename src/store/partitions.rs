@@ -33,8 +33,10 @@ pub const CLAIMS: &str = "event_claims";
 pub const CLAIM_DAY: Duration = Duration::from_secs(86_400);
 /// How long after its day ends a claim partition is sealed: past the age
 /// from which a row claims on today instead (`postgres::OLD`), with room
-/// for clocks that disagree: after it, nothing claims into the day.
-pub const SEAL_AFTER: Duration = Duration::from_secs(3600);
+/// for replicas' clocks that disagree by up to the guard's margin
+/// (`postgres::NEAR_EDGE` less `OLD`): after it, nothing claims into the
+/// day.
+pub const SEAL_AFTER: Duration = Duration::from_secs(2 * 3600);
 
 /// Width of a key window: four weeks, each starting on a Monday 00:00 UTC
 /// (the migration's `date_bin('28 days', …, '1970-01-05')`). An insert
@@ -248,7 +250,10 @@ pub async fn cover_times(
     times: &[DateTime<Utc>],
 ) -> Result<(), StoreError> {
     cover(pool, EVENTS, layout.interval, 0, times, false).await?;
-    cover(pool, CLAIMS, CLAIM_DAY, 0, times, false).await?;
+    // Old rows claim on today (`postgres::claim_days`).
+    let mut days = times.to_vec();
+    days.push(Utc::now());
+    cover(pool, CLAIMS, CLAIM_DAY, 0, &days, false).await?;
     cover(pool, KEYS, KEY_WINDOW, KEY_ORIGIN, times, false).await?;
     Ok(())
 }
@@ -507,14 +512,14 @@ pub const SEAL_CHUNK: i64 = 50_000;
 /// its rows' receipt only while they are recent, and old rows claim on
 /// today: `postgres::claim_days`). Its keys are copied, in key order,
 /// [`SEAL_CHUNK`] per transaction, into the key window holding the day,
-/// and then the partition is dropped. A batch's statement sees each key in
-/// one place or both, never in neither: every copy commits before the
-/// drop, and the drop waits for the statements that read the partition.
-/// It waits at most a second for the claims table (every batch holds it
-/// while it runs); a day not dropped in time stays, its copies with it,
-/// and the next pass copies again (nothing new) and drops it. Nothing
-/// here holds a lock an insert or an erasure waits for, but for that
-/// second. Returns the keys copied.
+/// and then the partition is detached concurrently and dropped
+/// ([`drop_partition`]). A batch's statement sees each key in one place or
+/// both, never in neither: every copy commits before the detach, and the
+/// detach waits for the statements that may read the partition. Nothing
+/// here holds a lock an insert or an erasure waits for. A pass stopped
+/// half-way leaves copies (made again, ON CONFLICT, by the next pass) or
+/// a detached table (dropped by the next pass: [`drop_leftovers`]).
+/// Returns the keys copied.
 pub async fn seal(
     pool: &PgPool,
     conn: &mut PgConnection,
@@ -558,23 +563,12 @@ pub async fn seal(
                 _ => break,
             }
         }
-        let mut tx = conn.begin().await?;
-        sqlx::query("SET LOCAL lock_timeout = '1s'")
-            .execute(&mut *tx)
-            .await?;
-        let drop = format!("DROP TABLE {name}");
-        match sqlx::Executor::execute(&mut *tx, drop.as_str()).await {
-            Ok(_) => {
-                tx.commit().await?;
-                tracing::info!(partition = %part.name, keys = copied, "sealed a claim day");
-                sealed += copied;
-            }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
-                tx.rollback().await?;
-                tracing::info!(partition = %part.name, "claim day busy; dropped next pass");
-            }
-            Err(e) => return Err(e.into()),
-        }
+        // Detached concurrently, as retention detaches: inserts go on
+        // meanwhile, and the detach waits for every statement that may
+        // still read the day. Every copy committed before it.
+        drop_partition(conn, CLAIMS, part).await?;
+        tracing::info!(partition = %part.name, keys = copied, "sealed a claim day");
+        sealed += copied;
     }
     Ok(sealed)
 }

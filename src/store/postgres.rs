@@ -320,7 +320,11 @@ impl PgStore {
         }
         // Sealed first: a day's keys go to their window, which may be past
         // max_age already (rows received long ago) and go with it now.
-        partitions::seal(&self.pool, conn, Utc::now()).await?;
+        if let Err(e) = partitions::seal(&self.pool, conn, Utc::now()).await {
+            // The days wait (inserts probe them as they are); retention of
+            // the key windows goes on.
+            tracing::warn!(error = %e, "cannot seal the claim days; next pass");
+        }
         let keys = partitions::list(conn, partitions::KEYS).await?;
         for part in partitions::expired(&keys, cutoff) {
             partitions::drop_partition(conn, partitions::KEYS, part).await?;
@@ -412,8 +416,10 @@ const KEY_LOCK_CLASS: i32 = 0x696d_6b79;
 /// and how old a row must be for its batch to be serialized; see [`Guard`].
 /// A row is stored within milliseconds of its receipt unless Postgres was
 /// away (a spool draining) or an operator replays it: ten minutes apart
-/// from now is already one of those.
-const NEAR_EDGE: chrono::TimeDelta = chrono::TimeDelta::minutes(20);
+/// from now is already one of those. Two replicas' receipts of one key in
+/// flight at once differ by less than `OLD` plus their clocks' skew, so
+/// the key locks hold for clocks up to 50 minutes apart.
+const NEAR_EDGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 const OLD: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// What keeps two deliveries of one (job_id, event) claimed on different
@@ -520,23 +526,28 @@ pub(crate) async fn lock_shared(conn: &mut sqlx::PgConnection) -> Result<(), Sto
 /// retention keeps: older windows (past max_age, waiting to be dropped)
 /// are not probed.
 ///
+/// `$15` is [`MAX_GUARD_WAIT`]: a batch that waited longer for its guard
+/// fails (IG001, `imggo_guard_fresh`) and [`insert_rows`] decides again.
+///
 /// The subject and job tombstones are looked at per event only when one
 /// was written at or after the batch's oldest receipt (one probe of their
 /// `erased_at` index per batch): erasures are rare, deliveries are not.
 static INSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
     let (columns, arrays) = (EventColumns::new_event(), EventColumns::pg_arrays());
-    let (subjects, kept, key, day) = (
+    let (subjects, kept, key, day, max_wait) = (
         EventColumns::new_event_count() + 1,
         EventColumns::new_event_count() + 2,
         EventColumns::new_event_count() + 3,
         EventColumns::new_event_count() + 4,
+        EventColumns::new_event_count() + 5,
     );
     format!(
         "\
     WITH batch AS ( \
       SELECT * FROM UNNEST({arrays}, ${subjects}::text[], ${key}::uuid[], \
                            ${day}::timestamptz[]) \
-        AS b({columns}, subject_list, key, claim_day)), \
+        AS b({columns}, subject_list, key, claim_day) \
+      WHERE (SELECT imggo_guard_fresh(make_interval(secs => ${max_wait})))), \
     since AS ( \
       SELECT EXISTS (SELECT 1 FROM erased_subjects WHERE erased_at >= t.oldest) AS subjects, \
              EXISTS (SELECT 1 FROM erased_jobs WHERE erased_at >= t.oldest) AS jobs \
@@ -637,12 +648,46 @@ pub(super) async fn insert_rows(
     events: &[&NewEvent],
     kept: DateTime<Utc>,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
+    let mut attempt = 1;
+    loop {
+        match insert_rows_now(conn, events, kept, Utc::now()).await {
+            Err(StoreError::Other(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some(GUARD_STALE) && attempt < 3 =>
+            {
+                tracing::info!(
+                    attempt,
+                    "a batch waited too long for its locks; deciding again"
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The longest a batch may wait for its guard before its decisions (claim
+/// days, which keys to lock: all taken from `now` before the wait) are
+/// taken again: well under [`OLD`], so a row's age as the batch saw it is
+/// its age when it claims, give or take this.
+const MAX_GUARD_WAIT: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+/// The SQLSTATE of a batch that waited longer (`imggo_guard_fresh`).
+const GUARD_STALE: &str = "IG001";
+/// Marks when a batch begins to wait for its guard (the clock, not the
+/// transaction's start: `BEGIN` and the guard arrive in one message).
+const GUARD_FROM: &str = "SELECT set_config('imggo.guard_from', clock_timestamp()::text, true)";
+
+/// [`insert_rows`], once, deciding from `now`.
+async fn insert_rows_now(
+    conn: &mut sqlx::PgConnection,
+    events: &[&NewEvent],
+    kept: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<InsertOutcome>, StoreError> {
     use sqlx::Connection as _;
     let mut columns = PgEventArrays::default();
     let rows = claim_order(events);
     let mut keys = Vec::with_capacity(rows.len());
     let mut subjects = Vec::with_capacity(rows.len());
-    let now = Utc::now();
     for (e, digest) in &rows {
         columns.push(e);
         keys.push(uuid::Uuid::from_bytes(*digest));
@@ -655,7 +700,7 @@ pub(super) async fn insert_rows(
     // newer than any erasure that held the lock. Inside a caller's
     // transaction (`rejected replay --body`), a savepoint and the guard as
     // statements of their own.
-    let guard = Guard::for_batch(events, now).sql();
+    let guard = format!("{GUARD_FROM}; {}", Guard::for_batch(events, now).sql());
     let mut tx = if conn.is_in_transaction() {
         let mut tx = conn.begin().await?;
         sqlx::Executor::execute(&mut *tx, guard.as_str()).await?;
@@ -669,6 +714,7 @@ pub(super) async fn insert_rows(
         .bind(kept)
         .bind(&keys)
         .bind(&days)
+        .bind(MAX_GUARD_WAIT.as_seconds_f64())
         .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
         .fetch_all(&mut *tx)
         .await?;
@@ -767,14 +813,14 @@ mod tests {
             keys[0],
             key_lock(&a.envelope.key()).min(key_lock(&b.envelope.key()))
         );
-        // Half an hour from either midnight: no lock.
+        // Over an hour from either midnight: no lock.
         let (late, early) = (
-            event_at("c", "2026-12-10T23:29:00Z"),
-            event_at("d", "2026-12-10T00:31:00Z"),
+            event_at("c", "2026-12-10T22:58:00Z"),
+            event_at("d", "2026-12-10T01:01:00Z"),
         );
-        let now: DateTime<Utc> = "2026-12-10T23:30:00Z".parse().unwrap();
+        let now: DateTime<Utc> = "2026-12-10T22:59:00Z".parse().unwrap();
         assert_eq!(Guard::for_batch(&[&late], now), Guard::Shared);
-        let now: DateTime<Utc> = "2026-12-10T00:32:00Z".parse().unwrap();
+        let now: DateTime<Utc> = "2026-12-10T01:02:00Z".parse().unwrap();
         assert_eq!(Guard::for_batch(&[&early], now), Guard::Shared);
     }
 
@@ -808,9 +854,17 @@ mod tests {
     /// a day must be sealed only when no such row may still claim into it.
     #[test]
     fn the_guards_margins_cover_the_rows_that_may_race() {
-        assert!(NEAR_EDGE >= OLD * 2);
+        let skew = NEAR_EDGE - OLD;
+        assert!(skew >= chrono::TimeDelta::minutes(30), "{skew}");
         let seal_after = chrono::Duration::from_std(partitions::SEAL_AFTER).unwrap();
-        assert!(seal_after >= OLD * 4, "{seal_after} against {OLD}");
+        assert!(
+            seal_after > OLD + skew,
+            "{seal_after} against {OLD} and {skew}"
+        );
+        assert!(
+            MAX_GUARD_WAIT < OLD,
+            "a batch's now stays within OLD of its statement"
+        );
     }
 
     #[test]

@@ -298,8 +298,9 @@ async fn race_either_side(
     );
 }
 
-/// At a key window's edge, which lies in the past: each batch holds a row
-/// older than ten minutes, so it runs alone.
+/// At a key window's edge, which lies in the past: both rows are older
+/// than ten minutes, so both claim on today and that day's ON CONFLICT
+/// decides (each batch runs alone besides).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_of_one_key_in_two_windows_at_once_store_one() {
     deliveries_of_one_key_either_side_of(this_window(), 1).await;
@@ -491,11 +492,26 @@ async fn sealed_and_claimed(db: &TestDb) -> (i64, i64) {
     )
 }
 
-/// A seal whose drop cannot have the claims table within its second (a
-/// long transaction holds it) leaves the day, its copies made, and the
-/// next pass drops it: no key is lost meanwhile, nor stored twice.
-#[tokio::test]
-async fn a_claim_day_in_use_is_sealed_by_the_next_pass() {
+/// Waits until a session of this database waits for a lock.
+async fn until_one_waits_for_a_lock(db: &TestDb, what: &str) {
+    eventually(what, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+}
+
+/// A seal detaches its day concurrently: while it waits for a transaction
+/// that holds the claims table, inserts go on (a plain DROP would queue
+/// them behind it), and every key of the day is found, copied already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_waits_for_readers_of_its_day_while_inserts_go_on() {
     let db = TestDb::new().await;
     let store = db.store();
     let past = Utc::now() - chrono::Duration::days(2);
@@ -505,19 +521,62 @@ async fn a_claim_day_in_use_is_sealed_by_the_next_pass() {
         .execute(&mut holder)
         .await
         .unwrap();
-    assert_eq!(seal_now(&db).await, 0);
-    assert_eq!(sealed_and_claimed(&db).await, (2, 2));
+    let sealing = {
+        let (pool, url) = (db.pool.clone(), db.url.clone());
+        tokio::spawn(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            partitions::seal(&pool, &mut conn, Utc::now()).await
+        })
+    };
+    until_one_waits_for_a_lock(&db, "the seal waits for the holder").await;
+    store_at(&store, &["during"], Utc::now()).await;
+    assert_duplicates(&store, "busy-1", &[Utc::now(), past]).await;
+    assert!(
+        !sealing.is_finished(),
+        "the seal still waits for the holder"
+    );
+    // Already out of new statements' reads (detach pending): its keys are
+    // found in their window.
+    assert_eq!(sealed_and_claimed(&db).await, (2, 1));
     sqlx::raw_sql("ROLLBACK")
         .execute(&mut holder)
         .await
         .unwrap();
-    assert_duplicates(&store, "busy-1", &[Utc::now()]).await;
-    assert_eq!(seal_now(&db).await, 2);
-    assert_eq!(sealed_and_claimed(&db).await, (2, 0));
-    assert_eq!(
-        store.insert(&event_at("busy-2", past)).await.unwrap(),
-        InsertOutcome::Duplicate
-    );
+    assert_eq!(sealing.await.unwrap().unwrap(), 2);
+    assert_eq!(sealed_and_claimed(&db).await, (2, 1), "today's claim stays");
+    assert_duplicates(&store, "busy-2", &[Utc::now(), past]).await;
+    assert_eq!(seal_now(&db).await, 0, "nothing left to seal");
+}
+
+/// A batch decides its claim days and locks before it waits for them;
+/// one that waited over its limit fails with IG001 (and is decided again
+/// by the receiver) instead of claiming on a stale decision.
+#[tokio::test]
+async fn a_statement_after_a_long_wait_for_its_locks_fails_to_be_decided_again() {
+    let db = TestDb::new().await;
+    let fresh = |waited: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query(
+                "SELECT set_config('imggo.guard_from', (clock_timestamp() - $1::interval)::text, true)",
+            )
+            .bind(waited)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query_scalar::<_, bool>("SELECT imggo_guard_fresh(interval '2 minutes')")
+                .fetch_one(&mut *tx)
+                .await
+        }
+    };
+    assert!(fresh("1 second").await.unwrap());
+    let err = fresh("3 minutes").await.unwrap_err();
+    let code = err
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("IG001"), "{err}");
 }
 
 /// Only the seal writes the sealed windows: a replica of an earlier
