@@ -495,14 +495,7 @@ async fn sealed_and_claimed(db: &TestDb) -> (i64, i64) {
 /// Waits until a session of this database waits for a lock.
 async fn until_one_waits_for_a_lock(db: &TestDb, what: &str) {
     eventually(what, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
+        (sessions_waiting_for_a_lock(&db.pool).await > 0).then_some(())
     })
     .await;
 }

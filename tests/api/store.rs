@@ -393,14 +393,7 @@ async fn batches_sharing_keys_in_opposite_orders_both_finish() {
         };
         let (a, b) = (batch(&q, &p), batch(&p, &q));
         eventually("both batches wait for the uncommitted claims", || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-            (waiting == 2).then_some(())
+            (sessions_waiting_for_a_lock(&db.pool).await == 2).then_some(())
         })
         .await;
         blocker.rollback().await.unwrap();

@@ -534,6 +534,17 @@ pub fn via_proxy(url: &str, proxy: std::net::SocketAddr) -> String {
     url.replacen(host_port(url), &proxy.to_string(), 1)
 }
 
+/// Sessions of the pool's database waiting for a lock right now.
+pub async fn sessions_waiting_for_a_lock(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// Polls `probe` until it yields a value (at most 30 s, then fails naming
 /// `what`): the one bounded wait for conditions that happen on their own.
 pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
