@@ -485,7 +485,7 @@ pub fn claim_day(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// [`key_window`] of the SQL timestamp `expr`, as Postgres computes it (for
-/// tools and tests that move keys in time, and the migrations' copies).
+/// tools and tests that move keys in time).
 pub fn key_window_sql(expr: &str) -> String {
     let origin = DateTime::from_timestamp(KEY_ORIGIN, 0).unwrap_or_default();
     format!(
@@ -528,10 +528,7 @@ pub async fn seal(
     let horizon = now - secs(SEAL_AFTER);
     let parts = list(conn, CLAIMS).await?;
     let mut sealed = 0;
-    for part in parts
-        .iter()
-        .filter(|p| p.hi.is_some_and(|hi| hi <= horizon))
-    {
+    for part in expired(&parts, horizon) {
         let Some(lo) = part.lo else { continue };
         let window = key_window(lo);
         cover(pool, KEYS, KEY_WINDOW, KEY_ORIGIN, &[window], false).await?;
@@ -546,9 +543,8 @@ pub async fn seal(
         let mut after = uuid::Uuid::nil();
         let mut copied = 0u64;
         loop {
-            let mut tx = conn.begin().await?;
-            sqlx::query("SELECT set_config('imggo.seal', 'on', true)")
-                .execute(&mut *tx)
+            let mut tx = conn
+                .begin_with("BEGIN; SELECT set_config('imggo.seal', 'on', true)")
                 .await?;
             let (last, n): (Option<uuid::Uuid>, i64) = sqlx::query_as(&copy)
                 .bind(after)
