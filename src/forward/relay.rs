@@ -316,8 +316,10 @@ impl Relay {
         bound: Position,
         epoch: Option<i64>,
     ) -> Result<(Vec<Arc<Opened>>, Position), StoreError> {
-        let since = self.store.served_since();
-        if let (Some(epoch), Some(since)) = (epoch, since) {
+        // The run serves and keeps events only under an erasure epoch and
+        // a retention bound (Postgres).
+        let shared = epoch.zip(self.store.served_since());
+        if let Some((epoch, since)) = shared {
             if let Some(served) = self.shared.serve(after, epoch, BATCH as usize, since) {
                 return Ok((served.events, served.until));
             }
@@ -334,7 +336,7 @@ impl Relay {
             bound
         };
         let opened: Vec<Arc<Opened>> = page.into_iter().map(|e| Arc::new(self.open(e))).collect();
-        if let (Some(epoch), Some(_)) = (epoch, since) {
+        if let Some((epoch, _)) = shared {
             self.shared.offer(after, until, epoch, &opened);
         }
         Ok((opened, until))
@@ -350,6 +352,8 @@ impl Relay {
 
     /// Builds `item`'s message into `batch` (or says why not).
     fn slot(&self, item: &Item, batch: &mut Vec<Message>) -> Slot {
+        // An event's message carries its feed position as its seq
+        // ([`Self::message`]).
         let message = match item {
             Item::Event(e) => {
                 let row = &e.event.row;
@@ -370,8 +374,6 @@ impl Relay {
                 return Slot::Send(start..batch.len());
             }
         };
-        let mut message = message;
-        message.seq = seq_of(item.position());
         batch.push(message);
         Slot::Send(batch.len() - 1..batch.len())
     }

@@ -422,6 +422,13 @@ const KEY_LOCK_CLASS: i32 = 0x696d_6b79;
 const NEAR_EDGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 const OLD: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
+/// Whether a row received `at` is [`OLD`] at `now`: it claims on today
+/// ([`claim_days`]) and its batch runs alone ([`Guard::for_batch`]), one
+/// rule for both.
+fn is_old(at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    at < now - OLD
+}
+
 /// What keeps two deliveries of one (job_id, event) claimed on different
 /// days (`event_claims`, [`claim_days`]) from both being stored. On one day ON
 /// CONFLICT decides: the second waits for the first's commit and finds its
@@ -450,7 +457,7 @@ enum Guard {
 
 impl Guard {
     fn for_batch(events: &[&NewEvent], now: DateTime<Utc>) -> Self {
-        if events.iter().any(|e| e.received_at < now - OLD) {
+        if events.iter().any(|e| is_old(e.received_at, now)) {
             return Self::Exclusive;
         }
         let day =
@@ -616,7 +623,7 @@ fn claim_days(
     now: DateTime<Utc>,
 ) -> Vec<DateTime<Utc>> {
     received
-        .map(|at| partitions::claim_day(if at < now - OLD { now } else { at }))
+        .map(|at| partitions::claim_day(if is_old(at, now) { now } else { at }))
         .collect()
 }
 
