@@ -3,11 +3,12 @@
 
 use std::process::ExitCode;
 
-// glibc malloc (malloc, free, consolidation) was ~15% of the receiver's CPU
-// under load: every delivery makes many small JSON allocations on whichever
-// worker thread runs it. mimalloc's thread-local pages cut that to ~3%.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator. mimalloc once cut glibc malloc's share of the
+// receiver's CPU (~15% then, 3% with it), but its per-thread heaps kept
+// freed memory: peak RSS 44 MiB with ingest alone and 81-97 MiB with four
+// destinations forwarding, against 24 and 47 MiB with glibc for 3-7% more
+// CPU per delivery (docs/performance.md, "Allocator"). A memory limit that
+// kills the process costs more than that.
 
 use clap::Parser;
 use imggo_receiver::cli::{load_dotenv, run, Cli};
