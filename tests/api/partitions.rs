@@ -370,8 +370,7 @@ async fn a_sealed_day_keeps_its_keys_in_its_key_window() {
     );
     assert!(claim_days(&db).await.contains(&past_day));
 
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    assert_eq!(partitions::seal(&db.pool, &mut conn, now).await.unwrap(), 2);
+    assert_eq!(seal_now(&db).await, 2);
     assert!(!claim_days(&db).await.contains(&past_day), "dropped");
     let sealed: Vec<(Vec<u8>, DateTime<Utc>)> =
         sqlx::query_as("SELECT uuid_send(key), since FROM event_keys ORDER BY 1")
@@ -400,8 +399,7 @@ async fn a_sealed_day_keeps_its_keys_in_its_key_window() {
         store.insert(&event_at("today", now)).await.unwrap(),
         InsertOutcome::Duplicate
     );
-    // Nothing left to seal.
-    assert_eq!(partitions::seal(&db.pool, &mut conn, now).await.unwrap(), 0);
+    assert_eq!(seal_now(&db).await, 0, "nothing left to seal");
 }
 
 /// A row received long ago (a spool draining after an outage) claims its
@@ -421,10 +419,7 @@ async fn an_old_row_claims_its_key_on_today_and_outlives_the_seal() {
     .await
     .unwrap();
     assert_eq!(day, partitions::claim_day(Utc::now()));
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    partitions::seal(&db.pool, &mut conn, Utc::now())
-        .await
-        .unwrap();
+    seal_now(&db).await;
     assert_eq!(
         store
             .insert(&event_at("spooled", Utc::now()))
@@ -451,18 +446,8 @@ async fn a_day_of_many_keys_is_sealed_in_pieces_and_whole() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    assert_eq!(
-        partitions::seal(&db.pool, &mut conn, Utc::now())
-            .await
-            .unwrap(),
-        n.unsigned_abs()
-    );
-    assert_eq!(scalar_i64(&db, "SELECT count(*) FROM event_keys").await, n);
-    assert_eq!(
-        scalar_i64(&db, "SELECT count(*) FROM event_claims").await,
-        0
-    );
+    assert_eq!(seal_now(&db).await, n.unsigned_abs());
+    assert_eq!(sealed_and_claimed(&db).await, (n, 0));
     for job in [
         "many-1".to_owned(),
         format!("many-{n}"),
